@@ -1,8 +1,46 @@
 //! mhrouter: a userspace IPv4 router for a small multihomed site.
+//!
+//! Pure logic (no I/O): `wire` (packet formats), `fastpath` (per-packet decisions), `route`,
+//! `nat`, `neigh` (ARP cache), `track`, `probe`, `config`. Platform I/O: `io` (TAP, packet
+//! sockets, netlink, epoll). Threads: `dataplane` (workers), `control` (control thread),
+//! `ctl` (control socket), `router` (start-up and shutdown).
 
 pub mod clock;
+pub mod config;
+pub mod control;
+pub mod counters;
+pub mod ctl;
+pub mod dataplane;
+pub mod fastpath;
+pub mod hooks;
+pub mod io;
+pub mod nat;
+pub mod neigh;
 pub mod prefix;
+pub mod probe;
+pub mod route;
+pub mod router;
+pub mod snapshot;
+pub mod track;
+pub mod wire;
 
 /// Index of an uplink in the configuration's uplink list (0-based).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct UplinkId(pub u8);
+
+/// An interface of the router: the LAN (inside) or one uplink (outside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Iface {
+    Lan,
+    Uplink(UplinkId),
+}
+
+impl Iface {
+    /// Index in per-interface arrays: 0 is the LAN, 1.. are the uplinks.
+    pub fn index(self) -> usize {
+        match self {
+            Iface::Lan => 0,
+            Iface::Uplink(u) => 1 + u.0 as usize,
+        }
+    }
+}

@@ -1,1 +1,150 @@
-fn main() {}
+//! The `mhrouter` command: run the router, check a config, and query a running router.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mhrouter::config::Config;
+use mhrouter::ctl;
+
+/// Userspace IPv4 router for a small site with two or more ISP uplinks and no BGP: static
+/// routes with administrative distance, health probes (IP SLA), object tracking with up/down
+/// delays, and NAT overload per uplink.
+///
+/// Logging goes to stderr, one line per event; set its level with RUST_LOG (default: info).
+#[derive(Parser)]
+#[command(name = "mhrouter", version, after_help = "Examples:\n  mhrouter check-config /etc/mhrouter.toml\n  mhrouter run --config /etc/mhrouter.toml\n  mhrouter show route\n  mhrouter show nat uplink isp-a --json\n  mhrouter explain 192.168.0.10 172.18.0.6 tcp 40000 443")]
+struct Cli {
+    /// Control socket of the router to talk to (default: the config's control_socket, else
+    /// $MHROUTER_SOCKET, else /run/mhrouter/mhrouter.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Configuration file; `run` starts from it, other commands take its control socket.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the router with --config FILE; stops cleanly on SIGINT/SIGTERM.
+    Run,
+    /// Validate a configuration file; prints "FILE:LINE: what is wrong" and exits 1 on error.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show a view of the running router: route, uplinks, probes, tracks, nat [uplink NAME]
+    /// [address IP], arp, counters.
+    Show {
+        #[arg(required = true, num_args = 1.., value_name = "VIEW")]
+        what: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which rule, route, uplink and NAT entry a flow would get now.
+    Explain {
+        src: String,
+        dst: String,
+        /// tcp, udp, icmp or a protocol number.
+        proto: String,
+        sport: Option<String>,
+        dport: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the configuration and apply it; a bad config is rejected and the running one stays.
+    Reload,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::from_file(&file) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} uplinks, {} routes, {} probes, {} tracks)",
+                    file.display(),
+                    cfg.uplinks.len(),
+                    cfg.routes.len(),
+                    cfg.probes.len(),
+                    cfg.tracks.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Run => {
+            init_logging();
+            let Some(path) = cli.config else {
+                return fail("run needs --config FILE");
+            };
+            let cfg = match Config::from_file(&path) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            match mhrouter::router::run(cfg, path, cli.socket) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Show { what, json } => {
+            let mut req = format!("show {}", what.join(" "));
+            if json {
+                req += " --json";
+            }
+            query(cli.socket, cli.config, &req)
+        }
+        Command::Explain {
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            json,
+        } => {
+            let mut req = format!("explain {src} {dst} {proto}");
+            match (sport, dport) {
+                (Some(s), Some(d)) => req += &format!(" {s} {d}"),
+                (None, None) => {}
+                _ => return fail("explain needs both SPORT and DPORT, or neither"),
+            }
+            if json {
+                req += " --json";
+            }
+            query(cli.socket, cli.config, &req)
+        }
+        Command::Reload => query(cli.socket, cli.config, "reload"),
+    }
+}
+
+fn query(socket: Option<PathBuf>, config: Option<PathBuf>, request: &str) -> ExitCode {
+    let from_config = match config.map(|p| Config::from_file(&p)) {
+        Some(Ok(c)) => Some(c.router.control_socket),
+        Some(Err(e)) => return fail(e),
+        None => None,
+    };
+    let path = ctl::socket_path(socket, from_config);
+    match ctl::call(&path, request) {
+        Ok(body) => {
+            let _ = std::io::stdout().write_all(body.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("mhrouter: {e}");
+    ExitCode::FAILURE
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .format_target(false)
+        .init();
+}

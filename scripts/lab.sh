@@ -1,0 +1,729 @@
+#!/usr/bin/env bash
+# The mhrouter lab: five network namespaces wired as the reference site, with reversible faults.
+# Users, tests and benchmarks all drive the router through this one script (DESIGN.md "The lab").
+# Everything it creates lives inside its own namespaces; the root namespace is never touched, and
+# every process it starts is recorded by pid in the state dir and stopped by that pid.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$SCRIPT_DIR")
+ROLES=(lan rtr ispa ispb net)
+SERVER_IP=172.18.0.6
+STOP_TIMEOUT_S=5
+SOCKET_TIMEOUT_S=10
+DELAY_MARK=0x6d686c62 # "mhlb": frames lab_delay.py sends back out, past its own diversion
+
+usage() {
+    cat <<'EOF'
+Usage: lab.sh [--prefix P] VERB [ARGS...]
+
+Builds the mhrouter reference site in five network namespaces named <P>lan, <P>rtr, <P>ispa,
+<P>ispb and <P>net. P comes from --prefix, else $MH_LAB_PREFIX, else "mh-"; it may hold only
+[a-z0-9-], at most 8 characters, so parallel labs (tests) never collide.
+State (pid files, router.toml, router.log, ctl.sock, faults) lives in
+${MH_LAB_STATE:-/run/mhlab}/<P>/.
+
+  <P>lan   LAN host: eth0 192.168.0.10/24, default via 192.168.0.1 (the router)
+  <P>rtr   router: br-lan (LAN bridge, no IP), wan-a and wan-b (no kernel IP), ip_forward=0
+  <P>ispa  PE_A: rtr0 172.16.1.2/30 (peer of wan-a), net0 10.255.1.1/30 to <P>net
+  <P>ispb  PE_B: rtr0 172.17.3.2/30 (peer of wan-b), net0 10.255.2.1/30 to <P>net
+  <P>net   central site: 172.18.0.6 (iperf3 on 5201, DNS on 53: probe.lab -> 172.18.0.6)
+IPv6 is disabled in every lab namespace. Nothing routes to 192.168.0.0/24: only NAT reaches it.
+
+Verbs:
+  up                 Create the lab and start the servers in <P>net. Idempotent: on an existing
+                     lab it checks every piece, repairs what is missing and keeps the rest.
+  down               Stop every recorded process (router, fault loops, servers), delete the five
+                     namespaces and the state dir. Harmless when the lab does not exist.
+  status             Namespaces and their addresses, router and servers alive or not, active
+                     faults. Exit status 0 if all five namespaces exist, 1 otherwise.
+  router start [--config FILE] [-- EXTRA...]
+                     Copy FILE (default scripts/lab.toml) to STATE/router.toml and run
+                     `mhrouter run --config STATE/router.toml --socket STATE/ctl.sock EXTRA...`
+                     in <P>rtr, in the background, RUST_LOG=${RUST_LOG:-info}, output to
+                     STATE/router.log. Waits up to 10 s for the control socket; on failure prints
+                     the log tail, stops the router and exits non-zero.
+                     Binary: $MHROUTER_BIN, else target/release/mhrouter, else target/debug.
+  router stop        SIGTERM the recorded router, SIGKILL after 5 s; remove its pid file.
+  router log         Print STATE/router.log.
+  fault SIDE KIND    Inject a fault on uplink SIDE (a or b); each kind is undone by `heal`:
+      link           carrier down: rtr0 down in the PE, so wan-x loses carrier
+      nexthop        the PE silently drops everything from the router (ARP included), carrier up
+      upstream       the PE still answers the router, but forwards nothing (path to net cut)
+      loss PCT       lose PCT% (0-100, decimals allowed) of the frames in each direction
+      delay MS       delay frames by MS ms each way (the round trip grows by 2 x MS)
+      flap [PERIOD_MS]
+                     a loop in the PE toggles rtr0 down/up every PERIOD_MS (default 2000)
+                     loss and delay combine; repeating a kind replaces its previous value.
+                     They use netem on the PE's rtr0 and the router's wan-x; on kernels without
+                     sch_netem, nftables in the PE (loss) and scripts/lab_delay.py in the PE
+                     (delay, 2 x MS on the PE-to-router direction only).
+  heal SIDE          Undo every fault on SIDE (idempotent).
+  exec NS CMD...     Run CMD in <P>NS (NS: lan rtr ispa ispb net).
+  ctl ARGS...        Run `mhrouter --socket STATE/ctl.sock ARGS...` in <P>rtr.
+  help, --help, -h   This text.
+
+Example: lab.sh --prefix t1- up; lab.sh --prefix t1- router start;
+         lab.sh --prefix t1- fault a nexthop;
+         lab.sh --prefix t1- ctl ...; lab.sh --prefix t1- heal a; lab.sh --prefix t1- down
+EOF
+}
+
+die() {
+    echo "lab.sh: $*" >&2
+    exit 1
+}
+
+warn() {
+    echo "lab.sh: warning: $*" >&2
+}
+
+# --- names and predicates ----------------------------------------------------------------------
+
+ns() { echo "${PREFIX}$1"; }
+
+ns_exists() {
+    local names
+    # Captured first: with pipefail, grep -q closing the pipe early could fail the pipeline.
+    names=$(ip netns list | awk '{print $1}')
+    grep -qxF -- "$1" <<<"$names"
+}
+
+lab_exists() {
+    local role
+    for role in "${ROLES[@]}"; do
+        ns_exists "$(ns "$role")" || return 1
+    done
+}
+
+require_lab() {
+    lab_exists || die "lab '${PREFIX}' is not up (run: lab.sh --prefix ${PREFIX} up)"
+}
+
+link_exists() { # role ifname
+    ip -n "$(ns "$1")" link show dev "$2" >/dev/null 2>&1
+}
+
+in_ns() { # role cmd...
+    local role=$1
+    shift
+    ip netns exec "$(ns "$role")" "$@"
+}
+
+# --- processes: started detached, recorded by pid, stopped by that pid -------------------------
+
+# A process is known by its pid plus its start time (kept beside the pid file), so a recycled
+# pid is never taken for ours, whatever the process has exec'd into since.
+start_time() { # pid
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    # Fields counted after the ")" that closes the command name, which may hold spaces: state
+    # (field 3; a zombie has exited already) and start time (field 22).
+    awk '$1 == "Z" {exit 1} {print $20}' <<<"${stat##*) }"
+}
+
+record_start() { # pidfile
+    local pid
+    pid=$(head -n1 "$1")
+    start_time "$pid" >"$1.start" || rm -f "$1.start"
+}
+
+# Prints the recorded pid if that very process is still alive.
+live_pid() { # pidfile
+    local pid recorded now
+    [[ -s $1 && -s $1.start ]] || return 1
+    pid=$(head -n1 "$1")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    recorded=$(cat "$1.start")
+    now=$(start_time "$pid") || return 1
+    [[ $now == "$recorded" ]] || return 1
+    echo "$pid"
+}
+
+# Runs CMD in its own session, detached from the caller's stdio (so a caller reading our output
+# is not kept waiting by it), and records its pid. The child writes its own pid before exec'ing,
+# so the record is right however setsid and `ip netns exec` fork.
+spawn() { # pidfile logfile cmd...
+    local pidfile=$1 log=$2 i
+    shift 2
+    rm -f "$pidfile" "$pidfile.start"
+    # shellcheck disable=SC2016 # $$ and $@ belong to the child shell
+    setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
+        </dev/null >>"$log" 2>&1 &
+    for ((i = 0; i < 50; i++)); do
+        if [[ -s $pidfile ]]; then
+            record_start "$pidfile"
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "could not start: $*"
+}
+
+# SIGTERM, up to STOP_TIMEOUT_S, then SIGKILL. With "group", the whole process group the recorded
+# pid leads is signalled (a shell loop's sleeping child goes with it).
+stop_pidfile() { # pidfile [group]
+    local pidfile=$1 group=${2:-} pid started target i pgid
+    if pid=$(live_pid "$pidfile"); then
+        # Polled by pid and start time, not through the file: some daemons delete it as they exit.
+        started=$(cat "$pidfile.start")
+        target=$pid
+        if [[ $group == group ]]; then
+            pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
+            [[ $pgid == "$pid" ]] && target=-$pid
+        fi
+        kill -TERM -- "$target" 2>/dev/null || true
+        for ((i = 0; i < STOP_TIMEOUT_S * 10; i++)); do
+            [[ $(start_time "$pid") == "$started" ]] || break
+            sleep 0.1
+        done
+        if [[ $(start_time "$pid") == "$started" ]]; then
+            warn "pid $pid ignored SIGTERM for ${STOP_TIMEOUT_S}s; sending SIGKILL"
+            kill -KILL -- "$target" 2>/dev/null || true
+            for ((i = 0; i < 20; i++)); do
+                [[ $(start_time "$pid") == "$started" ]] || break
+                sleep 0.1
+            done
+        fi
+    fi
+    rm -f "$pidfile" "$pidfile.start"
+}
+
+# --- up ----------------------------------------------------------------------------------------
+
+ensure_ns() { # role
+    local name
+    name=$(ns "$1")
+    ns_exists "$name" || ip netns add "$name"
+    # Before any interface is created, so every interface (veth peers, the router's TAP) is born
+    # without IPv6 and the wire carries only what the tests send.
+    if [[ -d /proc/sys/net/ipv6 ]]; then
+        in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    fi
+    ip -n "$name" link set lo up
+}
+
+ensure_veth() { # role1 if1 role2 if2
+    if link_exists "$1" "$2" && link_exists "$3" "$4"; then
+        return 0
+    fi
+    # A half-built pair (one end missing) is rebuilt from scratch.
+    ip -n "$(ns "$1")" link del "$2" 2>/dev/null || true
+    ip -n "$(ns "$3")" link del "$4" 2>/dev/null || true
+    ip -n "$(ns "$1")" link add "$2" type veth peer name "$4" netns "$(ns "$3")"
+}
+
+ensure_link() { # role ifname type
+    link_exists "$1" "$2" || ip -n "$(ns "$1")" link add "$2" type "$3"
+}
+
+# srv0 carries the central site's address. A dummy interface where the kernel has one; kernels
+# built without CONFIG_DUMMY (the Firecracker VMs here) get a veth whose peer stays in <P>net.
+ensure_server_link() {
+    link_exists net srv0 && return 0
+    ip -n "$(ns net)" link add srv0 type dummy 2>/dev/null && return 0
+    ip -n "$(ns net)" link del srv0-peer 2>/dev/null || true
+    ip -n "$(ns net)" link add srv0 type veth peer name srv0-peer
+}
+
+links_up() { # role ifname...
+    local role=$1 dev
+    shift
+    for dev in "$@"; do
+        ip -n "$(ns "$role")" link set "$dev" up
+    done
+}
+
+start_servers() {
+    local dnsmasq_bin
+    if ! live_pid "$STATE/iperf3.pid" >/dev/null; then
+        rm -f "$STATE/iperf3.pid" "$STATE/iperf3.pid.start"
+        in_ns net iperf3 -s -B "$SERVER_IP" -D --pidfile "$STATE/iperf3.pid"
+        local i
+        for ((i = 0; i < 50; i++)); do
+            [[ -s $STATE/iperf3.pid ]] && break
+            sleep 0.1
+        done
+        record_start "$STATE/iperf3.pid"
+        live_pid "$STATE/iperf3.pid" >/dev/null || die "iperf3 server did not start"
+    fi
+    if ! dnsmasq_bin=$(command -v dnsmasq); then
+        warn "dnsmasq is not installed: no DNS responder on $SERVER_IP:53 (apt-get install dnsmasq)"
+        return 0
+    fi
+    if ! live_pid "$STATE/dnsmasq.pid" >/dev/null; then
+        # --conf-file=/dev/null: the host's /etc/dnsmasq.conf must not change the lab.
+        spawn "$STATE/dnsmasq.pid" "$STATE/dnsmasq.log" \
+            ip netns exec "$(ns net)" "$dnsmasq_bin" --no-daemon --conf-file=/dev/null \
+            --no-resolv --no-hosts --listen-address="$SERVER_IP" --bind-interfaces \
+            --address=/probe.lab/"$SERVER_IP" --pid-file="$STATE/dnsmasq.pid"
+        sleep 0.2
+        live_pid "$STATE/dnsmasq.pid" >/dev/null ||
+            die "dnsmasq did not start; see $STATE/dnsmasq.log"
+    fi
+}
+
+cmd_up() {
+    local role
+    mkdir -p "$STATE"
+    for role in "${ROLES[@]}"; do
+        ensure_ns "$role"
+    done
+
+    ensure_veth lan eth0 rtr lan0
+    ensure_veth rtr wan-a ispa rtr0
+    ensure_veth rtr wan-b ispb rtr0
+    ensure_veth ispa net0 net isp-a
+    ensure_veth ispb net0 net isp-b
+    ensure_link rtr br-lan bridge
+    ensure_server_link
+    ip -n "$(ns rtr)" link set lan0 master br-lan
+
+    links_up lan eth0
+    links_up rtr lan0 br-lan wan-a wan-b
+    links_up ispa rtr0 net0
+    links_up ispb rtr0 net0
+    links_up net isp-a isp-b srv0
+    if link_exists net srv0-peer; then
+        links_up net srv0-peer
+    fi
+
+    in_ns lan sysctl -qw net.ipv4.ip_forward=0
+    in_ns rtr sysctl -qw net.ipv4.ip_forward=0
+    in_ns ispa sysctl -qw net.ipv4.ip_forward=1
+    in_ns ispb sysctl -qw net.ipv4.ip_forward=1
+    in_ns net sysctl -qw net.ipv4.ip_forward=0
+
+    ip -n "$(ns lan)" addr replace 192.168.0.10/24 dev eth0
+    ip -n "$(ns ispa)" addr replace 172.16.1.2/30 dev rtr0
+    ip -n "$(ns ispa)" addr replace 10.255.1.1/30 dev net0
+    ip -n "$(ns ispb)" addr replace 172.17.3.2/30 dev rtr0
+    ip -n "$(ns ispb)" addr replace 10.255.2.1/30 dev net0
+    ip -n "$(ns net)" addr replace 10.255.1.2/30 dev isp-a
+    ip -n "$(ns net)" addr replace 10.255.2.2/30 dev isp-b
+    ip -n "$(ns net)" addr replace "$SERVER_IP/24" dev srv0
+
+    ip -n "$(ns lan)" route replace default via 192.168.0.1 dev eth0
+    ip -n "$(ns ispa)" route replace 172.18.0.0/24 via 10.255.1.2 dev net0
+    ip -n "$(ns ispb)" route replace 172.18.0.0/24 via 10.255.2.2 dev net0
+    ip -n "$(ns net)" route replace 172.16.1.0/30 via 10.255.1.1 dev isp-a
+    ip -n "$(ns net)" route replace 172.17.3.0/30 via 10.255.2.1 dev isp-b
+
+    start_servers
+    echo "lab '${PREFIX}' is up (state: $STATE)"
+}
+
+# --- down --------------------------------------------------------------------------------------
+
+cmd_down() {
+    local role name side pids
+    stop_router
+    for side in a b; do
+        stop_pidfile "$STATE/flap-$side.pid" group
+        stop_pidfile "$STATE/delay-$side.pid"
+    done
+    stop_pidfile "$STATE/dnsmasq.pid"
+    stop_pidfile "$STATE/iperf3.pid"
+    for role in "${ROLES[@]}"; do
+        name=$(ns "$role")
+        ns_exists "$name" || continue
+        pids=$(ip netns pids "$name" 2>/dev/null | tr '\n' ' ')
+        # Not ours to kill: the namespace lives on until they exit.
+        [[ -z $pids ]] || warn "processes not started by lab.sh still run in $name: $pids"
+        ip netns del "$name"
+    done
+    rm -rf "$STATE"
+    echo "lab '${PREFIX}' is down"
+}
+
+# --- status ------------------------------------------------------------------------------------
+
+print_pid_state() { # label pidfile
+    local pid
+    if pid=$(live_pid "$2"); then
+        printf '  %-8s running (pid %s)\n' "$1" "$pid"
+    elif [[ -e $2 ]]; then
+        printf '  %-8s dead (stale pid file)\n' "$1"
+    else
+        printf '  %-8s not running\n' "$1"
+    fi
+}
+
+cmd_status() {
+    local role name side up=0
+    echo "lab '${PREFIX}' (state: $STATE)"
+    echo "namespaces:"
+    for role in "${ROLES[@]}"; do
+        name=$(ns "$role")
+        if ns_exists "$name"; then
+            printf '  %s\n' "$name"
+            ip -n "$name" -br addr show | grep -v '^lo ' | sed 's/^/      /' || true
+        else
+            printf '  %s (missing)\n' "$name"
+            up=1
+        fi
+    done
+    echo "processes:"
+    print_pid_state router "$STATE/router.pid"
+    print_pid_state iperf3 "$STATE/iperf3.pid"
+    print_pid_state dnsmasq "$STATE/dnsmasq.pid"
+    echo "faults:"
+    for side in a b; do
+        if [[ -s $STATE/faults-$side ]]; then
+            printf '  %s: %s\n' "$side" "$(paste -sd, "$STATE/faults-$side" | sed 's/,/, /g')"
+        else
+            printf '  %s: none\n' "$side"
+        fi
+    done
+    return "$up"
+}
+
+# --- router ------------------------------------------------------------------------------------
+
+router_bin() {
+    if [[ -n ${MHROUTER_BIN:-} ]]; then
+        [[ -x $MHROUTER_BIN ]] || die "MHROUTER_BIN=$MHROUTER_BIN is not an executable file"
+        realpath "$MHROUTER_BIN"
+    elif [[ -x $REPO_DIR/target/release/mhrouter ]]; then
+        echo "$REPO_DIR/target/release/mhrouter"
+    elif [[ -x $REPO_DIR/target/debug/mhrouter ]]; then
+        echo "$REPO_DIR/target/debug/mhrouter"
+    else
+        die "no mhrouter binary: set MHROUTER_BIN or run cargo build --release in $REPO_DIR"
+    fi
+}
+
+stop_router() {
+    stop_pidfile "$STATE/router.pid"
+    # A router killed hard leaves its socket behind; nothing else may be listening on it.
+    rm -f "$STATE/ctl.sock"
+}
+
+cmd_router_start() {
+    local config=$SCRIPT_DIR/lab.toml bin pid deadline
+    local -a extra=()
+    while (($#)); do
+        case $1 in
+        --config)
+            (($# >= 2)) || die "router start: --config needs a file"
+            config=$2
+            shift 2
+            ;;
+        --config=*)
+            config=${1#--config=}
+            shift
+            ;;
+        --)
+            shift
+            extra=("$@")
+            break
+            ;;
+        *) die "router start: unexpected argument '$1' (extra router arguments go after --)" ;;
+        esac
+    done
+    require_lab
+    [[ -r $config ]] || die "router start: cannot read config $config"
+    bin=$(router_bin)
+    if pid=$(live_pid "$STATE/router.pid"); then
+        die "router already running (pid $pid); run: lab.sh --prefix ${PREFIX} router stop"
+    fi
+    rm -f "$STATE/router.pid" "$STATE/ctl.sock"
+    cp -- "$config" "$STATE/router.toml"
+    : >"$STATE/router.log"
+    RUST_LOG=${RUST_LOG:-info} spawn "$STATE/router.pid" "$STATE/router.log" \
+        ip netns exec "$(ns rtr)" "$bin" run --config "$STATE/router.toml" \
+        --socket "$STATE/ctl.sock" "${extra[@]}"
+    pid=$(head -n1 "$STATE/router.pid")
+    deadline=$((${EPOCHREALTIME/./} + SOCKET_TIMEOUT_S * 1000000))
+    while ((${EPOCHREALTIME/./} < deadline)); do
+        if [[ -S $STATE/ctl.sock ]]; then
+            echo "router running (pid $pid), log: $STATE/router.log"
+            return 0
+        fi
+        live_pid "$STATE/router.pid" >/dev/null || break
+        sleep 0.1
+    done
+    if live_pid "$STATE/router.pid" >/dev/null; then
+        echo "lab.sh: router gave no control socket within ${SOCKET_TIMEOUT_S}s; log tail:" >&2
+    else
+        echo "lab.sh: router exited before its control socket appeared; log tail:" >&2
+    fi
+    tail -n 30 "$STATE/router.log" >&2 || true
+    stop_router
+    exit 1
+}
+
+cmd_router() {
+    (($#)) || die "router: expected start, stop or log"
+    local sub=$1
+    shift
+    case $sub in
+    start) cmd_router_start "$@" ;;
+    stop)
+        stop_router
+        echo "router stopped"
+        ;;
+    log)
+        [[ -e $STATE/router.log ]] || die "no router log at $STATE/router.log"
+        cat "$STATE/router.log"
+        ;;
+    *) die "router: unknown sub-command '$sub' (start, stop, log)" ;;
+    esac
+}
+
+# --- faults ------------------------------------------------------------------------------------
+
+# The fault file of a side holds one active fault per line ("link", "loss 10", ...).
+record_fault() { # side kind [value]
+    local file=$STATE/faults-$1
+    touch "$file"
+    grep -v -e "^$2\$" -e "^$2 " "$file" >"$file.tmp" || true
+    echo "${*:2}" >>"$file.tmp"
+    mv "$file.tmp" "$file"
+}
+
+fault_value() { # side kind
+    awk -v k="$2" '$1 == k {print $2}' "$STATE/faults-$1" 2>/dev/null || true
+}
+
+# loss and delay use netem on both ends of the link, as one qdisc rebuilt from the recorded
+# values. Kernels built without sch_netem (the Firecracker VMs here) get the same faults from
+# nftables in the PE instead: loss drops at random on rtr0's ingress and egress, and delay diverts
+# rtr0's egress through lab_delay.py, which holds each frame 2 x MS (one direction carries the
+# whole round-trip delay; the router's own egress is left alone).
+apply_impairment() { # side
+    local side=$1 loss delay
+    loss=$(fault_value "$side" loss)
+    delay=$(fault_value "$side" delay)
+    if have_netem "$side"; then
+        local -a args=(limit 10000)
+        [[ -z $loss ]] || args+=(loss "$loss%")
+        [[ -z $delay ]] || args+=(delay "${delay}ms")
+        in_ns "isp$side" tc qdisc replace dev rtr0 root netem "${args[@]}"
+        in_ns rtr tc qdisc replace dev "wan-$side" root netem "${args[@]}"
+        return 0
+    fi
+    if [[ -n $loss ]]; then
+        nft_loss "$side" "$(awk -v p="$loss" 'BEGIN {printf "%d", p * 100 + 0.5}')"
+    fi
+    if [[ -n $delay ]]; then
+        start_delay_line "$side" $((10#$delay * 2))
+    fi
+}
+
+have_netem() { # side
+    in_ns "isp$1" tc qdisc add dev lo root netem delay 0ms 2>/dev/null || return 1
+    in_ns "isp$1" tc qdisc del dev lo root 2>/dev/null || true
+}
+
+nft_loss() { # side drop-per-10000
+    # Declaring the table first lets the delete succeed on the first run; nft -f is atomic.
+    in_ns "isp$1" nft -f - <<EOF
+table netdev mhlab-loss {}
+delete table netdev mhlab-loss
+table netdev mhlab-loss {
+    chain ingress {
+        type filter hook ingress device "rtr0" priority -10;
+        numgen random mod 10000 < $2 drop
+    }
+    chain egress {
+        type filter hook egress device "rtr0" priority -10;
+        meta mark $DELAY_MARK accept
+        numgen random mod 10000 < $2 drop
+    }
+}
+EOF
+}
+
+start_delay_line() { # side ms
+    local side=$1 ms=$2 pe python log i
+    log=$STATE/delay-$side.log
+    pe=$(ns "isp$side")
+    python=$(command -v python3) || die "fault delay: needs sch_netem or python3"
+    # Frames pass undelayed while the line restarts, rather than vanish into a dead one.
+    in_ns "isp$side" nft delete table netdev mhlab-delay 2>/dev/null || true
+    stop_pidfile "$STATE/delay-$side.pid"
+    if ! link_exists "isp$side" dly0; then
+        ip -n "$pe" link add dly0 type veth peer name dly1
+        # Checksums finished and GSO segmented before the frame reaches the delay line.
+        in_ns "isp$side" ethtool -K dly0 tx off >/dev/null
+        ip -n "$pe" link set dly1 arp off
+        links_up "isp$side" dly0 dly1
+    fi
+    : >"$log"
+    spawn "$STATE/delay-$side.pid" "$log" ip netns exec "$pe" "$python" \
+        "$SCRIPT_DIR/lab_delay.py" dly1 rtr0 "$ms" "$DELAY_MARK"
+    for ((i = 0; i < 50; i++)); do
+        grep -qx ready "$log" && break
+        sleep 0.1
+    done
+    grep -qx ready "$log" || die "delay line did not start; see $log"
+    in_ns "isp$side" nft -f - <<EOF
+table netdev mhlab-delay {
+    chain egress {
+        type filter hook egress device "rtr0" priority 0;
+        meta mark != $DELAY_MARK fwd to "dly0"
+    }
+}
+EOF
+}
+
+cmd_fault() {
+    (($# >= 2)) || die "fault: expected SIDE (a|b) and KIND"
+    local side=$1 kind=$2 pe period secs
+    [[ $side == a || $side == b ]] || die "fault: side must be a or b, not '$side'"
+    require_lab
+    pe=$(ns "isp$side")
+    case $kind in
+    link)
+        (($# == 2)) || die "fault link takes no value"
+        ip -n "$pe" link set rtr0 down
+        record_fault "$side" link
+        ;;
+    nexthop)
+        (($# == 2)) || die "fault nexthop takes no value"
+        # Ingress of the netdev family sees every frame before ARP and IP do.
+        ip netns exec "$pe" nft list table netdev mhlab-nexthop >/dev/null 2>&1 ||
+            ip netns exec "$pe" nft -f - <<'EOF'
+table netdev mhlab-nexthop {
+    chain ingress {
+        type filter hook ingress device "rtr0" priority 0; policy drop;
+    }
+}
+EOF
+        record_fault "$side" nexthop
+        ;;
+    upstream)
+        (($# == 2)) || die "fault upstream takes no value"
+        ip netns exec "$pe" nft list table ip mhlab-upstream >/dev/null 2>&1 ||
+            ip netns exec "$pe" nft -f - <<'EOF'
+table ip mhlab-upstream {
+    chain forward {
+        type filter hook forward priority 0; policy drop;
+    }
+}
+EOF
+        record_fault "$side" upstream
+        ;;
+    loss)
+        (($# == 3)) || die "fault loss needs PCT"
+        if ! [[ $3 =~ ^[0-9]+(\.[0-9]+)?$ ]] || ! awk -v p="$3" 'BEGIN {exit !(p <= 100)}'; then
+            die "fault loss: PCT must be a number from 0 to 100, not '$3'"
+        fi
+        record_fault "$side" loss "$3"
+        apply_impairment "$side"
+        ;;
+    delay)
+        (($# == 3)) || die "fault delay needs MS"
+        [[ $3 =~ ^[0-9]+$ ]] || die "fault delay: MS must be a whole number, not '$3'"
+        record_fault "$side" delay "$3"
+        apply_impairment "$side"
+        ;;
+    flap)
+        (($# <= 3)) || die "fault flap takes at most PERIOD_MS"
+        period=${3:-2000}
+        if ! [[ $period =~ ^[0-9]+$ ]] || ((10#$period < 10)); then
+            die "fault flap: PERIOD_MS must be a whole number >= 10, not '$period'"
+        fi
+        secs=$(printf '%d.%03d' $((10#$period / 1000)) $((10#$period % 1000)))
+        stop_pidfile "$STATE/flap-$side.pid" group
+        # shellcheck disable=SC2016 # $1 belongs to the loop's shell
+        spawn "$STATE/flap-$side.pid" /dev/null ip netns exec "$pe" bash -c \
+            'while :; do ip link set rtr0 down; sleep "$1"; ip link set rtr0 up; sleep "$1"; done' \
+            "$STATE/flap-$side.pid" "$secs"
+        record_fault "$side" flap "$period"
+        ;;
+    *) die "fault: unknown kind '$kind' (link nexthop upstream loss delay flap)" ;;
+    esac
+    echo "fault on $side: ${*:2}"
+}
+
+cmd_heal() {
+    (($# == 1)) || die "heal: expected SIDE (a|b)"
+    local side=$1 pe table
+    [[ $side == a || $side == b ]] || die "heal: side must be a or b, not '$side'"
+    require_lab
+    pe=$(ns "isp$side")
+    stop_pidfile "$STATE/flap-$side.pid" group
+    stop_pidfile "$STATE/delay-$side.pid"
+    for table in "netdev mhlab-nexthop" "ip mhlab-upstream" "netdev mhlab-loss" \
+        "netdev mhlab-delay"; do
+        # shellcheck disable=SC2086 # family and name are two words
+        ip netns exec "$pe" nft delete table $table 2>/dev/null || true
+    done
+    ip -n "$pe" link del dly0 2>/dev/null || true
+    ip netns exec "$pe" tc qdisc del dev rtr0 root 2>/dev/null || true
+    ip netns exec "$(ns rtr)" tc qdisc del dev "wan-$side" root 2>/dev/null || true
+    ip -n "$pe" link set rtr0 up
+    rm -f "$STATE/faults-$side"
+    echo "side $side healed"
+}
+
+# --- exec / ctl --------------------------------------------------------------------------------
+
+cmd_exec() {
+    (($# >= 2)) || die "exec: expected NS and a command"
+    local role=$1
+    shift
+    case $role in
+    lan | rtr | ispa | ispb | net) ;;
+    *) die "exec: namespace must be one of ${ROLES[*]}, not '$role'" ;;
+    esac
+    ns_exists "$(ns "$role")" || die "namespace $(ns "$role") does not exist"
+    exec ip netns exec "$(ns "$role")" "$@"
+}
+
+cmd_ctl() {
+    local bin
+    require_lab
+    bin=$(router_bin)
+    exec ip netns exec "$(ns rtr)" "$bin" --socket "$STATE/ctl.sock" "$@"
+}
+
+# --- main --------------------------------------------------------------------------------------
+
+PREFIX=${MH_LAB_PREFIX:-mh-}
+while (($#)); do
+    case $1 in
+    --prefix)
+        (($# >= 2)) || die "--prefix needs a value"
+        PREFIX=$2
+        shift 2
+        ;;
+    --prefix=*)
+        PREFIX=${1#--prefix=}
+        shift
+        ;;
+    -h | --help | help)
+        usage
+        exit 0
+        ;;
+    -*) die "unknown option '$1' (see --help)" ;;
+    *) break ;;
+    esac
+done
+[[ $PREFIX =~ ^[a-z0-9-]{1,8}$ ]] ||
+    die "prefix '$PREFIX' must be 1 to 8 characters of [a-z0-9-]"
+STATE=${MH_LAB_STATE:-/run/mhlab}/$PREFIX
+
+(($#)) || {
+    usage >&2
+    exit 2
+}
+[[ $EUID -eq 0 ]] || die "must run as root (network namespaces)"
+verb=$1
+shift
+case $verb in
+up | down | status) (($# == 0)) || die "$verb takes no arguments" ;;
+esac
+case $verb in
+up) cmd_up ;;
+down) cmd_down ;;
+status) cmd_status ;;
+router) cmd_router "$@" ;;
+fault) cmd_fault "$@" ;;
+heal) cmd_heal "$@" ;;
+exec) cmd_exec "$@" ;;
+ctl) cmd_ctl "$@" ;;
+*) die "unknown verb '$verb' (see --help)" ;;
+esac

@@ -1,0 +1,273 @@
+//! The router's TOML configuration: typed structs with defaults, validated completely. Every
+//! error names the file and the 1-based line of the offending key, value or table
+//! ("lab.toml:12: uplink 'isp-c' is not defined"). The schema is documented in
+//! README-config.md.
+
+mod raw;
+mod validate;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::prefix::Ipv4Prefix;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub router: RouterConfig,
+    pub lan: LanConfig,
+    /// At least one; the index is the uplink's `UplinkId`.
+    pub uplinks: Vec<UplinkConfig>,
+    pub nat: NatConfig,
+    pub routes: Vec<RouteConfig>,
+    pub policies: Vec<PolicyConfig>,
+    pub probes: Vec<ProbeConfig>,
+    pub tracks: Vec<TrackConfig>,
+    pub failover: FailoverConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterConfig {
+    /// Data-plane worker threads, 1..=256 (a TAP device has at most 256 queues).
+    pub workers: usize,
+    pub control_socket: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    /// Pass GSO super-frames and partial checksums through (virtio-net header offloads).
+    pub offload: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LanConfig {
+    /// TAP device the router creates.
+    pub tap: String,
+    /// Existing bridge to enslave the TAP to.
+    pub bridge: Option<String>,
+    /// The router's LAN address with the LAN prefix length.
+    pub address: Ipv4Prefix,
+    /// None: the router derives one.
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkConfig {
+    pub name: String,
+    pub interface: String,
+    /// The router's address on the uplink, with the link's prefix length.
+    pub address: Ipv4Prefix,
+    pub next_hop: Ipv4Addr,
+    /// None: use the NIC's MTU.
+    pub mtu: Option<u32>,
+    pub mss_clamp: Option<u16>,
+    /// Outside interface: NAPT to `address` (SPEC 9).
+    pub nat: bool,
+    /// Inside sources that are translated; None: every LAN source.
+    pub nat_sources: Option<Vec<Ipv4Prefix>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatConfig {
+    pub max_entries: usize,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub tcp_syn: Duration,
+    pub tcp_established: Duration,
+    pub tcp_closing: Duration,
+    pub udp: Duration,
+    pub udp_unreplied: Duration,
+    pub icmp: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Has no host bits set.
+    pub prefix: Ipv4Prefix,
+    /// Name of a defined uplink.
+    pub uplink: String,
+    /// The uplink's next hop unless configured; always inside the uplink's prefix.
+    pub next_hop: Ipv4Addr,
+    pub distance: u8,
+    pub weight: u8,
+    /// Name of a defined track.
+    pub track: Option<String>,
+}
+
+/// Inclusive destination port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub source: Option<Ipv4Prefix>,
+    pub destination: Option<Ipv4Prefix>,
+    /// IP protocol number ("tcp" = 6, "udp" = 17, "icmp" = 1).
+    pub protocol: Option<u8>,
+    /// Only with protocol 6 or 17.
+    pub port: Option<PortRange>,
+    /// Defined uplinks in order of preference, non-empty, no duplicates.
+    pub uplinks: Vec<String>,
+    pub fallback: PolicyFallback,
+}
+
+/// What a policy does when none of its uplinks is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyFallback {
+    /// Use the routing table.
+    #[default]
+    Table,
+    /// Drop and answer ICMP destination-unreachable.
+    Unreachable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    IcmpEcho {
+        payload_size: u16,
+    },
+    /// TCP SYN reachability: a SYN-ACK or a RST counts as an answer.
+    Tcp {
+        port: u16,
+    },
+    Dns {
+        port: u16,
+        query: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    pub name: String,
+    pub kind: ProbeKind,
+    /// Name of a defined uplink; the probe always leaves through it (SPEC 15).
+    pub uplink: String,
+    pub target: Ipv4Addr,
+    pub interval: Duration,
+    /// <= interval.
+    pub timeout: Duration,
+    /// Latency threshold; <= timeout.
+    pub threshold: Duration,
+    pub dscp: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrackMode {
+    /// Up on ok or over-threshold.
+    #[default]
+    Reachability,
+    /// Up only on ok.
+    State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOp {
+    All,
+    Any,
+    /// 1..=number of members.
+    AtLeast(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackSource {
+    Probe {
+        name: String,
+        mode: TrackMode,
+    },
+    /// The uplink's carrier.
+    Carrier {
+        uplink: String,
+    },
+    /// Names of other tracks; the dependency graph is acyclic.
+    List {
+        members: Vec<String>,
+        op: ListOp,
+    },
+}
+
+/// Action run on a track change (SPEC 25).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub log: Option<String>,
+    pub command: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackConfig {
+    pub name: String,
+    pub source: TrackSource,
+    pub delay_down: Duration,
+    pub delay_up: Duration,
+    pub on_up: Option<Hook>,
+    pub on_down: Option<Hook>,
+}
+
+/// What flows on a backup uplink do when the preferred uplink returns (SPEC 22).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failback {
+    Stay,
+    Move { grace: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverConfig {
+    /// Send RSTs to the LAN ends of TCP flows on a dead uplink (SPEC 21).
+    pub reset_tcp: bool,
+    pub failback: Failback,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}: {message}")]
+    Invalid {
+        origin: String,
+        line: usize,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates `text`; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        validate::parse(text, origin, default_workers)
+    }
+
+    pub fn uplink_index(&self, name: &str) -> Option<usize> {
+        self.uplinks.iter().position(|u| u.name == name)
+    }
+
+    pub fn probe_index(&self, name: &str) -> Option<usize> {
+        self.probes.iter().position(|p| p.name == name)
+    }
+
+    pub fn track_index(&self, name: &str) -> Option<usize> {
+        self.tracks.iter().position(|t| t.name == name)
+    }
+}

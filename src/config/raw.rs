@@ -1,0 +1,209 @@
+//! The TOML document as written: serde structs whose fields keep their byte spans, so that
+//! validation can point at the offending line. Unknown keys and wrong types are rejected here
+//! by serde/toml, which carry the span themselves.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Visitor};
+use toml::Spanned;
+
+use super::{PolicyFallback, TrackMode};
+
+type S<T> = Spanned<T>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub router: RawRouter,
+    pub lan: RawLan,
+    #[serde(default)]
+    pub uplink: Vec<RawUplink>,
+    #[serde(default)]
+    pub nat: RawNat,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+    #[serde(default)]
+    pub policy: Vec<RawPolicy>,
+    #[serde(default)]
+    pub probe: Vec<RawProbe>,
+    #[serde(default)]
+    pub track: Vec<RawTrack>,
+    #[serde(default)]
+    pub failover: RawFailover,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouter {
+    pub workers: Option<S<i64>>,
+    pub control_socket: Option<S<String>>,
+    pub metrics_listen: Option<S<String>>,
+    pub offload: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLan {
+    pub tap: Option<S<String>>,
+    pub bridge: Option<S<String>>,
+    pub address: S<String>,
+    pub mac: Option<S<String>>,
+    pub mtu: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUplink {
+    pub name: S<String>,
+    pub interface: S<String>,
+    pub address: S<String>,
+    pub next_hop: S<String>,
+    pub mtu: Option<S<i64>>,
+    pub mss_clamp: Option<S<i64>>,
+    pub nat: Option<S<bool>>,
+    pub nat_sources: Option<S<Vec<S<String>>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNat {
+    pub max_entries: Option<S<i64>>,
+    pub port_min: Option<S<i64>>,
+    pub port_max: Option<S<i64>>,
+    pub tcp_syn: Option<S<Scalar>>,
+    pub tcp_established: Option<S<Scalar>>,
+    pub tcp_closing: Option<S<Scalar>>,
+    pub udp: Option<S<Scalar>>,
+    pub udp_unreplied: Option<S<Scalar>>,
+    pub icmp: Option<S<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub name: S<String>,
+    pub prefix: S<String>,
+    pub uplink: S<String>,
+    pub next_hop: Option<S<String>>,
+    pub distance: Option<S<i64>>,
+    pub weight: Option<S<i64>>,
+    pub track: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub name: S<String>,
+    pub source: Option<S<String>>,
+    pub destination: Option<S<String>>,
+    pub protocol: Option<S<Scalar>>,
+    pub port: Option<S<Scalar>>,
+    pub uplinks: S<Vec<S<String>>>,
+    pub fallback: Option<PolicyFallback>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RawProbeType {
+    IcmpEcho,
+    Tcp,
+    Dns,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbe {
+    pub name: S<String>,
+    #[serde(rename = "type")]
+    pub kind: RawProbeType,
+    pub uplink: S<String>,
+    pub target: S<String>,
+    pub port: Option<S<i64>>,
+    pub query: Option<S<String>>,
+    pub interval: Option<S<Scalar>>,
+    pub timeout: Option<S<Scalar>>,
+    pub threshold: Option<S<Scalar>>,
+    pub payload_size: Option<S<i64>>,
+    pub dscp: Option<S<i64>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RawListOp {
+    All,
+    Any,
+    AtLeast,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrack {
+    pub name: S<String>,
+    pub probe: Option<S<String>>,
+    pub uplink: Option<S<String>>,
+    pub list: Option<S<Vec<S<String>>>>,
+    pub mode: Option<S<TrackMode>>,
+    pub op: Option<S<RawListOp>>,
+    pub at_least: Option<S<i64>>,
+    pub delay_down: Option<S<Scalar>>,
+    pub delay_up: Option<S<Scalar>>,
+    pub on_up: Option<RawHook>,
+    pub on_down: Option<RawHook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    pub log: Option<String>,
+    pub command: Option<S<String>>,
+    pub timeout: Option<S<Scalar>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RawFailback {
+    Stay,
+    Move,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFailover {
+    pub reset_tcp: Option<bool>,
+    pub failback: Option<RawFailback>,
+    pub failback_grace: Option<S<Scalar>>,
+}
+
+/// A value that may be written either as a string or as an integer (durations, protocols,
+/// ports); validation decides what each form means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Scalar {
+    Int(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom(format!("integer {v} is too large")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(ScalarVisitor)
+    }
+}

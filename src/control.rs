@@ -1,0 +1,1068 @@
+//! The control thread (DESIGN "Shape"): everything that is not per-packet. It answers ARP and
+//! pings for the router's addresses, resolves next hops, runs the probes and tracks, rebuilds
+//! the route table when anything changes, removes NAT flows of a dead uplink (SPEC 21), expires
+//! NAT sessions, answers the control socket, and publishes the forwarding snapshot.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use crate::clock::Instant;
+use crate::config::{Config, TrackSource as CfgTrackSource};
+use crate::counters::{Counters, DropReason, Totals};
+use crate::ctl::{Pending, Request, View};
+use crate::dataplane::{Punt, Shared};
+use crate::fastpath::{ETH_OFFSET, IP_OFFSET};
+use crate::hooks::{self, HookEvent};
+use crate::io::packet::PacketSocket;
+use crate::io::tap::TapQueue;
+use crate::io::MAX_FRAME;
+use crate::neigh::{NeighParams, NeighTable, Resolve};
+use crate::prefix::Ipv4Prefix;
+use crate::probe::schedule::{ProbeSet, Source};
+use crate::route::{self, FlowTuple, Health, RouteTable};
+use crate::snapshot::{LanState, Snapshot, UplinkState};
+use crate::track::{ListOp, TrackDef, TrackEvent, TrackMode, TrackSet, TrackSource, TrackState};
+use crate::wire::arp::{self, ArpPacket};
+use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
+use crate::wire::icmp::{self, IcmpPacket, types};
+use crate::wire::ipv4::{Ipv4Packet, proto};
+use crate::wire::tcp;
+use crate::wire::vnet::VnetHdr;
+use crate::{Iface, UplinkId};
+
+/// The pieces of an uplink the control thread needs besides its config.
+pub struct UplinkIo {
+    pub mac: MacAddr,
+    pub mtu: usize,
+    pub ifindex: u32,
+    /// Send-only socket on the uplink's NIC.
+    pub tx: PacketSocket,
+}
+
+pub struct Control {
+    cfg: Config,
+    shared: Arc<Shared>,
+    punts: Receiver<Punt>,
+    requests: Receiver<Pending>,
+    tap: Arc<TapQueue>,
+    lan_mac: MacAddr,
+    uplinks: Vec<UplinkIo>,
+    carrier: Vec<bool>,
+    neigh: NeighTable,
+    tracks: TrackSet,
+    probes: ProbeSet,
+    /// The control thread's own drops (ARP, local traffic, resolution).
+    counters: Arc<Counters>,
+    workers: Vec<Arc<Counters>>,
+    buf: Vec<u8>,
+    next_nat_expire: Instant,
+    next_neigh_poll: Instant,
+    /// Set when something the snapshot depends on changed.
+    dirty: bool,
+}
+
+/// Route inputs derived from the configuration.
+fn route_inputs(cfg: &Config) -> (route::Interfaces, Vec<route::StaticRoute>, Vec<route::Policy>) {
+    let uplink = |name: &str| UplinkId(cfg.uplink_index(name).unwrap_or(0) as u8);
+    let ifaces = route::Interfaces {
+        lan: cfg.lan.address,
+        uplinks: cfg
+            .uplinks
+            .iter()
+            .map(|u| route::UplinkIf {
+                name: u.name.clone(),
+                address: u.address,
+                next_hop: u.next_hop,
+            })
+            .collect(),
+    };
+    let routes = cfg
+        .routes
+        .iter()
+        .map(|r| route::StaticRoute {
+            name: r.name.clone(),
+            prefix: r.prefix,
+            uplink: uplink(&r.uplink),
+            next_hop: r.next_hop,
+            distance: r.distance,
+            weight: r.weight,
+            track: r.track.as_deref().and_then(|t| cfg.track_index(t)),
+        })
+        .collect();
+    let policies = cfg
+        .policies
+        .iter()
+        .map(|p| route::Policy {
+            name: p.name.clone(),
+            source: p.source,
+            destination: p.destination,
+            protocol: p.protocol,
+            ports: p.port.map(|r| (r.first, r.last)),
+            uplinks: p.uplinks.iter().map(|u| uplink(u)).collect(),
+            fallback: match p.fallback {
+                crate::config::PolicyFallback::Table => route::PolicyFallback::Table,
+                crate::config::PolicyFallback::Unreachable => route::PolicyFallback::Unreachable,
+            },
+        })
+        .collect();
+    (ifaces, routes, policies)
+}
+
+fn track_defs(cfg: &Config) -> Vec<TrackDef> {
+    cfg.tracks
+        .iter()
+        .map(|t| TrackDef {
+            name: t.name.clone(),
+            source: match &t.source {
+                CfgTrackSource::Probe { name, mode } => TrackSource::Probe {
+                    probe: cfg.probe_index(name).unwrap_or(usize::MAX),
+                    mode: match mode {
+                        crate::config::TrackMode::Reachability => TrackMode::Reachability,
+                        crate::config::TrackMode::State => TrackMode::State,
+                    },
+                },
+                CfgTrackSource::Carrier { uplink } => TrackSource::Carrier {
+                    uplink: cfg.uplink_index(uplink).unwrap_or(usize::MAX),
+                },
+                CfgTrackSource::List { members, op } => TrackSource::List {
+                    members: members.iter().filter_map(|m| cfg.track_index(m)).collect(),
+                    op: match op {
+                        crate::config::ListOp::All => ListOp::All,
+                        crate::config::ListOp::Any => ListOp::Any,
+                        crate::config::ListOp::AtLeast(n) => ListOp::AtLeast(*n),
+                    },
+                },
+            },
+            delay_down: t.delay_down,
+            delay_up: t.delay_up,
+        })
+        .collect()
+}
+
+/// Everything the control thread is handed at start.
+pub struct ControlParts {
+    pub cfg: Config,
+    pub shared: Arc<Shared>,
+    pub punts: Receiver<Punt>,
+    pub requests: Receiver<Pending>,
+    pub tap: Arc<TapQueue>,
+    pub lan_mac: MacAddr,
+    pub uplinks: Vec<UplinkIo>,
+    pub carrier: Vec<bool>,
+    pub workers: Vec<Arc<Counters>>,
+}
+
+/// The first snapshot, before any neighbour is known.
+pub fn initial_snapshot(cfg: &Config, lan_mac: MacAddr, uplinks: &[UplinkIo], carrier: &[bool]) -> Snapshot {
+    let (ifaces, routes, policies) = route_inputs(cfg);
+    let health = Health {
+        carrier: carrier.to_vec(),
+        tracks: vec![false; cfg.tracks.len()],
+    };
+    Snapshot {
+        routes: RouteTable::build(ifaces, routes, policies, &health),
+        lan: LanState {
+            address: cfg.lan.address,
+            mac: lan_mac,
+            mtu: cfg.lan.mtu as usize,
+        },
+        uplinks: cfg
+            .uplinks
+            .iter()
+            .zip(uplinks)
+            .zip(carrier)
+            .map(|((u, io), &c)| UplinkState {
+                name: u.name.clone(),
+                address: u.address,
+                mac: io.mac,
+                next_hop: u.next_hop,
+                next_hop_mac: None,
+                mtu: io.mtu,
+                mss_clamp: u.mss_clamp,
+                nat: u.nat,
+                nat_sources: u.nat_sources.clone().unwrap_or_default(),
+                carrier: c,
+            })
+            .collect(),
+        neighbours: HashMap::new(),
+    }
+}
+
+impl Control {
+    pub fn new(p: ControlParts) -> Control {
+        let now = Instant::now();
+        let tracks = TrackSet::new(track_defs(&p.cfg), now);
+        let cfg = p.cfg;
+        let probes = ProbeSet::new(cfg.probes.clone(), |n| cfg.uplink_index(n).unwrap_or(0), now);
+        let ifaces = 1 + cfg.uplinks.len();
+        let mut c = Control {
+            shared: p.shared,
+            punts: p.punts,
+            requests: p.requests,
+            tap: p.tap,
+            lan_mac: p.lan_mac,
+            uplinks: p.uplinks,
+            carrier: p.carrier,
+            neigh: NeighTable::new(NeighParams::default()),
+            tracks,
+            probes,
+            counters: Arc::new(Counters::new(ifaces)),
+            workers: p.workers,
+            buf: vec![0u8; MAX_FRAME],
+            next_nat_expire: now,
+            next_neigh_poll: now,
+            dirty: true,
+            cfg,
+        };
+        for u in 0..c.carrier.len() {
+            let up = c.carrier[u];
+            let events = c.tracks.on_carrier(u, up, now);
+            c.track_events(events);
+        }
+        c.announce(now);
+        c
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Gratuitous ARP on every interface, and a request for each uplink's next hop (SPEC 2).
+    fn announce(&mut self, now: Instant) {
+        let lan = self.cfg.lan.address.addr();
+        self.send_arp(Iface::Lan, MacAddr::BROADCAST, arp::op::REQUEST, lan, MacAddr::ZERO, lan);
+        for u in 0..self.cfg.uplinks.len() {
+            self.announce_uplink(u, now);
+        }
+    }
+
+    fn announce_uplink(&mut self, u: usize, now: Instant) {
+        let up = &self.cfg.uplinks[u];
+        let (addr, nh) = (up.address.addr(), up.next_hop);
+        let iface = Iface::Uplink(UplinkId(u as u8));
+        self.send_arp(iface, MacAddr::BROADCAST, arp::op::REQUEST, addr, MacAddr::ZERO, addr);
+        if self.neigh.resolve(iface, nh, None, now) == Resolve::Request {
+            self.send_arp(iface, MacAddr::BROADCAST, arp::op::REQUEST, addr, MacAddr::ZERO, nh);
+        }
+    }
+
+    /// Time until the control thread must act again, at most `cap`.
+    pub fn timeout(&self, now: Instant, cap: Duration) -> Duration {
+        let mut next = now + cap;
+        for t in [
+            self.probes.next_deadline(),
+            self.tracks.next_deadline(),
+            Some(self.next_nat_expire),
+            Some(self.next_neigh_poll),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            next = next.min(t);
+        }
+        next.saturating_since(now)
+    }
+
+    /// One round of work: queued punts, control requests, timers, then publication.
+    pub fn run_once(&mut self) {
+        let now = Instant::now();
+        for _ in 0..4096 {
+            match self.punts.try_recv() {
+                Ok(p) => self.handle_punt(p, now),
+                Err(_) => break,
+            }
+        }
+        while let Ok(p) = self.requests.try_recv() {
+            let answer = self.answer(p.request, now);
+            let _ = p.reply.send(answer);
+        }
+        self.timers(now);
+        if self.dirty {
+            self.publish(now);
+        }
+    }
+
+    pub fn link_changed(&mut self, ifindex: u32, carrier: bool) {
+        let now = Instant::now();
+        let Some(u) = self.uplinks.iter().position(|io| io.ifindex == ifindex) else {
+            return;
+        };
+        if self.carrier[u] == carrier {
+            return;
+        }
+        self.carrier[u] = carrier;
+        log::warn!(
+            "uplink {}: carrier {}",
+            self.cfg.uplinks[u].name,
+            if carrier { "up" } else { "down" }
+        );
+        let events = self.tracks.on_carrier(u, carrier, now);
+        self.track_events(events);
+        if carrier {
+            self.announce_uplink(u, now);
+        }
+        self.dirty = true;
+    }
+
+    fn timers(&mut self, now: Instant) {
+        for o in self.probes.expire(now) {
+            self.probe_result(o.probe, now);
+        }
+        for i in self.probes.due(now) {
+            self.send_probe(i, now);
+        }
+        let events = self.tracks.poll(now);
+        self.track_events(events);
+        if now >= self.next_neigh_poll {
+            self.next_neigh_poll = now + Duration::from_millis(250);
+            let out = self.neigh.poll(now);
+            for (iface, ip) in out.requests {
+                if let Some(src) = self.iface_addr(iface) {
+                    self.send_arp(iface, MacAddr::BROADCAST, arp::op::REQUEST, src, MacAddr::ZERO, ip);
+                }
+            }
+            for _ in 0..out.dropped_frames {
+                self.counters.dropped(DropReason::NoNeighbour);
+            }
+            if !out.removed.is_empty() {
+                self.dirty = true;
+            }
+            // Next hops are always wanted, so a dead one keeps being asked for.
+            for u in 0..self.cfg.uplinks.len() {
+                if self.carrier[u] {
+                    let iface = Iface::Uplink(UplinkId(u as u8));
+                    let nh = self.cfg.uplinks[u].next_hop;
+                    if self.neigh.resolve(iface, nh, None, now) == Resolve::Request {
+                        let src = self.cfg.uplinks[u].address.addr();
+                        self.send_arp(iface, MacAddr::BROADCAST, arp::op::REQUEST, src, MacAddr::ZERO, nh);
+                    }
+                }
+            }
+        }
+        if now >= self.next_nat_expire {
+            self.next_nat_expire = now + Duration::from_secs(1);
+            self.shared.nat.expire(now);
+            self.shared.frags.expire(now);
+        }
+    }
+
+    fn send_probe(&mut self, i: usize, now: Instant) {
+        let u = self.probes.probes[i].uplink;
+        let Some(cfg) = self.cfg.uplinks.get(u) else {
+            return;
+        };
+        let (addr, nh) = (cfg.address.addr(), cfg.next_hop);
+        let iface = Iface::Uplink(UplinkId(u as u8));
+        let mut frame = std::mem::take(&mut self.buf);
+        let built = self
+            .probes
+            .build(i, Source { addr }, &mut frame[IP_OFFSET..], now);
+        // Without carrier or next hop the attempt still counts: it will time out.
+        if let Some(n) = built
+            && self.carrier[u]
+            && let Some(mac) = self.neigh.lookup(iface, nh)
+        {
+            self.write_l2(&mut frame, iface, mac);
+            self.send(iface, &frame[..IP_OFFSET + n]);
+        }
+        self.buf = frame;
+    }
+
+    fn probe_result(&mut self, i: usize, now: Instant) {
+        let p = &self.probes.probes[i];
+        log::debug!("probe {}: {:?}", p.def.name, p.stats.last());
+        let events = self.tracks.on_probe(i, &p.def.name.clone(), &p.stats.clone(), now);
+        self.track_events(events);
+    }
+
+    fn track_events(&mut self, events: Vec<TrackEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let names = self.tracks.names();
+        for ev in &events {
+            log::warn!("{}", ev.log_line(&names));
+            if let TrackEvent::Changed {
+                track,
+                from,
+                to,
+                change_no,
+                reason,
+            } = ev
+            {
+                self.dirty = true;
+                let Some(tc) = self.cfg.tracks.get(*track) else {
+                    continue;
+                };
+                let hook = match to {
+                    TrackState::Up => &tc.on_up,
+                    TrackState::Down => &tc.on_down,
+                };
+                if let Some(hook) = hook {
+                    let uplink = self.track_uplink(*track).unwrap_or_default();
+                    hooks::run(
+                        hook,
+                        &HookEvent {
+                            track: &tc.name,
+                            old: &from.to_string(),
+                            new: &to.to_string(),
+                            uplink: &uplink,
+                            reason,
+                            change: *change_no,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The uplink a track watches, for hooks: its probe's or carrier's uplink.
+    fn track_uplink(&self, track: usize) -> Option<String> {
+        match &self.cfg.tracks.get(track)?.source {
+            CfgTrackSource::Probe { name, .. } => self
+                .cfg
+                .probes
+                .iter()
+                .find(|p| &p.name == name)
+                .map(|p| p.uplink.clone()),
+            CfgTrackSource::Carrier { uplink } => Some(uplink.clone()),
+            CfgTrackSource::List { .. } => None,
+        }
+    }
+
+    /// Rebuilds the route table and snapshot; on an uplink losing all its installed routes,
+    /// removes its NAT flows and resets their TCP connections (SPEC 21).
+    fn publish(&mut self, now: Instant) {
+        self.dirty = false;
+        let (ifaces, routes, policies) = route_inputs(&self.cfg);
+        let health = Health {
+            carrier: self.carrier.clone(),
+            tracks: self.tracks.states(),
+        };
+        let table = RouteTable::build(ifaces, routes, policies, &health);
+        let old = self.shared.snapshot.load_full();
+        for line in RouteTable::diff(&old.routes, &table) {
+            log::warn!("{line}");
+        }
+        let names: Vec<String> = self.cfg.uplinks.iter().map(|u| u.name.clone()).collect();
+        let withdrawn = withdrawn_uplinks(&old.routes, &table, &names);
+        let left = any_installed(&table);
+        let mut snap = initial_snapshot(&self.cfg, self.lan_mac, &self.uplinks, &self.carrier);
+        snap.routes = table;
+        snap.neighbours = self.neigh.resolved();
+        for (u, s) in snap.uplinks.iter_mut().enumerate() {
+            s.next_hop_mac = self.neigh.lookup(Iface::Uplink(UplinkId(u as u8)), s.next_hop);
+        }
+        self.shared.snapshot.store(Arc::new(snap));
+        // Never strand flows when no uplink is left to carry new ones.
+        if left {
+            for (u, _) in withdrawn.iter().enumerate().filter(|(_, w)| **w) {
+                self.flush_uplink(UplinkId(u as u8), now);
+            }
+        }
+    }
+
+    fn flush_uplink(&mut self, u: UplinkId, _now: Instant) {
+        let flushed = self.shared.nat.flush_uplink(u);
+        let name = &self.cfg.uplinks[u.0 as usize].name;
+        let mut resets = 0;
+        if self.cfg.failover.reset_tcp {
+            let lan = self.cfg.lan.address.addr();
+            let _ = lan;
+            for f in &flushed {
+                let Some(mac) = self.neigh.lookup(Iface::Lan, f.key.inside) else {
+                    continue;
+                };
+                let mut frame = std::mem::take(&mut self.buf);
+                let n = tcp::build_segment(
+                    &mut frame[IP_OFFSET..],
+                    f.key.remote,
+                    f.key.inside,
+                    f.key.remote_port,
+                    f.key.inside_port,
+                    f.inside_ack,
+                    0,
+                    tcp::flags::RST,
+                    0,
+                    64,
+                    0,
+                );
+                if let Ok(n) = n {
+                    self.write_l2(&mut frame, Iface::Lan, mac);
+                    self.send(Iface::Lan, &frame[..IP_OFFSET + n]);
+                    resets += 1;
+                }
+                self.buf = frame;
+            }
+        }
+        log::warn!(
+            "uplink {name}: no installed route left; {} NAT flows removed, {resets} TCP resets sent to the LAN",
+            flushed.len()
+        );
+    }
+
+    fn handle_punt(&mut self, p: Punt, now: Instant) {
+        if let Some((egress, nh)) = p.resolve {
+            self.resolve_and_send(egress, nh, p.frame, now);
+            return;
+        }
+        let Ok(eth) = EthernetFrame::new_checked(p.frame.get(ETH_OFFSET..).unwrap_or(&[])) else {
+            self.counters.dropped(DropReason::Truncated);
+            return;
+        };
+        match eth.ethertype() {
+            ethernet::ethertype::ARP => self.handle_arp(p.ingress, &p.frame, now),
+            ethernet::ethertype::IPV4 => self.handle_local(p.ingress, &p.frame, now),
+            _ => self.counters.dropped(DropReason::NotIpv4),
+        }
+    }
+
+    fn resolve_and_send(&mut self, egress: Iface, nh: Ipv4Addr, frame: Vec<u8>, now: Instant) {
+        match self.neigh.resolve(egress, nh, Some(frame), now) {
+            Resolve::Known(mac) => {
+                // Learned between the worker's snapshot and now: the frame was not queued.
+                self.dirty = true;
+                let _ = mac;
+            }
+            Resolve::Request => {
+                if let Some(src) = self.iface_addr(egress) {
+                    self.send_arp(egress, MacAddr::BROADCAST, arp::op::REQUEST, src, MacAddr::ZERO, nh);
+                }
+            }
+            Resolve::Pending => {}
+            Resolve::Dropped => self.counters.dropped(DropReason::NoNeighbour),
+        }
+    }
+
+    fn handle_arp(&mut self, ingress: Iface, frame: &[u8], now: Instant) {
+        let Ok(a) = ArpPacket::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[])) else {
+            self.counters.dropped(DropReason::BadL4Header);
+            return;
+        };
+        let (Some(my_ip), Some(prefix)) = (self.iface_addr(ingress), self.iface_prefix(ingress)) else {
+            return;
+        };
+        let (sip, smac) = (a.sender_ip(), a.sender_mac());
+        let for_us = a.target_ip() == my_ip;
+        // Learn only plausible neighbours: on-link senders with a unicast MAC.
+        if prefix.contains(sip) && sip != my_ip && smac.is_unicast() {
+            let create = for_us && a.operation() == arp::op::REQUEST;
+            let (changed, queued) = self.neigh.learn(ingress, sip, smac, create, now);
+            if changed {
+                log::info!("arp: {sip} is-at {smac} on {}", self.iface_name(ingress));
+                self.dirty = true;
+            }
+            for mut f in queued {
+                self.write_l2(&mut f, ingress, smac);
+                self.send(ingress, &f);
+            }
+        }
+        if for_us && a.operation() == arp::op::REQUEST {
+            self.send_arp(ingress, smac, arp::op::REPLY, my_ip, smac, sip);
+        }
+    }
+
+    /// Packets for the router itself: probe replies, pings; the rest is counted and dropped.
+    fn handle_local(&mut self, ingress: Iface, frame: &[u8], now: Instant) {
+        let Some(ipb) = frame.get(IP_OFFSET..) else {
+            return;
+        };
+        if let Iface::Uplink(u) = ingress
+            && let Some((outcome, reset)) = self.probes.match_reply(u.0 as usize, ipb, now)
+        {
+            if let Some(r) = reset {
+                self.send_probe_reset(u, r.probe, r.sport, r.seq);
+            }
+            self.probe_result(outcome.probe, now);
+            return;
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(ipb) else {
+            self.counters.dropped(DropReason::BadIpHeader);
+            return;
+        };
+        let (src, dst) = (ip.src(), ip.dst());
+        let answers = match ingress {
+            Iface::Lan => self.is_local(dst),
+            Iface::Uplink(_) => self.iface_addr(ingress) == Some(dst),
+        };
+        let echo = ip.protocol() == proto::ICMP
+            && !ip.is_fragment()
+            && IcmpPacket::new_checked(ip.payload())
+                .is_ok_and(|m| m.msg_type() == types::ECHO_REQUEST && m.code() == 0 && m.verify_checksum());
+        if !(answers && echo) {
+            self.counters.dropped(match ingress {
+                Iface::Uplink(_) => DropReason::NatUnsolicited,
+                Iface::Lan => DropReason::LocalUnhandled,
+            });
+            return;
+        }
+        let Ok(m) = IcmpPacket::new_checked(ip.payload()) else {
+            return;
+        };
+        let (ident, seq) = (m.ident(), m.seq_no());
+        let payload = m.payload().to_vec();
+        let Some(peer_mac) = EthernetFrame::new_checked(&frame[ETH_OFFSET..]).ok().map(|e| e.src()) else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.buf);
+        if let Ok(n) = icmp::build_echo(&mut out[IP_OFFSET..], dst, src, 64, 0, types::ECHO_REPLY, ident, seq, &payload) {
+            self.write_l2(&mut out, ingress, peer_mac);
+            self.send(ingress, &out[..IP_OFFSET + n]);
+        }
+        self.buf = out;
+    }
+
+    fn send_probe_reset(&mut self, u: UplinkId, probe: usize, sport: u16, seq: u32) {
+        let p = &self.probes.probes[probe];
+        let (target, tcp_port) = (p.def.target, match p.def.kind {
+            crate::config::ProbeKind::Tcp { port } => port,
+            _ => return,
+        });
+        let up = &self.cfg.uplinks[u.0 as usize];
+        let (addr, nh) = (up.address.addr(), up.next_hop);
+        let iface = Iface::Uplink(u);
+        let Some(mac) = self.neigh.lookup(iface, nh) else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.buf);
+        if let Ok(n) = tcp::build_segment(&mut out[IP_OFFSET..], addr, target, sport, tcp_port, seq, 0, tcp::flags::RST, 0, 64, 0) {
+            self.write_l2(&mut out, iface, mac);
+            self.send(iface, &out[..IP_OFFSET + n]);
+        }
+        self.buf = out;
+    }
+
+    fn send_arp(&mut self, iface: Iface, eth_dst: MacAddr, op: u16, sip: Ipv4Addr, tmac: MacAddr, tip: Ipv4Addr) {
+        let Some(my_mac) = self.iface_mac(iface) else {
+            return;
+        };
+        let mut out = [0u8; ETH_OFFSET + 60];
+        if arp::build_frame(&mut out[ETH_OFFSET..], eth_dst, op, my_mac, sip, tmac, tip).is_ok()
+            && VnetHdr::default().write(&mut out).is_ok()
+        {
+            self.send(iface, &out);
+        }
+    }
+
+    /// Fills the vnet header (no offload) and the Ethernet header of a frame built at IP_OFFSET.
+    fn write_l2(&self, frame: &mut [u8], iface: Iface, dst: MacAddr) {
+        let Some(src) = self.iface_mac(iface) else {
+            return;
+        };
+        if frame.len() < IP_OFFSET {
+            return;
+        }
+        // Frames queued for resolution keep their offload header; fresh ones get a zero one.
+        if VnetHdr::parse(frame).is_err() {
+            let _ = VnetHdr::default().write(frame);
+        }
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[ETH_OFFSET..]);
+        eth.set_dst(dst);
+        eth.set_src(src);
+        eth.set_ethertype(ethernet::ethertype::IPV4);
+    }
+
+    fn send(&self, iface: Iface, frame: &[u8]) {
+        let r = match iface {
+            Iface::Lan => self.tap.write(frame),
+            Iface::Uplink(u) => match self.uplinks.get(u.0 as usize) {
+                Some(io) => io.tx.send(frame),
+                None => return,
+            },
+        };
+        match r {
+            Ok(()) => self.counters.tx(iface.index(), frame.len()),
+            Err(e) => {
+                log::debug!("send on {} failed: {e}", self.iface_name(iface));
+                self.counters.dropped(DropReason::TxError);
+            }
+        }
+    }
+
+    fn iface_addr(&self, iface: Iface) -> Option<Ipv4Addr> {
+        self.iface_prefix(iface).map(|p| p.addr())
+    }
+
+    fn iface_prefix(&self, iface: Iface) -> Option<Ipv4Prefix> {
+        match iface {
+            Iface::Lan => Some(self.cfg.lan.address),
+            Iface::Uplink(u) => self.cfg.uplinks.get(u.0 as usize).map(|u| u.address),
+        }
+    }
+
+    fn iface_mac(&self, iface: Iface) -> Option<MacAddr> {
+        match iface {
+            Iface::Lan => Some(self.lan_mac),
+            Iface::Uplink(u) => self.uplinks.get(u.0 as usize).map(|io| io.mac),
+        }
+    }
+
+    fn iface_name(&self, iface: Iface) -> String {
+        match iface {
+            Iface::Lan => "lan".to_string(),
+            Iface::Uplink(u) => self
+                .cfg
+                .uplinks
+                .get(u.0 as usize)
+                .map_or_else(|| format!("uplink{}", u.0), |u| u.name.clone()),
+        }
+    }
+
+    fn is_local(&self, ip: Ipv4Addr) -> bool {
+        ip == self.cfg.lan.address.addr() || self.cfg.uplinks.iter().any(|u| u.address.addr() == ip)
+    }
+
+    /// Stops the data plane: workers see the flag at their next wakeup.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn totals(&self) -> Totals {
+        Totals::sum(self.workers.iter().map(|c| &**c).chain(std::iter::once(&*self.counters)))
+    }
+
+    /// Answers a control-socket request.
+    fn answer(&mut self, req: Request, now: Instant) -> Result<String, String> {
+        match req {
+            Request::Show { view, json } => Ok(self.show(view, json, now)),
+            Request::Explain { src, dst, proto, sport, dport, json } => Ok(self.explain(FlowTuple { src, dst, proto, src_port: sport, dst_port: dport }, json)),
+            Request::Reload => Err("reload is not supported yet".to_string()),
+        }
+    }
+
+    fn show(&self, view: View, json: bool, now: Instant) -> String {
+        let snap = self.shared.snapshot.load();
+        match view {
+            View::Route => {
+                if json {
+                    to_json(&serde_json::json!({
+                        "gateway_of_last_resort": snap.routes.gateway_of_last_resort().map(|(ip, u)| serde_json::json!({"next_hop": ip, "uplink": self.cfg.uplinks.get(u.0 as usize).map(|x| x.name.clone())})),
+                        "routes": snap.routes.entries(),
+                    }))
+                } else {
+                    snap.routes.render(&self.tracks.names())
+                }
+            }
+            View::Uplinks => {
+                let totals = self.totals();
+                let by_uplink = self.shared.nat.len_by_uplink();
+                let rows: Vec<serde_json::Value> = self
+                    .cfg
+                    .uplinks
+                    .iter()
+                    .enumerate()
+                    .map(|(u, c)| {
+                        let s = &snap.uplinks[u];
+                        let t = totals.ifaces.get(1 + u).cloned().unwrap_or_default();
+                        serde_json::json!({
+                            "name": c.name,
+                            "interface": c.interface,
+                            "address": c.address.to_string(),
+                            "next_hop": c.next_hop,
+                            "next_hop_mac": s.next_hop_mac.map(|m| m.to_string()),
+                            "mac": s.mac.to_string(),
+                            "mtu": s.mtu,
+                            "carrier": self.carrier[u],
+                            "usable": snap.routes.uplink_usable(UplinkId(u as u8)),
+                            "nat": c.nat,
+                            "nat_sessions": by_uplink.get(u).copied().unwrap_or(0),
+                            "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes,
+                            "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
+                        })
+                    })
+                    .collect();
+                if json {
+                    return to_json(&serde_json::json!({ "uplinks": rows }));
+                }
+                let mut s = String::new();
+                for r in &rows {
+                    s += &format!(
+                        "{} ({}): {} next hop {} [{}], carrier {}, {}\n  mac {} mtu {}, NAT {} ({} sessions)\n  rx {} packets {} bytes, tx {} packets {} bytes\n",
+                        r["name"].as_str().unwrap_or(""),
+                        r["interface"].as_str().unwrap_or(""),
+                        r["address"].as_str().unwrap_or(""),
+                        r["next_hop"].as_str().unwrap_or(""),
+                        r["next_hop_mac"].as_str().unwrap_or("unresolved"),
+                        if r["carrier"] == true { "up" } else { "down" },
+                        if r["usable"] == true { "usable" } else { "not usable" },
+                        r["mac"].as_str().unwrap_or(""),
+                        r["mtu"],
+                        if r["nat"] == true { "on" } else { "off" },
+                        r["nat_sessions"],
+                        r["rx_packets"], r["rx_bytes"], r["tx_packets"], r["tx_bytes"],
+                    );
+                }
+                s
+            }
+            View::Probes => {
+                let rows: Vec<serde_json::Value> = self
+                    .probes
+                    .probes
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "name": p.def.name,
+                            "type": match p.def.kind { crate::config::ProbeKind::IcmpEcho{..} => "icmp-echo", crate::config::ProbeKind::Tcp{..} => "tcp", crate::config::ProbeKind::Dns{..} => "dns" },
+                            "uplink": p.def.uplink,
+                            "target": p.def.target,
+                            "interval_ms": p.def.interval.as_millis() as u64,
+                            "timeout_ms": p.def.timeout.as_millis() as u64,
+                            "threshold_ms": p.def.threshold.as_millis() as u64,
+                            "stats": p.stats.view(),
+                        })
+                    })
+                    .collect();
+                if json {
+                    return to_json(&serde_json::json!({ "probes": rows }));
+                }
+                let mut s = String::new();
+                for r in &rows {
+                    let st = &r["stats"];
+                    s += &format!(
+                        "IP SLA {} ({} to {} via {}), interval {} ms, timeout {} ms, threshold {} ms\n  latest: {}, rtt {} ms; avg/min/max {}/{}/{} ms, jitter {} ms\n  sent {}, ok {}, over threshold {}, timeouts {}; loss {}/{} ({:.1}%)\n",
+                        r["name"].as_str().unwrap_or(""), r["type"].as_str().unwrap_or(""), r["target"].as_str().unwrap_or(""), r["uplink"].as_str().unwrap_or(""),
+                        r["interval_ms"], r["timeout_ms"], r["threshold_ms"],
+                        st["last"].as_str().unwrap_or("none"), num(&st["last_rtt_ms"]),
+                        num(&st["avg_rtt_ms"]), num(&st["min_rtt_ms"]), num(&st["max_rtt_ms"]), num(&st["jitter_ms"]),
+                        st["sent"], st["ok"], st["over_threshold"], st["timeouts"],
+                        st["window_lost"], st["window_attempts"], st["loss_percent"].as_f64().unwrap_or(0.0),
+                    );
+                }
+                s
+            }
+            View::Tracks => {
+                let rows: Vec<serde_json::Value> = (0..self.tracks.len())
+                    .map(|t| {
+                        let pending = self.tracks.pending(t, now);
+                        serde_json::json!({
+                            "name": self.tracks.name(t),
+                            "state": self.tracks.state(t),
+                            "changes": self.tracks.change_count(t),
+                            "source": self.cfg.tracks.get(t).map(|c| describe_source(&c.source)),
+                            "delay_down_ms": self.cfg.tracks.get(t).map(|c| c.delay_down.as_millis() as u64),
+                            "delay_up_ms": self.cfg.tracks.get(t).map(|c| c.delay_up.as_millis() as u64),
+                            "pending": pending.map(|(to, left)| serde_json::json!({"to": to, "left_ms": left.as_millis() as u64})),
+                        })
+                    })
+                    .collect();
+                if json {
+                    return to_json(&serde_json::json!({ "tracks": rows }));
+                }
+                let mut s = String::new();
+                for r in &rows {
+                    s += &format!(
+                        "Track {}\n  {}\n  State is {}, {} changes\n  Delay up {} ms, down {} ms\n",
+                        r["name"].as_str().unwrap_or(""),
+                        r["source"].as_str().unwrap_or(""),
+                        r["state"].as_str().unwrap_or(""),
+                        r["changes"],
+                        r["delay_up_ms"], r["delay_down_ms"],
+                    );
+                    if let Some(p) = r["pending"].as_object() {
+                        s += &format!("  Change to {} pending, {} ms left\n", p["to"].as_str().unwrap_or(""), p["left_ms"]);
+                    }
+                }
+                s
+            }
+            View::Nat { uplink, address } => {
+                let filter = uplink.as_deref().and_then(|n| self.cfg.uplink_index(n)).map(|u| UplinkId(u as u8));
+                if uplink.is_some() && filter.is_none() {
+                    return format!("no uplink named '{}'\n", uplink.unwrap_or_default());
+                }
+                let sessions: Vec<serde_json::Value> = self
+                    .shared
+                    .nat
+                    .sessions(filter, now)
+                    .into_iter()
+                    .filter(|s| address.is_none_or(|a| s.key.inside == a || s.key.remote == a || s.translation.outside == a))
+                    .map(|s| {
+                        serde_json::json!({
+                            "uplink": self.cfg.uplinks.get(s.translation.uplink.0 as usize).map(|u| u.name.clone()),
+                            "protocol": proto_name(s.key.proto),
+                            "inside": format!("{}:{}", s.key.inside, s.key.inside_port),
+                            "outside": format!("{}:{}", s.translation.outside, s.translation.outside_port),
+                            "remote": format!("{}:{}", s.key.remote, s.key.remote_port),
+                            "state": s.state,
+                            "idle_ms": s.idle.as_millis() as u64,
+                            "expires_in_ms": s.expires_in.as_millis() as u64,
+                        })
+                    })
+                    .collect();
+                let c = self.shared.nat.counters();
+                let totals = serde_json::json!({
+                    "sessions": self.shared.nat.len(),
+                    "shown": sessions.len(),
+                    "created": c.created, "expired": c.expired, "flushed": c.flushed,
+                    "table_full": c.table_full, "ports_exhausted": c.ports_exhausted,
+                });
+                if json {
+                    return to_json(&serde_json::json!({ "sessions": sessions, "totals": totals }));
+                }
+                let mut s = format!("{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {}\n", "Pro", "Uplink", "Inside local", "Inside global", "Outside", "State", "Expires");
+                for r in &sessions {
+                    s += &format!(
+                        "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {} s\n",
+                        r["protocol"].as_str().unwrap_or(""), r["uplink"].as_str().unwrap_or(""), r["inside"].as_str().unwrap_or(""),
+                        r["outside"].as_str().unwrap_or(""), r["remote"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""),
+                        r["expires_in_ms"].as_u64().unwrap_or(0) / 1000,
+                    );
+                }
+                s += &format!(
+                    "Total sessions: {} (shown {}); created {}, expired {}, flushed {}, table full {}, ports exhausted {}\n",
+                    totals["sessions"], totals["shown"], totals["created"], totals["expired"], totals["flushed"], totals["table_full"], totals["ports_exhausted"]
+                );
+                s
+            }
+            View::Arp => {
+                let v = self.neigh.view(now);
+                if json {
+                    let rows: Vec<serde_json::Value> = v.iter().map(|n| serde_json::json!({
+                        "interface": self.iface_name(n.iface), "address": n.ip, "mac": n.mac, "age_ms": n.age_ms, "queued": n.queued,
+                    })).collect();
+                    return to_json(&serde_json::json!({ "arp": rows }));
+                }
+                let mut s = format!("{:<10} {:<16} {:<18} {}\n", "Interface", "Address", "Hardware Addr", "Age (s)");
+                for n in &v {
+                    s += &format!(
+                        "{:<10} {:<16} {:<18} {}\n",
+                        self.iface_name(n.iface),
+                        n.ip.to_string(),
+                        n.mac.as_deref().unwrap_or("incomplete"),
+                        n.age_ms / 1000
+                    );
+                }
+                s
+            }
+            View::Counters => {
+                let t = self.totals();
+                if json {
+                    return to_json(&t);
+                }
+                let mut s = format!("forwarded {}, punted {}, icmp errors sent {}, batches {} (avg {:.1} packets)\n", t.forwarded, t.punted, t.icmp_errors_sent, t.batches, if t.batches > 0 { t.batch_packets as f64 / t.batches as f64 } else { 0.0 });
+                s += "drops:\n";
+                for (name, n) in &t.drops {
+                    s += &format!("  {name:<24} {n}\n");
+                }
+                s += "interfaces:\n";
+                for (i, c) in t.ifaces.iter().enumerate() {
+                    let name = if i == 0 { "lan".to_string() } else { self.iface_name(Iface::Uplink(UplinkId(i as u8 - 1))) };
+                    s += &format!("  {name:<10} rx {} packets {} bytes, tx {} packets {} bytes\n", c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes);
+                }
+                s
+            }
+        }
+    }
+
+    /// Which rule, route and uplink a flow would take now, and its NAT entry.
+    fn explain(&self, flow: FlowTuple, json: bool) -> String {
+        let snap = self.shared.snapshot.load();
+        let decision = snap.routes.lookup(&flow);
+        let key = crate::nat::FlowKey { proto: flow.proto, inside: flow.src, inside_port: flow.src_port, remote: flow.dst, remote_port: flow.dst_port };
+        let existing = self.shared.nat.peek_outbound(&key);
+        let (egress, via, rule) = match decision {
+            route::Decision::Local => ("router".to_string(), None, "local address".to_string()),
+            route::Decision::Lan => ("lan".to_string(), None, "connected LAN".to_string()),
+            route::Decision::Unreachable => ("none".to_string(), None, "no eligible route: ICMP unreachable".to_string()),
+            route::Decision::Uplink { uplink, next_hop, route: r } => (
+                self.iface_name(Iface::Uplink(uplink)),
+                Some(next_hop),
+                match r {
+                    route::RouteRef::Connected => "connected uplink prefix".to_string(),
+                    route::RouteRef::Static(i) => format!("route {}", self.cfg.routes.get(i).map_or("?", |r| r.name.as_str())),
+                    route::RouteRef::Policy { policy, .. } => format!("policy {}", self.cfg.policies.get(policy).map_or("?", |p| p.name.as_str())),
+                },
+            ),
+        };
+        let nat = match (existing, decision) {
+            (Some(t), _) => format!(
+                "existing session on {}: {}:{} -> {}:{}",
+                self.iface_name(Iface::Uplink(t.uplink)), flow.src, flow.src_port, t.outside, t.outside_port
+            ),
+            (None, route::Decision::Uplink { uplink, .. }) => match snap.uplink(uplink) {
+                Some(u) if u.nat => format!("new session: source {} translated to {} (port from the NAT range)", flow.src, u.address.addr()),
+                _ => "not translated (uplink without NAT)".to_string(),
+            },
+            _ => "not translated".to_string(),
+        };
+        let session_uplink = existing.map(|t| self.iface_name(Iface::Uplink(t.uplink)));
+        if json {
+            return to_json(&serde_json::json!({
+                "egress": egress, "next_hop": via, "decided_by": rule, "nat": nat, "session_uplink": session_uplink,
+            }));
+        }
+        let mut s = format!("flow {} {}:{} -> {}:{}\n", proto_name(flow.proto), flow.src, flow.src_port, flow.dst, flow.dst_port);
+        s += &format!("  decided by: {rule}\n  egress: {egress}");
+        if let Some(nh) = via {
+            s += &format!(" via {nh}");
+        }
+        s += &format!("\n  nat: {nat}\n");
+        if let Some(u) = session_uplink {
+            s += &format!("  (an existing flow stays on {u} for its life)\n");
+        }
+        s
+    }
+}
+
+/// Uplinks whose installed routes were all withdrawn for loss of eligibility (track down or no
+/// carrier) and that carry none now. An uplink merely displaced by a preferred one keeps its
+/// flows (SPEC 22).
+fn withdrawn_uplinks(old: &RouteTable, new: &RouteTable, names: &[String]) -> Vec<bool> {
+    let (before, after) = (old.entries(), new.entries());
+    names
+        .iter()
+        .map(|n| {
+            let on = |e: &&crate::route::RouteEntryView| e.kind == "static" && &e.uplink == n;
+            let was: Vec<_> = before.iter().filter(on).filter(|e| e.installed).collect();
+            !was.is_empty()
+                && !after.iter().filter(on).any(|e| e.installed)
+                && was.iter().all(|w| {
+                    after
+                        .iter()
+                        .filter(on)
+                        .any(|e| e.name == w.name && !e.eligible)
+                })
+        })
+        .collect()
+}
+
+/// True when some static route is installed (an uplink is left to carry new flows).
+fn any_installed(t: &RouteTable) -> bool {
+    t.entries().iter().any(|e| e.installed && e.kind == "static")
+}
+
+fn describe_source(s: &CfgTrackSource) -> String {
+    match s {
+        CfgTrackSource::Probe { name, mode } => format!("IP SLA {name} {}", match mode {
+            crate::config::TrackMode::Reachability => "reachability",
+            crate::config::TrackMode::State => "state",
+        }),
+        CfgTrackSource::Carrier { uplink } => format!("Interface {uplink} line-protocol"),
+        CfgTrackSource::List { members, op } => format!("List {} of {}", match op {
+            crate::config::ListOp::All => "all".to_string(),
+            crate::config::ListOp::Any => "any".to_string(),
+            crate::config::ListOp::AtLeast(n) => format!("at least {n}"),
+        }, members.join(", ")),
+    }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        proto::TCP => "tcp".into(),
+        proto::UDP => "udp".into(),
+        proto::ICMP => "icmp".into(),
+        n => n.to_string(),
+    }
+}
+
+fn num(v: &serde_json::Value) -> String {
+    v.as_f64().map_or("-".to_string(), |f| format!("{f:.2}"))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+}

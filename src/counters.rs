@@ -1,0 +1,260 @@
+//! Packet counters. Each worker owns one `Counters` (only it writes, so no cache line is shared
+//! between writers); readers sum them for `show counters` and the metrics endpoint.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a packet was dropped. Every drop in the router has exactly one reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Frame shorter than its headers say, or cut by the socket (MSG_TRUNC).
+    Truncated,
+    /// The 10-byte virtio_net_hdr in front of the frame is malformed.
+    BadVnetHeader,
+    /// Not IPv4 or ARP (IPv6, VLAN tags, LLDP …).
+    NotIpv4,
+    /// Unicast frame for another MAC address (flooded by the bridge).
+    NotOurMac,
+    /// IPv4 header with a bad version, header length or total length.
+    BadIpHeader,
+    BadIpChecksum,
+    /// TCP/UDP/ICMP header missing or shorter than required.
+    BadL4Header,
+    /// Source or destination that must never be forwarded (0/8, 127/8, class E, multicast source).
+    Martian,
+    /// Broadcast or multicast IPv4 packet: the router forwards neither.
+    Broadcast,
+    /// LAN packet whose source is not in the LAN prefix (anti-spoofing).
+    Spoofed,
+    /// Packet from an uplink to an address that is not the router's: never forwarded between uplinks.
+    UplinkTransit,
+    TtlExceeded,
+    /// No eligible route (an ICMP unreachable was sent).
+    NoRoute,
+    /// DF packet larger than the egress MTU (an ICMP frag-needed was sent).
+    FragNeeded,
+    /// Packet without DF larger than the egress MTU: the router does not fragment.
+    TooBig,
+    NatTableFull,
+    NatPortsExhausted,
+    /// Inbound packet on an uplink that matches no NAT session (stateful filter).
+    NatUnsolicited,
+    /// Non-first IP fragment whose first fragment was not seen.
+    FragmentWithoutState,
+    /// A protocol the NAT cannot translate (not TCP, UDP or ICMP query/error).
+    NatUnsupported,
+    /// Next hop could not be resolved by ARP (queue full or no answer).
+    NoNeighbour,
+    /// The control plane's queue was full.
+    PuntQueueFull,
+    /// Packet for the router itself that it does not serve (unknown protocol, closed port).
+    LocalUnhandled,
+    /// The kernel refused to send the frame.
+    TxError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 24] = [
+        DropReason::Truncated,
+        DropReason::BadVnetHeader,
+        DropReason::NotIpv4,
+        DropReason::NotOurMac,
+        DropReason::BadIpHeader,
+        DropReason::BadIpChecksum,
+        DropReason::BadL4Header,
+        DropReason::Martian,
+        DropReason::Broadcast,
+        DropReason::Spoofed,
+        DropReason::UplinkTransit,
+        DropReason::TtlExceeded,
+        DropReason::NoRoute,
+        DropReason::FragNeeded,
+        DropReason::TooBig,
+        DropReason::NatTableFull,
+        DropReason::NatPortsExhausted,
+        DropReason::NatUnsolicited,
+        DropReason::FragmentWithoutState,
+        DropReason::NatUnsupported,
+        DropReason::NoNeighbour,
+        DropReason::PuntQueueFull,
+        DropReason::LocalUnhandled,
+        DropReason::TxError,
+    ];
+
+    /// Stable snake_case name used in `show counters`, JSON and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::BadVnetHeader => "bad_vnet_header",
+            DropReason::NotIpv4 => "not_ipv4",
+            DropReason::NotOurMac => "not_our_mac",
+            DropReason::BadIpHeader => "bad_ip_header",
+            DropReason::BadIpChecksum => "bad_ip_checksum",
+            DropReason::BadL4Header => "bad_l4_header",
+            DropReason::Martian => "martian",
+            DropReason::Broadcast => "broadcast",
+            DropReason::Spoofed => "spoofed_source",
+            DropReason::UplinkTransit => "uplink_transit",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::NoRoute => "no_route",
+            DropReason::FragNeeded => "frag_needed",
+            DropReason::TooBig => "too_big_no_df",
+            DropReason::NatTableFull => "nat_table_full",
+            DropReason::NatPortsExhausted => "nat_ports_exhausted",
+            DropReason::NatUnsolicited => "nat_unsolicited",
+            DropReason::FragmentWithoutState => "fragment_without_state",
+            DropReason::NatUnsupported => "nat_unsupported",
+            DropReason::NoNeighbour => "no_neighbour",
+            DropReason::PuntQueueFull => "punt_queue_full",
+            DropReason::LocalUnhandled => "local_unhandled",
+            DropReason::TxError => "tx_error",
+        }
+    }
+}
+
+/// Per-interface traffic counters.
+#[derive(Default)]
+pub struct IfaceCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+}
+
+/// One writer's counters: drops by reason, traffic per interface (index 0 = LAN, 1.. = uplinks),
+/// and batch statistics.
+pub struct Counters {
+    drops: [AtomicU64; DropReason::ALL.len()],
+    pub ifaces: Vec<IfaceCounters>,
+    pub forwarded: AtomicU64,
+    pub punted: AtomicU64,
+    pub icmp_errors_sent: AtomicU64,
+    pub batches: AtomicU64,
+    pub batch_packets: AtomicU64,
+}
+
+impl Counters {
+    pub fn new(ifaces: usize) -> Counters {
+        Counters {
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            ifaces: (0..ifaces).map(|_| IfaceCounters::default()).collect(),
+            forwarded: AtomicU64::new(0),
+            punted: AtomicU64::new(0),
+            icmp_errors_sent: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_packets: AtomicU64::new(0),
+        }
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        bump(&self.drops[reason as usize], 1);
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn rx(&self, iface: usize, bytes: usize) {
+        if let Some(c) = self.ifaces.get(iface) {
+            bump(&c.rx_packets, 1);
+            bump(&c.rx_bytes, bytes as u64);
+        }
+    }
+
+    pub fn tx(&self, iface: usize, bytes: usize) {
+        if let Some(c) = self.ifaces.get(iface) {
+            bump(&c.tx_packets, 1);
+            bump(&c.tx_bytes, bytes as u64);
+        }
+    }
+}
+
+/// Single-writer increment: a load and a store, cheaper than an atomic read-modify-write.
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// Totals over several writers, for display.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Totals {
+    pub drops: Vec<(String, u64)>,
+    pub ifaces: Vec<IfaceTotals>,
+    pub forwarded: u64,
+    pub punted: u64,
+    pub icmp_errors_sent: u64,
+    pub batches: u64,
+    pub batch_packets: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IfaceTotals {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+impl Totals {
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a Counters>) -> Totals {
+        let mut t = Totals {
+            drops: DropReason::ALL.iter().map(|d| (d.name().to_string(), 0)).collect(),
+            ..Totals::default()
+        };
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for c in all {
+            for (i, d) in DropReason::ALL.iter().enumerate() {
+                t.drops[i].1 += c.drops(*d);
+            }
+            if t.ifaces.len() < c.ifaces.len() {
+                t.ifaces.resize(c.ifaces.len(), IfaceTotals::default());
+            }
+            for (ti, ci) in t.ifaces.iter_mut().zip(&c.ifaces) {
+                ti.rx_packets += ld(&ci.rx_packets);
+                ti.rx_bytes += ld(&ci.rx_bytes);
+                ti.tx_packets += ld(&ci.tx_packets);
+                ti.tx_bytes += ld(&ci.tx_bytes);
+            }
+            t.forwarded += ld(&c.forwarded);
+            t.punted += ld(&c.punted);
+            t.icmp_errors_sent += ld(&c.icmp_errors_sent);
+            t.batches += ld(&c.batches);
+            t.batch_packets += ld(&c.batch_packets);
+        }
+        t
+    }
+
+    pub fn drop_count(&self, name: &str) -> u64 {
+        self.drops
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indices_match() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|d| d.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
+        for (i, d) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i);
+        }
+    }
+
+    #[test]
+    fn totals_add_up_over_writers() {
+        let a = Counters::new(3);
+        let b = Counters::new(3);
+        a.dropped(DropReason::BadIpChecksum);
+        b.dropped(DropReason::BadIpChecksum);
+        b.rx(2, 100);
+        let t = Totals::sum([&a, &b]);
+        assert_eq!(t.drop_count("bad_ip_checksum"), 2);
+        assert_eq!(t.ifaces[2].rx_bytes, 100);
+        assert_eq!(t.drop_count("truncated"), 0);
+    }
+}

@@ -1,0 +1,283 @@
+//! The control socket: a Unix stream socket carrying one request line and one reply per
+//! connection. The server thread only frames requests; the control thread answers them, so a
+//! slow or garbage client can never stall the router.
+//!
+//! Reply format: a first line `ok` or `error: <message>`, then the body (text or JSON).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, bounded};
+
+use crate::io::poll::Waker;
+
+/// Longest request accepted, in bytes.
+pub const MAX_REQUEST: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    Route,
+    Uplinks,
+    Probes,
+    Tracks,
+    Nat {
+        uplink: Option<String>,
+        address: Option<Ipv4Addr>,
+    },
+    Arp,
+    Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Show { view: View, json: bool },
+    Explain {
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        sport: u16,
+        dport: u16,
+        json: bool,
+    },
+    Reload,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("empty request")]
+    Empty,
+    #[error("unknown command '{0}' (expected show, explain or reload)")]
+    UnknownCommand(String),
+    #[error("unknown view '{0}' (expected route, uplinks, probes, tracks, nat, arp or counters)")]
+    UnknownView(String),
+    #[error("{0}")]
+    Syntax(String),
+}
+
+impl Request {
+    /// Parses one request line, e.g. `show nat uplink isp-a --json` or
+    /// `explain 192.168.0.10 172.18.0.6 tcp 40000 80`.
+    pub fn parse(line: &str) -> Result<Request, RequestError> {
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        let json = words.iter().any(|w| *w == "--json" || *w == "json");
+        words.retain(|w| *w != "--json" && *w != "json");
+        let (&cmd, rest) = words.split_first().ok_or(RequestError::Empty)?;
+        match cmd {
+            "show" => {
+                let (&what, args) = rest
+                    .split_first()
+                    .ok_or_else(|| RequestError::Syntax("show what? (route, uplinks, probes, tracks, nat, arp, counters)".into()))?;
+                let view = match what {
+                    "route" | "routes" => View::Route,
+                    "uplinks" | "interfaces" => View::Uplinks,
+                    "probes" | "sla" => View::Probes,
+                    "tracks" | "track" => View::Tracks,
+                    "arp" => View::Arp,
+                    "counters" => View::Counters,
+                    "nat" => {
+                        let mut uplink = None;
+                        let mut address = None;
+                        let mut it = args.iter();
+                        while let Some(&k) = it.next() {
+                            let v = it.next().ok_or_else(|| RequestError::Syntax(format!("'{k}' needs a value")))?;
+                            match k {
+                                "uplink" => uplink = Some(v.to_string()),
+                                "address" => {
+                                    address = Some(v.parse().map_err(|_| {
+                                        RequestError::Syntax(format!("'{v}' is not an IPv4 address"))
+                                    })?)
+                                }
+                                _ => return Err(RequestError::Syntax(format!("unknown nat filter '{k}' (uplink NAME, address IP)"))),
+                            }
+                        }
+                        return Ok(Request::Show {
+                            view: View::Nat { uplink, address },
+                            json,
+                        });
+                    }
+                    other => return Err(RequestError::UnknownView(other.to_string())),
+                };
+                if !args.is_empty() {
+                    return Err(RequestError::Syntax(format!("unexpected '{}'", args.join(" "))));
+                }
+                Ok(Request::Show { view, json })
+            }
+            "explain" => {
+                let usage = || RequestError::Syntax("usage: explain SRC DST PROTO [SPORT DPORT]".into());
+                if rest.len() != 3 && rest.len() != 5 {
+                    return Err(usage());
+                }
+                let ip = |s: &str| s.parse::<Ipv4Addr>().map_err(|_| RequestError::Syntax(format!("'{s}' is not an IPv4 address")));
+                let port = |s: &str| s.parse::<u16>().map_err(|_| RequestError::Syntax(format!("'{s}' is not a port")));
+                let proto = match rest[2] {
+                    "tcp" => 6,
+                    "udp" => 17,
+                    "icmp" => 1,
+                    n => n.parse().map_err(|_| RequestError::Syntax(format!("'{n}' is not a protocol (tcp, udp, icmp or a number)")))?,
+                };
+                let (sport, dport) = if rest.len() == 5 { (port(rest[3])?, port(rest[4])?) } else { (0, 0) };
+                Ok(Request::Explain {
+                    src: ip(rest[0])?,
+                    dst: ip(rest[1])?,
+                    proto,
+                    sport,
+                    dport,
+                    json,
+                })
+            }
+            "reload" if rest.is_empty() => Ok(Request::Reload),
+            "reload" => Err(RequestError::Syntax("reload takes no arguments".into())),
+            other => Err(RequestError::UnknownCommand(other.to_string())),
+        }
+    }
+}
+
+/// A request handed to the control thread, with where to send the answer.
+pub struct Pending {
+    pub request: Request,
+    pub reply: Sender<Result<String, String>>,
+}
+
+/// Binds the socket (mode 0600, replacing a stale one) and serves it on a thread of its own.
+pub fn serve(path: &Path, to_control: Sender<Pending>, waker: Arc<Waker>) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        // A live router would answer; a dead one left its socket behind.
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by another router", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new()
+        .name("ctl".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(s) => handle(s, &to_control, &waker),
+                    Err(e) => log::warn!("control socket: accept failed: {e}"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn handle(stream: UnixStream, to_control: &Sender<Pending>, waker: &Waker) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    let read = BufReader::new((&stream).take(MAX_REQUEST as u64 + 1)).read_line(&mut line);
+    let answer = match read {
+        Err(e) => Err(format!("bad request: {e}")),
+        Ok(_) if line.len() > MAX_REQUEST => Err(format!("request longer than {MAX_REQUEST} bytes")),
+        Ok(_) => match Request::parse(&line) {
+            Err(e) => Err(e.to_string()),
+            Ok(request) => {
+                let (tx, rx) = bounded(1);
+                if to_control.try_send(Pending { request, reply: tx }).is_err() {
+                    Err("router busy".to_string())
+                } else {
+                    waker.wake();
+                    rx.recv_timeout(Duration::from_secs(10))
+                        .unwrap_or_else(|_| Err("router did not answer".to_string()))
+                }
+            }
+        },
+    };
+    let mut out = &stream;
+    let _ = match answer {
+        Ok(body) => write!(out, "ok\n{body}"),
+        Err(e) => writeln!(out, "error: {e}"),
+    };
+}
+
+/// Client side: sends `request` and returns the body, or the router's error message.
+pub fn call(path: &Path, request: &str) -> Result<String, String> {
+    let mut s = UnixStream::connect(path).map_err(|e| {
+        format!("cannot connect to {}: {e} (is the router running? see --socket)", path.display())
+    })?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+    writeln!(s, "{request}").map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).map_err(|e| format!("{}: {e}", path.display()))?;
+    match reply.split_once('\n') {
+        Some(("ok", body)) => Ok(body.to_string()),
+        _ => Err(reply.trim().trim_start_matches("error: ").to_string()),
+    }
+}
+
+/// Where the CLI looks for the socket: --socket, else the config's, else MHROUTER_SOCKET, else
+/// the default.
+pub fn socket_path(explicit: Option<PathBuf>, from_config: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or(from_config)
+        .or_else(|| std::env::var_os("MHROUTER_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+pub const DEFAULT_SOCKET: &str = "/run/mhrouter/mhrouter.sock";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_views_and_filters() {
+        assert_eq!(
+            Request::parse("show route\n"),
+            Ok(Request::Show { view: View::Route, json: false })
+        );
+        assert_eq!(
+            Request::parse("show nat uplink isp-a address 192.168.0.10 --json"),
+            Ok(Request::Show {
+                view: View::Nat {
+                    uplink: Some("isp-a".into()),
+                    address: Some(Ipv4Addr::new(192, 168, 0, 10))
+                },
+                json: true
+            })
+        );
+        assert_eq!(
+            Request::parse("explain 192.168.0.10 172.18.0.6 tcp 40000 80"),
+            Ok(Request::Explain {
+                src: Ipv4Addr::new(192, 168, 0, 10),
+                dst: Ipv4Addr::new(172, 18, 0, 6),
+                proto: 6,
+                sport: 40000,
+                dport: 80,
+                json: false
+            })
+        );
+        assert_eq!(Request::parse("reload"), Ok(Request::Reload));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(Request::parse("  "), Err(RequestError::Empty));
+        assert!(matches!(Request::parse("rm -rf /"), Err(RequestError::UnknownCommand(_))));
+        assert!(matches!(Request::parse("show everything"), Err(RequestError::UnknownView(_))));
+        assert!(Request::parse("show route extra").is_err());
+        assert!(Request::parse("show nat uplink").is_err());
+        assert!(Request::parse("explain 1.2.3.4 5.6.7.8 tcp 1").is_err());
+        assert!(Request::parse("explain 1.2.3.4 5.6.7.999 tcp").is_err());
+        assert!(Request::parse("reload now").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in ".{0,200}") {
+            let _ = Request::parse(&s);
+        }
+    }
+}

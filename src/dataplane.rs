@@ -1,0 +1,266 @@
+//! Worker threads (DESIGN "Shape"): each owns one TAP queue and one packet socket per uplink,
+//! waits in epoll, drains a batch, runs the fast path to completion and sends in batches. The
+//! only shared state is the published snapshot, the sharded NAT table and the punt channel.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::clock::Instant;
+use crate::counters::{Counters, DropReason, bump};
+use crate::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict};
+use crate::io::packet::{PacketSocket, RecvBatch, send_all};
+use crate::io::poll::{Epoll, Waker};
+use crate::io::tap::TapQueue;
+use crate::io::MAX_FRAME;
+use crate::nat::{FragTable, NatTable};
+use crate::snapshot::Snapshot;
+use crate::{Iface, UplinkId};
+
+/// Frames drained from one source before moving to the next.
+pub const BATCH: usize = 32;
+
+/// A frame for the control plane, with its virtio_net_hdr.
+pub struct Punt {
+    pub ingress: Iface,
+    /// Set when the frame is ready to go out but its next hop's MAC is unknown.
+    pub resolve: Option<(Iface, Ipv4Addr)>,
+    pub frame: Vec<u8>,
+}
+
+/// State shared by the workers and the control thread.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub nat: NatTable,
+    pub frags: FragTable,
+    pub stop: AtomicBool,
+    pub punt: Sender<Punt>,
+    /// Wakes the control thread when punts are queued.
+    pub control_waker: Waker,
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub tap: Arc<TapQueue>,
+    pub uplinks: Vec<PacketSocket>,
+    pub counters: Arc<Counters>,
+    pub shared: Arc<Shared>,
+    /// Wakes this worker for shutdown.
+    pub waker: Arc<Waker>,
+}
+
+const TOKEN_TAP: u64 = 0;
+const TOKEN_WAKER: u64 = u64::MAX;
+
+impl Worker {
+    pub fn run(self) -> io::Result<()> {
+        let ep = Epoll::new()?;
+        ep.add(self.tap.as_raw_fd(), TOKEN_TAP)?;
+        for (i, s) in self.uplinks.iter().enumerate() {
+            ep.add(s.as_raw_fd(), 1 + i as u64)?;
+        }
+        ep.add(self.waker.as_raw_fd(), TOKEN_WAKER)?;
+        let mut tap_bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_FRAME]).collect();
+        let mut tap_lens = [0usize; BATCH];
+        let mut rx: Vec<RecvBatch> = self.uplinks.iter().map(|_| RecvBatch::new(BATCH)).collect();
+        let mut scratch = vec![0u8; SCRATCH_LEN];
+        let mut fp = FastPath::default();
+        let mut ready = Vec::new();
+        let mut out = Outbox::new(self.uplinks.len());
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            ep.wait(&mut ready, 500)?;
+            if ready.contains(&TOKEN_WAKER) {
+                self.waker.drain();
+            }
+            // Drain every source until a full pass finds nothing: level-triggered epoll would
+            // report them again anyway, and this keeps batches full under load.
+            loop {
+                let snap = self.shared.snapshot.load();
+                let env = Env {
+                    snap: &snap,
+                    nat: &self.shared.nat,
+                    frags: &self.shared.frags,
+                    now: Instant::now(),
+                };
+                let mut work = 0;
+
+                let mut n = 0;
+                while n < BATCH {
+                    match self.tap.read(&mut tap_bufs[n]) {
+                        Ok(len) => {
+                            tap_lens[n] = len;
+                            n += 1;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            log::warn!("worker {}: TAP read failed: {e}", self.id);
+                            break;
+                        }
+                    }
+                }
+                if n > 0 {
+                    work += n;
+                    for i in 0..n {
+                        let frame = &mut tap_bufs[i][..tap_lens[i]];
+                        let v = fp.process(&env, frame, Iface::Lan, &mut scratch);
+                        self.counters.rx(Iface::Lan.index(), frame.len());
+                        out.take(i, v, Iface::Lan, frame, &scratch, &self);
+                    }
+                    out.flush(&self, |i| &tap_bufs[i][..tap_lens[i]]);
+                    self.batch_done(n);
+                }
+
+                for (u, batch) in rx.iter_mut().enumerate() {
+                    let ingress = Iface::Uplink(UplinkId(u as u8));
+                    let n = match batch.recv(&self.uplinks[u]) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            log::warn!("worker {}: uplink {u} receive failed: {e}", self.id);
+                            0
+                        }
+                    };
+                    if n == 0 {
+                        continue;
+                    }
+                    work += n;
+                    for i in 0..n {
+                        let frame = batch.frame_mut(i);
+                        let v = fp.process(&env, frame, ingress, &mut scratch);
+                        self.counters.rx(ingress.index(), frame.len());
+                        out.take(i, v, ingress, frame, &scratch, &self);
+                    }
+                    out.flush(&self, |i| batch.frame(i));
+                    self.batch_done(n);
+                }
+                if work == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn batch_done(&self, n: usize) {
+        bump(&self.counters.batches, 1);
+        bump(&self.counters.batch_packets, n as u64);
+    }
+
+    fn send(&self, egress: Iface, frame: &[u8]) -> bool {
+        let r = match egress {
+            Iface::Lan => self.tap.write(frame),
+            Iface::Uplink(u) => match self.uplinks.get(u.0 as usize) {
+                Some(s) => s.send(frame),
+                None => return false,
+            },
+        };
+        match r {
+            Ok(()) => {
+                self.counters.tx(egress.index(), frame.len());
+                true
+            }
+            Err(_) => {
+                self.counters.dropped(DropReason::TxError);
+                false
+            }
+        }
+    }
+
+    fn punt(&self, ingress: Iface, resolve: Option<(Iface, Ipv4Addr)>, frame: &[u8]) -> bool {
+        let p = Punt {
+            ingress,
+            resolve,
+            frame: frame.to_vec(),
+        };
+        match self.shared.punt.try_send(p) {
+            Ok(()) => {
+                bump(&self.counters.punted, 1);
+                true
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped(DropReason::PuntQueueFull);
+                false
+            }
+        }
+    }
+}
+
+/// Frames of one batch waiting to be sent, by egress, as indices into the batch's buffers.
+struct Outbox {
+    lan: Vec<usize>,
+    uplinks: Vec<Vec<usize>>,
+    punted: bool,
+}
+
+impl Outbox {
+    fn new(uplinks: usize) -> Outbox {
+        Outbox {
+            lan: Vec::with_capacity(BATCH),
+            uplinks: (0..uplinks).map(|_| Vec::with_capacity(BATCH)).collect(),
+            punted: false,
+        }
+    }
+
+    fn take(&mut self, i: usize, v: Verdict, ingress: Iface, frame: &[u8], scratch: &[u8], w: &Worker) {
+        match v {
+            Verdict::Forward { egress } => {
+                bump(&w.counters.forwarded, 1);
+                match egress {
+                    Iface::Lan => self.lan.push(i),
+                    Iface::Uplink(u) => {
+                        if let Some(q) = self.uplinks.get_mut(u.0 as usize) {
+                            q.push(i);
+                        }
+                    }
+                }
+            }
+            Verdict::Reply { egress, len, reason } => {
+                w.counters.dropped(reason);
+                if w.send(egress, &scratch[..len]) {
+                    bump(&w.counters.icmp_errors_sent, 1);
+                }
+            }
+            Verdict::Punt => self.punted |= w.punt(ingress, None, frame),
+            Verdict::Resolve { egress, next_hop } => {
+                self.punted |= w.punt(ingress, Some((egress, next_hop)), frame)
+            }
+            Verdict::Drop(d) => w.counters.dropped(d),
+        }
+    }
+
+    fn flush<'a>(&mut self, w: &Worker, frame: impl Fn(usize) -> &'a [u8]) {
+        for &i in &self.lan {
+            w.send(Iface::Lan, frame(i));
+        }
+        self.lan.clear();
+        for (u, q) in self.uplinks.iter_mut().enumerate() {
+            if q.is_empty() {
+                continue;
+            }
+            let frames: Vec<&[u8]> = q.iter().map(|&i| frame(i)).collect();
+            let egress = Iface::Uplink(UplinkId(u as u8));
+            match send_all(&w.uplinks[u], &frames) {
+                Ok(sent) => {
+                    for f in &frames[..sent] {
+                        w.counters.tx(egress.index(), f.len());
+                    }
+                    for _ in sent..frames.len() {
+                        w.counters.dropped(DropReason::TxError);
+                    }
+                }
+                Err(_) => {
+                    for _ in &frames {
+                        w.counters.dropped(DropReason::TxError);
+                    }
+                }
+            }
+            q.clear();
+        }
+        if std::mem::take(&mut self.punted) {
+            w.shared.control_waker.wake();
+        }
+    }
+}

@@ -1,0 +1,912 @@
+//! The per-packet path: parse → route → NAT → rewrite, in place. No I/O, no allocation, no
+//! panic on any input: every frame ends as exactly one `Verdict`.
+
+use std::net::Ipv4Addr;
+
+use crate::clock::Instant;
+use crate::counters::DropReason;
+use crate::nat::{FlowKey, FragKey, FragTable, NatError, NatTable, Translation};
+use crate::route::{Decision, FlowTuple};
+use crate::snapshot::Snapshot;
+use crate::wire::checksum;
+use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
+use crate::wire::icmp::{self, codes, types};
+use crate::wire::ipv4::{self, Ipv4Packet, proto};
+use crate::wire::tcp::{self, TcpPacket};
+use crate::wire::udp::{self, UdpPacket};
+use crate::wire::vnet::{self, VnetHdr};
+use crate::{Iface, UplinkId};
+
+/// Offset of the Ethernet header in a frame buffer (after the virtio_net_hdr).
+pub const ETH_OFFSET: usize = vnet::LEN;
+/// Offset of the IPv4 header in a frame buffer.
+pub const IP_OFFSET: usize = vnet::LEN + ethernet::HEADER_LEN;
+/// Size of the scratch buffer `process` may write an ICMP error into.
+pub const SCRATCH_LEN: usize = IP_OFFSET + 576;
+
+/// What to do with one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the frame, rewritten in place, on `egress`.
+    Forward { egress: Iface },
+    /// DropReason the frame for `reason` and send the ICMP error written to `scratch[..len]` on `egress`.
+    Reply {
+        egress: Iface,
+        len: usize,
+        reason: DropReason,
+    },
+    /// Hand the frame to the control plane (ARP, the router's own traffic, probe replies).
+    Punt,
+    /// Rewritten except its destination MAC: the control plane resolves `next_hop` and sends it.
+    Resolve { egress: Iface, next_hop: Ipv4Addr },
+    Drop(DropReason),
+}
+
+/// Everything the fast path reads, loaded once per batch.
+pub struct Env<'a> {
+    pub snap: &'a Snapshot,
+    pub nat: &'a NatTable,
+    pub frags: &'a FragTable,
+    pub now: Instant,
+}
+
+/// Per-worker state of the fast path: the ICMP error rate limiter.
+pub struct FastPath {
+    icmp_tokens: u32,
+    icmp_refill: Instant,
+}
+
+/// ICMP errors a worker may send per second (burst as large), like the kernel's icmp_msgs_per_sec.
+const ICMP_PER_SEC: u32 = 1000;
+
+impl Default for FastPath {
+    fn default() -> Self {
+        FastPath {
+            icmp_tokens: ICMP_PER_SEC,
+            icmp_refill: Instant::ZERO,
+        }
+    }
+}
+
+/// The IPv4 header fields the decisions need, read once.
+#[derive(Clone, Copy)]
+struct Ip {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ttl: u8,
+    hlen: usize,
+    total: usize,
+    df: bool,
+    more_frags: bool,
+    first_frag: bool,
+    ident: u16,
+}
+
+/// The transport header, as far as routing and NAT care.
+#[derive(Clone, Copy)]
+enum L4 {
+    /// TCP or UDP; `hlen` is the transport header length.
+    Ports {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        ack: Option<u32>,
+        hlen: usize,
+    },
+    /// ICMP echo request or reply.
+    Echo { request: bool, ident: u16 },
+    /// ICMP error quoting a packet.
+    IcmpError,
+    /// A non-first fragment: no transport header.
+    Fragment,
+    /// Any other protocol or ICMP type.
+    Other,
+}
+
+/// How a forwarded packet is translated.
+#[derive(Clone, Copy)]
+enum Nat {
+    None,
+    /// Outbound with an existing session, or a new one to create on commit.
+    Source(Translation),
+    Create(FlowKey, UplinkId),
+    /// Inbound: restore the inside endpoint.
+    Dest(Translation),
+    /// ICMP errors: translate the quoted packet too.
+    ErrorOut(Translation),
+    ErrorIn(Translation),
+}
+
+impl FastPath {
+    /// Decides and rewrites one frame: `frame` is a virtio_net_hdr followed by an Ethernet frame.
+    pub fn process(
+        &mut self,
+        env: &Env,
+        frame: &mut [u8],
+        ingress: Iface,
+        scratch: &mut [u8],
+    ) -> Verdict {
+        match self.decide(env, frame, ingress, scratch) {
+            Ok(v) => v,
+            Err(d) => Verdict::Drop(d),
+        }
+    }
+
+    fn decide(
+        &mut self,
+        env: &Env,
+        frame: &mut [u8],
+        ingress: Iface,
+        scratch: &mut [u8],
+    ) -> Result<Verdict, DropReason> {
+        if frame.len() < IP_OFFSET {
+            return Err(DropReason::Truncated);
+        }
+        let vh = VnetHdr::parse(frame).map_err(|_| DropReason::BadVnetHeader)?;
+        let snap = env.snap;
+        let my_mac = snap.iface_mac(ingress).ok_or(DropReason::NotOurMac)?;
+        let eth = EthernetFrame::new_unchecked(&frame[ETH_OFFSET..]);
+        if eth.ethertype() == ethernet::ethertype::ARP {
+            return Ok(Verdict::Punt);
+        }
+        let dst_mac = eth.dst();
+        if dst_mac != my_mac {
+            return Err(if dst_mac.is_multicast() {
+                DropReason::Broadcast
+            } else {
+                DropReason::NotOurMac
+            });
+        }
+        if eth.ethertype() != ethernet::ethertype::IPV4 {
+            return Err(DropReason::NotIpv4);
+        }
+        let ip = parse_ip(&frame[IP_OFFSET..])?;
+        check_martian(&ip)?;
+        let l4 = parse_l4(&frame[IP_OFFSET..IP_OFFSET + ip.total], &ip)?;
+        match ingress {
+            Iface::Lan => self.from_lan(env, frame, &vh, &ip, l4, scratch),
+            Iface::Uplink(u) => self.from_uplink(env, frame, &vh, &ip, l4, u, scratch),
+        }
+    }
+
+    fn from_lan(
+        &mut self,
+        env: &Env,
+        frame: &mut [u8],
+        vh: &VnetHdr,
+        ip: &Ip,
+        l4: L4,
+        scratch: &mut [u8],
+    ) -> Result<Verdict, DropReason> {
+        let snap = env.snap;
+        let lan = snap.lan.address;
+        if !lan.contains(ip.src) || ip.src == lan.broadcast() || ip.src == lan.network().addr() {
+            return Err(DropReason::Spoofed);
+        }
+        if ip.dst == lan.broadcast() {
+            return Err(DropReason::Broadcast);
+        }
+        if snap.is_local(ip.dst) {
+            return Ok(Verdict::Punt);
+        }
+        let key = outbound_key(ip, l4);
+        if let Some(key) = key
+            && let Some(t) = env.nat.peek_outbound(&key)
+        {
+            let up = snap.uplink(t.uplink).ok_or(DropReason::NoRoute)?;
+            if up.carrier {
+                let nh = up.next_hop;
+                return self.forward(
+                    env,
+                    frame,
+                    vh,
+                    ip,
+                    l4,
+                    Iface::Lan,
+                    Iface::Uplink(t.uplink),
+                    nh,
+                    Nat::Source(t),
+                    scratch,
+                );
+            }
+        }
+        let (sport, dport) = match l4 {
+            L4::Ports { sport, dport, .. } => (sport, dport),
+            L4::Echo { ident, .. } => (ident, 0),
+            _ => (0, 0),
+        };
+        let flow = FlowTuple {
+            src: ip.src,
+            dst: ip.dst,
+            proto: ip.proto,
+            src_port: sport,
+            dst_port: dport,
+        };
+        match snap.routes.lookup(&flow) {
+            Decision::Local => Ok(Verdict::Punt),
+            Decision::Lan => self.forward(
+                env,
+                frame,
+                vh,
+                ip,
+                l4,
+                Iface::Lan,
+                Iface::Lan,
+                ip.dst,
+                Nat::None,
+                scratch,
+            ),
+            Decision::Unreachable => self.icmp_error(
+                env,
+                frame,
+                ip,
+                Iface::Lan,
+                types::DEST_UNREACH,
+                codes::NET_UNREACH,
+                0,
+                DropReason::NoRoute,
+                scratch,
+            ),
+            Decision::Uplink {
+                uplink, next_hop, ..
+            } => {
+                let up = snap.uplink(uplink).ok_or(DropReason::NoRoute)?;
+                let translate = up.nat
+                    && (up.nat_sources.is_empty() || up.nat_sources.iter().any(|p| p.contains(ip.src)));
+                let nat = if !translate {
+                    Nat::None
+                } else {
+                    match (l4, key) {
+                        (L4::IcmpError, _) => Nat::ErrorOut(error_out_session(env, frame, ip)?),
+                        (L4::Fragment, _) => {
+                            let fk = frag_key(ip.src, ip.dst, ip);
+                            Nat::Source(env.frags.lookup(&fk, env.now).ok_or(DropReason::FragmentWithoutState)?)
+                        }
+                        (_, Some(key)) => Nat::Create(key, uplink),
+                        (_, None) => return Err(DropReason::NatUnsupported),
+                    }
+                };
+                let egress = match nat {
+                    Nat::ErrorOut(t) => Iface::Uplink(t.uplink),
+                    _ => Iface::Uplink(uplink),
+                };
+                self.forward(env, frame, vh, ip, l4, Iface::Lan, egress, next_hop, nat, scratch)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn from_uplink(
+        &mut self,
+        env: &Env,
+        frame: &mut [u8],
+        vh: &VnetHdr,
+        ip: &Ip,
+        l4: L4,
+        u: UplinkId,
+        scratch: &mut [u8],
+    ) -> Result<Verdict, DropReason> {
+        let up = env.snap.uplink(u).ok_or(DropReason::UplinkTransit)?;
+        if ip.dst != up.address.addr() {
+            return Err(if ip.dst == up.address.broadcast() {
+                DropReason::Broadcast
+            } else {
+                DropReason::UplinkTransit
+            });
+        }
+        let nat = env.nat;
+        let t = match l4 {
+            L4::Ports {
+                sport, dport, flags, ..
+            } => nat.lookup_inbound(u, ip.proto, dport, ip.src, sport, env.now, flags),
+            L4::Echo {
+                request: false,
+                ident,
+            } => nat.lookup_inbound(u, proto::ICMP, ident, ip.src, 0, env.now, 0),
+            L4::IcmpError => {
+                match error_in_session(env, frame, ip, u) {
+                    Some(t) => {
+                        return self.forward(
+                            env,
+                            frame,
+                            vh,
+                            ip,
+                            l4,
+                            Iface::Uplink(u),
+                            Iface::Lan,
+                            t.inside,
+                            Nat::ErrorIn(t),
+                            scratch,
+                        );
+                    }
+                    // An error about one of the router's own packets (a probe).
+                    None => return Ok(Verdict::Punt),
+                }
+            }
+            L4::Fragment => {
+                let fk = frag_key(ip.src, ip.dst, ip);
+                Some(
+                    env.frags
+                        .lookup(&fk, env.now)
+                        .ok_or(DropReason::FragmentWithoutState)?,
+                )
+            }
+            L4::Echo { request: true, .. } | L4::Other => None,
+        };
+        match t {
+            Some(t) => self.forward(
+                env,
+                frame,
+                vh,
+                ip,
+                l4,
+                Iface::Uplink(u),
+                Iface::Lan,
+                t.inside,
+                Nat::Dest(t),
+                scratch,
+            ),
+            // The router's own traffic (echo requests, probe replies) or unsolicited: the control
+            // plane tells them apart and counts the rest.
+            None => Ok(Verdict::Punt),
+        }
+    }
+
+    /// Common forwarding steps once the egress is known: TTL, MTU, NAT commit, rewrite.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        env: &Env,
+        frame: &mut [u8],
+        vh: &VnetHdr,
+        ip: &Ip,
+        l4: L4,
+        ingress: Iface,
+        egress: Iface,
+        next_hop: Ipv4Addr,
+        nat: Nat,
+        scratch: &mut [u8],
+    ) -> Result<Verdict, DropReason> {
+        let snap = env.snap;
+        if ip.ttl <= 1 {
+            return self.icmp_error(
+                env,
+                frame,
+                ip,
+                ingress,
+                types::TIME_EXCEEDED,
+                codes::TTL_EXCEEDED,
+                0,
+                DropReason::TtlExceeded,
+                scratch,
+            );
+        }
+        let mtu = snap.iface_mtu(egress);
+        let wire_size = if vh.is_gso() {
+            let l4h = match l4 {
+                L4::Ports { hlen, .. } => hlen,
+                _ => 8,
+            };
+            ip.hlen + l4h + vh.gso_size as usize
+        } else {
+            ip.total
+        };
+        if wire_size > mtu {
+            if !ip.df {
+                return Err(DropReason::TooBig);
+            }
+            return self.icmp_error(
+                env,
+                frame,
+                ip,
+                ingress,
+                types::DEST_UNREACH,
+                codes::FRAG_NEEDED,
+                mtu as u32 & 0xffff,
+                DropReason::FragNeeded,
+                scratch,
+            );
+        }
+        let (flags, ack) = match l4 {
+            L4::Ports { flags, ack, .. } => (flags, ack),
+            _ => (0, None),
+        };
+        let nat = match nat {
+            Nat::Create(key, uplink) => {
+                let t = env
+                    .nat
+                    .create_outbound(&key, uplink, env.now, flags, ack)
+                    .map_err(|e| match e {
+                        NatError::TableFull => DropReason::NatTableFull,
+                        NatError::PortsExhausted | NatError::NoAddress => DropReason::NatPortsExhausted,
+                    })?;
+                Nat::Source(t)
+            }
+            Nat::Source(t) if matches!(l4, L4::Ports { .. } | L4::Echo { .. }) => {
+                // Refresh the session's timers and TCP state (the lookup above was a peek).
+                if let Some(key) = outbound_key(ip, l4) {
+                    env.nat.lookup_outbound(&key, env.now, flags, ack);
+                }
+                Nat::Source(t)
+            }
+            other => other,
+        };
+        // The first fragment of a translated datagram tells the rest how to follow.
+        if ip.more_frags && ip.first_frag {
+            if let Nat::Source(t) | Nat::Dest(t) = nat {
+                env.frags.insert(frag_key(ip.src, ip.dst, ip), t, env.now);
+            }
+        }
+        let partial = vh.needs_csum()
+            && vh.csum_start as usize == ethernet::HEADER_LEN + ip.hlen;
+        let ipb = &mut frame[IP_OFFSET..IP_OFFSET + ip.total];
+        match nat {
+            Nat::None | Nat::Create(..) => {}
+            Nat::Source(t) => {
+                rewrite_endpoint(ipb, ip, l4, Side::Src, t.outside, t.outside_port, partial)
+            }
+            Nat::Dest(t) => {
+                rewrite_endpoint(ipb, ip, l4, Side::Dst, t.inside, t.inside_port, partial)
+            }
+            Nat::ErrorOut(t) => {
+                translate_error(ipb, ip, Side::Src, t.outside, Side::Dst, t.outside_port);
+                clear_needs_csum(frame, vh);
+            }
+            Nat::ErrorIn(t) => {
+                translate_error(ipb, ip, Side::Dst, t.inside, Side::Src, t.inside_port);
+                clear_needs_csum(frame, vh);
+            }
+        }
+        let ipb = &mut frame[IP_OFFSET..IP_OFFSET + ip.total];
+        decrement_ttl(ipb);
+        if let L4::Ports { flags, hlen, .. } = l4
+            && ip.proto == proto::TCP
+            && flags & tcp::flags::SYN != 0
+            && let Some(clamp) = mss_clamp(snap, ingress, egress)
+        {
+            clamp_mss(&mut ipb[ip.hlen..ip.hlen + hlen], clamp, partial);
+        }
+        let src_mac = snap.iface_mac(egress).ok_or(DropReason::NoRoute)?;
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[ETH_OFFSET..]);
+        eth.set_src(src_mac);
+        match snap.neighbour(egress, next_hop) {
+            Some(mac) => {
+                eth.set_dst(mac);
+                Ok(Verdict::Forward { egress })
+            }
+            None => Ok(Verdict::Resolve { egress, next_hop }),
+        }
+    }
+
+    /// Writes an ICMP error about the packet in `frame` into `scratch`, addressed back to its
+    /// sender through the interface it came from, rate limited.
+    #[allow(clippy::too_many_arguments)]
+    fn icmp_error(
+        &mut self,
+        env: &Env,
+        frame: &[u8],
+        ip: &Ip,
+        ingress: Iface,
+        msg_type: u8,
+        code: u8,
+        rest: u32,
+        reason: DropReason,
+        scratch: &mut [u8],
+    ) -> Result<Verdict, DropReason> {
+        // Never answer an ICMP error with an error, nor a non-first fragment (RFC 1812 4.3.2.7).
+        if matches!(parse_l4_kind(frame, ip), L4::IcmpError | L4::Fragment) || !self.take_token(env.now) {
+            return Err(reason);
+        }
+        let snap = env.snap;
+        let (Some(src), Some(my_mac)) = (snap.iface_addr(ingress), snap.iface_mac(ingress)) else {
+            return Err(reason);
+        };
+        let sender_mac = EthernetFrame::new_unchecked(&frame[ETH_OFFSET..]).src();
+        let offending = &frame[IP_OFFSET..IP_OFFSET + ip.total];
+        let Ok(n) = icmp::build_error(&mut scratch[IP_OFFSET..], src, ip.src, msg_type, code, rest, offending) else {
+            return Err(reason);
+        };
+        if VnetHdr::default().write(scratch).is_err() {
+            return Err(reason);
+        }
+        let mut eth = EthernetFrame::new_unchecked(&mut scratch[ETH_OFFSET..]);
+        eth.set_dst(sender_mac);
+        eth.set_src(my_mac);
+        eth.set_ethertype(ethernet::ethertype::IPV4);
+        Ok(Verdict::Reply {
+            egress: ingress,
+            len: IP_OFFSET + n,
+            reason,
+        })
+    }
+
+    fn take_token(&mut self, now: Instant) -> bool {
+        if now.saturating_since(self.icmp_refill).as_secs() >= 1 {
+            self.icmp_tokens = ICMP_PER_SEC;
+            self.icmp_refill = now;
+        }
+        if self.icmp_tokens == 0 {
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
+    }
+}
+
+fn parse_ip(buf: &[u8]) -> Result<Ip, DropReason> {
+    let p = Ipv4Packet::new_checked(buf).map_err(|e| match e {
+        crate::wire::WireError::Truncated => DropReason::Truncated,
+        _ => DropReason::BadIpHeader,
+    })?;
+    if !p.verify_checksum() {
+        return Err(DropReason::BadIpChecksum);
+    }
+    Ok(Ip {
+        src: p.src(),
+        dst: p.dst(),
+        proto: p.protocol(),
+        ttl: p.ttl(),
+        hlen: p.header_len(),
+        total: p.total_len(),
+        df: p.dont_frag(),
+        more_frags: p.more_frags(),
+        first_frag: p.frag_offset() == 0,
+        ident: p.ident(),
+    })
+}
+
+fn check_martian(ip: &Ip) -> Result<(), DropReason> {
+    let s = ip.src.octets();
+    let bad_src = s[0] == 0 || s[0] == 127 || s[0] >= 224;
+    let d = ip.dst.octets();
+    if bad_src || d[0] == 0 || d[0] == 127 || (240..255).contains(&d[0]) {
+        return Err(DropReason::Martian);
+    }
+    if ip.dst.is_multicast() || ip.dst.is_broadcast() {
+        return Err(DropReason::Broadcast);
+    }
+    Ok(())
+}
+
+/// Parses the transport header of the IP packet `pkt` (header included, padding excluded).
+fn parse_l4(pkt: &[u8], ip: &Ip) -> Result<L4, DropReason> {
+    if !ip.first_frag {
+        return Ok(L4::Fragment);
+    }
+    let payload = &pkt[ip.hlen..];
+    match ip.proto {
+        proto::TCP => {
+            let t = TcpPacket::new_checked(payload).map_err(|_| DropReason::BadL4Header)?;
+            Ok(L4::Ports {
+                sport: t.src_port(),
+                dport: t.dst_port(),
+                flags: t.flags(),
+                ack: (t.flags() & tcp::flags::ACK != 0).then(|| t.ack()),
+                hlen: t.header_len(),
+            })
+        }
+        proto::UDP => {
+            // A first fragment carries only part of the datagram: check the header alone.
+            let u = if ip.more_frags {
+                if payload.len() < udp::HEADER_LEN {
+                    return Err(DropReason::BadL4Header);
+                }
+                UdpPacket::new_unchecked(payload)
+            } else {
+                UdpPacket::new_checked(payload).map_err(|_| DropReason::BadL4Header)?
+            };
+            Ok(L4::Ports {
+                sport: u.src_port(),
+                dport: u.dst_port(),
+                flags: 0,
+                ack: None,
+                hlen: 8,
+            })
+        }
+        proto::ICMP => {
+            let i = icmp::IcmpPacket::new_checked(payload).map_err(|_| DropReason::BadL4Header)?;
+            Ok(match i.msg_type() {
+                types::ECHO_REQUEST => L4::Echo {
+                    request: true,
+                    ident: i.ident(),
+                },
+                types::ECHO_REPLY => L4::Echo {
+                    request: false,
+                    ident: i.ident(),
+                },
+                t if icmp::is_error(t) => L4::IcmpError,
+                _ => L4::Other,
+            })
+        }
+        _ => Ok(L4::Other),
+    }
+}
+
+/// Kind of transport content of the packet in a full frame buffer (for "never answer an error").
+fn parse_l4_kind(frame: &[u8], ip: &Ip) -> L4 {
+    frame
+        .get(IP_OFFSET..IP_OFFSET + ip.total)
+        .and_then(|p| parse_l4(p, ip).ok())
+        .unwrap_or(L4::Other)
+}
+
+fn outbound_key(ip: &Ip, l4: L4) -> Option<FlowKey> {
+    let (inside_port, remote_port) = match l4 {
+        L4::Ports { sport, dport, .. } => (sport, dport),
+        L4::Echo {
+            request: true,
+            ident,
+        } => (ident, 0),
+        _ => return None,
+    };
+    Some(FlowKey {
+        proto: ip.proto,
+        inside: ip.src,
+        inside_port,
+        remote: ip.dst,
+        remote_port,
+    })
+}
+
+fn frag_key(src: Ipv4Addr, dst: Ipv4Addr, ip: &Ip) -> FragKey {
+    FragKey {
+        src,
+        dst,
+        proto: ip.proto,
+        ident: ip.ident,
+    }
+}
+
+/// The packet quoted by an ICMP error: (proto, src, src port or echo id, dst, dst port).
+struct Quoted {
+    proto: u8,
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+}
+
+fn quoted(icmp_msg: &[u8]) -> Option<Quoted> {
+    let inner = icmp_msg.get(8..)?;
+    let p = Ipv4Packet::new_quoted(inner).ok()?;
+    let l4 = inner.get(p.header_len()..)?;
+    let (sport, dport) = match p.protocol() {
+        proto::TCP | proto::UDP => (be16(l4, 0)?, be16(l4, 2)?),
+        proto::ICMP => (be16(l4, 4)?, 0),
+        _ => return None,
+    };
+    Some(Quoted {
+        proto: p.protocol(),
+        src: p.src(),
+        sport,
+        dst: p.dst(),
+        dport,
+    })
+}
+
+/// An ICMP error from the LAN about an inbound packet of a session (e.g. port unreachable).
+fn error_out_session(env: &Env, frame: &[u8], ip: &Ip) -> Result<Translation, DropReason> {
+    let msg = &frame[IP_OFFSET + ip.hlen..IP_OFFSET + ip.total];
+    let q = quoted(msg).ok_or(DropReason::BadL4Header)?;
+    let key = FlowKey {
+        proto: q.proto,
+        inside: q.dst,
+        inside_port: q.dport,
+        remote: q.src,
+        remote_port: q.sport,
+    };
+    env.nat.peek_outbound(&key).ok_or(DropReason::NatUnsolicited)
+}
+
+/// An ICMP error from the Internet about an outbound packet of a session.
+fn error_in_session(env: &Env, frame: &[u8], ip: &Ip, u: UplinkId) -> Option<Translation> {
+    let msg = &frame[IP_OFFSET + ip.hlen..IP_OFFSET + ip.total];
+    let q = quoted(msg)?;
+    env.nat.peek_inbound(u, q.proto, q.sport, q.dst, q.dport)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Src,
+    Dst,
+}
+
+impl Side {
+    fn addr_offset(self) -> usize {
+        match self {
+            Side::Src => 12,
+            Side::Dst => 16,
+        }
+    }
+    fn port_offset(self) -> usize {
+        match self {
+            Side::Src => 0,
+            Side::Dst => 2,
+        }
+    }
+}
+
+/// Rewrites one endpoint (address and port or echo id) of the IP packet `ipb` with incremental
+/// checksum updates (RFC 1624). With `partial`, the L4 checksum field holds the uncomplemented
+/// pseudo-header sum (virtio NEEDS_CSUM): only the address enters it, as the kernel does.
+fn rewrite_endpoint(
+    ipb: &mut [u8],
+    ip: &Ip,
+    l4: L4,
+    side: Side,
+    addr: Ipv4Addr,
+    port: u16,
+    partial: bool,
+) {
+    let old = set_addr(ipb, side.addr_offset(), addr);
+    let new = u32::from(addr);
+    let l4b = &mut ipb[ip.hlen..];
+    match (ip.proto, l4) {
+        (proto::TCP, L4::Ports { .. }) => {
+            update_l4(l4b, 16, side.port_offset(), old, new, port, partial, false)
+        }
+        (proto::UDP, L4::Ports { .. }) => {
+            update_l4(l4b, 6, side.port_offset(), old, new, port, partial, true)
+        }
+        (proto::ICMP, L4::Echo { .. }) => {
+            if let Some(old_id) = be16(l4b, 4) {
+                put16(l4b, 4, port);
+                if !partial && let Some(c) = be16(l4b, 2) {
+                    put16(l4b, 2, checksum::update16(c, old_id, port));
+                }
+            }
+        }
+        // Non-first fragments: the transport header (and its checksum) is in the first one.
+        _ => {}
+    }
+}
+
+/// Sets the address at `off` in the IPv4 header and fixes the header checksum; returns the old one.
+fn set_addr(ipb: &mut [u8], off: usize, addr: Ipv4Addr) -> u32 {
+    let old = be32(ipb, off).unwrap_or(0);
+    let new = u32::from(addr);
+    put32(ipb, off, new);
+    if let Some(c) = be16(ipb, 10) {
+        put16(ipb, 10, checksum::update32(c, old, new));
+    }
+    old
+}
+
+#[allow(clippy::too_many_arguments)]
+fn update_l4(
+    l4b: &mut [u8],
+    csum_off: usize,
+    port_off: usize,
+    old_addr: u32,
+    new_addr: u32,
+    port: u16,
+    partial: bool,
+    udp: bool,
+) {
+    let Some(old_port) = be16(l4b, port_off) else {
+        return;
+    };
+    put16(l4b, port_off, port);
+    let Some(c) = be16(l4b, csum_off) else {
+        return;
+    };
+    if partial {
+        put16(l4b, csum_off, checksum::update_partial32(c, old_addr, new_addr));
+        return;
+    }
+    if udp && c == 0 {
+        // No UDP checksum: stays absent.
+        return;
+    }
+    let mut c = checksum::update32(c, old_addr, new_addr);
+    c = checksum::update16(c, old_port, port);
+    if udp && c == 0 {
+        c = 0xffff;
+    }
+    put16(l4b, csum_off, c);
+}
+
+/// Translates an ICMP error: the outer address on `outer`, and the quoted packet's matching
+/// endpoint on `inner` (address and port/echo id), then recomputes the ICMP checksum whole.
+fn translate_error(ipb: &mut [u8], ip: &Ip, outer: Side, addr: Ipv4Addr, inner: Side, port: u16) {
+    set_addr(ipb, outer.addr_offset(), addr);
+    let msg = &mut ipb[ip.hlen..];
+    if let Some(inner_ip) = msg.get_mut(8..)
+        && let Some(ihl) = inner_ip.first().map(|b| ((b & 0x0f) as usize) * 4)
+        && ihl >= ipv4::MIN_HEADER_LEN
+        && inner_ip.len() >= ihl
+    {
+        let inner_proto = inner_ip[9];
+        let old = set_addr(inner_ip, inner.addr_offset(), addr);
+        let new = u32::from(addr);
+        let q = &mut inner_ip[ihl..];
+        match inner_proto {
+            proto::TCP => update_l4(q, 16, inner.port_offset(), old, new, port, false, false),
+            proto::UDP => update_l4(q, 6, inner.port_offset(), old, new, port, false, true),
+            proto::ICMP => {
+                if be16(q, 4).is_some() {
+                    put16(q, 4, port);
+                }
+            }
+            _ => {}
+        }
+    }
+    put16(msg, 2, 0);
+    let c = checksum::checksum(msg);
+    put16(msg, 2, c);
+}
+
+/// After a full checksum recompute the kernel must not "complete" it again.
+fn clear_needs_csum(frame: &mut [u8], vh: &VnetHdr) {
+    if vh.needs_csum() {
+        let mut h = *vh;
+        h.flags &= !vnet::flags::NEEDS_CSUM;
+        // The header was parsed from this buffer, so it fits.
+        let _ = h.write(frame);
+    }
+}
+
+fn decrement_ttl(ipb: &mut [u8]) {
+    if let (Some(word), Some(c)) = (be16(ipb, 8), be16(ipb, 10)) {
+        let new = word.wrapping_sub(0x0100);
+        put16(ipb, 8, new);
+        put16(ipb, 10, checksum::update16(c, word, new));
+    }
+}
+
+fn mss_clamp(snap: &Snapshot, ingress: Iface, egress: Iface) -> Option<u16> {
+    let clamp_of = |i: Iface| match i {
+        Iface::Uplink(u) => snap.uplink(u).and_then(|u| u.mss_clamp),
+        Iface::Lan => None,
+    };
+    match (clamp_of(ingress), clamp_of(egress)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Lowers the MSS option of a SYN to `clamp` (Cisco "ip tcp adjust-mss").
+fn clamp_mss(tcp_hdr: &mut [u8], clamp: u16, partial: bool) {
+    let Some(off) = TcpPacket::new_checked(&*tcp_hdr).ok().and_then(|t| t.mss_offset()) else {
+        return;
+    };
+    let Some(mss) = be16(tcp_hdr, off) else {
+        return;
+    };
+    if mss <= clamp {
+        return;
+    }
+    put16(tcp_hdr, off, clamp);
+    if !partial && let Some(c) = be16(tcp_hdr, 16) {
+        put16(tcp_hdr, 16, checksum::update16(c, mss, clamp));
+    }
+}
+
+fn be16(b: &[u8], off: usize) -> Option<u16> {
+    b.get(off..off + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+}
+
+fn be32(b: &[u8], off: usize) -> Option<u32> {
+    b.get(off..off + 4)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn put16(b: &mut [u8], off: usize, v: u16) {
+    if let Some(s) = b.get_mut(off..off + 2) {
+        s.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn put32(b: &mut [u8], off: usize, v: u32) {
+    if let Some(s) = b.get_mut(off..off + 4) {
+        s.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// The source MAC of a frame in a buffer laid out as the fast path expects.
+pub fn frame_src_mac(frame: &[u8]) -> Option<MacAddr> {
+    frame
+        .get(ETH_OFFSET..IP_OFFSET)
+        .map(|e| EthernetFrame::new_unchecked(e).src())
+}

@@ -1,0 +1,689 @@
+//! The NAT table (SPEC 9–12, 21): NAPT ("overload") per uplink with endpoint-independent mapping
+//! and address-and-port-dependent filtering (RFC 4787). Pure state: the fast path parses and
+//! rewrites packets, this module decides and remembers translations.
+//!
+//! Layout: sessions live in 64 shards chosen by the remote endpoint, which both the outbound key
+//! (proto, inside, remote) and the inbound key (uplink, proto, outside port, remote) contain, so
+//! either lookup takes one shard lock. Port mappings live in a pool per (uplink, protocol),
+//! touched only when a session is created or removed. Locks are never nested.
+
+mod frag;
+mod ports;
+mod state;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use foldhash::fast::RandomState;
+use parking_lot::Mutex;
+
+use crate::UplinkId;
+use crate::clock::Instant;
+pub use frag::{FragKey, FragTable};
+use ports::{Endpoint, PortPool};
+use state::State;
+pub use state::{
+    Direction, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Timeouts,
+};
+
+const SHARDS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatParams {
+    /// Sessions in total, all uplinks together.
+    pub max_entries: usize,
+    /// Outside ports (and ICMP query ids) handed out, inclusive.
+    pub port_min: u16,
+    pub port_max: u16,
+    pub timeouts: Timeouts,
+}
+
+impl Default for NatParams {
+    fn default() -> NatParams {
+        NatParams {
+            max_entries: 262_144,
+            port_min: 1024,
+            port_max: 65535,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// A flow as the inside host sends it. For ICMP echo the inside port is the echo identifier and
+/// the remote port is 0.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct FlowKey {
+    pub proto: u8,
+    pub inside: Ipv4Addr,
+    pub inside_port: u16,
+    pub remote: Ipv4Addr,
+    pub remote_port: u16,
+}
+
+/// How a session is rewritten: inside (ip, port) <-> (uplink address, outside port).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Translation {
+    pub uplink: UplinkId,
+    pub outside: Ipv4Addr,
+    pub outside_port: u16,
+    pub inside: Ipv4Addr,
+    pub inside_port: u16,
+}
+
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum NatError {
+    #[error("NAT table full")]
+    TableFull,
+    #[error("no free outside port")]
+    PortsExhausted,
+    #[error("uplink has no NAT address")]
+    NoAddress,
+}
+
+/// A TCP session removed by `flush_uplink`, for the RST toward its inside host (SPEC 21).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushedTcp {
+    pub key: FlowKey,
+    pub uplink: UplinkId,
+    /// The last ACK number the inside host sent: the next sequence number it expects from the
+    /// remote, so a RST with this sequence number lands exactly in its window.
+    pub inside_ack: u32,
+}
+
+/// One session, for `show nat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub key: FlowKey,
+    pub translation: Translation,
+    /// "syn" "established" "closing" "udp" "udp-unreplied" "icmp" (or "other").
+    pub state: &'static str,
+    pub idle: Duration,
+    pub expires_in: Duration,
+}
+
+/// Snapshot of the table's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NatCounters {
+    pub created: u64,
+    pub expired: u64,
+    /// Removed by `flush_uplink` or an address change.
+    pub flushed: u64,
+    /// New flows refused because the table was full (SPEC 12).
+    pub table_full: u64,
+    /// New flows refused because the uplink had no free outside port.
+    pub ports_exhausted: u64,
+}
+
+/// `FlowKey` packed into two words: hashing it costs two hasher rounds instead of five.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct OutKey {
+    /// inside << 32 | remote
+    addrs: u64,
+    /// inside_port << 16 | remote_port
+    ports: u32,
+    proto: u8,
+}
+
+impl OutKey {
+    fn new(proto: u8, inside: Endpoint, remote: Ipv4Addr, remote_port: u16) -> OutKey {
+        OutKey {
+            addrs: u64::from(inside.ip.to_bits()) << 32 | u64::from(remote.to_bits()),
+            ports: u32::from(inside.port) << 16 | u32::from(remote_port),
+            proto,
+        }
+    }
+
+    fn of(key: &FlowKey) -> OutKey {
+        let inside = Endpoint {
+            ip: key.inside,
+            port: key.inside_port,
+        };
+        OutKey::new(key.proto, inside, key.remote, key.remote_port)
+    }
+
+    fn inside(self) -> Endpoint {
+        Endpoint {
+            ip: Ipv4Addr::from_bits((self.addrs >> 32) as u32),
+            port: (self.ports >> 16) as u16,
+        }
+    }
+
+    fn remote(self) -> Ipv4Addr {
+        Ipv4Addr::from_bits(self.addrs as u32)
+    }
+
+    fn remote_port(self) -> u16 {
+        self.ports as u16
+    }
+
+    fn flow_key(self) -> FlowKey {
+        let inside = self.inside();
+        FlowKey {
+            proto: self.proto,
+            inside: inside.ip,
+            inside_port: inside.port,
+            remote: self.remote(),
+            remote_port: self.remote_port(),
+        }
+    }
+}
+
+impl Hash for OutKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.addrs);
+        h.write_u64(u64::from(self.ports) << 8 | u64::from(self.proto));
+    }
+}
+
+/// The inbound key: (uplink, proto, outside port, remote ip, remote port), packed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct InKey {
+    remote: u32,
+    /// outside_port << 16 | remote_port
+    ports: u32,
+    /// uplink << 8 | proto
+    tag: u16,
+}
+
+impl InKey {
+    fn new(uplink: UplinkId, proto: u8, outside_port: u16, remote: Ipv4Addr, rport: u16) -> InKey {
+        InKey {
+            remote: remote.to_bits(),
+            ports: u32::from(outside_port) << 16 | u32::from(rport),
+            tag: u16::from(uplink.0) << 8 | u16::from(proto),
+        }
+    }
+
+    fn of(key: OutKey, s: &Session) -> InKey {
+        InKey::new(
+            s.uplink,
+            key.proto,
+            s.outside_port,
+            key.remote(),
+            key.remote_port(),
+        )
+    }
+}
+
+impl Hash for InKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(u64::from(self.remote) << 32 | u64::from(self.ports));
+        h.write_u16(self.tag);
+    }
+}
+
+/// Everything a session needs beyond its key; 24 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    last_seen: Instant,
+    /// Last ACK number from the inside host (SPEC 21); meaningful when `ack_seen`.
+    inside_ack: u32,
+    outside: Ipv4Addr,
+    outside_port: u16,
+    uplink: UplinkId,
+    state: State,
+    ack_seen: bool,
+}
+
+impl Session {
+    fn touch(&mut self, now: Instant, dir: Direction, tcp_flags: u8, tcp_ack: Option<u32>) {
+        self.last_seen = self.last_seen.max(now);
+        self.state = self.state.next(dir, tcp_flags);
+        if let Some(ack) = tcp_ack {
+            self.inside_ack = ack;
+            self.ack_seen = true;
+        }
+    }
+
+    fn translation(&self, key: OutKey) -> Translation {
+        let inside = key.inside();
+        Translation {
+            uplink: self.uplink,
+            outside: self.outside,
+            outside_port: self.outside_port,
+            inside: inside.ip,
+            inside_port: inside.port,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    out: HashMap<OutKey, Session, RandomState>,
+    /// Inbound key -> inside endpoint; with the remote from the inbound key that rebuilds the
+    /// `OutKey` of the session.
+    inb: HashMap<InKey, Endpoint, RandomState>,
+}
+
+/// A shard per cache line, so workers locking neighbouring shards do not contend.
+#[repr(align(64))]
+#[derive(Default)]
+struct PaddedShard(Mutex<Shard>);
+
+struct Uplink {
+    /// 0 = no NAT address, else 1 << 32 | address: one atomic word, read without a lock.
+    addr: AtomicU64,
+    sessions: AtomicUsize,
+    /// TCP, UDP, ICMP, anything else.
+    pools: [Mutex<PortPool>; 4],
+}
+
+impl Uplink {
+    fn addr(&self) -> Option<Ipv4Addr> {
+        decode_addr(self.addr.load(Ordering::Acquire))
+    }
+
+    fn pool(&self, proto: u8) -> &Mutex<PortPool> {
+        let [tcp, udp, icmp, other] = &self.pools;
+        match proto {
+            PROTO_TCP => tcp,
+            PROTO_UDP => udp,
+            PROTO_ICMP => icmp,
+            _ => other,
+        }
+    }
+}
+
+fn encode_addr(addr: Option<Ipv4Addr>) -> u64 {
+    addr.map_or(0, |a| 1 << 32 | u64::from(a.to_bits()))
+}
+
+fn decode_addr(word: u64) -> Option<Ipv4Addr> {
+    (word >> 32 != 0).then(|| Ipv4Addr::from_bits(word as u32))
+}
+
+#[derive(Default)]
+struct Counters {
+    created: AtomicU64,
+    expired: AtomicU64,
+    flushed: AtomicU64,
+    table_full: AtomicU64,
+    ports_exhausted: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What `create_outbound` found under the shard lock.
+enum Creation {
+    Created(Translation),
+    /// Another thread created the session between the caller's lookup and this creation.
+    Raced(Translation),
+    /// The uplink's address changed (and its sessions were flushed) meanwhile: the packet is
+    /// dropped like any other during an address change.
+    AddressChanged,
+}
+
+/// A removed session, to be released from its port pool once the shard lock is dropped.
+struct Removed {
+    key: OutKey,
+    session: Session,
+}
+
+/// Shared by all worker threads through `&self`.
+pub struct NatTable {
+    params: NatParams,
+    shards: [PaddedShard; SHARDS],
+    uplinks: Box<[Uplink]>,
+    /// Sessions plus creations in progress; bounded by `params.max_entries`.
+    count: AtomicUsize,
+    counters: Counters,
+    /// Keyed at startup: picks shards and port search starts, which attackers must not predict.
+    seed: RandomState,
+}
+
+impl NatTable {
+    /// `uplink_addrs[i]` is the NAT address of `UplinkId(i)`; `None` = uplink without NAT.
+    pub fn new(params: NatParams, uplink_addrs: &[Option<Ipv4Addr>]) -> NatTable {
+        let pool = || Mutex::new(PortPool::new(params.port_min, params.port_max));
+        let uplinks = uplink_addrs
+            .iter()
+            .map(|&addr| Uplink {
+                addr: AtomicU64::new(encode_addr(addr)),
+                sessions: AtomicUsize::new(0),
+                pools: [pool(), pool(), pool(), pool()],
+            })
+            .collect();
+        NatTable {
+            params,
+            shards: std::array::from_fn(|_| PaddedShard::default()),
+            uplinks,
+            count: AtomicUsize::new(0),
+            counters: Counters::default(),
+            seed: RandomState::default(),
+        }
+    }
+
+    /// New NAT address of `uplink` (or none); on a change its sessions are flushed, since they
+    /// carry the old address. Unknown uplinks are ignored.
+    pub fn set_uplink_addr(&self, uplink: UplinkId, addr: Option<Ipv4Addr>) {
+        let Some(up) = self.uplinks.get(usize::from(uplink.0)) else {
+            return;
+        };
+        // Store before flushing: a creation re-checks the address under its shard lock, so it
+        // either sees the new address or inserts before the flush visits its shard.
+        if up.addr.swap(encode_addr(addr), Ordering::AcqRel) != encode_addr(addr) {
+            self.flush_uplink(uplink);
+        }
+    }
+
+    /// Fast path, outbound: refreshes the session of `key` (last seen, TCP state from
+    /// `tcp_flags`, 0 for non-TCP; `tcp_ack` when the ACK flag is set) and returns it.
+    pub fn lookup_outbound(
+        &self,
+        key: &FlowKey,
+        now: Instant,
+        tcp_flags: u8,
+        tcp_ack: Option<u32>,
+    ) -> Option<Translation> {
+        let okey = OutKey::of(key);
+        let mut shard = self.shard(key.proto, key.remote, key.remote_port).lock();
+        let session = shard.out.get_mut(&okey)?;
+        session.touch(now, Direction::Outbound, tcp_flags, tcp_ack);
+        Some(session.translation(okey))
+    }
+
+    /// Outbound without a session: creates one on `uplink` (the routing decision), reusing the
+    /// inside endpoint's mapping on that uplink if it has one. If another thread created the
+    /// session meanwhile, that one is refreshed and returned, whatever its uplink.
+    pub fn create_outbound(
+        &self,
+        key: &FlowKey,
+        uplink: UplinkId,
+        now: Instant,
+        tcp_flags: u8,
+        tcp_ack: Option<u32>,
+    ) -> Result<Translation, NatError> {
+        let up = self
+            .uplinks
+            .get(usize::from(uplink.0))
+            .ok_or(NatError::NoAddress)?;
+        let outside = up.addr().ok_or(NatError::NoAddress)?;
+        // Reserve the slot first, so a full table costs no port-pool work.
+        let max = self.params.max_entries;
+        if self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < max).then_some(c + 1)
+            })
+            .is_err()
+        {
+            bump(&self.counters.table_full);
+            return Err(NatError::TableFull);
+        }
+        let inside = Endpoint {
+            ip: key.inside,
+            port: key.inside_port,
+        };
+        let outside_port = match up.pool(key.proto).lock().acquire(inside, &self.seed) {
+            Ok(port) => port,
+            Err(e) => {
+                self.count.fetch_sub(1, Ordering::AcqRel);
+                bump(&self.counters.ports_exhausted);
+                return Err(e);
+            }
+        };
+        let okey = OutKey::of(key);
+        let outcome = {
+            let mut guard = self.shard(key.proto, key.remote, key.remote_port).lock();
+            let shard = &mut *guard;
+            if let Some(existing) = shard.out.get_mut(&okey) {
+                existing.touch(now, Direction::Outbound, tcp_flags, tcp_ack);
+                Creation::Raced(existing.translation(okey))
+            } else if up.addr() != Some(outside) {
+                Creation::AddressChanged
+            } else {
+                let session = Session {
+                    last_seen: now,
+                    inside_ack: tcp_ack.unwrap_or(0),
+                    outside,
+                    outside_port,
+                    uplink,
+                    state: State::initial(key.proto, tcp_flags),
+                    ack_seen: tcp_ack.is_some(),
+                };
+                // The pool gives this port to this inside endpoint alone, so the inbound key
+                // cannot belong to another session.
+                shard.inb.insert(InKey::of(okey, &session), inside);
+                shard.out.insert(okey, session);
+                Creation::Created(session.translation(okey))
+            }
+        };
+        if let Creation::Created(translation) = outcome {
+            up.sessions.fetch_add(1, Ordering::Relaxed);
+            bump(&self.counters.created);
+            return Ok(translation);
+        }
+        // Not created after all: give back the mapping reference and the slot.
+        up.pool(key.proto).lock().release(inside);
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        match outcome {
+            Creation::Raced(translation) | Creation::Created(translation) => Ok(translation),
+            Creation::AddressChanged => Err(NatError::NoAddress),
+        }
+    }
+
+    /// Fast path, inbound on `uplink` to (its address, `outside_port`) from the remote: the
+    /// session, refreshed, or `None` (unsolicited: the caller drops and counts).
+    #[allow(clippy::too_many_arguments)] // the inbound key, spelled out as the fast path has it
+    pub fn lookup_inbound(
+        &self,
+        uplink: UplinkId,
+        proto: u8,
+        outside_port: u16,
+        remote: Ipv4Addr,
+        remote_port: u16,
+        now: Instant,
+        tcp_flags: u8,
+    ) -> Option<Translation> {
+        let ikey = InKey::new(uplink, proto, outside_port, remote, remote_port);
+        let mut guard = self.shard(proto, remote, remote_port).lock();
+        let shard = &mut *guard;
+        let inside = *shard.inb.get(&ikey)?;
+        let okey = OutKey::new(proto, inside, remote, remote_port);
+        let session = shard.out.get_mut(&okey)?;
+        session.touch(now, Direction::Inbound, tcp_flags, None);
+        Some(session.translation(okey))
+    }
+
+    /// `lookup_inbound` without refreshing or changing state (ICMP errors quoting a packet of
+    /// the session, `explain`).
+    pub fn peek_inbound(
+        &self,
+        uplink: UplinkId,
+        proto: u8,
+        outside_port: u16,
+        remote: Ipv4Addr,
+        remote_port: u16,
+    ) -> Option<Translation> {
+        let ikey = InKey::new(uplink, proto, outside_port, remote, remote_port);
+        let shard = self.shard(proto, remote, remote_port).lock();
+        let inside = *shard.inb.get(&ikey)?;
+        let okey = OutKey::new(proto, inside, remote, remote_port);
+        shard.out.get(&okey).map(|s| s.translation(okey))
+    }
+
+    /// `lookup_outbound` without refreshing or changing state.
+    pub fn peek_outbound(&self, key: &FlowKey) -> Option<Translation> {
+        let okey = OutKey::of(key);
+        let shard = self.shard(key.proto, key.remote, key.remote_port).lock();
+        shard.out.get(&okey).map(|s| s.translation(okey))
+    }
+
+    /// Removes sessions idle longer than their state's timeout; returns how many. Call
+    /// periodically from the control thread: it locks one shard at a time.
+    pub fn expire(&self, now: Instant) -> usize {
+        let timeouts = self.params.timeouts;
+        let n = self.remove_where(
+            |_, s| now.saturating_since(s.last_seen) > timeouts.for_state(s.state),
+            |_| {},
+        );
+        self.counters.expired.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// SPEC 21: removes every session on `uplink`; returns the TCP ones whose inside host has
+    /// sent an ACK (the RST toward it needs that number; a host still in SYN-SENT retries its
+    /// SYN and gets a fresh session).
+    pub fn flush_uplink(&self, uplink: UplinkId) -> Vec<FlushedTcp> {
+        let mut tcp = Vec::new();
+        let n = self.remove_where(
+            |_, s| s.uplink == uplink,
+            |r| {
+                if r.key.proto == PROTO_TCP && r.session.ack_seen {
+                    tcp.push(FlushedTcp {
+                        key: r.key.flow_key(),
+                        uplink,
+                        inside_ack: r.session.inside_ack,
+                    });
+                }
+            },
+        );
+        self.counters.flushed.fetch_add(n as u64, Ordering::Relaxed);
+        tcp
+    }
+
+    pub fn len(&self) -> usize {
+        self.uplinks
+            .iter()
+            .map(|u| u.sessions.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sessions per uplink, indexed by `UplinkId.0`.
+    pub fn len_by_uplink(&self) -> Vec<usize> {
+        self.uplinks
+            .iter()
+            .map(|u| u.sessions.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    pub fn counters(&self) -> NatCounters {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        NatCounters {
+            created: get(&c.created),
+            expired: get(&c.expired),
+            flushed: get(&c.flushed),
+            table_full: get(&c.table_full),
+            ports_exhausted: get(&c.ports_exhausted),
+        }
+    }
+
+    /// For `show nat`: a copy of the sessions (of one uplink, or all), with state and age.
+    pub fn sessions(&self, uplink: Option<UplinkId>, now: Instant) -> Vec<SessionInfo> {
+        let timeouts = self.params.timeouts;
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.0.lock();
+            let matching = shard
+                .out
+                .iter()
+                .filter(|(_, s)| uplink.is_none_or(|u| s.uplink == u));
+            out.extend(matching.map(|(&key, s)| {
+                let idle = now.saturating_since(s.last_seen);
+                SessionInfo {
+                    key: key.flow_key(),
+                    translation: s.translation(key),
+                    state: s.state.label(),
+                    idle,
+                    expires_in: timeouts.for_state(s.state).saturating_sub(idle),
+                }
+            }));
+        }
+        out
+    }
+
+    /// Approximate heap bytes of the sessions and mappings: hash-table buckets (entry plus
+    /// control byte), port bitmaps, shard array.
+    pub fn memory_bytes(&self) -> usize {
+        let shards: usize = self
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.0.lock();
+                hash_table_bytes::<OutKey, Session>(s.out.capacity())
+                    + hash_table_bytes::<InKey, Endpoint>(s.inb.capacity())
+            })
+            .sum();
+        let pools: usize = self
+            .uplinks
+            .iter()
+            .flat_map(|u| &u.pools)
+            .map(|p| p.lock().memory_bytes())
+            .sum();
+        size_of_val(&self.shards) + shards + pools
+    }
+
+    fn shard(&self, proto: u8, remote: Ipv4Addr, remote_port: u16) -> &Mutex<Shard> {
+        let h = self.seed.hash_one(
+            u64::from(remote.to_bits()) << 24 | u64::from(remote_port) << 8 | u64::from(proto),
+        );
+        // The top bits: the in-shard maps use the low bits of their own (differently seeded)
+        // hashes, but keeping the two apart costs nothing.
+        &self.shards[(h >> 58) as usize % SHARDS].0
+    }
+
+    /// Removes the sessions matching `pred`, shard by shard; `on_removed` sees each one after
+    /// the shard lock is dropped, then its mapping reference and slot are released.
+    fn remove_where(
+        &self,
+        pred: impl Fn(&OutKey, &Session) -> bool,
+        mut on_removed: impl FnMut(&Removed),
+    ) -> usize {
+        let mut removed = Vec::new();
+        let mut total = 0;
+        for shard in &self.shards {
+            {
+                let mut guard = shard.0.lock();
+                let Shard { out, inb } = &mut *guard;
+                out.retain(|&key, session| {
+                    if !pred(&key, session) {
+                        return true;
+                    }
+                    inb.remove(&InKey::of(key, session));
+                    removed.push(Removed {
+                        key,
+                        session: *session,
+                    });
+                    false
+                });
+            }
+            total += removed.len();
+            for r in removed.drain(..) {
+                on_removed(&r);
+                if let Some(up) = self.uplinks.get(usize::from(r.session.uplink.0)) {
+                    up.pool(r.key.proto).lock().release(r.key.inside());
+                    up.sessions.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.count.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        total
+    }
+}
+
+/// Heap bytes of a std (hashbrown) table of `capacity`: a power-of-two number of buckets at
+/// most 7/8 full, each holding the entry and one control byte, plus one group of trailing
+/// control bytes.
+fn hash_table_bytes<K, V>(capacity: usize) -> usize {
+    const GROUP: usize = 16;
+    let buckets = match capacity {
+        0 => return 0,
+        1..=3 => 4,
+        4..=7 => 8,
+        c => (c * 8 / 7).next_power_of_two(),
+    };
+    buckets * (size_of::<(K, V)>() + 1) + GROUP
+}
+
+#[cfg(test)]
+mod tests;

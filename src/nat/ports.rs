@@ -1,0 +1,187 @@
+//! Outside-port allocation for one (uplink, protocol): endpoint-independent mappings (RFC 4787),
+//! each held by a reference count of the sessions that use it.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
+
+use foldhash::fast::RandomState;
+
+use super::NatError;
+
+/// An inside host's address and port (or ICMP query id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Endpoint {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    outside_port: u16,
+    sessions: u32,
+}
+
+pub(super) struct PortPool {
+    port_min: u16,
+    /// Number of ports in the range (0 when the configured range is empty).
+    range: usize,
+    /// One bit per port of the range, set while a mapping holds it. Bits past `range` in the
+    /// last word are set at construction so the search never returns them.
+    used: Vec<u64>,
+    in_use: usize,
+    mappings: HashMap<Endpoint, Mapping, RandomState>,
+    /// Feeds the random starting point of each search, so ports are not predictable (RFC 6056).
+    allocations: u64,
+}
+
+impl PortPool {
+    pub fn new(port_min: u16, port_max: u16) -> PortPool {
+        let range = if port_max >= port_min {
+            usize::from(port_max - port_min) + 1
+        } else {
+            0
+        };
+        let mut used = vec![0u64; range.div_ceil(64)];
+        if let Some(last) = used.last_mut() {
+            let tail = range % 64;
+            if tail != 0 {
+                *last = u64::MAX << tail;
+            }
+        }
+        PortPool {
+            port_min,
+            range,
+            used,
+            in_use: 0,
+            mappings: HashMap::default(),
+            allocations: 0,
+        }
+    }
+
+    /// The inside endpoint's outside port, allocating one if it has no mapping yet; either way
+    /// the mapping gains a session.
+    pub fn acquire(&mut self, inside: Endpoint, seed: &RandomState) -> Result<u16, NatError> {
+        if let Some(m) = self.mappings.get_mut(&inside) {
+            m.sessions = m.sessions.saturating_add(1);
+            return Ok(m.outside_port);
+        }
+        if self.in_use >= self.range {
+            return Err(NatError::PortsExhausted);
+        }
+        self.allocations = self.allocations.wrapping_add(1);
+        let start = seed.hash_one((inside, self.allocations)) as usize % self.range;
+        let index = self.find_free(start).ok_or(NatError::PortsExhausted)?;
+        let offset = u16::try_from(index).map_err(|_| NatError::PortsExhausted)?;
+        let outside_port = self.port_min.wrapping_add(offset);
+        self.set_used(index, true);
+        self.in_use += 1;
+        self.mappings.insert(
+            inside,
+            Mapping {
+                outside_port,
+                sessions: 1,
+            },
+        );
+        Ok(outside_port)
+    }
+
+    /// A session of `inside` ended; its mapping (and port) is freed with its last session.
+    pub fn release(&mut self, inside: Endpoint) {
+        let Some(m) = self.mappings.get_mut(&inside) else {
+            return;
+        };
+        m.sessions = m.sessions.saturating_sub(1);
+        if m.sessions == 0 {
+            let index = usize::from(m.outside_port.wrapping_sub(self.port_min));
+            self.mappings.remove(&inside);
+            self.set_used(index, false);
+            self.in_use = self.in_use.saturating_sub(1);
+        }
+    }
+
+    /// Bytes this pool occupies, for the table's memory estimate.
+    pub fn memory_bytes(&self) -> usize {
+        self.used.capacity() * size_of::<u64>()
+            + super::hash_table_bytes::<Endpoint, Mapping>(self.mappings.capacity())
+    }
+
+    /// First free index at or after `start`, wrapping around; word by word.
+    fn find_free(&self, start: usize) -> Option<usize> {
+        let words = self.used.len();
+        let first = start / 64;
+        let low_bits = !(u64::MAX << (start % 64));
+        // words + 1 steps: the first word is visited again at the end for the bits below start.
+        for step in 0..=words {
+            let w = (first + step) % words;
+            let mut free = !self.used.get(w)?;
+            if step == 0 {
+                free &= !low_bits;
+            } else if step == words {
+                free &= low_bits;
+            }
+            if free != 0 {
+                return Some(w * 64 + free.trailing_zeros() as usize);
+            }
+        }
+        None
+    }
+
+    fn set_used(&mut self, index: usize, used: bool) {
+        if let Some(word) = self.used.get_mut(index / 64) {
+            let bit = 1u64 << (index % 64);
+            if used {
+                *word |= bit;
+            } else {
+                *word &= !bit;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(port: u16) -> Endpoint {
+        Endpoint {
+            ip: Ipv4Addr::new(192, 168, 0, 10),
+            port,
+        }
+    }
+
+    #[test]
+    fn allocates_every_port_of_the_range_once_then_exhausts() {
+        let seed = RandomState::default();
+        let mut pool = PortPool::new(1000, 1069); // 70 ports: crosses a word boundary
+        let ports: Vec<u16> = (0..70)
+            .map(|i| pool.acquire(ep(i), &seed).unwrap())
+            .collect();
+        let mut sorted = ports.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (1000..1070).collect::<Vec<_>>());
+        assert_eq!(pool.acquire(ep(70), &seed), Err(NatError::PortsExhausted));
+        pool.release(ep(5));
+        assert_eq!(pool.acquire(ep(70), &seed), Ok(ports[5]));
+    }
+
+    #[test]
+    fn mapping_lives_until_its_last_session_ends() {
+        let seed = RandomState::default();
+        let mut pool = PortPool::new(2000, 2000);
+        let p = pool.acquire(ep(1), &seed).unwrap();
+        assert_eq!(pool.acquire(ep(1), &seed), Ok(p));
+        pool.release(ep(1));
+        assert_eq!(pool.acquire(ep(2), &seed), Err(NatError::PortsExhausted));
+        pool.release(ep(1));
+        pool.release(ep(1));
+        assert_eq!(pool.acquire(ep(2), &seed), Ok(2000));
+    }
+
+    #[test]
+    fn empty_range_never_allocates() {
+        let seed = RandomState::default();
+        let mut pool = PortPool::new(10, 9);
+        assert_eq!(pool.acquire(ep(1), &seed), Err(NatError::PortsExhausted));
+    }
+}

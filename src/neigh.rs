@@ -1,0 +1,318 @@
+//! ARP neighbour cache (SPEC 2): bounded, with expiry, refresh and a bounded queue of frames
+//! waiting for resolution. Pure: the control thread feeds it ARP replies and the clock, and sends
+//! the requests it asks for.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::Iface;
+use crate::clock::Instant;
+use crate::wire::ethernet::MacAddr;
+
+#[derive(Debug, Clone)]
+pub struct NeighParams {
+    /// Most entries held (resolved and pending together).
+    pub max_entries: usize,
+    /// A resolved entry not confirmed for this long is removed.
+    pub reachable: Duration,
+    /// A resolved entry this old is re-requested (before it expires).
+    pub refresh: Duration,
+    /// Time between requests for an unresolved address.
+    pub retry: Duration,
+    /// Requests sent before giving up on an unresolved address (its queued frames are dropped).
+    pub max_requests: u32,
+    /// Frames queued per unresolved address.
+    pub queue_len: usize,
+}
+
+impl Default for NeighParams {
+    fn default() -> Self {
+        NeighParams {
+            max_entries: 4096,
+            reachable: Duration::from_secs(300),
+            refresh: Duration::from_secs(240),
+            retry: Duration::from_secs(1),
+            max_requests: 3,
+            queue_len: 16,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    mac: Option<MacAddr>,
+    /// Last confirmation (resolved) or first request (pending).
+    since: Instant,
+    last_request: Option<Instant>,
+    requests: u32,
+    queue: VecDeque<Vec<u8>>,
+}
+
+/// What the caller must do after `resolve`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolve {
+    /// The address is known: send now.
+    Known(MacAddr),
+    /// Send an ARP request now (the frame, if any, was queued).
+    Request,
+    /// A request is outstanding (the frame, if any, was queued).
+    Pending,
+    /// The frame could not be queued (table or queue full); count it as dropped.
+    Dropped,
+}
+
+/// One entry as shown by `show arp`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NeighView {
+    pub iface: Iface,
+    pub ip: Ipv4Addr,
+    pub mac: Option<String>,
+    pub age_ms: u64,
+    pub queued: usize,
+}
+
+/// What `poll` asks for.
+#[derive(Debug, Default)]
+pub struct PollOutcome {
+    pub requests: Vec<(Iface, Ipv4Addr)>,
+    /// Addresses removed (expired, or unresolved after max_requests).
+    pub removed: Vec<(Iface, Ipv4Addr)>,
+    /// Frames dropped because their neighbour never answered.
+    pub dropped_frames: usize,
+}
+
+pub struct NeighTable {
+    params: NeighParams,
+    entries: HashMap<(Iface, Ipv4Addr), Entry>,
+}
+
+impl NeighTable {
+    pub fn new(params: NeighParams) -> NeighTable {
+        NeighTable {
+            params,
+            entries: HashMap::new(),
+        }
+    }
+
+    pub fn lookup(&self, iface: Iface, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.entries.get(&(iface, ip)).and_then(|e| e.mac)
+    }
+
+    /// Records `ip is-at mac` from an ARP packet. Returns whether the published mapping changed
+    /// and the frames that were waiting for it. Addresses never asked for are learned only if
+    /// `create` (an ARP request addressed to us: RFC 826 merge), and only while there is room.
+    pub fn learn(
+        &mut self,
+        iface: Iface,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        create: bool,
+        now: Instant,
+    ) -> (bool, Vec<Vec<u8>>) {
+        let full = self.entries.len() >= self.params.max_entries;
+        match self.entries.get_mut(&(iface, ip)) {
+            Some(e) => {
+                let changed = e.mac != Some(mac);
+                e.mac = Some(mac);
+                e.since = now;
+                e.requests = 0;
+                e.last_request = None;
+                (changed, e.queue.drain(..).collect())
+            }
+            None if create && !full => {
+                self.entries.insert(
+                    (iface, ip),
+                    Entry {
+                        mac: Some(mac),
+                        since: now,
+                        last_request: None,
+                        requests: 0,
+                        queue: VecDeque::new(),
+                    },
+                );
+                (true, Vec::new())
+            }
+            None => (false, Vec::new()),
+        }
+    }
+
+    /// Asks for the MAC of `ip`, queueing `frame` (complete except for its destination MAC) if
+    /// the address is not known yet.
+    pub fn resolve(
+        &mut self,
+        iface: Iface,
+        ip: Ipv4Addr,
+        frame: Option<Vec<u8>>,
+        now: Instant,
+    ) -> Resolve {
+        let full = self.entries.len() >= self.params.max_entries;
+        let queue_len = self.params.queue_len;
+        let e = match self.entries.get_mut(&(iface, ip)) {
+            Some(e) => e,
+            None if full => return Resolve::Dropped,
+            None => self.entries.entry((iface, ip)).or_insert(Entry {
+                mac: None,
+                since: now,
+                last_request: None,
+                requests: 0,
+                queue: VecDeque::new(),
+            }),
+        };
+        if let Some(mac) = e.mac {
+            return Resolve::Known(mac);
+        }
+        let queued = match frame {
+            Some(f) if e.queue.len() < queue_len => {
+                e.queue.push_back(f);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        };
+        let action = if e.last_request.is_none() {
+            e.last_request = Some(now);
+            e.requests = 1;
+            Resolve::Request
+        } else {
+            Resolve::Pending
+        };
+        if queued { action } else { Resolve::Dropped }
+    }
+
+    /// Retries, refreshes and expiry; call at least every `retry`.
+    pub fn poll(&mut self, now: Instant) -> PollOutcome {
+        let p = &self.params;
+        let mut out = PollOutcome::default();
+        self.entries.retain(|&(iface, ip), e| {
+            let due = e.last_request.is_none_or(|t| now.saturating_since(t) >= p.retry);
+            match e.mac {
+                Some(_) => {
+                    let age = now.saturating_since(e.since);
+                    if age >= p.reachable {
+                        out.removed.push((iface, ip));
+                        return false;
+                    }
+                    if age >= p.refresh && due {
+                        e.last_request = Some(now);
+                        out.requests.push((iface, ip));
+                    }
+                    true
+                }
+                None => {
+                    if !due {
+                        return true;
+                    }
+                    if e.requests >= p.max_requests {
+                        out.dropped_frames += e.queue.len();
+                        out.removed.push((iface, ip));
+                        return false;
+                    }
+                    e.requests += 1;
+                    e.last_request = Some(now);
+                    out.requests.push((iface, ip));
+                    true
+                }
+            }
+        });
+        out
+    }
+
+    /// Resolved mappings, for publishing to the workers.
+    pub fn resolved(&self) -> HashMap<(Iface, Ipv4Addr), MacAddr> {
+        self.entries
+            .iter()
+            .filter_map(|(k, e)| e.mac.map(|m| (*k, m)))
+            .collect()
+    }
+
+    pub fn view(&self, now: Instant) -> Vec<NeighView> {
+        let mut v: Vec<NeighView> = self
+            .entries
+            .iter()
+            .map(|(&(iface, ip), e)| NeighView {
+                iface,
+                ip,
+                mac: e.mac.map(|m| m.to_string()),
+                age_ms: now.saturating_since(e.since).as_millis() as u64,
+                queued: e.queue.len(),
+            })
+            .collect();
+        v.sort_by_key(|n| (n.iface, n.ip));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UplinkId;
+
+    const A: Iface = Iface::Uplink(UplinkId(0));
+    const IP: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 2);
+    const MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    #[test]
+    fn resolve_queues_then_learn_releases() {
+        let mut n = NeighTable::new(NeighParams::default());
+        assert_eq!(n.resolve(A, IP, Some(vec![1]), t(0)), Resolve::Request);
+        assert_eq!(n.resolve(A, IP, Some(vec![2]), t(10)), Resolve::Pending);
+        let (changed, frames) = n.learn(A, IP, MAC, false, t(20));
+        assert!(changed);
+        assert_eq!(frames, vec![vec![1], vec![2]]);
+        assert_eq!(n.resolve(A, IP, None, t(30)), Resolve::Known(MAC));
+        assert_eq!(n.lookup(A, IP), Some(MAC));
+    }
+
+    #[test]
+    fn unanswered_requests_give_up_and_drop_queue() {
+        let mut n = NeighTable::new(NeighParams::default());
+        n.resolve(A, IP, Some(vec![1]), t(0));
+        assert_eq!(n.poll(t(500)).requests.len(), 0);
+        assert_eq!(n.poll(t(1000)).requests, vec![(A, IP)]);
+        assert_eq!(n.poll(t(2000)).requests, vec![(A, IP)]);
+        let out = n.poll(t(3000));
+        assert_eq!(out.removed, vec![(A, IP)]);
+        assert_eq!(out.dropped_frames, 1);
+        assert_eq!(n.lookup(A, IP), None);
+    }
+
+    #[test]
+    fn refresh_then_expire() {
+        let mut n = NeighTable::new(NeighParams::default());
+        n.resolve(A, IP, None, t(0));
+        n.learn(A, IP, MAC, false, t(0));
+        assert!(n.poll(t(239_000)).requests.is_empty());
+        assert_eq!(n.poll(t(240_000)).requests, vec![(A, IP)]);
+        assert!(n.poll(t(240_500)).requests.is_empty());
+        assert_eq!(n.poll(t(300_000)).removed, vec![(A, IP)]);
+    }
+
+    #[test]
+    fn bounded_table_and_queue() {
+        let mut n = NeighTable::new(NeighParams {
+            max_entries: 1,
+            queue_len: 1,
+            ..NeighParams::default()
+        });
+        assert_eq!(n.resolve(A, IP, Some(vec![1]), t(0)), Resolve::Request);
+        assert_eq!(n.resolve(A, IP, Some(vec![2]), t(0)), Resolve::Dropped);
+        let other = Ipv4Addr::new(172, 16, 1, 3);
+        assert_eq!(n.resolve(A, other, Some(vec![3]), t(0)), Resolve::Dropped);
+        // Unsolicited learning never grows a full table.
+        assert!(!n.learn(A, other, MAC, true, t(0)).0);
+    }
+
+    #[test]
+    fn unsolicited_learning_only_when_asked() {
+        let mut n = NeighTable::new(NeighParams::default());
+        assert!(!n.learn(A, IP, MAC, false, t(0)).0);
+        assert_eq!(n.lookup(A, IP), None);
+        assert!(n.learn(A, IP, MAC, true, t(0)).0);
+        assert_eq!(n.lookup(A, IP), Some(MAC));
+    }
+}

@@ -1,0 +1,2 @@
+pub mod schedule;
+pub mod stats;

@@ -1,0 +1,305 @@
+//! IP SLA operations: when each probe is due, the frame it sends, and which received packet
+//! answers it. Pure: the control thread sends the frames and hands over what arrives.
+//!
+//! Probes are pinned by construction (SPEC 15): the frame carries the uplink's own address and
+//! goes to that uplink's next hop on that uplink's socket; replies are matched by (uplink, id,
+//! sequence), ids drawn at random so an outsider cannot forge a success.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::clock::Instant;
+use crate::config::{ProbeConfig, ProbeKind};
+use crate::probe::stats::{ProbeResult, ProbeStats};
+use crate::wire::icmp::{self, IcmpPacket, types};
+use crate::wire::ipv4::{Ipv4Packet, proto};
+use crate::wire::tcp::{self, TcpPacket};
+use crate::wire::udp::{self, UdpPacket};
+
+/// A probe sent before its next hop is resolved would count as lost and hold its track down
+/// for delay-up at start.
+const FIRST_PROBE_DELAY: Duration = Duration::from_millis(300);
+
+/// Attempts kept for the loss window of each probe's statistics.
+const LOSS_WINDOW: usize = 20;
+
+/// One probe with its runtime state.
+pub struct Probe {
+    pub def: ProbeConfig,
+    pub uplink: usize,
+    pub stats: ProbeStats,
+    next_send: Instant,
+    outstanding: Option<Outstanding>,
+    /// ICMP identifier, or TCP/UDP source port, or DNS id: fixed per probe, random per run.
+    ident: u16,
+    seq: u16,
+}
+
+#[derive(Clone, Copy)]
+struct Outstanding {
+    seq: u16,
+    sent: Instant,
+    /// Source port of this attempt (TCP/DNS).
+    sport: u16,
+}
+
+/// What a frame to send needs from the uplink.
+#[derive(Clone, Copy)]
+pub struct Source {
+    pub addr: Ipv4Addr,
+}
+
+/// A probe attempt that ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub probe: usize,
+    pub result: ProbeResult,
+}
+
+/// After a TCP probe's SYN-ACK, the RST that closes the half-open connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpReset {
+    pub probe: usize,
+    pub sport: u16,
+    pub seq: u32,
+}
+
+pub struct ProbeSet {
+    pub probes: Vec<Probe>,
+    random: RandomState,
+}
+
+fn random_u16(r: &RandomState, salt: u64) -> u16 {
+    r.hash_one(salt) as u16
+}
+
+impl ProbeSet {
+    /// `uplink_of` maps each probe's uplink name to its index. The first attempts wait
+    /// `FIRST_PROBE_DELAY` (time for the next hops' ARP) and are spread over up to a second so
+    /// probes do not all fire at once.
+    pub fn new(defs: Vec<ProbeConfig>, uplink_of: impl Fn(&str) -> usize, now: Instant) -> ProbeSet {
+        let random = RandomState::new();
+        let n = defs.len().max(1) as u32;
+        let probes = defs
+            .into_iter()
+            .enumerate()
+            .map(|(i, def)| Probe {
+                uplink: uplink_of(&def.uplink),
+                next_send: now + FIRST_PROBE_DELAY + def.interval.min(Duration::from_secs(1)) * i as u32 / n,
+                stats: ProbeStats::new(LOSS_WINDOW),
+                outstanding: None,
+                ident: random_u16(&random, i as u64).max(1),
+                seq: random_u16(&random, 1000 + i as u64),
+                def,
+            })
+            .collect();
+        ProbeSet { probes, random }
+    }
+
+    /// Keeps statistics and timing of probes whose name survives a reload.
+    pub fn carry_over(&mut self, old: ProbeSet) {
+        for mut o in old.probes {
+            if let Some(p) = self.probes.iter_mut().find(|p| p.def.name == o.def.name) {
+                p.stats = std::mem::replace(&mut o.stats, ProbeStats::new(LOSS_WINDOW));
+                p.ident = o.ident;
+                p.seq = o.seq;
+            }
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.probes
+            .iter()
+            .map(|p| match p.outstanding {
+                Some(o) => (o.sent + p.def.timeout).min(p.next_send),
+                None => p.next_send,
+            })
+            .min()
+    }
+
+    /// Attempts that timed out by `now`; records them in the statistics.
+    pub fn expire(&mut self, now: Instant) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        for (i, p) in self.probes.iter_mut().enumerate() {
+            if let Some(o) = p.outstanding
+                && now >= o.sent + p.def.timeout
+            {
+                p.outstanding = None;
+                p.stats.record(ProbeResult::Timeout);
+                out.push(Outcome {
+                    probe: i,
+                    result: ProbeResult::Timeout,
+                });
+            }
+        }
+        out
+    }
+
+    /// Probes due to send at `now`.
+    pub fn due(&self, now: Instant) -> Vec<usize> {
+        (0..self.probes.len())
+            .filter(|&i| {
+                let p = &self.probes[i];
+                p.outstanding.is_none() && now >= p.next_send
+            })
+            .collect()
+    }
+
+    /// Writes probe `i`'s next attempt (an IPv4 packet, from `src`) into `out` and starts its
+    /// timer. Returns the packet length.
+    pub fn build(&mut self, i: usize, src: Source, out: &mut [u8], now: Instant) -> Option<usize> {
+        let salt = now.as_nanos();
+        let random = &self.random;
+        let p = self.probes.get_mut(i)?;
+        p.seq = p.seq.wrapping_add(1);
+        // Schedule from the planned time, not from now, so intervals do not drift.
+        p.next_send = (p.next_send + p.def.interval).max(now);
+        let tos = p.def.dscp << 2;
+        let (n, sport) = match &p.def.kind {
+            ProbeKind::IcmpEcho { payload_size } => {
+                let mut payload = [0u8; 1472];
+                let len = (*payload_size as usize).min(payload.len());
+                for (k, b) in payload[..len].iter_mut().enumerate() {
+                    *b = k as u8;
+                }
+                let n = icmp::build_echo(
+                    out,
+                    src.addr,
+                    p.def.target,
+                    64,
+                    tos,
+                    types::ECHO_REQUEST,
+                    p.ident,
+                    p.seq,
+                    &payload[..len],
+                )
+                .ok()?;
+                (n, 0)
+            }
+            ProbeKind::Tcp { port } => {
+                let sport = 49152 + random_u16(random, salt) % 16384;
+                let isn = u32::from(p.ident) << 16 | u32::from(p.seq);
+                let n = tcp::build_segment(
+                    out,
+                    src.addr,
+                    p.def.target,
+                    sport,
+                    *port,
+                    isn,
+                    0,
+                    tcp::flags::SYN,
+                    65535,
+                    64,
+                    tos,
+                )
+                .ok()?;
+                (n, sport)
+            }
+            ProbeKind::Dns { port, query } => {
+                let sport = 49152 + random_u16(random, salt) % 16384;
+                let mut q = [0u8; 300];
+                let qlen = dns_query(&mut q, p.seq_id(p.seq), query)?;
+                let n = udp::build_datagram(out, src.addr, p.def.target, sport, *port, 64, tos, &q[..qlen])
+                    .ok()?;
+                (n, sport)
+            }
+        };
+        p.outstanding = Some(Outstanding {
+            seq: p.seq,
+            sent: now,
+            sport,
+        });
+        Some(n)
+    }
+
+    /// Matches an IPv4 packet that arrived on `uplink` against the outstanding probes of that
+    /// uplink. Returns the outcome and, for a TCP SYN-ACK, the RST to send back.
+    pub fn match_reply(
+        &mut self,
+        uplink: usize,
+        packet: &[u8],
+        now: Instant,
+    ) -> Option<(Outcome, Option<TcpReset>)> {
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
+        if ip.is_fragment() {
+            return None;
+        }
+        let (i, reset) = self.probes.iter().enumerate().find_map(|(i, p)| {
+            let o = p.outstanding?;
+            if p.uplink != uplink || ip.src() != p.def.target {
+                return None;
+            }
+            match (&p.def.kind, ip.protocol()) {
+                (ProbeKind::IcmpEcho { .. }, proto::ICMP) => {
+                    let m = IcmpPacket::new_checked(ip.payload()).ok()?;
+                    (m.msg_type() == types::ECHO_REPLY && m.ident() == p.ident && m.seq_no() == o.seq)
+                        .then_some((i, None))
+                }
+                (ProbeKind::Tcp { port }, proto::TCP) => {
+                    let t = TcpPacket::new_checked(ip.payload()).ok()?;
+                    let isn = u32::from(p.ident) << 16 | u32::from(o.seq);
+                    if t.src_port() != *port || t.dst_port() != o.sport || t.ack() != isn.wrapping_add(1) {
+                        return None;
+                    }
+                    let f = t.flags();
+                    if f & tcp::flags::RST != 0 {
+                        Some((i, None))
+                    } else if f & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN | tcp::flags::ACK {
+                        Some((i, Some(TcpReset { probe: i, sport: o.sport, seq: t.ack() })))
+                    } else {
+                        None
+                    }
+                }
+                (ProbeKind::Dns { port, .. }, proto::UDP) => {
+                    let u = UdpPacket::new_checked(ip.payload()).ok()?;
+                    let d = u.payload();
+                    let id = p.seq_id(o.seq);
+                    let ok = u.src_port() == *port
+                        && u.dst_port() == o.sport
+                        && d.len() >= 12
+                        && u16::from_be_bytes([d[0], d[1]]) == id
+                        && d[2] & 0x80 != 0;
+                    ok.then_some((i, None))
+                }
+                _ => None,
+            }
+        })?;
+        let p = &mut self.probes[i];
+        let o = p.outstanding.take()?;
+        let rtt = now.saturating_since(o.sent);
+        let result = if rtt > p.def.threshold {
+            ProbeResult::OverThreshold(rtt)
+        } else {
+            ProbeResult::Ok(rtt)
+        };
+        p.stats.record(result);
+        Some((Outcome { probe: i, result }, reset))
+    }
+}
+
+impl Probe {
+    fn seq_id(&self, seq: u16) -> u16 {
+        seq ^ self.ident
+    }
+}
+
+/// Writes a DNS query for `name` (type A, class IN, recursion desired) into `out`.
+fn dns_query(out: &mut [u8], id: u16, name: &str) -> Option<usize> {
+    let mut n = 0;
+    let mut put = |b: &[u8]| -> Option<()> {
+        out.get_mut(n..n + b.len())?.copy_from_slice(b);
+        n += b.len();
+        Some(())
+    };
+    put(&id.to_be_bytes())?;
+    put(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0])?;
+    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        let len = u8::try_from(label.len()).ok().filter(|&l| l <= 63)?;
+        put(&[len])?;
+        put(label.as_bytes())?;
+    }
+    put(&[0, 0, 1, 0, 1])?;
+    Some(n)
+}

@@ -1,0 +1,328 @@
+//! Start-up and shutdown: checks every interface before touching any, creates the TAP, opens
+//! the sockets, starts the workers and runs the control loop until SIGINT/SIGTERM.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::bounded;
+
+use crate::clock::Instant;
+use crate::config::Config;
+use crate::control::{Control, ControlParts, UplinkIo, initial_snapshot};
+use crate::counters::Counters;
+use crate::ctl;
+use crate::dataplane::{Shared, Worker};
+use crate::io::link::{self, LinkWatcher};
+use crate::io::packet::{PacketOptions, PacketSocket};
+use crate::io::poll::{Epoll, Waker};
+use crate::io::tap::Tap;
+use crate::nat::{FragTable, NatParams, NatTable, Timeouts};
+use crate::wire::ethernet::MacAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("uplink {uplink}: interface {interface}: {source}")]
+    Uplink {
+        uplink: String,
+        interface: String,
+        source: io::Error,
+    },
+    #[error("LAN bridge {bridge}: {source}")]
+    Bridge { bridge: String, source: io::Error },
+    #[error("LAN TAP {tap}: {source}")]
+    Tap { tap: String, source: io::Error },
+    #[error("control socket {path}: {source}")]
+    Socket { path: PathBuf, source: io::Error },
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: io::Error },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
+    move |source| StartError::Io { what, source }
+}
+
+/// Size of the punt queue (frames waiting for the control thread).
+const PUNT_QUEUE: usize = 4096;
+
+/// The LAN MAC when the config sets none: locally administered, derived from the LAN address
+/// so it is stable across restarts (hosts' ARP caches stay right).
+fn default_lan_mac(cfg: &Config) -> MacAddr {
+    let a = cfg.lan.address.addr().octets();
+    MacAddr([0x02, 0x6d, 0x68, a[1], a[2], a[3]])
+}
+
+pub fn run(cfg: Config, config_path: PathBuf, socket_override: Option<PathBuf>) -> Result<(), StartError> {
+    let _ = &config_path;
+    // Everything is checked before anything is created: a bad environment changes nothing.
+    let mut infos = Vec::new();
+    for u in &cfg.uplinks {
+        let info = link::link_info(&u.interface).map_err(|source| StartError::Uplink {
+            uplink: u.name.clone(),
+            interface: u.interface.clone(),
+            source,
+        })?;
+        infos.push(info);
+    }
+    if let Some(b) = &cfg.lan.bridge {
+        link::link_info(b).map_err(|source| StartError::Bridge {
+            bridge: b.clone(),
+            source,
+        })?;
+    }
+    let socket_path = socket_override.unwrap_or_else(|| cfg.router.control_socket.clone());
+    let signals = block_signals().map_err(io_err("signals"))?;
+
+    let workers = cfg.router.workers.max(1);
+    let mut tap = Tap::create(&cfg.lan.tap, workers, cfg.router.offload, cfg.lan.mtu).map_err(|source| {
+        StartError::Tap {
+            tap: cfg.lan.tap.clone(),
+            source,
+        }
+    })?;
+    if let Some(b) = &cfg.lan.bridge {
+        tap.enslave(b).map_err(|source| StartError::Bridge {
+            bridge: b.clone(),
+            source,
+        })?;
+    }
+    for u in &cfg.uplinks {
+        link::set_link_up(&u.interface).map_err(|source| StartError::Uplink {
+            uplink: u.name.clone(),
+            interface: u.interface.clone(),
+            source,
+        })?;
+    }
+    let lan_mac = cfg.lan.mac.map(MacAddr).unwrap_or_else(|| default_lan_mac(&cfg));
+
+    let mut uplink_io = Vec::new();
+    let mut carrier = Vec::new();
+    for (u, info) in cfg.uplinks.iter().zip(&infos) {
+        let tx = PacketSocket::open(
+            info.ifindex,
+            &PacketOptions {
+                vnet_hdr: true,
+                receive: false,
+                fanout_group: None,
+                rcvbuf: 0,
+                sndbuf: 1 << 20,
+            },
+        )
+        .map_err(|source| StartError::Uplink {
+            uplink: u.name.clone(),
+            interface: u.interface.clone(),
+            source,
+        })?;
+        uplink_io.push(UplinkIo {
+            mac: MacAddr(info.mac),
+            mtu: u.mtu.unwrap_or(info.mtu) as usize,
+            ifindex: info.ifindex,
+            tx,
+        });
+        // Re-read: the NIC was just brought up.
+        carrier.push(link::link_info(&u.interface).map(|i| i.carrier).unwrap_or(info.carrier));
+    }
+
+    let uplink_addrs: Vec<_> = cfg
+        .uplinks
+        .iter()
+        .map(|u| u.nat.then(|| u.address.addr()))
+        .collect();
+    let nat = NatTable::new(
+        NatParams {
+            max_entries: cfg.nat.max_entries,
+            port_min: cfg.nat.port_min,
+            port_max: cfg.nat.port_max,
+            timeouts: Timeouts {
+                tcp_syn: cfg.nat.tcp_syn,
+                tcp_established: cfg.nat.tcp_established,
+                tcp_closing: cfg.nat.tcp_closing,
+                udp: cfg.nat.udp,
+                udp_unreplied: cfg.nat.udp_unreplied,
+                icmp: cfg.nat.icmp,
+            },
+        },
+        &uplink_addrs,
+    );
+    let (punt_tx, punt_rx) = bounded(PUNT_QUEUE);
+    let control_waker = Waker::new().map_err(io_err("eventfd"))?;
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(initial_snapshot(&cfg, lan_mac, &uplink_io, &carrier)),
+        nat,
+        frags: FragTable::default(),
+        stop: AtomicBool::new(false),
+        punt: punt_tx,
+        control_waker,
+    });
+
+    let queues: Vec<Arc<_>> = tap.take_queues().into_iter().map(Arc::new).collect();
+    // The control thread writes its frames through the first queue (writes are per packet).
+    let control_tap = queues.first().cloned().ok_or_else(|| StartError::Tap {
+        tap: cfg.lan.tap.clone(),
+        source: io::Error::other("no queue"),
+    })?;
+    let fanout_base = (std::process::id() as u16) & 0xff00;
+    let mut handles = Vec::new();
+    let mut wakers = Vec::new();
+    let mut worker_counters = Vec::new();
+    for (id, q) in queues.into_iter().enumerate() {
+        let mut socks = Vec::new();
+        for (ui, (u, info)) in cfg.uplinks.iter().zip(&infos).enumerate() {
+            let s = PacketSocket::open(
+                info.ifindex,
+                &PacketOptions {
+                    vnet_hdr: true,
+                    receive: true,
+                    fanout_group: (workers > 1).then_some(fanout_base | ui as u16),
+                    rcvbuf: 4 << 20,
+                    sndbuf: 4 << 20,
+                },
+            )
+            .map_err(|source| StartError::Uplink {
+                uplink: u.name.clone(),
+                interface: u.interface.clone(),
+                source,
+            })?;
+            socks.push(s);
+        }
+        let counters = Arc::new(Counters::new(1 + cfg.uplinks.len()));
+        let waker = Arc::new(Waker::new().map_err(io_err("eventfd"))?);
+        let w = Worker {
+            id,
+            tap: q,
+            uplinks: socks,
+            counters: counters.clone(),
+            shared: shared.clone(),
+            waker: waker.clone(),
+        };
+        wakers.push(waker);
+        worker_counters.push(counters);
+        let h = std::thread::Builder::new()
+            .name(format!("worker{id}"))
+            .spawn(move || {
+                if let Err(e) = w.run() {
+                    log::error!("worker {id} stopped: {e}");
+                }
+            })
+            .map_err(io_err("spawning a worker"))?;
+        handles.push(h);
+    }
+
+    let (req_tx, req_rx) = bounded(16);
+    let ctl_waker = Arc::new(Waker::new().map_err(io_err("eventfd"))?);
+    ctl::serve(&socket_path, req_tx, ctl_waker.clone()).map_err(|source| StartError::Socket {
+        path: socket_path.clone(),
+        source,
+    })?;
+    let mut links = LinkWatcher::new().map_err(io_err("netlink"))?;
+
+    log::info!(
+        "mhrouter up: LAN {} on {} ({} worker{}), {} uplink{}",
+        cfg.lan.address,
+        cfg.lan.tap,
+        workers,
+        if workers == 1 { "" } else { "s" },
+        cfg.uplinks.len(),
+        if cfg.uplinks.len() == 1 { "" } else { "s" }
+    );
+    let mut control = Control::new(ControlParts {
+        cfg,
+        shared: shared.clone(),
+        punts: punt_rx,
+        requests: req_rx,
+        tap: control_tap,
+        lan_mac,
+        uplinks: uplink_io,
+        carrier,
+        workers: worker_counters,
+    });
+
+    let ep = Epoll::new().map_err(io_err("epoll"))?;
+    const T_PUNT: u64 = 1;
+    const T_CTL: u64 = 2;
+    const T_LINK: u64 = 3;
+    const T_SIG: u64 = 4;
+    ep.add(shared.control_waker.as_raw_fd(), T_PUNT).map_err(io_err("epoll"))?;
+    ep.add(ctl_waker.as_raw_fd(), T_CTL).map_err(io_err("epoll"))?;
+    ep.add(links.as_raw_fd(), T_LINK).map_err(io_err("epoll"))?;
+    ep.add(signals.as_raw_fd(), T_SIG).map_err(io_err("epoll"))?;
+    let mut ready = Vec::new();
+    loop {
+        let timeout = control.timeout(Instant::now(), Duration::from_millis(500));
+        // Round up so a deadline is never missed by a sub-millisecond remainder.
+        let ms = timeout.as_micros().div_ceil(1000) as i32;
+        ep.wait(&mut ready, ms).map_err(io_err("epoll"))?;
+        if ready.contains(&T_SIG) {
+            let sig = read_signal(&signals);
+            log::info!("signal {sig}: shutting down");
+            break;
+        }
+        if ready.contains(&T_PUNT) {
+            shared.control_waker.drain();
+        }
+        if ready.contains(&T_CTL) {
+            ctl_waker.drain();
+        }
+        if ready.contains(&T_LINK) {
+            match links.read_events() {
+                Ok(events) => {
+                    for e in events {
+                        control.link_changed(e.ifindex, e.carrier);
+                    }
+                }
+                Err(e) => log::warn!("netlink: {e}"),
+            }
+        }
+        control.run_once();
+    }
+    control.stop();
+    for w in &wakers {
+        w.wake();
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    drop(control);
+    let _ = std::fs::remove_file(&socket_path);
+    // The TAP goes away with its last queue fd, closed above with the workers and control.
+    log::info!("mhrouter stopped");
+    Ok(())
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in every thread (those spawned later inherit the mask) and
+/// returns a signalfd that reports them to the control loop.
+fn block_signals() -> io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset; the calls only read/write it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn read_signal(fd: &OwnedFd) -> i32 {
+    let mut info = std::mem::MaybeUninit::<libc::signalfd_siginfo>::zeroed();
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: reads at most `size` bytes into the buffer we own.
+    let n = unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), size) };
+    if n as usize == size {
+        // SAFETY: the kernel filled the whole struct.
+        unsafe { info.assume_init() }.ssi_signo as i32
+    } else {
+        0
+    }
+}

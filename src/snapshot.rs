@@ -1,0 +1,85 @@
+//! The forwarding state the control plane publishes to the workers: immutable, swapped whole
+//! (arc-swap), loaded by each worker once per batch.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use crate::prefix::Ipv4Prefix;
+use crate::route::RouteTable;
+use crate::wire::ethernet::MacAddr;
+use crate::{Iface, UplinkId};
+
+pub struct Snapshot {
+    pub routes: RouteTable,
+    pub lan: LanState,
+    pub uplinks: Vec<UplinkState>,
+    /// Resolved neighbours (ARP), by interface.
+    pub neighbours: HashMap<(Iface, Ipv4Addr), MacAddr>,
+}
+
+pub struct LanState {
+    /// Router's LAN address with the LAN prefix length.
+    pub address: Ipv4Prefix,
+    pub mac: MacAddr,
+    pub mtu: usize,
+}
+
+pub struct UplinkState {
+    pub name: String,
+    pub address: Ipv4Prefix,
+    pub mac: MacAddr,
+    pub next_hop: Ipv4Addr,
+    /// The next hop's MAC, copied here so established flows need no neighbour lookup.
+    pub next_hop_mac: Option<MacAddr>,
+    pub mtu: usize,
+    pub mss_clamp: Option<u16>,
+    /// Outside interface: NAPT to `address`.
+    pub nat: bool,
+    /// Inside sources allowed to be translated; empty means all.
+    pub nat_sources: Vec<Ipv4Prefix>,
+    pub carrier: bool,
+}
+
+impl Snapshot {
+    pub fn uplink(&self, id: UplinkId) -> Option<&UplinkState> {
+        self.uplinks.get(id.0 as usize)
+    }
+
+    /// True when `ip` is one of the router's own addresses.
+    pub fn is_local(&self, ip: Ipv4Addr) -> bool {
+        ip == self.lan.address.addr() || self.uplinks.iter().any(|u| u.address.addr() == ip)
+    }
+
+    pub fn iface_mac(&self, iface: Iface) -> Option<MacAddr> {
+        match iface {
+            Iface::Lan => Some(self.lan.mac),
+            Iface::Uplink(u) => self.uplink(u).map(|u| u.mac),
+        }
+    }
+
+    pub fn iface_mtu(&self, iface: Iface) -> usize {
+        match iface {
+            Iface::Lan => self.lan.mtu,
+            Iface::Uplink(u) => self.uplink(u).map_or(0, |u| u.mtu),
+        }
+    }
+
+    /// Address the router uses as source for ICMP errors it sends out of `iface`.
+    pub fn iface_addr(&self, iface: Iface) -> Option<Ipv4Addr> {
+        match iface {
+            Iface::Lan => Some(self.lan.address.addr()),
+            Iface::Uplink(u) => self.uplink(u).map(|u| u.address.addr()),
+        }
+    }
+
+    pub fn neighbour(&self, iface: Iface, ip: Ipv4Addr) -> Option<MacAddr> {
+        if let Iface::Uplink(u) = iface
+            && let Some(up) = self.uplink(u)
+            && up.next_hop == ip
+            && up.next_hop_mac.is_some()
+        {
+            return up.next_hop_mac;
+        }
+        self.neighbours.get(&(iface, ip)).copied()
+    }
+}

@@ -1,0 +1,36 @@
+//! Wire formats: typed, zero-copy views over packet bytes, checksum arithmetic and frame builders.
+//!
+//! Every view follows one pattern: `new_checked` validates the lengths once, after which the
+//! accessors read fixed offsets; setters exist when the buffer is mutable. Nothing here panics on
+//! any input, not even after `new_unchecked` on a short buffer (see `field.rs`), and nothing
+//! allocates: builders write into a caller-provided buffer and return the length written.
+
+pub mod arp;
+pub mod checksum;
+pub mod ethernet;
+mod field;
+pub mod icmp;
+pub mod ipv4;
+pub mod tcp;
+pub mod udp;
+pub mod vnet;
+
+/// Why a buffer could not be viewed or built as the requested format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The buffer is shorter than the header or the length it declares.
+    #[error("truncated")]
+    Truncated,
+    /// A header field has a value the format does not allow.
+    #[error("malformed header")]
+    Malformed,
+    /// The checksum does not verify.
+    #[error("bad checksum")]
+    BadChecksum,
+    /// Well-formed, but a variant this router does not handle.
+    #[error("unsupported")]
+    Unsupported,
+}
+
+/// Result of wire parsing and building.
+pub type Result<T> = core::result::Result<T, WireError>;
