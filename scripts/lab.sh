@@ -85,7 +85,8 @@ ns() { echo "${PREFIX}$1"; }
 ns_exists() {
     local names
     # Captured first: with pipefail, grep -q closing the pipe early could fail the pipeline.
-    names=$(ip netns list | awk '{print $1}')
+    # stderr: `ip netns list` complains about namespaces another lab is creating right now.
+    names=$(ip netns list 2>/dev/null | awk '{print $1}')
     grep -qxF -- "$1" <<<"$names"
 }
 
@@ -517,6 +518,9 @@ have_netem() { # side
 }
 
 nft_loss() { # side drop-per-10000
+    local rule="numgen random mod 10000 < $2 drop"
+    # numgen's range ends at 9999: total loss is a plain drop.
+    (($2 < 10000)) || rule=drop
     # Declaring the table first lets the delete succeed on the first run; nft -f is atomic.
     in_ns "isp$1" nft -f - <<EOF
 table netdev mhlab-loss {}
@@ -524,12 +528,12 @@ delete table netdev mhlab-loss
 table netdev mhlab-loss {
     chain ingress {
         type filter hook ingress device "rtr0" priority -10;
-        numgen random mod 10000 < $2 drop
+        $rule
     }
     chain egress {
         type filter hook egress device "rtr0" priority -10;
         meta mark $DELAY_MARK accept
-        numgen random mod 10000 < $2 drop
+        $rule
     }
 }
 EOF

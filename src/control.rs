@@ -26,7 +26,7 @@ use crate::prefix::Ipv4Prefix;
 use crate::probe::schedule::{ProbeSet, Source};
 use crate::route::{self, FlowTuple, Health, RouteTable};
 use crate::snapshot::{LanState, Snapshot, UplinkState};
-use crate::track::{ListOp, TrackDef, TrackEvent, TrackMode, TrackSet, TrackSource, TrackState};
+use crate::track::{TrackDef, TrackEvent, TrackSet, TrackSource, TrackState};
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
 use crate::wire::icmp::{self, IcmpPacket, types};
@@ -104,10 +104,7 @@ fn route_inputs(cfg: &Config) -> (route::Interfaces, Vec<route::StaticRoute>, Ve
             protocol: p.protocol,
             ports: p.port.map(|r| (r.first, r.last)),
             uplinks: p.uplinks.iter().map(|u| uplink(u)).collect(),
-            fallback: match p.fallback {
-                crate::config::PolicyFallback::Table => route::PolicyFallback::Table,
-                crate::config::PolicyFallback::Unreachable => route::PolicyFallback::Unreachable,
-            },
+            fallback: p.fallback,
         })
         .collect();
     (ifaces, routes, policies)
@@ -121,21 +118,14 @@ fn track_defs(cfg: &Config) -> Vec<TrackDef> {
             source: match &t.source {
                 CfgTrackSource::Probe { name, mode } => TrackSource::Probe {
                     probe: cfg.probe_index(name).unwrap_or(usize::MAX),
-                    mode: match mode {
-                        crate::config::TrackMode::Reachability => TrackMode::Reachability,
-                        crate::config::TrackMode::State => TrackMode::State,
-                    },
+                    mode: *mode,
                 },
                 CfgTrackSource::Carrier { uplink } => TrackSource::Carrier {
                     uplink: cfg.uplink_index(uplink).unwrap_or(usize::MAX),
                 },
                 CfgTrackSource::List { members, op } => TrackSource::List {
                     members: members.iter().filter_map(|m| cfg.track_index(m)).collect(),
-                    op: match op {
-                        crate::config::ListOp::All => ListOp::All,
-                        crate::config::ListOp::Any => ListOp::Any,
-                        crate::config::ListOp::AtLeast(n) => ListOp::AtLeast(*n),
-                    },
+                    op: *op,
                 },
             },
             delay_down: t.delay_down,
@@ -1042,11 +1032,7 @@ fn describe_source(s: &CfgTrackSource) -> String {
             crate::config::TrackMode::State => "state",
         }),
         CfgTrackSource::Carrier { uplink } => format!("Interface {uplink} line-protocol"),
-        CfgTrackSource::List { members, op } => format!("List {} of {}", match op {
-            crate::config::ListOp::All => "all".to_string(),
-            crate::config::ListOp::Any => "any".to_string(),
-            crate::config::ListOp::AtLeast(n) => format!("at least {n}"),
-        }, members.join(", ")),
+        CfgTrackSource::List { members, op } => format!("List {op} of {}", members.join(", ")),
     }
 }
 

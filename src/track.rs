@@ -23,20 +23,7 @@ use serde::Serialize;
 use crate::clock::Instant;
 use crate::probe::stats::{HumanDuration, ProbeResult, ProbeStats};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TrackMode {
-    /// Up on ok or over-threshold results.
-    Reachability,
-    /// Up only on ok results.
-    State,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ListOp {
-    All,
-    Any,
-    AtLeast(usize),
-}
+pub use crate::config::{ListOp, TrackMode};
 
 impl fmt::Display for ListOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,1 +1,1246 @@
+//! Parsing the example and the defaults; one test per validation error, each checking the
+//! message and the line (the line marked `# <-` in the test's text); a fuzz property.
 
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../scripts/example.toml");
+
+/// LAN and one uplink: the smallest valid configuration.
+const BASE: &str = r#"
+[lan]
+address = "192.168.0.1/24"
+
+[[uplink]]
+name = "isp-a"
+interface = "wan-a"
+address = "172.16.1.1/30"
+next_hop = "172.16.1.2"
+"#;
+
+fn base(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+fn ok(text: &str) -> Config {
+    match Config::parse(text, "t.toml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Asserts that `text` fails with exactly `message` on the line marked `# <-`.
+#[track_caller]
+fn check(text: &str, message: &str) {
+    let marked = text
+        .lines()
+        .position(|l| l.contains("# <-"))
+        .map(|i| i + 1)
+        .expect("test text has a '# <-' marker");
+    match Config::parse(text, "t.toml") {
+        Err(ConfigError::Invalid {
+            origin,
+            line,
+            message: m,
+        }) => {
+            assert_eq!(origin, "t.toml");
+            assert_eq!(m, message);
+            assert_eq!(line, marked, "line of: {m}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn prefix(s: &str) -> Ipv4Prefix {
+    s.parse().expect("test prefix")
+}
+
+#[test]
+fn example_parses_into_the_reference_site() {
+    let c = ok(EXAMPLE);
+    assert_eq!(c.router.workers, 2);
+    assert_eq!(
+        c.router.metrics_listen,
+        Some("127.0.0.1:9580".parse().unwrap())
+    );
+    assert_eq!(c.lan.address, prefix("192.168.0.1/24"));
+    assert_eq!(c.lan.bridge.as_deref(), Some("br-lan"));
+    assert_eq!(c.lan.mac, Some([2, 0, 0, 0, 0, 1]));
+    let names: Vec<_> = c.uplinks.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["isp-a", "isp-b"]);
+    assert_eq!(c.uplinks[1].next_hop, Ipv4Addr::new(172, 17, 3, 2));
+    assert_eq!(c.uplinks[0].mss_clamp, Some(1452));
+    assert_eq!(
+        c.uplinks[0].nat_sources,
+        Some(vec![prefix("192.168.0.0/24")])
+    );
+    assert_eq!(c.uplinks[1].nat_sources, None);
+    let tiers: Vec<_> = c
+        .routes
+        .iter()
+        .map(|r| (r.uplink.as_str(), r.distance, r.track.as_deref()))
+        .collect();
+    assert_eq!(
+        tiers,
+        [
+            ("isp-a", 10, Some("a-e2e")),
+            ("isp-b", 11, Some("b-e2e")),
+            ("isp-a", 250, Some("a-nh")),
+            ("isp-b", 251, Some("b-nh")),
+            ("isp-a", 252, None),
+            ("isp-b", 253, None),
+        ]
+    );
+    assert!(c.routes.iter().all(|r| r.prefix == prefix("0.0.0.0/0")));
+    assert_eq!(c.routes[1].next_hop, Ipv4Addr::new(172, 17, 3, 2));
+    assert_eq!(c.probes[0].target, Ipv4Addr::new(172, 18, 0, 6));
+    assert_eq!(c.probes[0].threshold, Duration::from_millis(500));
+    assert_eq!(c.probes[0].kind, ProbeKind::IcmpEcho { payload_size: 56 });
+    assert_eq!(c.probes[2].target, Ipv4Addr::new(172, 16, 1, 2));
+    let t = &c.tracks[0];
+    assert_eq!((t.delay_down, t.delay_up), (secs(10), secs(20)));
+    assert_eq!(
+        t.source,
+        TrackSource::Probe {
+            name: "a-e2e".into(),
+            mode: TrackMode::Reachability
+        }
+    );
+    assert_eq!(
+        t.on_down.as_ref().and_then(|h| h.log.as_deref()),
+        Some("ISP A: central site unreachable, failing over")
+    );
+    let p = &c.policies[0];
+    assert_eq!(p.protocol, Some(17));
+    assert_eq!(
+        p.port,
+        Some(PortRange {
+            first: 5060,
+            last: 5060
+        })
+    );
+    assert_eq!(p.uplinks, ["isp-b", "isp-a"]);
+    assert_eq!(c.nat.tcp_established, secs(7200));
+    assert_eq!(c.failover.failback, Failback::Stay);
+    assert_eq!(c.uplink_index("isp-b"), Some(1));
+    assert_eq!(c.probe_index("b-nh"), Some(3));
+    assert_eq!(c.track_index("b-e2e"), Some(1));
+    assert_eq!(c.track_index("nope"), None);
+}
+
+#[test]
+fn readme_examples_parse() {
+    let readme = include_str!("../../README.md");
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(
+        blocks[0], EXAMPLE,
+        "README's complete example is example.toml"
+    );
+    let c = ok(&format!("{EXAMPLE}{}", blocks[1]));
+    let quorum = &c.tracks[c.track_index("central").expect("central")];
+    assert_eq!(quorum.delay_down, secs(5));
+    assert!(matches!(
+        quorum.source,
+        TrackSource::List {
+            op: ListOp::AtLeast(2),
+            ..
+        }
+    ));
+    let carrier = &c.tracks[c.track_index("a-carrier").expect("a-carrier")].source;
+    assert_eq!(
+        *carrier,
+        TrackSource::Carrier {
+            uplink: "isp-a".into()
+        }
+    );
+}
+
+#[test]
+fn defaults() {
+    let c = ok(BASE);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(c.router.workers, workers.min(256));
+    assert_eq!(
+        c.router.control_socket,
+        PathBuf::from("/run/mhrouter/mhrouter.sock")
+    );
+    assert_eq!(c.router.metrics_listen, None);
+    assert!(c.router.offload);
+    assert_eq!(c.lan.tap, "mhr-lan");
+    assert_eq!(
+        (c.lan.bridge.clone(), c.lan.mac, c.lan.mtu),
+        (None, None, 1500)
+    );
+    let u = &c.uplinks[0];
+    assert_eq!((u.mtu, u.mss_clamp, u.nat), (None, None, true));
+    let n = &c.nat;
+    assert_eq!(
+        (n.max_entries, n.port_min, n.port_max),
+        (262_144, 1024, 65535)
+    );
+    assert_eq!(
+        [
+            n.tcp_syn,
+            n.tcp_established,
+            n.tcp_closing,
+            n.udp,
+            n.udp_unreplied,
+            n.icmp
+        ],
+        [
+            secs(30),
+            secs(7200),
+            secs(10),
+            secs(300),
+            secs(30),
+            secs(60)
+        ]
+    );
+    assert!(c.routes.is_empty() && c.policies.is_empty() && c.probes.is_empty());
+    assert!(c.failover.reset_tcp);
+    assert_eq!(c.failover.failback, Failback::Stay);
+}
+
+#[test]
+fn object_defaults() {
+    let c = ok(&base(
+        r#"
+[[route]]
+name = "r"
+prefix = "10.0.0.0/8"
+uplink = "isp-a"
+[[policy]]
+name = "p"
+uplinks = ["isp-a"]
+[[probe]]
+name = "p"
+type = "dns"
+uplink = "isp-a"
+target = "172.18.0.6"
+[[probe]]
+name = "fast"
+type = "tcp"
+uplink = "isp-a"
+target = "172.18.0.6"
+port = 443
+interval = "300ms"
+[[track]]
+name = "t"
+probe = "p"
+on_up = { command = "/bin/true" }
+[[track]]
+name = "down-only"
+probe = "fast"
+delay_down = "1s"
+[[track]]
+name = "carrier"
+uplink = "isp-a"
+[[track]]
+name = "quorum"
+list = ["t", "carrier", "down-only"]
+op = "at-least"
+at_least = 2
+[failover]
+failback = "move"
+"#,
+    ));
+    let r = &c.routes[0];
+    assert_eq!(
+        (r.next_hop, r.distance, r.weight),
+        (Ipv4Addr::new(172, 16, 1, 2), 1, 1)
+    );
+    let p = &c.policies[0];
+    assert_eq!((p.source, p.protocol, p.port), (None, None, None));
+    assert_eq!(p.fallback, PolicyFallback::Table);
+    let dns = &c.probes[0];
+    assert_eq!(
+        dns.kind,
+        ProbeKind::Dns {
+            port: 53,
+            query: ".".into()
+        }
+    );
+    assert_eq!(
+        (dns.interval, dns.timeout, dns.threshold, dns.dscp),
+        (secs(5), secs(1), secs(1), 0)
+    );
+    // A sub-second interval gets a timeout that fits in it.
+    let fast = &c.probes[1];
+    assert_eq!(fast.kind, ProbeKind::Tcp { port: 443 });
+    assert_eq!(
+        (fast.timeout, fast.threshold),
+        (Duration::from_millis(300), Duration::from_millis(300))
+    );
+    // SPEC 19: 3 x interval down, 2 x down up.
+    let t = &c.tracks[0];
+    assert_eq!((t.delay_down, t.delay_up), (secs(15), secs(30)));
+    let hook = t.on_up.as_ref().expect("hook");
+    assert_eq!((hook.log.as_deref(), hook.timeout), (None, secs(10)));
+    assert_eq!(hook.command, Some(PathBuf::from("/bin/true")));
+    assert_eq!(
+        (c.tracks[1].delay_down, c.tracks[1].delay_up),
+        (secs(1), secs(2))
+    );
+    let carrier = &c.tracks[2];
+    assert_eq!(
+        carrier.source,
+        TrackSource::Carrier {
+            uplink: "isp-a".into()
+        }
+    );
+    assert_eq!(
+        (carrier.delay_down, carrier.delay_up),
+        (Duration::ZERO, Duration::ZERO)
+    );
+    assert_eq!(
+        c.tracks[3].source,
+        TrackSource::List {
+            members: vec!["t".into(), "carrier".into(), "down-only".into()],
+            op: ListOp::AtLeast(2)
+        }
+    );
+    assert_eq!(c.failover.failback, Failback::Move { grace: secs(30) });
+}
+
+#[test]
+fn dotted_keys_and_integer_seconds() {
+    let c = ok(&format!(
+        "nat.udp = 90\nnat.port_min = 2000\nrouter.workers = 3\n{BASE}"
+    ));
+    assert_eq!(
+        (c.nat.udp, c.nat.port_min, c.router.workers),
+        (secs(90), 2000, 3)
+    );
+}
+
+#[test]
+fn error_display_is_file_line_message() {
+    let e = Config::parse(
+        &base("[[route]]\nname = \"r\"\nprefix = \"0.0.0.0/0\"\nuplink = \"isp-c\"\n"),
+        "lab.toml",
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "lab.toml:13: uplink 'isp-c' is not defined");
+}
+
+#[test]
+fn from_file_reads_and_reports_io_errors() {
+    let path =
+        std::env::temp_dir().join(format!("mhrouter-config-test-{}.toml", std::process::id()));
+    std::fs::write(&path, "[lan]\naddress = \"192.168.0.1/24\"\n").unwrap();
+    let e = Config::from_file(&path).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        e.to_string(),
+        format!("{}:1: at least one [[uplink]] is required", path.display())
+    );
+    let missing = Config::from_file(&path).unwrap_err();
+    assert!(matches!(missing, ConfigError::Io { .. }), "{missing}");
+}
+
+// --- syntax, unknown keys, types ---
+
+#[test]
+fn toml_syntax_error() {
+    check(
+        "[lan]\naddress = \"192.168.0.1/24  # <-\nmtu = 1\n",
+        "invalid basic string",
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let text = base("[routes]  # <-\n");
+    let (line, msg) = err(&text);
+    assert!(
+        msg.starts_with("unknown field `routes`, expected one of"),
+        "{msg}"
+    );
+    assert_eq!(line, BASE.lines().count() + 1);
+}
+
+#[test]
+fn unknown_key_in_table() {
+    let text = base("nxt_hop = \"172.16.1.2\"  # <-\n");
+    let (line, msg) = err(&text);
+    assert!(
+        msg.starts_with("unknown field `nxt_hop`, expected one of"),
+        "{msg}"
+    );
+    assert_eq!(line, BASE.lines().count() + 1);
+}
+
+#[test]
+fn unknown_key_in_hook() {
+    check(
+        &base(
+            "[[track]]\nname = \"t\"\nuplink = \"isp-a\"\non_up = { log = \"x\", cmd = \"y\" }  # <-\n",
+        ),
+        "unknown field `cmd`, expected one of `log`, `command`, `timeout`",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    check(
+        "[lan]\naddress = \"192.168.0.1/24\"\nmtu = \"1500\"  # <-\n",
+        "invalid type: string \"1500\", expected i64",
+    );
+}
+
+#[test]
+fn missing_lan() {
+    check("# <-\n[router]\nworkers = 1\n", "missing field `lan`");
+}
+
+#[test]
+fn missing_required_key() {
+    check(
+        &base(
+            "[[uplink]]  # <-\nname = \"isp-b\"\ninterface = \"wan-b\"\naddress = \"172.17.3.1/30\"\n",
+        ),
+        "missing field `next_hop`",
+    );
+}
+
+#[test]
+fn bad_enum_value() {
+    check(
+        &base("[failover]\nfailback = \"back\"  # <-\n"),
+        "unknown variant `back`, expected `stay` or `move`",
+    );
+}
+
+/// (line, message) of a failing parse.
+fn err(text: &str) -> (usize, String) {
+    match Config::parse(text, "t.toml") {
+        Err(ConfigError::Invalid { line, message, .. }) => (line, message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+// --- [router] ---
+
+#[test]
+fn workers_out_of_range() {
+    check(
+        &base("[router]\nworkers = 0  # <-\n"),
+        "workers 0 is out of range 1..=256",
+    );
+}
+
+#[test]
+fn bad_metrics_listen() {
+    check(
+        &base("[router]\nmetrics_listen = \"127.0.0.1\"  # <-\n"),
+        "metrics_listen: '127.0.0.1' is not a socket address (expected ip:port)",
+    );
+}
+
+#[test]
+fn empty_control_socket() {
+    check(
+        &base("[router]\ncontrol_socket = \"\"  # <-\n"),
+        "control_socket is empty",
+    );
+}
+
+// --- [lan] ---
+
+fn lan(lines: &str) -> String {
+    format!(
+        "[lan]\n{lines}\n[[uplink]]\nname = \"a\"\ninterface = \"wan-a\"\naddress = \"172.16.1.1/30\"\nnext_hop = \"172.16.1.2\"\n"
+    )
+}
+
+#[test]
+fn lan_bad_prefix() {
+    check(
+        &lan("address = \"192.168.0.1/33\"  # <-"),
+        "address: prefix length 33 is larger than 32",
+    );
+    check(
+        &lan("address = \"192.168.0.1\"  # <-"),
+        "address: '192.168.0.1' is not an IPv4 prefix (expected a.b.c.d/len)",
+    );
+}
+
+#[test]
+fn lan_network_or_broadcast_address() {
+    check(
+        &lan("address = \"192.168.0.0/24\"  # <-"),
+        "address 192.168.0.0 is the network address of 192.168.0.0/24",
+    );
+    check(
+        &lan("address = \"192.168.0.255/24\"  # <-"),
+        "address 192.168.0.255 is the broadcast address of 192.168.0.0/24",
+    );
+    check(
+        &lan("address = \"192.168.0.1/31\"  # <-"),
+        "LAN prefix /31 is too long (at most /30)",
+    );
+}
+
+#[test]
+fn lan_bad_tap_and_bridge() {
+    check(
+        &lan("address = \"192.168.0.1/24\"\ntap = \"lan tap\"  # <-"),
+        "tap: 'lan tap' is not a valid interface name (contains ' ')",
+    );
+    check(
+        &lan("address = \"192.168.0.1/24\"\nbridge = \"a-very-long-bridge\"  # <-"),
+        "bridge: 'a-very-long-bridge' is not a valid interface name (1 to 15 characters)",
+    );
+    check(
+        &lan("address = \"192.168.0.1/24\"\nbridge = \"mhr-lan\"  # <-"),
+        "bridge 'mhr-lan' is the TAP device itself",
+    );
+}
+
+#[test]
+fn lan_bad_mac() {
+    check(
+        &lan("address = \"192.168.0.1/24\"\nmac = \"02:00:00:00:01\"  # <-"),
+        "mac: '02:00:00:00:01' is not a MAC address (expected xx:xx:xx:xx:xx:xx)",
+    );
+    check(
+        &lan("address = \"192.168.0.1/24\"\nmac = \"01:00:5e:00:00:01\"  # <-"),
+        "mac: MAC address 01:00:5e:00:00:01 is a multicast address",
+    );
+}
+
+#[test]
+fn lan_mtu_out_of_range() {
+    check(
+        &lan("address = \"192.168.0.1/24\"\nmtu = 575  # <-"),
+        "mtu 575 is out of range 576..=65535",
+    );
+}
+
+// --- [[uplink]] ---
+
+const UPLINK_B: &str = "[[uplink]]\nname = \"isp-b\"\ninterface = \"wan-b\"\n";
+
+#[test]
+fn no_uplinks() {
+    check(
+        "[lan]  # <-\naddress = \"192.168.0.1/24\"\n",
+        "at least one [[uplink]] is required",
+    );
+}
+
+#[test]
+fn duplicate_uplink_name() {
+    check(
+        &base(
+            "[[uplink]]\nname = \"isp-a\"  # <-\ninterface = \"wan-b\"\naddress = \"172.17.3.1/30\"\nnext_hop = \"172.17.3.2\"\n",
+        ),
+        "uplink 'isp-a' is defined twice (first at line 6)",
+    );
+}
+
+#[test]
+fn invalid_uplink_name() {
+    check(
+        &base(
+            "[[uplink]]\nname = \"isp b\"  # <-\ninterface = \"wan-b\"\naddress = \"172.17.3.1/30\"\nnext_hop = \"172.17.3.2\"\n",
+        ),
+        "uplink name: 'isp b' is not a valid name (1 to 32 of A-Z a-z 0-9 _ . -)",
+    );
+}
+
+#[test]
+fn interface_used_twice() {
+    check(
+        &base(
+            "[[uplink]]\nname = \"isp-b\"\ninterface = \"wan-a\"  # <-\naddress = \"172.17.3.1/30\"\nnext_hop = \"172.17.3.2\"\n",
+        ),
+        "interface 'wan-a' is already used by uplink 'isp-a'",
+    );
+    check(
+        &base(
+            "[[uplink]]\nname = \"isp-b\"\ninterface = \"mhr-lan\"  # <-\naddress = \"172.17.3.1/30\"\nnext_hop = \"172.17.3.2\"\n",
+        ),
+        "interface 'mhr-lan' is used by the LAN",
+    );
+}
+
+#[test]
+fn uplink_bad_interface_name() {
+    check(
+        &base(
+            "[[uplink]]\nname = \"isp-b\"\ninterface = \"wan:b\"  # <-\naddress = \"172.17.3.1/30\"\nnext_hop = \"172.17.3.2\"\n",
+        ),
+        "interface: 'wan:b' is not a valid interface name (contains ':')",
+    );
+}
+
+#[test]
+fn uplink_overlaps_lan() {
+    check(
+        &base(&format!(
+            "{UPLINK_B}address = \"192.168.0.129/25\"  # <-\nnext_hop = \"192.168.0.130\"\n"
+        )),
+        "uplink prefix 192.168.0.128/25 overlaps the LAN prefix 192.168.0.0/24",
+    );
+}
+
+#[test]
+fn uplinks_overlap() {
+    check(
+        &base(&format!(
+            "{UPLINK_B}address = \"172.16.0.1/16\"  # <-\nnext_hop = \"172.16.0.2\"\n"
+        )),
+        "uplink prefix 172.16.0.0/16 overlaps prefix 172.16.1.0/30 of uplink 'isp-a'",
+    );
+}
+
+#[test]
+fn uplink_bad_address() {
+    check(
+        &base(&format!(
+            "{UPLINK_B}address = \"172.17.3.1/40\"  # <-\nnext_hop = \"172.17.3.2\"\n"
+        )),
+        "address: prefix length 40 is larger than 32",
+    );
+    check(
+        &base(&format!(
+            "{UPLINK_B}address = \"172.17.3.3/30\"  # <-\nnext_hop = \"172.17.3.2\"\n"
+        )),
+        "address 172.17.3.3 is the broadcast address of 172.17.3.0/30",
+    );
+}
+
+#[test]
+fn next_hop_outside_prefix() {
+    check(
+        &base(&format!(
+            "{UPLINK_B}address = \"172.17.3.1/30\"\nnext_hop = \"172.17.3.6\"  # <-\n"
+        )),
+        "next_hop 172.17.3.6 is outside the uplink prefix 172.17.3.0/30",
+    );
+}
+
+#[test]
+fn next_hop_is_own_address() {
+    check(
+        &base(&format!(
+            "{UPLINK_B}address = \"172.17.3.1/30\"\nnext_hop = \"172.17.3.1\"  # <-\n"
+        )),
+        "next_hop 172.17.3.1 is the uplink's own address",
+    );
+    check(
+        &base(&format!(
+            "{UPLINK_B}address = \"172.17.3.1/30\"\nnext_hop = \"172.17.3.0\"  # <-\n"
+        )),
+        "next_hop 172.17.3.0 is the network or broadcast address of 172.17.3.0/30",
+    );
+}
+
+#[test]
+fn next_hop_not_an_address() {
+    check(
+        &base(&format!(
+            "{UPLINK_B}address = \"172.17.3.1/30\"\nnext_hop = \"pe-b\"  # <-\n"
+        )),
+        "next_hop: 'pe-b' is not an IPv4 address",
+    );
+}
+
+#[test]
+fn point_to_point_uplink_is_accepted() {
+    let c = ok(&base(&format!(
+        "{UPLINK_B}address = \"172.17.3.0/31\"\nnext_hop = \"172.17.3.1\"\n"
+    )));
+    assert_eq!(c.uplinks[1].address, prefix("172.17.3.0/31"));
+}
+
+#[test]
+fn uplink_numbers_out_of_range() {
+    check(
+        &base("mss_clamp = 100  # <-\n"),
+        "mss_clamp 100 is out of range 536..=65495",
+    );
+    check(
+        &base("mtu = 70000  # <-\n"),
+        "mtu 70000 is out of range 576..=65535",
+    );
+}
+
+#[test]
+fn nat_sources_checks() {
+    check(
+        &base("nat = false\nnat_sources = [\"192.168.0.0/24\"]  # <-\n"),
+        "nat_sources needs nat = true",
+    );
+    check(
+        &base("nat_sources = []  # <-\n"),
+        "nat_sources is empty (use nat = false to translate nothing)",
+    );
+    check(
+        &base("nat_sources = [\"192.168.0.0/24\",\n  \"192.168.0.1/25\"]  # <-\n"),
+        "nat_sources 192.168.0.1/25 has host bits set (did you mean 192.168.0.0/25?)",
+    );
+}
+
+// --- [nat] ---
+
+#[test]
+fn nat_numbers() {
+    check(
+        &base("[nat]\nmax_entries = 0  # <-\n"),
+        "max_entries 0 is out of range 1..=4294967295",
+    );
+    check(
+        &base("[nat]\nport_min = 0  # <-\n"),
+        "port_min 0 is out of range 1..=65535",
+    );
+    check(
+        &base("[nat]\nport_max = 2000\nport_min = 3000  # <-\n").replace(
+            "port_max = 2000\nport_min = 3000  # <-",
+            "port_min = 3000\nport_max = 2000  # <-",
+        ),
+        "port_min 3000 is larger than port_max 2000",
+    );
+}
+
+#[test]
+fn nat_durations() {
+    check(
+        &base("[nat]\nudp = \"0s\"  # <-\n"),
+        "udp must be longer than 0",
+    );
+    check(
+        &base("[nat]\ntcp_syn = \"30 s\"  # <-\n"),
+        "tcp_syn: '30 s' is not a duration (expected e.g. \"200ms\", \"3s\", \"5m\", \"2h\" or an integer number of seconds)",
+    );
+    check(
+        &base("[nat]\nicmp = -5  # <-\n"),
+        "icmp: duration -5 is negative",
+    );
+    check(
+        &base("[nat]\nicmp = 1.5  # <-\n"),
+        "invalid type: floating point `1.5`, expected a string or an integer",
+    );
+}
+
+// --- [[route]] ---
+
+fn route(lines: &str) -> String {
+    base(&format!("[[route]]\nname = \"r\"\n{lines}\n"))
+}
+
+#[test]
+fn duplicate_route_name() {
+    check(
+        &route(
+            "prefix = \"0.0.0.0/0\"\nuplink = \"isp-a\"\n[[route]]\nname = \"r\"  # <-\nprefix = \"0.0.0.0/0\"\nuplink = \"isp-a\"",
+        ),
+        "route 'r' is defined twice (first at line 11)",
+    );
+}
+
+#[test]
+fn route_prefix_with_host_bits() {
+    check(
+        &route("prefix = \"10.1.2.3/8\"  # <-\nuplink = \"isp-a\""),
+        "prefix 10.1.2.3/8 has host bits set (did you mean 10.0.0.0/8?)",
+    );
+}
+
+#[test]
+fn route_undefined_uplink() {
+    check(
+        &route("prefix = \"0.0.0.0/0\"\nuplink = \"isp-c\"  # <-"),
+        "uplink 'isp-c' is not defined",
+    );
+}
+
+#[test]
+fn route_next_hop_outside_uplink() {
+    check(
+        &route("prefix = \"0.0.0.0/0\"\nuplink = \"isp-a\"\nnext_hop = \"172.17.3.2\"  # <-"),
+        "next_hop 172.17.3.2 is outside the uplink prefix 172.16.1.0/30",
+    );
+    check(
+        &route("prefix = \"0.0.0.0/0\"\nuplink = \"isp-a\"\nnext_hop = \"172.16.1.1\"  # <-"),
+        "next_hop 172.16.1.1 is the uplink's own address",
+    );
+}
+
+#[test]
+fn route_numbers_out_of_range() {
+    check(
+        &route("prefix = \"0.0.0.0/0\"\nuplink = \"isp-a\"\ndistance = 0  # <-"),
+        "distance 0 is out of range 1..=255",
+    );
+    check(
+        &route("prefix = \"0.0.0.0/0\"\nuplink = \"isp-a\"\nweight = 256  # <-"),
+        "weight 256 is out of range 1..=255",
+    );
+}
+
+#[test]
+fn route_undefined_track() {
+    check(
+        &route("prefix = \"0.0.0.0/0\"\nuplink = \"isp-a\"\ntrack = \"a-e2e\"  # <-"),
+        "track 'a-e2e' is not defined",
+    );
+}
+
+// --- [[policy]] ---
+
+fn policy(lines: &str) -> String {
+    base(&format!("[[policy]]\nname = \"p\"\n{lines}\n"))
+}
+
+#[test]
+fn duplicate_policy_name() {
+    check(
+        &policy("uplinks = [\"isp-a\"]\n[[policy]]\nname = \"p\"  # <-\nuplinks = [\"isp-a\"]"),
+        "policy 'p' is defined twice (first at line 11)",
+    );
+}
+
+#[test]
+fn policy_bad_prefixes() {
+    check(
+        &policy("source = \"192.168.0.1/25\"  # <-\nuplinks = [\"isp-a\"]"),
+        "source 192.168.0.1/25 has host bits set (did you mean 192.168.0.0/25?)",
+    );
+    check(
+        &policy("destination = \"172.18.0.0\"  # <-\nuplinks = [\"isp-a\"]"),
+        "destination: '172.18.0.0' is not an IPv4 prefix (expected a.b.c.d/len)",
+    );
+}
+
+#[test]
+fn policy_bad_protocol() {
+    check(
+        &policy("protocol = \"sctp\"  # <-\nuplinks = [\"isp-a\"]"),
+        "protocol 'sctp' is not \"tcp\", \"udp\", \"icmp\" or a number 0..=255",
+    );
+    check(
+        &policy("protocol = 300  # <-\nuplinks = [\"isp-a\"]"),
+        "protocol 300 is not \"tcp\", \"udp\", \"icmp\" or a number 0..=255",
+    );
+}
+
+#[test]
+fn policy_port_needs_tcp_or_udp() {
+    check(
+        &policy("protocol = \"icmp\"\nport = \"5060\"  # <-\nuplinks = [\"isp-a\"]"),
+        "port needs protocol = \"tcp\" or \"udp\"",
+    );
+    check(
+        &policy("port = 5060  # <-\nuplinks = [\"isp-a\"]"),
+        "port needs protocol = \"tcp\" or \"udp\"",
+    );
+}
+
+#[test]
+fn policy_bad_port() {
+    check(
+        &policy("protocol = 6\nport = \"2000-1000\"  # <-\nuplinks = [\"isp-a\"]"),
+        "port range 2000-1000 is empty (low > high)",
+    );
+    check(
+        &policy("protocol = \"tcp\"\nport = \"http\"  # <-\nuplinks = [\"isp-a\"]"),
+        "port 'http' is not a number 1..=65535",
+    );
+}
+
+#[test]
+fn policy_uplinks_checks() {
+    check(&policy("uplinks = []  # <-"), "uplinks is empty");
+    check(
+        &policy("uplinks = [\"isp-a\", \"isp-c\"]  # <-"),
+        "uplink 'isp-c' is not defined",
+    );
+    check(
+        &policy("uplinks = [\"isp-a\",\n\"isp-a\"]  # <-"),
+        "uplink 'isp-a' appears twice in uplinks",
+    );
+}
+
+#[test]
+fn policy_port_range_parses() {
+    let c = ok(&policy(
+        "protocol = \"tcp\"\nport = \"10000-20000\"\nuplinks = [\"isp-a\"]\nfallback = \"unreachable\"",
+    ));
+    assert_eq!(
+        c.policies[0].port,
+        Some(PortRange {
+            first: 10000,
+            last: 20000
+        })
+    );
+    assert_eq!(c.policies[0].fallback, PolicyFallback::Unreachable);
+}
+
+// --- [[probe]] ---
+
+fn probe(kind: &str, lines: &str) -> String {
+    base(&format!(
+        "[[probe]]\nname = \"p\"\ntype = \"{kind}\"\nuplink = \"isp-a\"\ntarget = \"172.18.0.6\"\n{lines}\n"
+    ))
+}
+
+#[test]
+fn duplicate_probe_name() {
+    check(
+        &probe(
+            "icmp-echo",
+            "[[probe]]\nname = \"p\"  # <-\ntype = \"icmp-echo\"\nuplink = \"isp-a\"\ntarget = \"172.18.0.6\"",
+        ),
+        "probe 'p' is defined twice (first at line 11)",
+    );
+}
+
+#[test]
+fn probe_bad_type() {
+    check(
+        &base(
+            "[[probe]]\nname = \"p\"\ntype = \"http\"  # <-\nuplink = \"isp-a\"\ntarget = \"172.18.0.6\"\n",
+        ),
+        "unknown variant `http`, expected one of `icmp-echo`, `tcp`, `dns`",
+    );
+}
+
+#[test]
+fn probe_undefined_uplink() {
+    check(
+        &base(
+            "[[probe]]\nname = \"p\"\ntype = \"tcp\"\nuplink = \"isp-b\"  # <-\ntarget = \"172.18.0.6\"\nport = 80\n",
+        ),
+        "uplink 'isp-b' is not defined",
+    );
+}
+
+#[test]
+fn probe_bad_target() {
+    check(
+        &base(
+            "[[probe]]\nname = \"p\"\ntype = \"tcp\"\nuplink = \"isp-a\"\ntarget = \"172.18.0.256\"  # <-\nport = 80\n",
+        ),
+        "target: '172.18.0.256' is not an IPv4 address",
+    );
+}
+
+#[test]
+fn tcp_probe_needs_port() {
+    let text = probe("tcp", "");
+    let text = text.replace(
+        "name = \"p\"\ntype = \"tcp\"",
+        "name = \"p\"  # <-\ntype = \"tcp\"",
+    );
+    check(&text, "tcp probe 'p' needs a port");
+}
+
+#[test]
+fn probe_keys_for_other_kinds() {
+    check(
+        &probe("icmp-echo", "port = 80  # <-"),
+        "port is not allowed for icmp-echo probes (tcp and dns only)",
+    );
+    check(
+        &probe("tcp", "port = 80\nquery = \"x.lab\"  # <-"),
+        "query is not allowed for tcp probes (dns only)",
+    );
+    check(
+        &probe("dns", "payload_size = 100  # <-"),
+        "payload_size is not allowed for dns probes (icmp-echo only)",
+    );
+}
+
+#[test]
+fn probe_numbers_out_of_range() {
+    check(
+        &probe("icmp-echo", "payload_size = 1473  # <-"),
+        "payload_size 1473 is out of range 0..=1472",
+    );
+    check(
+        &probe("icmp-echo", "dscp = 64  # <-"),
+        "dscp 64 is out of range 0..=63",
+    );
+    check(
+        &probe("tcp", "port = 0  # <-"),
+        "port 0 is out of range 1..=65535",
+    );
+}
+
+#[test]
+fn probe_bad_query() {
+    check(
+        &probe("dns", "query = \"a..b\"  # <-"),
+        "query: 'a..b' is not a valid DNS name",
+    );
+}
+
+#[test]
+fn probe_interval_too_short() {
+    check(
+        &probe("icmp-echo", "interval = \"5ms\"  # <-"),
+        "interval 5ms is shorter than 10ms",
+    );
+}
+
+#[test]
+fn probe_timeout_longer_than_interval() {
+    check(
+        &probe("icmp-echo", "interval = \"1s\"\ntimeout = \"2s\"  # <-"),
+        "timeout 2s is longer than interval 1s",
+    );
+}
+
+#[test]
+fn probe_threshold_longer_than_timeout() {
+    check(
+        &probe(
+            "icmp-echo",
+            "timeout = \"1s\"\nthreshold = \"1500ms\"  # <-",
+        ),
+        "threshold 1.5s is longer than timeout 1s",
+    );
+}
+
+// --- [[track]] ---
+
+/// BASE plus one probe "p"; tracks are appended.
+fn tracks(text: &str) -> String {
+    base(&format!(
+        "[[probe]]\nname = \"p\"\ntype = \"icmp-echo\"\nuplink = \"isp-a\"\ntarget = \"172.18.0.6\"\n{text}\n"
+    ))
+}
+
+#[test]
+fn duplicate_track_name() {
+    check(
+        &tracks(
+            "[[track]]\nname = \"t\"\nprobe = \"p\"\n[[track]]\nname = \"t\"  # <-\nuplink = \"isp-a\"",
+        ),
+        "track 't' is defined twice (first at line 16)",
+    );
+}
+
+#[test]
+fn track_without_source() {
+    check(
+        &tracks("[[track]]\nname = \"t\"  # <-\ndelay_down = \"1s\""),
+        "track 't' needs one of probe, uplink or list",
+    );
+}
+
+#[test]
+fn track_with_two_sources() {
+    check(
+        &tracks("[[track]]\nname = \"t\"\nprobe = \"p\"\nuplink = \"isp-a\"  # <-"),
+        "track 't' has both probe and uplink (exactly one is allowed)",
+    );
+}
+
+#[test]
+fn track_undefined_references() {
+    check(
+        &tracks("[[track]]\nname = \"t\"\nprobe = \"q\"  # <-"),
+        "probe 'q' is not defined",
+    );
+    check(
+        &tracks("[[track]]\nname = \"t\"\nuplink = \"isp-b\"  # <-"),
+        "uplink 'isp-b' is not defined",
+    );
+    check(
+        &tracks("[[track]]\nname = \"t\"\nlist = [\"u\"]  # <-"),
+        "track 'u' is not defined",
+    );
+}
+
+#[test]
+fn track_list_empty_or_duplicated() {
+    check(
+        &tracks("[[track]]\nname = \"t\"\nlist = []  # <-"),
+        "track 't' has an empty list",
+    );
+    check(
+        &tracks(
+            "[[track]]\nname = \"c\"\nuplink = \"isp-a\"\n[[track]]\nname = \"t\"\nlist = [\"c\",\n\"c\"]  # <-",
+        ),
+        "track 'c' appears twice in the list",
+    );
+}
+
+#[test]
+fn track_list_cycles() {
+    check(
+        &tracks("[[track]]\nname = \"t\"\nlist = [\"t\"]  # <-"),
+        "track list cycle: t -> t",
+    );
+    check(
+        &tracks(
+            "[[track]]\nname = \"a\"\nlist = [\"b\"]\n[[track]]\nname = \"b\"\nlist = [\"c\", \"p\"]\n\
+             [[track]]\nname = \"c\"\nlist = [\"a\"]  # <-\n[[track]]\nname = \"p\"\nprobe = \"p\"",
+        ),
+        "track list cycle: a -> b -> c -> a",
+    );
+}
+
+#[test]
+fn track_keys_for_other_sources() {
+    check(
+        &tracks("[[track]]\nname = \"t\"\nuplink = \"isp-a\"\nmode = \"state\"  # <-"),
+        "mode is only valid with probe",
+    );
+    check(
+        &tracks("[[track]]\nname = \"t\"\nprobe = \"p\"\nop = \"any\"  # <-"),
+        "op is only valid with list",
+    );
+    check(
+        &tracks("[[track]]\nname = \"t\"\nprobe = \"p\"\nat_least = 1  # <-"),
+        "at_least is only valid with list",
+    );
+}
+
+#[test]
+fn track_at_least_checks() {
+    let two =
+        "[[track]]\nname = \"x\"\nuplink = \"isp-a\"\n[[track]]\nname = \"y\"\nprobe = \"p\"\n";
+    check(
+        &tracks(&format!(
+            "{two}[[track]]\nname = \"t\"\nlist = [\"x\", \"y\"]\nop = \"at-least\"  # <-"
+        )),
+        "op = \"at-least\" needs at_least",
+    );
+    check(
+        &tracks(&format!(
+            "{two}[[track]]\nname = \"t\"\nlist = [\"x\", \"y\"]\nat_least = 1  # <-"
+        )),
+        "at_least is only valid with op = \"at-least\"",
+    );
+    check(
+        &tracks(&format!(
+            "{two}[[track]]\nname = \"t\"\nlist = [\"x\", \"y\"]\nop = \"at-least\"\nat_least = 3  # <-"
+        )),
+        "at_least 3 is out of range 1..=2",
+    );
+}
+
+#[test]
+fn track_bad_mode() {
+    check(
+        &tracks("[[track]]\nname = \"t\"\nprobe = \"p\"\nmode = \"latency\"  # <-"),
+        "unknown variant `latency`, expected `reachability` or `state`",
+    );
+}
+
+#[test]
+fn track_bad_delay() {
+    check(
+        &tracks("[[track]]\nname = \"t\"\nprobe = \"p\"\ndelay_up = \"10x\"  # <-"),
+        "delay_up: '10x' is not a duration (expected e.g. \"200ms\", \"3s\", \"5m\", \"2h\" or an integer number of seconds)",
+    );
+}
+
+#[test]
+fn track_bad_hooks() {
+    check(
+        &tracks("[[track]]\nname = \"t\"\nprobe = \"p\"\non_up = { command = \"\" }  # <-"),
+        "on_up.command is empty",
+    );
+    check(
+        &tracks(
+            "[[track]]\nname = \"t\"\nprobe = \"p\"\n[track.on_down]\nlog = \"down\"\ntimeout = \"0s\"  # <-",
+        ),
+        "on_down.timeout must be longer than 0",
+    );
+}
+
+// --- [failover] ---
+
+#[test]
+fn failback_grace_needs_move() {
+    check(
+        &base("[failover]\nfailback_grace = \"10s\"  # <-\n"),
+        "failback_grace is only valid with failback = \"move\"",
+    );
+    let c = ok(&base(
+        "[failover]\nfailback = \"move\"\nfailback_grace = \"10s\"\nreset_tcp = false\n",
+    ));
+    assert_eq!(c.failover.failback, Failback::Move { grace: secs(10) });
+    assert!(!c.failover.reset_tcp);
+}
+
+// --- robustness ---
+
+/// Lines that reach the validation paths when dropped into the example.
+const FUZZ_LINES: &[&str] = &[
+    "[[uplink]]",
+    "[[route]]",
+    "[[track]]",
+    "[[probe]]",
+    "[[policy]]",
+    "[nat]",
+    "[router]",
+    "name = \"isp-a\"",
+    "name = \"t\"",
+    "uplink = \"isp-b\"",
+    "list = [\"a-e2e\", \"t\"]",
+    "list = []",
+    "op = \"at-least\"",
+    "at_least = 9",
+    "probe = \"a-nh\"",
+    "type = \"tcp\"",
+    "port = 70000",
+    "port = \"1-\"",
+    "interval = \"1ms\"",
+    "timeout = \"9h\"",
+    "address = \"1.2.3.4/0\"",
+    "next_hop = \"0.0.0.0\"",
+    "prefix = \"0.0.0.0/33\"",
+    "distance = -1",
+    "mtu = 1e9",
+    "delay_down = 99999999999999999999",
+    "track = \"a-e2e\"",
+    "interface = \"wan-a\"",
+    "protocol = \"udp\"",
+    "uplinks = [\"isp-a\", \"isp-a\"]",
+    "workers = 9223372036854775807",
+    "on_up = { timeout = \"1h\" }",
+    "x = {",
+    "\"\\u0000\" = 1",
+    "mac = \"ff:ff:ff:ff:ff:ff\"",
+];
+
+proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC*") {
+        let _ = Config::parse(&text, "fuzz.toml");
+    }
+
+    #[test]
+    fn edited_example_never_panics_and_errors_point_inside_the_file(
+        edits in proptest::collection::vec((0usize..200, 0..FUZZ_LINES.len()), 1..6)
+    ) {
+        let mut lines: Vec<&str> = EXAMPLE.lines().collect();
+        for (at, which) in edits {
+            let at = at.min(lines.len());
+            lines.insert(at, FUZZ_LINES[which]);
+        }
+        let text = lines.join("\n");
+        if let Err(ConfigError::Invalid { line, .. }) = Config::parse(&text, "fuzz.toml") {
+            prop_assert!(line >= 1 && line <= text.lines().count().max(1));
+        }
+    }
+}

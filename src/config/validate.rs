@@ -603,10 +603,18 @@ fn tracks<'a>(
         members_of.push(members);
     }
     if let Some(cycle) = find_cycle(&members_of) {
-        let path: Vec<&str> = cycle.iter().map(|&i| out[i].name.as_str()).collect();
+        let path: Vec<&str> = cycle
+            .iter()
+            .filter_map(|&i| out.get(i))
+            .map(|t| t.name.as_str())
+            .collect();
         // The last track on the path is the one whose list closes the cycle.
         let closing = cycle.len().saturating_sub(2);
-        let span = raw[cycle[closing]].list.as_ref().map_or(0..0, |l| l.span());
+        let span = cycle
+            .get(closing)
+            .and_then(|&i| raw.get(i))
+            .and_then(|t| t.list.as_ref())
+            .map_or(0..0, |l| l.span());
         return Err(cx.err(span, format!("track list cycle: {}", path.join(" -> "))));
     }
     Ok((out, names))

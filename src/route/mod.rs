@@ -58,14 +58,7 @@ pub struct Policy {
     pub fallback: PolicyFallback,
 }
 
-/// What a matching policy does when none of its uplinks is usable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PolicyFallback {
-    /// Route by the table as if no policy matched.
-    Table,
-    /// Drop with ICMP unreachable (strict pinning).
-    Unreachable,
-}
+pub use crate::config::PolicyFallback;
 
 #[derive(Clone, Debug)]
 pub struct Interfaces {

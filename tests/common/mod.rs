@@ -1,0 +1,389 @@
+//! Shared harness for the integration tests: each test builds its own lab (scripts/lab.sh) with
+//! its own namespace prefix, starts the real router in it, and tears everything down on drop.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Fails the test unless it runs as root; `MH_SKIP_ROOT_TESTS=1` turns that into a skip for
+/// unprivileged developer machines (CI runs as root and never sets it).
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("MH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: needs root (MH_SKIP_ROOT_TESTS=1)");
+        return false;
+    }
+    panic!("this test needs root (network namespaces); set MH_SKIP_ROOT_TESTS=1 to skip it");
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Lab {
+    pub prefix: String,
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+impl Lab {
+    /// Builds a fresh lab with namespace prefix `prefix` (unique per test).
+    pub fn up(prefix: &str) -> Lab {
+        let lab = Lab {
+            prefix: prefix.to_string(),
+        };
+        lab.sh(&["down"]);
+        let o = lab.sh(&["up"]);
+        assert!(o.status.success(), "lab up failed:\n{}", text(&o));
+        lab
+    }
+
+    pub fn sh(&self, args: &[&str]) -> Output {
+        Command::new(repo().join("scripts/lab.sh"))
+            .arg("--prefix")
+            .arg(&self.prefix)
+            .args(args)
+            .env("MHROUTER_BIN", env!("CARGO_BIN_EXE_mhrouter"))
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("run scripts/lab.sh")
+    }
+
+    /// Runs a command in one of the lab's namespaces.
+    pub fn exec(&self, ns: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", ns];
+        args.extend_from_slice(cmd);
+        self.sh(&args)
+    }
+
+    pub fn ok(&self, ns: &str, cmd: &[&str]) -> String {
+        let o = self.exec(ns, cmd);
+        assert!(o.status.success(), "{ns}: {cmd:?} failed:\n{}", text(&o));
+        text(&o)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        PathBuf::from(std::env::var("MH_LAB_STATE").unwrap_or_else(|_| "/run/mhlab".into()))
+            .join(&self.prefix)
+    }
+
+    /// Starts the router with the given config text (written into the lab's state dir).
+    pub fn start_router(&self, config: &str) {
+        let path = self.state_dir().join("test-config.toml");
+        std::fs::write(&path, config).expect("write config");
+        let o = self.sh(&["router", "start", "--config", path.to_str().unwrap()]);
+        assert!(o.status.success(), "router start failed:\n{}", text(&o));
+    }
+
+    pub fn router_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.state_dir().join("router.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let mut a = vec!["ctl"];
+        a.extend_from_slice(args);
+        let o = self.sh(&a);
+        assert!(o.status.success(), "ctl {args:?} failed:\n{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ctl(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args:?}: bad JSON ({e}):\n{out}"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("router.log")).unwrap_or_default()
+    }
+
+    /// One drop counter of the running router.
+    pub fn drops(&self, name: &str) -> u64 {
+        let v = self.ctl_json(&["show", "counters"]);
+        v["drops"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d[0] == name))
+            .and_then(|d| d[1].as_u64())
+            .unwrap_or_else(|| panic!("no counter {name} in {v}"))
+    }
+
+    /// Polls `f` until it returns true or `timeout` passes.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out after {timeout:?} waiting for {what}\nrouter log:\n{}", self.log());
+    }
+
+    pub fn ping(&self, ns: &str, dst: &str) -> bool {
+        self.exec(ns, &["ping", "-c", "1", "-W", "1", dst]).status.success()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.sh(&["router", "stop"]);
+        self.sh(&["down"]);
+    }
+}
+
+/// The reference site config of SPEC with a timing profile: probe interval, timeout and the
+/// end-to-end tracks' delays (next-hop tracks use the same). `extra` is appended verbatim.
+pub fn site_config(interval: &str, timeout: &str, down: &str, up: &str, extra: &str) -> String {
+    let mut s = String::from(
+        r#"
+[router]
+workers = 2
+
+[lan]
+tap = "mhr-lan"
+bridge = "br-lan"
+address = "192.168.0.1/24"
+
+[[uplink]]
+name = "isp-a"
+interface = "wan-a"
+address = "172.16.1.1/30"
+next_hop = "172.16.1.2"
+
+[[uplink]]
+name = "isp-b"
+interface = "wan-b"
+address = "172.17.3.1/30"
+next_hop = "172.17.3.2"
+"#,
+    );
+    for (side, nh) in [("a", "172.16.1.2"), ("b", "172.17.3.2")] {
+        let up = if side == "a" { "isp-a" } else { "isp-b" };
+        s += &format!(
+            r#"
+[[probe]]
+name = "{side}-nexthop"
+type = "icmp-echo"
+uplink = "{up}"
+target = "{nh}"
+interval = "{interval}"
+timeout = "{timeout}"
+
+[[probe]]
+name = "{side}-e2e"
+type = "icmp-echo"
+uplink = "{up}"
+target = "172.18.0.6"
+interval = "{interval}"
+timeout = "{timeout}"
+
+[[track]]
+name = "{side}-e2e"
+probe = "{side}-e2e"
+delay_down = "{down}"
+delay_up = "{up_delay}"
+
+[[track]]
+name = "{side}-nexthop"
+probe = "{side}-nexthop"
+delay_down = "{down}"
+delay_up = "{up_delay}"
+"#,
+            up_delay = up
+        );
+    }
+    s += r#"
+[[route]]
+name = "a-e2e-tier"
+prefix = "0.0.0.0/0"
+uplink = "isp-a"
+distance = 10
+track = "a-e2e"
+
+[[route]]
+name = "b-e2e-tier"
+prefix = "0.0.0.0/0"
+uplink = "isp-b"
+distance = 11
+track = "b-e2e"
+
+[[route]]
+name = "a-nexthop-tier"
+prefix = "0.0.0.0/0"
+uplink = "isp-a"
+distance = 250
+track = "a-nexthop"
+
+[[route]]
+name = "b-nexthop-tier"
+prefix = "0.0.0.0/0"
+uplink = "isp-b"
+distance = 251
+track = "b-nexthop"
+
+[[route]]
+name = "a-last"
+prefix = "0.0.0.0/0"
+uplink = "isp-a"
+distance = 252
+
+[[route]]
+name = "b-last"
+prefix = "0.0.0.0/0"
+uplink = "isp-b"
+distance = 253
+"#;
+    s += extra;
+    s
+}
+
+/// A static-only config (no probes): A preferred (10), B backup (20), both carrier-tracked only.
+pub fn static_config(extra_uplink_a: &str) -> String {
+    format!(
+        r#"
+[router]
+workers = 2
+
+[lan]
+tap = "mhr-lan"
+bridge = "br-lan"
+address = "192.168.0.1/24"
+
+[[uplink]]
+name = "isp-a"
+interface = "wan-a"
+address = "172.16.1.1/30"
+next_hop = "172.16.1.2"
+{extra_uplink_a}
+
+[[uplink]]
+name = "isp-b"
+interface = "wan-b"
+address = "172.17.3.1/30"
+next_hop = "172.17.3.2"
+
+[[route]]
+name = "via-a"
+prefix = "0.0.0.0/0"
+uplink = "isp-a"
+distance = 10
+
+[[route]]
+name = "via-b"
+prefix = "0.0.0.0/0"
+uplink = "isp-b"
+distance = 20
+"#
+    )
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns` (a full name).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a valid namespace fd affects only this thread.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread panicked")
+}
+
+/// Sends raw Ethernet frames on interface `ifname` of namespace `ns` (an AF_PACKET socket).
+pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
+    let ifname = ifname.to_string();
+    in_netns(ns, move || {
+        let cname = std::ffi::CString::new(ifname.clone()).unwrap();
+        // SAFETY: plain socket/bind/sendto calls with buffers we own.
+        unsafe {
+            let idx = libc::if_nametoindex(cname.as_ptr());
+            assert!(idx > 0, "no interface {ifname}");
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0);
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = idx as i32;
+            sll.sll_halen = 6;
+            for f in &frames {
+                let n = libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert!(n >= 0, "sendto: {}", std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+        }
+    });
+}
+
+/// MAC address of `ifname` in namespace `ns`.
+pub fn mac_of(lab: &Lab, ns: &str, ifname: &str) -> [u8; 6] {
+    let out = lab.ok(ns, &["cat", &format!("/sys/class/net/{ifname}/address")]);
+    let mut mac = [0u8; 6];
+    for (i, p) in out.trim().split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(p, 16).unwrap();
+    }
+    mac
+}
+
+pub fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// Starts `tcpdump` in a namespace writing text lines to a file; returns a guard that stops it
+/// (by pid) and hands back the captured lines.
+pub struct Capture {
+    pid: i32,
+    file: PathBuf,
+}
+
+impl Capture {
+    pub fn start(lab: &Lab, ns: &str, iface: &str, filter: &str) -> Capture {
+        let file = lab.state_dir().join(format!("cap-{ns}-{iface}-{}.txt", std::process::id()));
+        let full_ns = format!("{}{}", lab.prefix, ns);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &full_ns, "tcpdump", "-l", "-n", "-i", iface])
+            .args(filter.split_whitespace())
+            .stdout(std::fs::File::create(&file).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump");
+        // Give tcpdump time to attach before traffic starts.
+        std::thread::sleep(Duration::from_millis(800));
+        Capture {
+            pid: child.id() as i32,
+            file,
+        }
+    }
+
+    pub fn stop(self) -> String {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signals the tcpdump we started, by its recorded pid.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(300));
+        let s = std::fs::read_to_string(&self.file).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.file);
+        s
+    }
+}
