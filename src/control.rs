@@ -18,9 +18,9 @@ use crate::ctl::{Pending, Request, View};
 use crate::dataplane::{Punt, Shared};
 use crate::fastpath::{ETH_OFFSET, IP_OFFSET};
 use crate::hooks::{self, HookEvent};
+use crate::io::MAX_FRAME;
 use crate::io::packet::PacketSocket;
 use crate::io::tap::TapQueue;
-use crate::io::MAX_FRAME;
 use crate::neigh::{NeighParams, NeighTable, Resolve};
 use crate::prefix::Ipv4Prefix;
 use crate::probe::schedule::{ProbeSet, Source};
@@ -67,7 +67,13 @@ pub struct Control {
 }
 
 /// Route inputs derived from the configuration.
-fn route_inputs(cfg: &Config) -> (route::Interfaces, Vec<route::StaticRoute>, Vec<route::Policy>) {
+fn route_inputs(
+    cfg: &Config,
+) -> (
+    route::Interfaces,
+    Vec<route::StaticRoute>,
+    Vec<route::Policy>,
+) {
     let uplink = |name: &str| UplinkId(cfg.uplink_index(name).unwrap_or(0) as u8);
     let ifaces = route::Interfaces {
         lan: cfg.lan.address,
@@ -148,7 +154,12 @@ pub struct ControlParts {
 }
 
 /// The first snapshot, before any neighbour is known.
-pub fn initial_snapshot(cfg: &Config, lan_mac: MacAddr, uplinks: &[UplinkIo], carrier: &[bool]) -> Snapshot {
+pub fn initial_snapshot(
+    cfg: &Config,
+    lan_mac: MacAddr,
+    uplinks: &[UplinkIo],
+    carrier: &[bool],
+) -> Snapshot {
     let (ifaces, routes, policies) = route_inputs(cfg);
     let health = Health {
         carrier: carrier.to_vec(),
@@ -188,7 +199,11 @@ impl Control {
         let now = Instant::now();
         let tracks = TrackSet::new(track_defs(&p.cfg), now);
         let cfg = p.cfg;
-        let probes = ProbeSet::new(cfg.probes.clone(), |n| cfg.uplink_index(n).unwrap_or(0), now);
+        let probes = ProbeSet::new(
+            cfg.probes.clone(),
+            |n| cfg.uplink_index(n).unwrap_or(0),
+            now,
+        );
         let ifaces = 1 + cfg.uplinks.len();
         let mut c = Control {
             shared: p.shared,
@@ -225,7 +240,14 @@ impl Control {
     /// Gratuitous ARP on every interface, and a request for each uplink's next hop (SPEC 2).
     fn announce(&mut self, now: Instant) {
         let lan = self.cfg.lan.address.addr();
-        self.send_arp(Iface::Lan, MacAddr::BROADCAST, arp::op::REQUEST, lan, MacAddr::ZERO, lan);
+        self.send_arp(
+            Iface::Lan,
+            MacAddr::BROADCAST,
+            arp::op::REQUEST,
+            lan,
+            MacAddr::ZERO,
+            lan,
+        );
         for u in 0..self.cfg.uplinks.len() {
             self.announce_uplink(u, now);
         }
@@ -235,9 +257,23 @@ impl Control {
         let up = &self.cfg.uplinks[u];
         let (addr, nh) = (up.address.addr(), up.next_hop);
         let iface = Iface::Uplink(UplinkId(u as u8));
-        self.send_arp(iface, MacAddr::BROADCAST, arp::op::REQUEST, addr, MacAddr::ZERO, addr);
+        self.send_arp(
+            iface,
+            MacAddr::BROADCAST,
+            arp::op::REQUEST,
+            addr,
+            MacAddr::ZERO,
+            addr,
+        );
         if self.neigh.resolve(iface, nh, None, now) == Resolve::Request {
-            self.send_arp(iface, MacAddr::BROADCAST, arp::op::REQUEST, addr, MacAddr::ZERO, nh);
+            self.send_arp(
+                iface,
+                MacAddr::BROADCAST,
+                arp::op::REQUEST,
+                addr,
+                MacAddr::ZERO,
+                nh,
+            );
         }
     }
 
@@ -313,7 +349,14 @@ impl Control {
             let out = self.neigh.poll(now);
             for (iface, ip) in out.requests {
                 if let Some(src) = self.iface_addr(iface) {
-                    self.send_arp(iface, MacAddr::BROADCAST, arp::op::REQUEST, src, MacAddr::ZERO, ip);
+                    self.send_arp(
+                        iface,
+                        MacAddr::BROADCAST,
+                        arp::op::REQUEST,
+                        src,
+                        MacAddr::ZERO,
+                        ip,
+                    );
                 }
             }
             for _ in 0..out.dropped_frames {
@@ -329,7 +372,14 @@ impl Control {
                     let nh = self.cfg.uplinks[u].next_hop;
                     if self.neigh.resolve(iface, nh, None, now) == Resolve::Request {
                         let src = self.cfg.uplinks[u].address.addr();
-                        self.send_arp(iface, MacAddr::BROADCAST, arp::op::REQUEST, src, MacAddr::ZERO, nh);
+                        self.send_arp(
+                            iface,
+                            MacAddr::BROADCAST,
+                            arp::op::REQUEST,
+                            src,
+                            MacAddr::ZERO,
+                            nh,
+                        );
                     }
                 }
             }
@@ -366,7 +416,9 @@ impl Control {
     fn probe_result(&mut self, i: usize, now: Instant) {
         let p = &self.probes.probes[i];
         log::debug!("probe {}: {:?}", p.def.name, p.stats.last());
-        let events = self.tracks.on_probe(i, &p.def.name.clone(), &p.stats.clone(), now);
+        let events = self
+            .tracks
+            .on_probe(i, &p.def.name.clone(), &p.stats.clone(), now);
         self.track_events(events);
     }
 
@@ -446,7 +498,9 @@ impl Control {
         snap.routes = table;
         snap.neighbours = self.neigh.resolved();
         for (u, s) in snap.uplinks.iter_mut().enumerate() {
-            s.next_hop_mac = self.neigh.lookup(Iface::Uplink(UplinkId(u as u8)), s.next_hop);
+            s.next_hop_mac = self
+                .neigh
+                .lookup(Iface::Uplink(UplinkId(u as u8)), s.next_hop);
         }
         self.shared.snapshot.store(Arc::new(snap));
         // Never strand flows when no uplink is left to carry new ones.
@@ -521,7 +575,14 @@ impl Control {
             }
             Resolve::Request => {
                 if let Some(src) = self.iface_addr(egress) {
-                    self.send_arp(egress, MacAddr::BROADCAST, arp::op::REQUEST, src, MacAddr::ZERO, nh);
+                    self.send_arp(
+                        egress,
+                        MacAddr::BROADCAST,
+                        arp::op::REQUEST,
+                        src,
+                        MacAddr::ZERO,
+                        nh,
+                    );
                 }
             }
             Resolve::Pending => {}
@@ -534,7 +595,8 @@ impl Control {
             self.counters.dropped(DropReason::BadL4Header);
             return;
         };
-        let (Some(my_ip), Some(prefix)) = (self.iface_addr(ingress), self.iface_prefix(ingress)) else {
+        let (Some(my_ip), Some(prefix)) = (self.iface_addr(ingress), self.iface_prefix(ingress))
+        else {
             return;
         };
         let (sip, smac) = (a.sender_ip(), a.sender_mac());
@@ -582,8 +644,9 @@ impl Control {
         };
         let echo = ip.protocol() == proto::ICMP
             && !ip.is_fragment()
-            && IcmpPacket::new_checked(ip.payload())
-                .is_ok_and(|m| m.msg_type() == types::ECHO_REQUEST && m.code() == 0 && m.verify_checksum());
+            && IcmpPacket::new_checked(ip.payload()).is_ok_and(|m| {
+                m.msg_type() == types::ECHO_REQUEST && m.code() == 0 && m.verify_checksum()
+            });
         if !(answers && echo) {
             self.counters.dropped(match ingress {
                 Iface::Uplink(_) => DropReason::NatUnsolicited,
@@ -596,11 +659,24 @@ impl Control {
         };
         let (ident, seq) = (m.ident(), m.seq_no());
         let payload = m.payload().to_vec();
-        let Some(peer_mac) = EthernetFrame::new_checked(&frame[ETH_OFFSET..]).ok().map(|e| e.src()) else {
+        let Some(peer_mac) = EthernetFrame::new_checked(&frame[ETH_OFFSET..])
+            .ok()
+            .map(|e| e.src())
+        else {
             return;
         };
         let mut out = std::mem::take(&mut self.buf);
-        if let Ok(n) = icmp::build_echo(&mut out[IP_OFFSET..], dst, src, 64, 0, types::ECHO_REPLY, ident, seq, &payload) {
+        if let Ok(n) = icmp::build_echo(
+            &mut out[IP_OFFSET..],
+            dst,
+            src,
+            64,
+            0,
+            types::ECHO_REPLY,
+            ident,
+            seq,
+            &payload,
+        ) {
             self.write_l2(&mut out, ingress, peer_mac);
             self.send(ingress, &out[..IP_OFFSET + n]);
         }
@@ -609,10 +685,13 @@ impl Control {
 
     fn send_probe_reset(&mut self, u: UplinkId, probe: usize, sport: u16, seq: u32) {
         let p = &self.probes.probes[probe];
-        let (target, tcp_port) = (p.def.target, match p.def.kind {
-            crate::config::ProbeKind::Tcp { port } => port,
-            _ => return,
-        });
+        let (target, tcp_port) = (
+            p.def.target,
+            match p.def.kind {
+                crate::config::ProbeKind::Tcp { port } => port,
+                _ => return,
+            },
+        );
         let up = &self.cfg.uplinks[u.0 as usize];
         let (addr, nh) = (up.address.addr(), up.next_hop);
         let iface = Iface::Uplink(u);
@@ -620,14 +699,34 @@ impl Control {
             return;
         };
         let mut out = std::mem::take(&mut self.buf);
-        if let Ok(n) = tcp::build_segment(&mut out[IP_OFFSET..], addr, target, sport, tcp_port, seq, 0, tcp::flags::RST, 0, 64, 0) {
+        if let Ok(n) = tcp::build_segment(
+            &mut out[IP_OFFSET..],
+            addr,
+            target,
+            sport,
+            tcp_port,
+            seq,
+            0,
+            tcp::flags::RST,
+            0,
+            64,
+            0,
+        ) {
             self.write_l2(&mut out, iface, mac);
             self.send(iface, &out[..IP_OFFSET + n]);
         }
         self.buf = out;
     }
 
-    fn send_arp(&mut self, iface: Iface, eth_dst: MacAddr, op: u16, sip: Ipv4Addr, tmac: MacAddr, tip: Ipv4Addr) {
+    fn send_arp(
+        &mut self,
+        iface: Iface,
+        eth_dst: MacAddr,
+        op: u16,
+        sip: Ipv4Addr,
+        tmac: MacAddr,
+        tip: Ipv4Addr,
+    ) {
         let Some(my_mac) = self.iface_mac(iface) else {
             return;
         };
@@ -713,14 +812,35 @@ impl Control {
     }
 
     fn totals(&self) -> Totals {
-        Totals::sum(self.workers.iter().map(|c| &**c).chain(std::iter::once(&*self.counters)))
+        Totals::sum(
+            self.workers
+                .iter()
+                .map(|c| &**c)
+                .chain(std::iter::once(&*self.counters)),
+        )
     }
 
     /// Answers a control-socket request.
     fn answer(&mut self, req: Request, now: Instant) -> Result<String, String> {
         match req {
             Request::Show { view, json } => Ok(self.show(view, json, now)),
-            Request::Explain { src, dst, proto, sport, dport, json } => Ok(self.explain(FlowTuple { src, dst, proto, src_port: sport, dst_port: dport }, json)),
+            Request::Explain {
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                json,
+            } => Ok(self.explain(
+                FlowTuple {
+                    src,
+                    dst,
+                    proto,
+                    src_port: sport,
+                    dst_port: dport,
+                },
+                json,
+            )),
             Request::Reload => Err("reload is not supported yet".to_string()),
         }
     }
@@ -779,12 +899,19 @@ impl Control {
                         r["next_hop"].as_str().unwrap_or(""),
                         r["next_hop_mac"].as_str().unwrap_or("unresolved"),
                         if r["carrier"] == true { "up" } else { "down" },
-                        if r["usable"] == true { "usable" } else { "not usable" },
+                        if r["usable"] == true {
+                            "usable"
+                        } else {
+                            "not usable"
+                        },
                         r["mac"].as_str().unwrap_or(""),
                         r["mtu"],
                         if r["nat"] == true { "on" } else { "off" },
                         r["nat_sessions"],
-                        r["rx_packets"], r["rx_bytes"], r["tx_packets"], r["tx_bytes"],
+                        r["rx_packets"],
+                        r["rx_bytes"],
+                        r["tx_packets"],
+                        r["tx_bytes"],
                     );
                 }
                 s
@@ -815,12 +942,26 @@ impl Control {
                     let st = &r["stats"];
                     s += &format!(
                         "IP SLA {} ({} to {} via {}), interval {} ms, timeout {} ms, threshold {} ms\n  latest: {}, rtt {} ms; avg/min/max {}/{}/{} ms, jitter {} ms\n  sent {}, ok {}, over threshold {}, timeouts {}; loss {}/{} ({:.1}%)\n",
-                        r["name"].as_str().unwrap_or(""), r["type"].as_str().unwrap_or(""), r["target"].as_str().unwrap_or(""), r["uplink"].as_str().unwrap_or(""),
-                        r["interval_ms"], r["timeout_ms"], r["threshold_ms"],
-                        st["last"].as_str().unwrap_or("none"), num(&st["last_rtt_ms"]),
-                        num(&st["avg_rtt_ms"]), num(&st["min_rtt_ms"]), num(&st["max_rtt_ms"]), num(&st["jitter_ms"]),
-                        st["sent"], st["ok"], st["over_threshold"], st["timeouts"],
-                        st["window_lost"], st["window_attempts"], st["loss_percent"].as_f64().unwrap_or(0.0),
+                        r["name"].as_str().unwrap_or(""),
+                        r["type"].as_str().unwrap_or(""),
+                        r["target"].as_str().unwrap_or(""),
+                        r["uplink"].as_str().unwrap_or(""),
+                        r["interval_ms"],
+                        r["timeout_ms"],
+                        r["threshold_ms"],
+                        st["last"].as_str().unwrap_or("none"),
+                        num(&st["last_rtt_ms"]),
+                        num(&st["avg_rtt_ms"]),
+                        num(&st["min_rtt_ms"]),
+                        num(&st["max_rtt_ms"]),
+                        num(&st["jitter_ms"]),
+                        st["sent"],
+                        st["ok"],
+                        st["over_threshold"],
+                        st["timeouts"],
+                        st["window_lost"],
+                        st["window_attempts"],
+                        st["loss_percent"].as_f64().unwrap_or(0.0),
                     );
                 }
                 s
@@ -851,16 +992,24 @@ impl Control {
                         r["source"].as_str().unwrap_or(""),
                         r["state"].as_str().unwrap_or(""),
                         r["changes"],
-                        r["delay_up_ms"], r["delay_down_ms"],
+                        r["delay_up_ms"],
+                        r["delay_down_ms"],
                     );
                     if let Some(p) = r["pending"].as_object() {
-                        s += &format!("  Change to {} pending, {} ms left\n", p["to"].as_str().unwrap_or(""), p["left_ms"]);
+                        s += &format!(
+                            "  Change to {} pending, {} ms left\n",
+                            p["to"].as_str().unwrap_or(""),
+                            p["left_ms"]
+                        );
                     }
                 }
                 s
             }
             View::Nat { uplink, address } => {
-                let filter = uplink.as_deref().and_then(|n| self.cfg.uplink_index(n)).map(|u| UplinkId(u as u8));
+                let filter = uplink
+                    .as_deref()
+                    .and_then(|n| self.cfg.uplink_index(n))
+                    .map(|u| UplinkId(u as u8));
                 if uplink.is_some() && filter.is_none() {
                     return format!("no uplink named '{}'\n", uplink.unwrap_or_default());
                 }
@@ -893,18 +1042,31 @@ impl Control {
                 if json {
                     return to_json(&serde_json::json!({ "sessions": sessions, "totals": totals }));
                 }
-                let mut s = format!("{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {}\n", "Pro", "Uplink", "Inside local", "Inside global", "Outside", "State", "Expires");
+                let mut s = format!(
+                    "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {}\n",
+                    "Pro", "Uplink", "Inside local", "Inside global", "Outside", "State", "Expires"
+                );
                 for r in &sessions {
                     s += &format!(
                         "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {} s\n",
-                        r["protocol"].as_str().unwrap_or(""), r["uplink"].as_str().unwrap_or(""), r["inside"].as_str().unwrap_or(""),
-                        r["outside"].as_str().unwrap_or(""), r["remote"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""),
+                        r["protocol"].as_str().unwrap_or(""),
+                        r["uplink"].as_str().unwrap_or(""),
+                        r["inside"].as_str().unwrap_or(""),
+                        r["outside"].as_str().unwrap_or(""),
+                        r["remote"].as_str().unwrap_or(""),
+                        r["state"].as_str().unwrap_or(""),
                         r["expires_in_ms"].as_u64().unwrap_or(0) / 1000,
                     );
                 }
                 s += &format!(
                     "Total sessions: {} (shown {}); created {}, expired {}, flushed {}, table full {}, ports exhausted {}\n",
-                    totals["sessions"], totals["shown"], totals["created"], totals["expired"], totals["flushed"], totals["table_full"], totals["ports_exhausted"]
+                    totals["sessions"],
+                    totals["shown"],
+                    totals["created"],
+                    totals["expired"],
+                    totals["flushed"],
+                    totals["table_full"],
+                    totals["ports_exhausted"]
                 );
                 s
             }
@@ -916,7 +1078,10 @@ impl Control {
                     })).collect();
                     return to_json(&serde_json::json!({ "arp": rows }));
                 }
-                let mut s = format!("{:<10} {:<16} {:<18} {}\n", "Interface", "Address", "Hardware Addr", "Age (s)");
+                let mut s = format!(
+                    "{:<10} {:<16} {:<18} {}\n",
+                    "Interface", "Address", "Hardware Addr", "Age (s)"
+                );
                 for n in &v {
                     s += &format!(
                         "{:<10} {:<16} {:<18} {}\n",
@@ -933,15 +1098,33 @@ impl Control {
                 if json {
                     return to_json(&t);
                 }
-                let mut s = format!("forwarded {}, punted {}, icmp errors sent {}, batches {} (avg {:.1} packets)\n", t.forwarded, t.punted, t.icmp_errors_sent, t.batches, if t.batches > 0 { t.batch_packets as f64 / t.batches as f64 } else { 0.0 });
+                let mut s = format!(
+                    "forwarded {}, punted {}, icmp errors sent {}, batches {} (avg {:.1} packets)\n",
+                    t.forwarded,
+                    t.punted,
+                    t.icmp_errors_sent,
+                    t.batches,
+                    if t.batches > 0 {
+                        t.batch_packets as f64 / t.batches as f64
+                    } else {
+                        0.0
+                    }
+                );
                 s += "drops:\n";
                 for (name, n) in &t.drops {
                     s += &format!("  {name:<24} {n}\n");
                 }
                 s += "interfaces:\n";
                 for (i, c) in t.ifaces.iter().enumerate() {
-                    let name = if i == 0 { "lan".to_string() } else { self.iface_name(Iface::Uplink(UplinkId(i as u8 - 1))) };
-                    s += &format!("  {name:<10} rx {} packets {} bytes, tx {} packets {} bytes\n", c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes);
+                    let name = if i == 0 {
+                        "lan".to_string()
+                    } else {
+                        self.iface_name(Iface::Uplink(UplinkId(i as u8 - 1)))
+                    };
+                    s += &format!(
+                        "  {name:<10} rx {} packets {} bytes, tx {} packets {} bytes\n",
+                        c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes
+                    );
                 }
                 s
             }
@@ -952,29 +1135,60 @@ impl Control {
     fn explain(&self, flow: FlowTuple, json: bool) -> String {
         let snap = self.shared.snapshot.load();
         let decision = snap.routes.lookup(&flow);
-        let key = crate::nat::FlowKey { proto: flow.proto, inside: flow.src, inside_port: flow.src_port, remote: flow.dst, remote_port: flow.dst_port };
+        let key = crate::nat::FlowKey {
+            proto: flow.proto,
+            inside: flow.src,
+            inside_port: flow.src_port,
+            remote: flow.dst,
+            remote_port: flow.dst_port,
+        };
         let existing = self.shared.nat.peek_outbound(&key);
         let (egress, via, rule) = match decision {
             route::Decision::Local => ("router".to_string(), None, "local address".to_string()),
             route::Decision::Lan => ("lan".to_string(), None, "connected LAN".to_string()),
-            route::Decision::Unreachable => ("none".to_string(), None, "no eligible route: ICMP unreachable".to_string()),
-            route::Decision::Uplink { uplink, next_hop, route: r } => (
+            route::Decision::Unreachable => (
+                "none".to_string(),
+                None,
+                "no eligible route: ICMP unreachable".to_string(),
+            ),
+            route::Decision::Uplink {
+                uplink,
+                next_hop,
+                route: r,
+            } => (
                 self.iface_name(Iface::Uplink(uplink)),
                 Some(next_hop),
                 match r {
                     route::RouteRef::Connected => "connected uplink prefix".to_string(),
-                    route::RouteRef::Static(i) => format!("route {}", self.cfg.routes.get(i).map_or("?", |r| r.name.as_str())),
-                    route::RouteRef::Policy { policy, .. } => format!("policy {}", self.cfg.policies.get(policy).map_or("?", |p| p.name.as_str())),
+                    route::RouteRef::Static(i) => format!(
+                        "route {}",
+                        self.cfg.routes.get(i).map_or("?", |r| r.name.as_str())
+                    ),
+                    route::RouteRef::Policy { policy, .. } => format!(
+                        "policy {}",
+                        self.cfg
+                            .policies
+                            .get(policy)
+                            .map_or("?", |p| p.name.as_str())
+                    ),
                 },
             ),
         };
         let nat = match (existing, decision) {
             (Some(t), _) => format!(
                 "existing session on {}: {}:{} -> {}:{}",
-                self.iface_name(Iface::Uplink(t.uplink)), flow.src, flow.src_port, t.outside, t.outside_port
+                self.iface_name(Iface::Uplink(t.uplink)),
+                flow.src,
+                flow.src_port,
+                t.outside,
+                t.outside_port
             ),
             (None, route::Decision::Uplink { uplink, .. }) => match snap.uplink(uplink) {
-                Some(u) if u.nat => format!("new session: source {} translated to {} (port from the NAT range)", flow.src, u.address.addr()),
+                Some(u) if u.nat => format!(
+                    "new session: source {} translated to {} (port from the NAT range)",
+                    flow.src,
+                    u.address.addr()
+                ),
                 _ => "not translated (uplink without NAT)".to_string(),
             },
             _ => "not translated".to_string(),
@@ -985,7 +1199,14 @@ impl Control {
                 "egress": egress, "next_hop": via, "decided_by": rule, "nat": nat, "session_uplink": session_uplink,
             }));
         }
-        let mut s = format!("flow {} {}:{} -> {}:{}\n", proto_name(flow.proto), flow.src, flow.src_port, flow.dst, flow.dst_port);
+        let mut s = format!(
+            "flow {} {}:{} -> {}:{}\n",
+            proto_name(flow.proto),
+            flow.src,
+            flow.src_port,
+            flow.dst,
+            flow.dst_port
+        );
         s += &format!("  decided by: {rule}\n  egress: {egress}");
         if let Some(nh) = via {
             s += &format!(" via {nh}");
@@ -1022,15 +1243,20 @@ fn withdrawn_uplinks(old: &RouteTable, new: &RouteTable, names: &[String]) -> Ve
 
 /// True when some static route is installed (an uplink is left to carry new flows).
 fn any_installed(t: &RouteTable) -> bool {
-    t.entries().iter().any(|e| e.installed && e.kind == "static")
+    t.entries()
+        .iter()
+        .any(|e| e.installed && e.kind == "static")
 }
 
 fn describe_source(s: &CfgTrackSource) -> String {
     match s {
-        CfgTrackSource::Probe { name, mode } => format!("IP SLA {name} {}", match mode {
-            crate::config::TrackMode::Reachability => "reachability",
-            crate::config::TrackMode::State => "state",
-        }),
+        CfgTrackSource::Probe { name, mode } => format!(
+            "IP SLA {name} {}",
+            match mode {
+                crate::config::TrackMode::Reachability => "reachability",
+                crate::config::TrackMode::State => "state",
+            }
+        ),
         CfgTrackSource::Carrier { uplink } => format!("Interface {uplink} line-protocol"),
         CfgTrackSource::List { members, op } => format!("List {op} of {}", members.join(", ")),
     }

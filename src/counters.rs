@@ -42,6 +42,9 @@ pub enum DropReason {
     FragmentWithoutState,
     /// A protocol the NAT cannot translate (not TCP, UDP or ICMP query/error).
     NatUnsupported,
+    /// TCP segment without SYN that belongs to no NAT flow (its flow was removed, e.g. with a
+    /// dead uplink): answered with a RST so the LAN host gives up at once.
+    NatNoFlow,
     /// Next hop could not be resolved by ARP (queue full or no answer).
     NoNeighbour,
     /// The control plane's queue was full.
@@ -53,7 +56,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Truncated,
         DropReason::BadVnetHeader,
         DropReason::NotIpv4,
@@ -74,6 +77,7 @@ impl DropReason {
         DropReason::NatUnsolicited,
         DropReason::FragmentWithoutState,
         DropReason::NatUnsupported,
+        DropReason::NatNoFlow,
         DropReason::NoNeighbour,
         DropReason::PuntQueueFull,
         DropReason::LocalUnhandled,
@@ -103,6 +107,7 @@ impl DropReason {
             DropReason::NatUnsolicited => "nat_unsolicited",
             DropReason::FragmentWithoutState => "fragment_without_state",
             DropReason::NatUnsupported => "nat_unsupported",
+            DropReason::NatNoFlow => "nat_no_flow",
             DropReason::NoNeighbour => "no_neighbour",
             DropReason::PuntQueueFull => "punt_queue_full",
             DropReason::LocalUnhandled => "local_unhandled",
@@ -196,7 +201,10 @@ pub struct IfaceTotals {
 impl Totals {
     pub fn sum<'a>(all: impl IntoIterator<Item = &'a Counters>) -> Totals {
         let mut t = Totals {
-            drops: DropReason::ALL.iter().map(|d| (d.name().to_string(), 0)).collect(),
+            drops: DropReason::ALL
+                .iter()
+                .map(|d| (d.name().to_string(), 0))
+                .collect(),
             ..Totals::default()
         };
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);

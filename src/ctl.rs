@@ -35,7 +35,10 @@ pub enum View {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Show { view: View, json: bool },
+    Show {
+        view: View,
+        json: bool,
+    },
     Explain {
         src: Ipv4Addr,
         dst: Ipv4Addr,
@@ -69,9 +72,11 @@ impl Request {
         let (&cmd, rest) = words.split_first().ok_or(RequestError::Empty)?;
         match cmd {
             "show" => {
-                let (&what, args) = rest
-                    .split_first()
-                    .ok_or_else(|| RequestError::Syntax("show what? (route, uplinks, probes, tracks, nat, arp, counters)".into()))?;
+                let (&what, args) = rest.split_first().ok_or_else(|| {
+                    RequestError::Syntax(
+                        "show what? (route, uplinks, probes, tracks, nat, arp, counters)".into(),
+                    )
+                })?;
                 let view = match what {
                     "route" | "routes" => View::Route,
                     "uplinks" | "interfaces" => View::Uplinks,
@@ -84,15 +89,23 @@ impl Request {
                         let mut address = None;
                         let mut it = args.iter();
                         while let Some(&k) = it.next() {
-                            let v = it.next().ok_or_else(|| RequestError::Syntax(format!("'{k}' needs a value")))?;
+                            let v = it.next().ok_or_else(|| {
+                                RequestError::Syntax(format!("'{k}' needs a value"))
+                            })?;
                             match k {
                                 "uplink" => uplink = Some(v.to_string()),
                                 "address" => {
                                     address = Some(v.parse().map_err(|_| {
-                                        RequestError::Syntax(format!("'{v}' is not an IPv4 address"))
+                                        RequestError::Syntax(format!(
+                                            "'{v}' is not an IPv4 address"
+                                        ))
                                     })?)
                                 }
-                                _ => return Err(RequestError::Syntax(format!("unknown nat filter '{k}' (uplink NAME, address IP)"))),
+                                _ => {
+                                    return Err(RequestError::Syntax(format!(
+                                        "unknown nat filter '{k}' (uplink NAME, address IP)"
+                                    )));
+                                }
                             }
                         }
                         return Ok(Request::Show {
@@ -103,24 +116,42 @@ impl Request {
                     other => return Err(RequestError::UnknownView(other.to_string())),
                 };
                 if !args.is_empty() {
-                    return Err(RequestError::Syntax(format!("unexpected '{}'", args.join(" "))));
+                    return Err(RequestError::Syntax(format!(
+                        "unexpected '{}'",
+                        args.join(" ")
+                    )));
                 }
                 Ok(Request::Show { view, json })
             }
             "explain" => {
-                let usage = || RequestError::Syntax("usage: explain SRC DST PROTO [SPORT DPORT]".into());
+                let usage =
+                    || RequestError::Syntax("usage: explain SRC DST PROTO [SPORT DPORT]".into());
                 if rest.len() != 3 && rest.len() != 5 {
                     return Err(usage());
                 }
-                let ip = |s: &str| s.parse::<Ipv4Addr>().map_err(|_| RequestError::Syntax(format!("'{s}' is not an IPv4 address")));
-                let port = |s: &str| s.parse::<u16>().map_err(|_| RequestError::Syntax(format!("'{s}' is not a port")));
+                let ip = |s: &str| {
+                    s.parse::<Ipv4Addr>()
+                        .map_err(|_| RequestError::Syntax(format!("'{s}' is not an IPv4 address")))
+                };
+                let port = |s: &str| {
+                    s.parse::<u16>()
+                        .map_err(|_| RequestError::Syntax(format!("'{s}' is not a port")))
+                };
                 let proto = match rest[2] {
                     "tcp" => 6,
                     "udp" => 17,
                     "icmp" => 1,
-                    n => n.parse().map_err(|_| RequestError::Syntax(format!("'{n}' is not a protocol (tcp, udp, icmp or a number)")))?,
+                    n => n.parse().map_err(|_| {
+                        RequestError::Syntax(format!(
+                            "'{n}' is not a protocol (tcp, udp, icmp or a number)"
+                        ))
+                    })?,
                 };
-                let (sport, dport) = if rest.len() == 5 { (port(rest[3])?, port(rest[4])?) } else { (0, 0) };
+                let (sport, dport) = if rest.len() == 5 {
+                    (port(rest[3])?, port(rest[4])?)
+                } else {
+                    (0, 0)
+                };
                 Ok(Request::Explain {
                     src: ip(rest[0])?,
                     dst: ip(rest[1])?,
@@ -180,7 +211,9 @@ fn handle(stream: UnixStream, to_control: &Sender<Pending>, waker: &Waker) {
     let read = BufReader::new((&stream).take(MAX_REQUEST as u64 + 1)).read_line(&mut line);
     let answer = match read {
         Err(e) => Err(format!("bad request: {e}")),
-        Ok(_) if line.len() > MAX_REQUEST => Err(format!("request longer than {MAX_REQUEST} bytes")),
+        Ok(_) if line.len() > MAX_REQUEST => {
+            Err(format!("request longer than {MAX_REQUEST} bytes"))
+        }
         Ok(_) => match Request::parse(&line) {
             Err(e) => Err(e.to_string()),
             Ok(request) => {
@@ -205,12 +238,16 @@ fn handle(stream: UnixStream, to_control: &Sender<Pending>, waker: &Waker) {
 /// Client side: sends `request` and returns the body, or the router's error message.
 pub fn call(path: &Path, request: &str) -> Result<String, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
-        format!("cannot connect to {}: {e} (is the router running? see --socket)", path.display())
+        format!(
+            "cannot connect to {}: {e} (is the router running? see --socket)",
+            path.display()
+        )
     })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
     writeln!(s, "{request}").map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reply = String::new();
-    s.read_to_string(&mut reply).map_err(|e| format!("{}: {e}", path.display()))?;
+    s.read_to_string(&mut reply)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     match reply.split_once('\n') {
         Some(("ok", body)) => Ok(body.to_string()),
         _ => Err(reply.trim().trim_start_matches("error: ").to_string()),
@@ -236,7 +273,10 @@ mod tests {
     fn parses_views_and_filters() {
         assert_eq!(
             Request::parse("show route\n"),
-            Ok(Request::Show { view: View::Route, json: false })
+            Ok(Request::Show {
+                view: View::Route,
+                json: false
+            })
         );
         assert_eq!(
             Request::parse("show nat uplink isp-a address 192.168.0.10 --json"),
@@ -265,8 +305,14 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert_eq!(Request::parse("  "), Err(RequestError::Empty));
-        assert!(matches!(Request::parse("rm -rf /"), Err(RequestError::UnknownCommand(_))));
-        assert!(matches!(Request::parse("show everything"), Err(RequestError::UnknownView(_))));
+        assert!(matches!(
+            Request::parse("rm -rf /"),
+            Err(RequestError::UnknownCommand(_))
+        ));
+        assert!(matches!(
+            Request::parse("show everything"),
+            Err(RequestError::UnknownView(_))
+        ));
         assert!(Request::parse("show route extra").is_err());
         assert!(Request::parse("show nat uplink").is_err());
         assert!(Request::parse("explain 1.2.3.4 5.6.7.8 tcp 1").is_err());

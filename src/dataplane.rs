@@ -13,10 +13,10 @@ use crossbeam_channel::{Sender, TrySendError};
 use crate::clock::Instant;
 use crate::counters::{Counters, DropReason, bump};
 use crate::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict};
+use crate::io::MAX_FRAME;
 use crate::io::packet::{PacketSocket, RecvBatch, send_all};
 use crate::io::poll::{Epoll, Waker};
 use crate::io::tap::TapQueue;
-use crate::io::MAX_FRAME;
 use crate::nat::{FragTable, NatTable};
 use crate::snapshot::Snapshot;
 use crate::{Iface, UplinkId};
@@ -204,7 +204,15 @@ impl Outbox {
         }
     }
 
-    fn take(&mut self, i: usize, v: Verdict, ingress: Iface, frame: &[u8], scratch: &[u8], w: &Worker) {
+    fn take(
+        &mut self,
+        i: usize,
+        v: Verdict,
+        ingress: Iface,
+        frame: &[u8],
+        scratch: &[u8],
+        w: &Worker,
+    ) {
         match v {
             Verdict::Forward { egress } => {
                 bump(&w.counters.forwarded, 1);
@@ -217,7 +225,11 @@ impl Outbox {
                     }
                 }
             }
-            Verdict::Reply { egress, len, reason } => {
+            Verdict::Reply {
+                egress,
+                len,
+                reason,
+            } => {
                 w.counters.dropped(reason);
                 if w.send(egress, &scratch[..len]) {
                     bump(&w.counters.icmp_errors_sent, 1);

@@ -9,7 +9,7 @@ use crate::nat::{FlowKey, FragKey, FragTable, NatError, NatTable, Translation};
 use crate::route::{Decision, FlowTuple};
 use crate::snapshot::Snapshot;
 use crate::wire::checksum;
-use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
+use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::icmp::{self, codes, types};
 use crate::wire::ipv4::{self, Ipv4Packet, proto};
 use crate::wire::tcp::{self, TcpPacket};
@@ -28,7 +28,9 @@ pub const SCRATCH_LEN: usize = IP_OFFSET + 576;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Send the frame, rewritten in place, on `egress`.
-    Forward { egress: Iface },
+    Forward {
+        egress: Iface,
+    },
     /// DropReason the frame for `reason` and send the ICMP error written to `scratch[..len]` on `egress`.
     Reply {
         egress: Iface,
@@ -38,7 +40,10 @@ pub enum Verdict {
     /// Hand the frame to the control plane (ARP, the router's own traffic, probe replies).
     Punt,
     /// Rewritten except its destination MAC: the control plane resolves `next_hop` and sends it.
-    Resolve { egress: Iface, next_hop: Ipv4Addr },
+    Resolve {
+        egress: Iface,
+        next_hop: Ipv4Addr,
+    },
     Drop(DropReason),
 }
 
@@ -165,12 +170,12 @@ impl FastPath {
         check_martian(&ip)?;
         let l4 = parse_l4(&frame[IP_OFFSET..IP_OFFSET + ip.total], &ip)?;
         match ingress {
-            Iface::Lan => self.from_lan(env, frame, &vh, &ip, l4, scratch),
-            Iface::Uplink(u) => self.from_uplink(env, frame, &vh, &ip, l4, u, scratch),
+            Iface::Lan => self.lan_ingress(env, frame, &vh, &ip, l4, scratch),
+            Iface::Uplink(u) => self.uplink_ingress(env, frame, &vh, &ip, l4, u, scratch),
         }
     }
 
-    fn from_lan(
+    fn lan_ingress(
         &mut self,
         env: &Env,
         frame: &mut [u8],
@@ -253,7 +258,8 @@ impl FastPath {
             } => {
                 let up = snap.uplink(uplink).ok_or(DropReason::NoRoute)?;
                 let translate = up.nat
-                    && (up.nat_sources.is_empty() || up.nat_sources.iter().any(|p| p.contains(ip.src)));
+                    && (up.nat_sources.is_empty()
+                        || up.nat_sources.iter().any(|p| p.contains(ip.src)));
                 let nat = if !translate {
                     Nat::None
                 } else {
@@ -261,7 +267,11 @@ impl FastPath {
                         (L4::IcmpError, _) => Nat::ErrorOut(error_out_session(env, frame, ip)?),
                         (L4::Fragment, _) => {
                             let fk = frag_key(ip.src, ip.dst, ip);
-                            Nat::Source(env.frags.lookup(&fk, env.now).ok_or(DropReason::FragmentWithoutState)?)
+                            Nat::Source(
+                                env.frags
+                                    .lookup(&fk, env.now)
+                                    .ok_or(DropReason::FragmentWithoutState)?,
+                            )
                         }
                         (_, Some(key)) => Nat::Create(key, uplink),
                         (_, None) => return Err(DropReason::NatUnsupported),
@@ -271,13 +281,24 @@ impl FastPath {
                     Nat::ErrorOut(t) => Iface::Uplink(t.uplink),
                     _ => Iface::Uplink(uplink),
                 };
-                self.forward(env, frame, vh, ip, l4, Iface::Lan, egress, next_hop, nat, scratch)
+                self.forward(
+                    env,
+                    frame,
+                    vh,
+                    ip,
+                    l4,
+                    Iface::Lan,
+                    egress,
+                    next_hop,
+                    nat,
+                    scratch,
+                )
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn from_uplink(
+    fn uplink_ingress(
         &mut self,
         env: &Env,
         frame: &mut [u8],
@@ -298,7 +319,10 @@ impl FastPath {
         let nat = env.nat;
         let t = match l4 {
             L4::Ports {
-                sport, dport, flags, ..
+                sport,
+                dport,
+                flags,
+                ..
             } => nat.lookup_inbound(u, ip.proto, dport, ip.src, sport, env.now, flags),
             L4::Echo {
                 request: false,
@@ -413,13 +437,18 @@ impl FastPath {
             _ => (0, None),
         };
         let nat = match nat {
+            Nat::Create(_, _) if ip.proto == proto::TCP && flags & tcp::flags::SYN == 0 => {
+                return self.tcp_reset(env, frame, ip, l4, scratch);
+            }
             Nat::Create(key, uplink) => {
                 let t = env
                     .nat
                     .create_outbound(&key, uplink, env.now, flags, ack)
                     .map_err(|e| match e {
                         NatError::TableFull => DropReason::NatTableFull,
-                        NatError::PortsExhausted | NatError::NoAddress => DropReason::NatPortsExhausted,
+                        NatError::PortsExhausted | NatError::NoAddress => {
+                            DropReason::NatPortsExhausted
+                        }
                     })?;
                 Nat::Source(t)
             }
@@ -433,13 +462,13 @@ impl FastPath {
             other => other,
         };
         // The first fragment of a translated datagram tells the rest how to follow.
-        if ip.more_frags && ip.first_frag {
-            if let Nat::Source(t) | Nat::Dest(t) = nat {
-                env.frags.insert(frag_key(ip.src, ip.dst, ip), t, env.now);
-            }
+        if ip.more_frags
+            && ip.first_frag
+            && let Nat::Source(t) | Nat::Dest(t) = nat
+        {
+            env.frags.insert(frag_key(ip.src, ip.dst, ip), t, env.now);
         }
-        let partial = vh.needs_csum()
-            && vh.csum_start as usize == ethernet::HEADER_LEN + ip.hlen;
+        let partial = vh.needs_csum() && vh.csum_start as usize == ethernet::HEADER_LEN + ip.hlen;
         let ipb = &mut frame[IP_OFFSET..IP_OFFSET + ip.total];
         match nat {
             Nat::None | Nat::Create(..) => {}
@@ -495,21 +524,90 @@ impl FastPath {
         scratch: &mut [u8],
     ) -> Result<Verdict, DropReason> {
         // Never answer an ICMP error with an error, nor a non-first fragment (RFC 1812 4.3.2.7).
-        if matches!(parse_l4_kind(frame, ip), L4::IcmpError | L4::Fragment) || !self.take_token(env.now) {
+        if matches!(parse_l4_kind(frame, ip), L4::IcmpError | L4::Fragment)
+            || !self.take_token(env.now)
+        {
             return Err(reason);
         }
-        let snap = env.snap;
-        let (Some(src), Some(my_mac)) = (snap.iface_addr(ingress), snap.iface_mac(ingress)) else {
+        let Some(src) = env.snap.iface_addr(ingress) else {
             return Err(reason);
         };
-        let sender_mac = EthernetFrame::new_unchecked(&frame[ETH_OFFSET..]).src();
         let offending = &frame[IP_OFFSET..IP_OFFSET + ip.total];
-        let Ok(n) = icmp::build_error(&mut scratch[IP_OFFSET..], src, ip.src, msg_type, code, rest, offending) else {
+        let Ok(n) = icmp::build_error(
+            &mut scratch[IP_OFFSET..],
+            src,
+            ip.src,
+            msg_type,
+            code,
+            rest,
+            offending,
+        ) else {
+            return Err(reason);
+        };
+        self.reply_frame(env, frame, ingress, n, reason, scratch)
+    }
+
+    /// Answers a TCP segment of no known flow with a RST from its destination (RFC 793: seq =
+    /// the segment's ACK), so the LAN host drops a connection whose uplink died instead of
+    /// retransmitting into the void. Segments without ACK, and RSTs, are just dropped.
+    fn tcp_reset(
+        &mut self,
+        env: &Env,
+        frame: &[u8],
+        ip: &Ip,
+        l4: L4,
+        scratch: &mut [u8],
+    ) -> Result<Verdict, DropReason> {
+        let reason = DropReason::NatNoFlow;
+        let L4::Ports {
+            sport,
+            dport,
+            flags,
+            ack: Some(ack),
+            ..
+        } = l4
+        else {
+            return Err(reason);
+        };
+        if flags & tcp::flags::RST != 0 || !self.take_token(env.now) {
+            return Err(reason);
+        }
+        let Ok(n) = tcp::build_segment(
+            &mut scratch[IP_OFFSET..],
+            ip.dst,
+            ip.src,
+            dport,
+            sport,
+            ack,
+            0,
+            tcp::flags::RST,
+            0,
+            64,
+            0,
+        ) else {
+            return Err(reason);
+        };
+        self.reply_frame(env, frame, Iface::Lan, n, reason, scratch)
+    }
+
+    /// Completes a reply built at `scratch[IP_OFFSET..IP_OFFSET + n]`: zero vnet header and an
+    /// Ethernet header back to the sender of `frame`.
+    fn reply_frame(
+        &mut self,
+        env: &Env,
+        frame: &[u8],
+        ingress: Iface,
+        n: usize,
+        reason: DropReason,
+        scratch: &mut [u8],
+    ) -> Result<Verdict, DropReason> {
+        let Some(my_mac) = env.snap.iface_mac(ingress) else {
             return Err(reason);
         };
         if VnetHdr::default().write(scratch).is_err() {
             return Err(reason);
         }
+        let sender_mac = EthernetFrame::new_unchecked(&frame[ETH_OFFSET..]).src();
         let mut eth = EthernetFrame::new_unchecked(&mut scratch[ETH_OFFSET..]);
         eth.set_dst(sender_mac);
         eth.set_src(my_mac);
@@ -696,7 +794,9 @@ fn error_out_session(env: &Env, frame: &[u8], ip: &Ip) -> Result<Translation, Dr
         remote: q.src,
         remote_port: q.sport,
     };
-    env.nat.peek_outbound(&key).ok_or(DropReason::NatUnsolicited)
+    env.nat
+        .peek_outbound(&key)
+        .ok_or(DropReason::NatUnsolicited)
 }
 
 /// An ICMP error from the Internet about an outbound packet of a session.
@@ -792,7 +892,11 @@ fn update_l4(
         return;
     };
     if partial {
-        put16(l4b, csum_off, checksum::update_partial32(c, old_addr, new_addr));
+        put16(
+            l4b,
+            csum_off,
+            checksum::update_partial32(c, old_addr, new_addr),
+        );
         return;
     }
     if udp && c == 0 {
@@ -824,11 +928,7 @@ fn translate_error(ipb: &mut [u8], ip: &Ip, outer: Side, addr: Ipv4Addr, inner: 
         match inner_proto {
             proto::TCP => update_l4(q, 16, inner.port_offset(), old, new, port, false, false),
             proto::UDP => update_l4(q, 6, inner.port_offset(), old, new, port, false, true),
-            proto::ICMP => {
-                if be16(q, 4).is_some() {
-                    put16(q, 4, port);
-                }
-            }
+            proto::ICMP => put16(q, 4, port),
             _ => {}
         }
     }
@@ -868,7 +968,10 @@ fn mss_clamp(snap: &Snapshot, ingress: Iface, egress: Iface) -> Option<u16> {
 
 /// Lowers the MSS option of a SYN to `clamp` (Cisco "ip tcp adjust-mss").
 fn clamp_mss(tcp_hdr: &mut [u8], clamp: u16, partial: bool) {
-    let Some(off) = TcpPacket::new_checked(&*tcp_hdr).ok().and_then(|t| t.mss_offset()) else {
+    let Some(off) = TcpPacket::new_checked(&*tcp_hdr)
+        .ok()
+        .and_then(|t| t.mss_offset())
+    else {
         return;
     };
     let Some(mss) = be16(tcp_hdr, off) else {
@@ -884,7 +987,8 @@ fn clamp_mss(tcp_hdr: &mut [u8], clamp: u16, partial: bool) {
 }
 
 fn be16(b: &[u8], off: usize) -> Option<u16> {
-    b.get(off..off + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+    b.get(off..off + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
 }
 
 fn be32(b: &[u8], off: usize) -> Option<u32> {
@@ -902,11 +1006,4 @@ fn put32(b: &mut [u8], off: usize, v: u32) {
     if let Some(s) = b.get_mut(off..off + 4) {
         s.copy_from_slice(&v.to_be_bytes());
     }
-}
-
-/// The source MAC of a frame in a buffer laid out as the fast path expects.
-pub fn frame_src_mac(frame: &[u8]) -> Option<MacAddr> {
-    frame
-        .get(ETH_OFFSET..IP_OFFSET)
-        .map(|e| EthernetFrame::new_unchecked(e).src())
 }

@@ -39,7 +39,11 @@ pub fn run(hook: &Hook, ev: &HookEvent) {
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            log::warn!("track {}: hook {} could not start: {e}", ev.track, cmd.display());
+            log::warn!(
+                "track {}: hook {} could not start: {e}",
+                ev.track,
+                cmd.display()
+            );
             return;
         }
     };

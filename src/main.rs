@@ -14,7 +14,11 @@ use mhrouter::ctl;
 ///
 /// Logging goes to stderr, one line per event; set its level with RUST_LOG (default: info).
 #[derive(Parser)]
-#[command(name = "mhrouter", version, after_help = "Examples:\n  mhrouter check-config /etc/mhrouter.toml\n  mhrouter run --config /etc/mhrouter.toml\n  mhrouter show route\n  mhrouter show nat uplink isp-a --json\n  mhrouter explain 192.168.0.10 172.18.0.6 tcp 40000 443")]
+#[command(
+    name = "mhrouter",
+    version,
+    after_help = "Examples:\n  mhrouter check-config /etc/mhrouter.toml\n  mhrouter run --config /etc/mhrouter.toml\n  mhrouter show route\n  mhrouter show nat uplink isp-a --json\n  mhrouter explain 192.168.0.10 172.18.0.6 tcp 40000 443"
+)]
 struct Cli {
     /// Control socket of the router to talk to (default: the config's control_socket, else
     /// $MHROUTER_SOCKET, else /run/mhrouter/mhrouter.sock).

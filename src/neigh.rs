@@ -185,7 +185,9 @@ impl NeighTable {
         let p = &self.params;
         let mut out = PollOutcome::default();
         self.entries.retain(|&(iface, ip), e| {
-            let due = e.last_request.is_none_or(|t| now.saturating_since(t) >= p.retry);
+            let due = e
+                .last_request
+                .is_none_or(|t| now.saturating_since(t) >= p.retry);
             match e.mac {
                 Some(_) => {
                     let age = now.saturating_since(e.since);

@@ -39,7 +39,10 @@ pub enum StartError {
     #[error("control socket {path}: {source}")]
     Socket { path: PathBuf, source: io::Error },
     #[error("{what}: {source}")]
-    Io { what: &'static str, source: io::Error },
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
@@ -56,7 +59,11 @@ fn default_lan_mac(cfg: &Config) -> MacAddr {
     MacAddr([0x02, 0x6d, 0x68, a[1], a[2], a[3]])
 }
 
-pub fn run(cfg: Config, config_path: PathBuf, socket_override: Option<PathBuf>) -> Result<(), StartError> {
+pub fn run(
+    cfg: Config,
+    config_path: PathBuf,
+    socket_override: Option<PathBuf>,
+) -> Result<(), StartError> {
     let _ = &config_path;
     // Everything is checked before anything is created: a bad environment changes nothing.
     let mut infos = Vec::new();
@@ -78,12 +85,13 @@ pub fn run(cfg: Config, config_path: PathBuf, socket_override: Option<PathBuf>) 
     let signals = block_signals().map_err(io_err("signals"))?;
 
     let workers = cfg.router.workers.max(1);
-    let mut tap = Tap::create(&cfg.lan.tap, workers, cfg.router.offload, cfg.lan.mtu).map_err(|source| {
-        StartError::Tap {
-            tap: cfg.lan.tap.clone(),
-            source,
-        }
-    })?;
+    let mut tap =
+        Tap::create(&cfg.lan.tap, workers, cfg.router.offload, cfg.lan.mtu).map_err(|source| {
+            StartError::Tap {
+                tap: cfg.lan.tap.clone(),
+                source,
+            }
+        })?;
     if let Some(b) = &cfg.lan.bridge {
         tap.enslave(b).map_err(|source| StartError::Bridge {
             bridge: b.clone(),
@@ -97,7 +105,11 @@ pub fn run(cfg: Config, config_path: PathBuf, socket_override: Option<PathBuf>) 
             source,
         })?;
     }
-    let lan_mac = cfg.lan.mac.map(MacAddr).unwrap_or_else(|| default_lan_mac(&cfg));
+    let lan_mac = cfg
+        .lan
+        .mac
+        .map(MacAddr)
+        .unwrap_or_else(|| default_lan_mac(&cfg));
 
     let mut uplink_io = Vec::new();
     let mut carrier = Vec::new();
@@ -124,7 +136,11 @@ pub fn run(cfg: Config, config_path: PathBuf, socket_override: Option<PathBuf>) 
             tx,
         });
         // Re-read: the NIC was just brought up.
-        carrier.push(link::link_info(&u.interface).map(|i| i.carrier).unwrap_or(info.carrier));
+        carrier.push(
+            link::link_info(&u.interface)
+                .map(|i| i.carrier)
+                .unwrap_or(info.carrier),
+        );
     }
 
     let uplink_addrs: Vec<_> = cfg
@@ -246,10 +262,13 @@ pub fn run(cfg: Config, config_path: PathBuf, socket_override: Option<PathBuf>) 
     const T_CTL: u64 = 2;
     const T_LINK: u64 = 3;
     const T_SIG: u64 = 4;
-    ep.add(shared.control_waker.as_raw_fd(), T_PUNT).map_err(io_err("epoll"))?;
-    ep.add(ctl_waker.as_raw_fd(), T_CTL).map_err(io_err("epoll"))?;
+    ep.add(shared.control_waker.as_raw_fd(), T_PUNT)
+        .map_err(io_err("epoll"))?;
+    ep.add(ctl_waker.as_raw_fd(), T_CTL)
+        .map_err(io_err("epoll"))?;
     ep.add(links.as_raw_fd(), T_LINK).map_err(io_err("epoll"))?;
-    ep.add(signals.as_raw_fd(), T_SIG).map_err(io_err("epoll"))?;
+    ep.add(signals.as_raw_fd(), T_SIG)
+        .map_err(io_err("epoll"))?;
     let mut ready = Vec::new();
     loop {
         let timeout = control.timeout(Instant::now(), Duration::from_millis(500));

@@ -1185,7 +1185,7 @@ mod tests {
                     def(&format!("p{i}"), on_probe(i, mode), delays[i].0, delays[i].1)
                 })
                 .collect();
-            defs.push(def("list", TrackSource::List { members: vec![0, 1, 2], op: op.clone() }, delays[3].0, delays[3].1));
+            defs.push(def("list", TrackSource::List { members: vec![0, 1, 2], op }, delays[3].0, delays[3].1));
             defs.push(def("carrier", TrackSource::Carrier { uplink: 0 }, delays[4].0, delays[4].1));
             let delay_of = |i: usize, to: TrackState| match to {
                 TrackState::Up => delays[i].1,

@@ -254,7 +254,10 @@ fn lan(cx: &Ctx, r: &RawLan) -> Result<LanConfig> {
     if address.prefix_len() > 30 {
         return Err(cx.err(
             span,
-            format!("LAN prefix /{} is too long (at most /30)", address.prefix_len()),
+            format!(
+                "LAN prefix /{} is too long (at most /30)",
+                address.prefix_len()
+            ),
         ));
     }
     let net = address.network();

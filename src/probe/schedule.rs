@@ -79,7 +79,11 @@ impl ProbeSet {
     /// `uplink_of` maps each probe's uplink name to its index. The first attempts wait
     /// `FIRST_PROBE_DELAY` (time for the next hops' ARP) and are spread over up to a second so
     /// probes do not all fire at once.
-    pub fn new(defs: Vec<ProbeConfig>, uplink_of: impl Fn(&str) -> usize, now: Instant) -> ProbeSet {
+    pub fn new(
+        defs: Vec<ProbeConfig>,
+        uplink_of: impl Fn(&str) -> usize,
+        now: Instant,
+    ) -> ProbeSet {
         let random = RandomState::new();
         let n = defs.len().max(1) as u32;
         let probes = defs
@@ -87,7 +91,9 @@ impl ProbeSet {
             .enumerate()
             .map(|(i, def)| Probe {
                 uplink: uplink_of(&def.uplink),
-                next_send: now + FIRST_PROBE_DELAY + def.interval.min(Duration::from_secs(1)) * i as u32 / n,
+                next_send: now
+                    + FIRST_PROBE_DELAY
+                    + def.interval.min(Duration::from_secs(1)) * i as u32 / n,
                 stats: ProbeStats::new(LOSS_WINDOW),
                 outstanding: None,
                 ident: random_u16(&random, i as u64).max(1),
@@ -201,8 +207,17 @@ impl ProbeSet {
                 let sport = 49152 + random_u16(random, salt) % 16384;
                 let mut q = [0u8; 300];
                 let qlen = dns_query(&mut q, p.seq_id(p.seq), query)?;
-                let n = udp::build_datagram(out, src.addr, p.def.target, sport, *port, 64, tos, &q[..qlen])
-                    .ok()?;
+                let n = udp::build_datagram(
+                    out,
+                    src.addr,
+                    p.def.target,
+                    sport,
+                    *port,
+                    64,
+                    tos,
+                    &q[..qlen],
+                )
+                .ok()?;
                 (n, sport)
             }
         };
@@ -234,20 +249,34 @@ impl ProbeSet {
             match (&p.def.kind, ip.protocol()) {
                 (ProbeKind::IcmpEcho { .. }, proto::ICMP) => {
                     let m = IcmpPacket::new_checked(ip.payload()).ok()?;
-                    (m.msg_type() == types::ECHO_REPLY && m.ident() == p.ident && m.seq_no() == o.seq)
+                    (m.msg_type() == types::ECHO_REPLY
+                        && m.ident() == p.ident
+                        && m.seq_no() == o.seq)
                         .then_some((i, None))
                 }
                 (ProbeKind::Tcp { port }, proto::TCP) => {
                     let t = TcpPacket::new_checked(ip.payload()).ok()?;
                     let isn = u32::from(p.ident) << 16 | u32::from(o.seq);
-                    if t.src_port() != *port || t.dst_port() != o.sport || t.ack() != isn.wrapping_add(1) {
+                    if t.src_port() != *port
+                        || t.dst_port() != o.sport
+                        || t.ack() != isn.wrapping_add(1)
+                    {
                         return None;
                     }
                     let f = t.flags();
                     if f & tcp::flags::RST != 0 {
                         Some((i, None))
-                    } else if f & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN | tcp::flags::ACK {
-                        Some((i, Some(TcpReset { probe: i, sport: o.sport, seq: t.ack() })))
+                    } else if f & (tcp::flags::SYN | tcp::flags::ACK)
+                        == tcp::flags::SYN | tcp::flags::ACK
+                    {
+                        Some((
+                            i,
+                            Some(TcpReset {
+                                probe: i,
+                                sport: o.sport,
+                                seq: t.ack(),
+                            }),
+                        ))
                     } else {
                         None
                     }
@@ -295,7 +324,11 @@ fn dns_query(out: &mut [u8], id: u16, name: &str) -> Option<usize> {
     };
     put(&id.to_be_bytes())?;
     put(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0])?;
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         let len = u8::try_from(label.len()).ok().filter(|&l| l <= 63)?;
         put(&[len])?;
         put(label.as_bytes())?;

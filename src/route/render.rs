@@ -112,7 +112,11 @@ impl RouteTable {
             let Some(first) = group.first() else {
                 continue;
             };
-            let code = if first.prefix.prefix_len() == 0 { "S*" } else { "S" };
+            let code = if first.prefix.prefix_len() == 0 {
+                "S*"
+            } else {
+                "S"
+            };
             let head = format!("{code:CODE_WIDTH$}{} ", first.prefix.network());
             let shared = group.len() > 1;
             let mut text = String::new();

@@ -904,7 +904,7 @@ proptest! {
         let connected_len = std::iter::once((ifs.lan, true))
             .chain(ifs.uplinks.iter().enumerate().map(|(i, u)| (u.address, health.carrier[i])))
             .filter(|(pfx, up)| *up && pfx.contains(dst))
-            .map(|(pfx, _)| pfx.len())
+            .map(|(pfx, _)| pfx.prefix_len())
             .max();
         let static_best = routes
             .iter()

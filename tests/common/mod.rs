@@ -104,7 +104,8 @@ impl Lab {
         let mut a = args.to_vec();
         a.push("--json");
         let out = self.ctl(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args:?}: bad JSON ({e}):\n{out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("ctl {args:?}: bad JSON ({e}):\n{out}"))
     }
 
     pub fn log(&self) -> String {
@@ -130,11 +131,16 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("timed out after {timeout:?} waiting for {what}\nrouter log:\n{}", self.log());
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\nrouter log:\n{}",
+            self.log()
+        );
     }
 
     pub fn ping(&self, ns: &str, dst: &str) -> bool {
-        self.exec(ns, &["ping", "-c", "1", "-W", "1", dst]).status.success()
+        self.exec(ns, &["ping", "-c", "1", "-W", "1", dst])
+            .status
+            .success()
     }
 }
 
@@ -172,13 +178,13 @@ next_hop = "172.17.3.2"
 "#,
     );
     for (side, nh) in [("a", "172.16.1.2"), ("b", "172.17.3.2")] {
-        let up = if side == "a" { "isp-a" } else { "isp-b" };
+        let uplink = if side == "a" { "isp-a" } else { "isp-b" };
         s += &format!(
             r#"
 [[probe]]
 name = "{side}-nexthop"
 type = "icmp-echo"
-uplink = "{up}"
+uplink = "{uplink}"
 target = "{nh}"
 interval = "{interval}"
 timeout = "{timeout}"
@@ -186,7 +192,7 @@ timeout = "{timeout}"
 [[probe]]
 name = "{side}-e2e"
 type = "icmp-echo"
-uplink = "{up}"
+uplink = "{uplink}"
 target = "172.18.0.6"
 interval = "{interval}"
 timeout = "{timeout}"
@@ -195,15 +201,14 @@ timeout = "{timeout}"
 name = "{side}-e2e"
 probe = "{side}-e2e"
 delay_down = "{down}"
-delay_up = "{up_delay}"
+delay_up = "{up}"
 
 [[track]]
 name = "{side}-nexthop"
 probe = "{side}-nexthop"
 delay_down = "{down}"
-delay_up = "{up_delay}"
-"#,
-            up_delay = up
+delay_up = "{up}"
+"#
         );
     }
     s += r#"
@@ -354,16 +359,20 @@ pub fn ip(s: &str) -> Ipv4Addr {
 /// Starts `tcpdump` in a namespace writing text lines to a file; returns a guard that stops it
 /// (by pid) and hands back the captured lines.
 pub struct Capture {
-    pid: i32,
+    child: std::process::Child,
     file: PathBuf,
 }
 
 impl Capture {
     pub fn start(lab: &Lab, ns: &str, iface: &str, filter: &str) -> Capture {
-        let file = lab.state_dir().join(format!("cap-{ns}-{iface}-{}.txt", std::process::id()));
+        let file = lab
+            .state_dir()
+            .join(format!("cap-{ns}-{iface}-{}.txt", std::process::id()));
         let full_ns = format!("{}{}", lab.prefix, ns);
         let child = Command::new("ip")
-            .args(["netns", "exec", &full_ns, "tcpdump", "-l", "-n", "-i", iface])
+            .args([
+                "netns", "exec", &full_ns, "tcpdump", "-l", "-n", "-i", iface,
+            ])
             .args(filter.split_whitespace())
             .stdout(std::fs::File::create(&file).unwrap())
             .stderr(std::process::Stdio::null())
@@ -371,17 +380,14 @@ impl Capture {
             .expect("tcpdump");
         // Give tcpdump time to attach before traffic starts.
         std::thread::sleep(Duration::from_millis(800));
-        Capture {
-            pid: child.id() as i32,
-            file,
-        }
+        Capture { child, file }
     }
 
-    pub fn stop(self) -> String {
+    pub fn stop(mut self) -> String {
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: signals the tcpdump we started, by its recorded pid.
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(300));
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
         let s = std::fs::read_to_string(&self.file).unwrap_or_default();
         let _ = std::fs::remove_file(&self.file);
         s
