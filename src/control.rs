@@ -566,13 +566,15 @@ impl Control {
         }
     }
 
-    fn resolve_and_send(&mut self, egress: Iface, nh: Ipv4Addr, frame: Vec<u8>, now: Instant) {
+    fn resolve_and_send(&mut self, egress: Iface, nh: Ipv4Addr, mut frame: Vec<u8>, now: Instant) {
+        if let Some(mac) = self.neigh.lookup(egress, nh) {
+            // Learned after the worker loaded its snapshot.
+            set_dst_mac(&mut frame, mac);
+            self.send(egress, &frame);
+            return;
+        }
         match self.neigh.resolve(egress, nh, Some(frame), now) {
-            Resolve::Known(mac) => {
-                // Learned between the worker's snapshot and now: the frame was not queued.
-                self.dirty = true;
-                let _ = mac;
-            }
+            Resolve::Known(_) => {}
             Resolve::Request => {
                 if let Some(src) = self.iface_addr(egress) {
                     self.send_arp(
@@ -609,8 +611,9 @@ impl Control {
                 log::info!("arp: {sip} is-at {smac} on {}", self.iface_name(ingress));
                 self.dirty = true;
             }
+            // Frames the fast path rewrote completely but for the destination MAC.
             for mut f in queued {
-                self.write_l2(&mut f, ingress, smac);
+                set_dst_mac(&mut f, smac);
                 self.send(ingress, &f);
             }
         }
@@ -743,12 +746,8 @@ impl Control {
         let Some(src) = self.iface_mac(iface) else {
             return;
         };
-        if frame.len() < IP_OFFSET {
+        if VnetHdr::default().write(frame).is_err() || frame.len() < IP_OFFSET {
             return;
-        }
-        // Frames queued for resolution keep their offload header; fresh ones get a zero one.
-        if VnetHdr::parse(frame).is_err() {
-            let _ = VnetHdr::default().write(frame);
         }
         let mut eth = EthernetFrame::new_unchecked(&mut frame[ETH_OFFSET..]);
         eth.set_dst(dst);
@@ -1216,6 +1215,12 @@ impl Control {
             s += &format!("  (an existing flow stays on {u} for its life)\n");
         }
         s
+    }
+}
+
+fn set_dst_mac(frame: &mut [u8], mac: MacAddr) {
+    if let Some(eth) = frame.get_mut(ETH_OFFSET..) {
+        EthernetFrame::new_unchecked(eth).set_dst(mac);
     }
 }
 
