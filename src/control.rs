@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -38,7 +39,8 @@ use crate::{Iface, UplinkId};
 /// The pieces of an uplink the control thread needs besides its config.
 pub struct UplinkIo {
     pub mac: MacAddr,
-    pub mtu: usize,
+    /// The NIC's own MTU, used when the config sets none.
+    pub nic_mtu: u32,
     pub ifindex: u32,
     /// Send-only socket on the uplink's NIC.
     pub tx: PacketSocket,
@@ -46,6 +48,7 @@ pub struct UplinkIo {
 
 pub struct Control {
     cfg: Config,
+    config_path: PathBuf,
     shared: Arc<Shared>,
     punts: Receiver<Punt>,
     requests: Receiver<Pending>,
@@ -143,6 +146,8 @@ fn track_defs(cfg: &Config) -> Vec<TrackDef> {
 /// Everything the control thread is handed at start.
 pub struct ControlParts {
     pub cfg: Config,
+    /// Where `reload` reads the configuration again.
+    pub config_path: PathBuf,
     pub shared: Arc<Shared>,
     pub punts: Receiver<Punt>,
     pub requests: Receiver<Pending>,
@@ -183,7 +188,7 @@ pub fn initial_snapshot(
                 mac: io.mac,
                 next_hop: u.next_hop,
                 next_hop_mac: None,
-                mtu: io.mtu,
+                mtu: u.mtu.unwrap_or(io.nic_mtu) as usize,
                 mss_clamp: u.mss_clamp,
                 nat: u.nat,
                 nat_sources: u.nat_sources.clone().unwrap_or_default(),
@@ -222,6 +227,7 @@ impl Control {
             next_nat_expire: now,
             next_neigh_poll: now,
             dirty: true,
+            config_path: p.config_path,
             cfg,
         };
         for u in 0..c.carrier.len() {
@@ -805,6 +811,62 @@ impl Control {
         ip == self.cfg.lan.address.addr() || self.cfg.uplinks.iter().any(|u| u.address.addr() == ip)
     }
 
+    /// Reads the configuration file again and applies it (SIGHUP, `mhrouter reload`). A config
+    /// that does not validate, or that changes what only a restart can change, is rejected and
+    /// the running one stays. NAT flows are kept: routes, policies, probes, tracks, failover and
+    /// per-uplink forwarding settings change live.
+    pub fn reload(&mut self) -> Result<String, String> {
+        let now = Instant::now();
+        let result = Config::from_file(&self.config_path)
+            .map_err(|e| e.to_string())
+            .and_then(|new| restart_needed(&self.cfg, &new).map_or(Ok(new), Err));
+        let new = match result {
+            Ok(new) => new,
+            Err(e) => {
+                let msg = format!("reload rejected, running configuration kept: {e}");
+                log::error!("{msg}");
+                return Err(msg);
+            }
+        };
+        for (u, (old, new)) in self.cfg.uplinks.iter().zip(&new.uplinks).enumerate() {
+            if old.address != new.address || old.nat != new.nat {
+                // Flows translated to the old address cannot continue.
+                self.shared
+                    .nat
+                    .set_uplink_addr(UplinkId(u as u8), new.nat.then(|| new.address.addr()));
+            }
+        }
+        self.tracks.reconfigure(track_defs(&new), now);
+        let mut probes = ProbeSet::new(
+            new.probes.clone(),
+            |n| new.uplink_index(n).unwrap_or(0),
+            now,
+        );
+        probes.carry_over(std::mem::replace(
+            &mut self.probes,
+            ProbeSet::new(Vec::new(), |_| 0, now),
+        ));
+        self.probes = probes;
+        self.cfg = new;
+        for u in 0..self.carrier.len() {
+            let events = self.tracks.on_carrier(u, self.carrier[u], now);
+            self.track_events(events);
+        }
+        let events = self.tracks.poll(now);
+        self.track_events(events);
+        self.publish(now);
+        let msg = format!(
+            "reload: {} applied ({} routes, {} policies, {} probes, {} tracks)",
+            self.config_path.display(),
+            self.cfg.routes.len(),
+            self.cfg.policies.len(),
+            self.cfg.probes.len(),
+            self.cfg.tracks.len()
+        );
+        log::warn!("{msg}");
+        Ok(msg + "\n")
+    }
+
     /// Stops the data plane: workers see the flag at their next wakeup.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
@@ -840,7 +902,7 @@ impl Control {
                 },
                 json,
             )),
-            Request::Reload => Err("reload is not supported yet".to_string()),
+            Request::Reload => self.reload(),
         }
     }
 
@@ -1216,6 +1278,37 @@ impl Control {
         }
         s
     }
+}
+
+/// What a reload cannot change without a restart (sockets, threads, the TAP, the NAT table).
+fn restart_needed(old: &Config, new: &Config) -> Option<String> {
+    let why =
+        if old.router.workers != new.router.workers || old.router.offload != new.router.offload {
+            "router.workers and router.offload"
+        } else if old.router.control_socket != new.router.control_socket
+            || old.router.metrics_listen != new.router.metrics_listen
+        {
+            "router.control_socket and router.metrics_listen"
+        } else if old.lan.tap != new.lan.tap
+            || old.lan.bridge != new.lan.bridge
+            || old.lan.address != new.lan.address
+            || old.lan.mac != new.lan.mac
+        {
+            "the LAN's tap, bridge, address and mac"
+        } else if old.uplinks.len() != new.uplinks.len()
+            || old
+                .uplinks
+                .iter()
+                .zip(&new.uplinks)
+                .any(|(a, b)| a.name != b.name || a.interface != b.interface)
+        {
+            "the set of uplinks (names, interfaces, order)"
+        } else if old.nat != new.nat {
+            "the [nat] table settings"
+        } else {
+            return None;
+        };
+    Some(format!("changing {why} needs a restart"))
 }
 
 fn set_dst_mac(frame: &mut [u8], mac: MacAddr) {

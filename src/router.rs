@@ -64,7 +64,6 @@ pub fn run(
     config_path: PathBuf,
     socket_override: Option<PathBuf>,
 ) -> Result<(), StartError> {
-    let _ = &config_path;
     // Everything is checked before anything is created: a bad environment changes nothing.
     let mut infos = Vec::new();
     for u in &cfg.uplinks {
@@ -131,7 +130,7 @@ pub fn run(
         })?;
         uplink_io.push(UplinkIo {
             mac: MacAddr(info.mac),
-            mtu: u.mtu.unwrap_or(info.mtu) as usize,
+            nic_mtu: info.mtu,
             ifindex: info.ifindex,
             tx,
         });
@@ -247,6 +246,7 @@ pub fn run(
     );
     let mut control = Control::new(ControlParts {
         cfg,
+        config_path,
         shared: shared.clone(),
         punts: punt_rx,
         requests: req_rx,
@@ -277,8 +277,14 @@ pub fn run(
         ep.wait(&mut ready, ms).map_err(io_err("epoll"))?;
         if ready.contains(&T_SIG) {
             let sig = read_signal(&signals);
-            log::info!("signal {sig}: shutting down");
-            break;
+            if sig == libc::SIGHUP {
+                if let Err(e) = control.reload() {
+                    log::error!("{e}");
+                }
+            } else {
+                log::info!("signal {sig}: shutting down");
+                break;
+            }
         }
         if ready.contains(&T_PUNT) {
             shared.control_waker.drain();
