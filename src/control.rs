@@ -13,7 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 
 use crate::clock::Instant;
-use crate::config::{Config, TrackSource as CfgTrackSource};
+use crate::config::{Config, Failback, TrackSource as CfgTrackSource};
 use crate::counters::{Counters, DropReason, Totals};
 use crate::ctl::{Pending, Request, View};
 use crate::dataplane::{Punt, Shared};
@@ -22,6 +22,7 @@ use crate::hooks::{self, HookEvent};
 use crate::io::MAX_FRAME;
 use crate::io::packet::PacketSocket;
 use crate::io::tap::TapQueue;
+use crate::metrics;
 use crate::neigh::{NeighParams, NeighTable, Resolve};
 use crate::prefix::Ipv4Prefix;
 use crate::probe::schedule::{ProbeSet, Source};
@@ -65,6 +66,8 @@ pub struct Control {
     buf: Vec<u8>,
     next_nat_expire: Instant,
     next_neigh_poll: Instant,
+    /// With `failback = "move"`: when flows left on backup uplinks are moved (SPEC 22).
+    failback_due: Option<Instant>,
     /// Set when something the snapshot depends on changed.
     dirty: bool,
 }
@@ -226,6 +229,7 @@ impl Control {
             buf: vec![0u8; MAX_FRAME],
             next_nat_expire: now,
             next_neigh_poll: now,
+            failback_due: None,
             dirty: true,
             config_path: p.config_path,
             cfg,
@@ -291,6 +295,7 @@ impl Control {
             self.tracks.next_deadline(),
             Some(self.next_nat_expire),
             Some(self.next_neigh_poll),
+            self.failback_due,
         ]
         .into_iter()
         .flatten()
@@ -389,6 +394,10 @@ impl Control {
                     }
                 }
             }
+        }
+        if self.failback_due.is_some_and(|t| now >= t) {
+            self.failback_due = None;
+            self.move_flows_home();
         }
         if now >= self.next_nat_expire {
             self.next_nat_expire = now + Duration::from_secs(1);
@@ -509,21 +518,50 @@ impl Control {
                 .lookup(Iface::Uplink(UplinkId(u as u8)), s.next_hop);
         }
         self.shared.snapshot.store(Arc::new(snap));
+        if let Failback::Move { grace } = self.cfg.failover.failback {
+            let (was, is) = (
+                installed_uplinks(&old.routes, &names),
+                installed_uplinks(&self.shared.snapshot.load().routes, &names),
+            );
+            if was.iter().zip(&is).any(|(w, i)| !w && *i) {
+                self.failback_due = Some(now + grace);
+                log::warn!(
+                    "failback: flows on backup uplinks move in {} s",
+                    grace.as_secs_f64()
+                );
+            }
+        }
         // Never strand flows when no uplink is left to carry new ones.
         if left {
             for (u, _) in withdrawn.iter().enumerate().filter(|(_, w)| **w) {
-                self.flush_uplink(UplinkId(u as u8), now);
+                self.flush_uplink(UplinkId(u as u8), "no installed route left");
             }
         }
     }
 
-    fn flush_uplink(&mut self, u: UplinkId, _now: Instant) {
-        let flushed = self.shared.nat.flush_uplink(u);
+    /// `failback = "move"`: flows still on uplinks that carry no installed route are removed
+    /// (their TCP ends reset) so they reconnect through the preferred uplink.
+    fn move_flows_home(&mut self) {
+        let names: Vec<String> = self.cfg.uplinks.iter().map(|u| u.name.clone()).collect();
+        let installed = installed_uplinks(&self.shared.snapshot.load().routes, &names);
+        if !installed.iter().any(|&i| i) {
+            return;
+        }
+        let counts = self.shared.nat.len_by_uplink();
+        for (u, _) in installed
+            .iter()
+            .enumerate()
+            .filter(|(u, i)| !**i && counts.get(*u).is_some_and(|&n| n > 0))
+        {
+            self.flush_uplink(UplinkId(u as u8), "failback grace over");
+        }
+    }
+
+    fn flush_uplink(&mut self, u: UplinkId, why: &str) {
+        let (removed, flushed) = self.shared.nat.flush_uplink(u);
         let name = &self.cfg.uplinks[u.0 as usize].name;
         let mut resets = 0;
         if self.cfg.failover.reset_tcp {
-            let lan = self.cfg.lan.address.addr();
-            let _ = lan;
             for f in &flushed {
                 let Some(mac) = self.neigh.lookup(Iface::Lan, f.key.inside) else {
                     continue;
@@ -551,8 +589,7 @@ impl Control {
             }
         }
         log::warn!(
-            "uplink {name}: no installed route left; {} NAT flows removed, {resets} TCP resets sent to the LAN",
-            flushed.len()
+            "uplink {name}: {why}; {removed} NAT flows removed, {resets} TCP resets sent to the LAN"
         );
     }
 
@@ -903,6 +940,15 @@ impl Control {
                 json,
             )),
             Request::Reload => self.reload(),
+            Request::Metrics => Ok(metrics::render(&metrics::collect(metrics::Sources {
+                cfg: &self.cfg,
+                totals: self.totals(),
+                carrier: &self.carrier,
+                routes: &self.shared.snapshot.load().routes,
+                nat: &self.shared.nat,
+                probes: &self.probes.probes,
+                tracks: &self.tracks,
+            }))),
         }
     }
 
@@ -985,7 +1031,7 @@ impl Control {
                     .map(|p| {
                         serde_json::json!({
                             "name": p.def.name,
-                            "type": match p.def.kind { crate::config::ProbeKind::IcmpEcho{..} => "icmp-echo", crate::config::ProbeKind::Tcp{..} => "tcp", crate::config::ProbeKind::Dns{..} => "dns" },
+                            "type": p.def.kind.name(),
                             "uplink": p.def.uplink,
                             "target": p.def.target,
                             "interval_ms": p.def.interval.as_millis() as u64,
@@ -1335,6 +1381,19 @@ fn withdrawn_uplinks(old: &RouteTable, new: &RouteTable, names: &[String]) -> Ve
                         .filter(on)
                         .any(|e| e.name == w.name && !e.eligible)
                 })
+        })
+        .collect()
+}
+
+/// Which uplinks carry at least one installed static route.
+fn installed_uplinks(t: &RouteTable, names: &[String]) -> Vec<bool> {
+    let entries = t.entries();
+    names
+        .iter()
+        .map(|n| {
+            entries
+                .iter()
+                .any(|e| e.installed && e.kind == "static" && &e.uplink == n)
         })
         .collect()
 }

@@ -48,6 +48,8 @@ pub enum Request {
         json: bool,
     },
     Reload,
+    /// The Prometheus text, for the metrics listener; not part of the socket's text protocol.
+    Metrics,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

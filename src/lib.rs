@@ -14,6 +14,7 @@ pub mod dataplane;
 pub mod fastpath;
 pub mod hooks;
 pub mod io;
+pub mod metrics;
 pub mod nat;
 pub mod neigh;
 pub mod prefix;

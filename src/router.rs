@@ -2,6 +2,7 @@
 //! the sockets, starts the workers and runs the control loop until SIGINT/SIGTERM.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::io::link::{self, LinkWatcher};
 use crate::io::packet::{PacketOptions, PacketSocket};
 use crate::io::poll::{Epoll, Waker};
 use crate::io::tap::Tap;
+use crate::metrics;
 use crate::nat::{FragTable, NatParams, NatTable, Timeouts};
 use crate::wire::ethernet::MacAddr;
 
@@ -38,6 +40,8 @@ pub enum StartError {
     Tap { tap: String, source: io::Error },
     #[error("control socket {path}: {source}")]
     Socket { path: PathBuf, source: io::Error },
+    #[error("metrics listener {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: io::Error },
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -229,6 +233,12 @@ pub fn run(
 
     let (req_tx, req_rx) = bounded(16);
     let ctl_waker = Arc::new(Waker::new().map_err(io_err("eventfd"))?);
+    // Scrapes travel the control socket's channel: the control thread answers both alike.
+    if let Some(addr) = cfg.router.metrics_listen {
+        let bound = metrics::serve(addr, req_tx.clone(), ctl_waker.clone())
+            .map_err(|source| StartError::Metrics { addr, source })?;
+        log::info!("metrics on http://{bound}/metrics");
+    }
     ctl::serve(&socket_path, req_tx, ctl_waker.clone()).map_err(|source| StartError::Socket {
         path: socket_path.clone(),
         source,

@@ -146,6 +146,17 @@ pub enum ProbeKind {
     },
 }
 
+impl ProbeKind {
+    /// The configuration's `type` value, as status views and metrics show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbeKind::IcmpEcho { .. } => "icmp-echo",
+            ProbeKind::Tcp { .. } => "tcp",
+            ProbeKind::Dns { .. } => "dns",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeConfig {
     pub name: String,

@@ -526,10 +526,10 @@ impl NatTable {
         n
     }
 
-    /// SPEC 21: removes every session on `uplink`; returns the TCP ones whose inside host has
-    /// sent an ACK (the RST toward it needs that number; a host still in SYN-SENT retries its
-    /// SYN and gets a fresh session).
-    pub fn flush_uplink(&self, uplink: UplinkId) -> Vec<FlushedTcp> {
+    /// SPEC 21: removes every session on `uplink`; returns how many, and the TCP ones whose
+    /// inside host has sent an ACK (the RST toward it needs that number; a host still in
+    /// SYN-SENT retries its SYN and gets a fresh session).
+    pub fn flush_uplink(&self, uplink: UplinkId) -> (usize, Vec<FlushedTcp>) {
         let mut tcp = Vec::new();
         let n = self.remove_where(
             |_, s| s.uplink == uplink,
@@ -544,7 +544,7 @@ impl NatTable {
             },
         );
         self.counters.flushed.fetch_add(n as u64, Ordering::Relaxed);
-        tcp
+        (n, tcp)
     }
 
     pub fn len(&self) -> usize {

@@ -405,7 +405,8 @@ fn flush_uplink_returns_tcp_sessions_with_their_last_ack() {
         .create_outbound(&on_b, B, ms(0), TCP_ACK, Some(9))
         .unwrap();
 
-    let flushed = t.flush_uplink(A);
+    let (removed, flushed) = t.flush_uplink(A);
+    assert_eq!(removed, 3);
     assert_eq!(
         flushed,
         vec![FlushedTcp {

@@ -1,0 +1,274 @@
+//! Prometheus metrics (SPEC 26): what a scrape shows ([`MetricsInput`], gathered by the control
+//! thread with [`collect`]), its text form ([`render`]) and the HTTP listener ([`serve`]) that
+//! asks the control thread for it.
+
+mod http;
+mod render;
+
+pub use http::{MAX_HEAD, serve};
+pub use render::render;
+
+use std::net::Ipv4Addr;
+
+use crate::UplinkId;
+use crate::config::Config;
+use crate::counters::{IfaceTotals, Totals};
+use crate::nat::{NatCounters, NatTable};
+use crate::probe::schedule::Probe;
+use crate::probe::stats::ProbeStatsView;
+use crate::route::RouteTable;
+use crate::track::{TrackSet, TrackState};
+
+/// Everything one scrape reports, as plain data.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsInput {
+    /// The LAN ("lan") first, then the uplinks by name.
+    pub interfaces: Vec<InterfaceMetrics>,
+    /// Drops by reason (`DropReason::name`), every reason present.
+    pub drops: Vec<(String, u64)>,
+    pub forwarded: u64,
+    pub punted: u64,
+    pub icmp_errors_sent: u64,
+    /// Worker receive batches and the packets in them: their ratio is the mean batch size.
+    pub batches: u64,
+    pub batch_packets: u64,
+    pub uplinks: Vec<UplinkMetrics>,
+    pub probes: Vec<ProbeMetrics>,
+    pub tracks: Vec<TrackMetrics>,
+    pub nat: NatMetrics,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InterfaceMetrics {
+    pub name: String,
+    pub traffic: IfaceTotals,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UplinkMetrics {
+    pub name: String,
+    pub carrier: bool,
+    /// Carrier up and something may still be routed through it (`RouteTable::uplink_usable`).
+    pub usable: bool,
+    pub nat_sessions: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeMetrics {
+    pub name: String,
+    pub uplink: String,
+    pub target: Ipv4Addr,
+    /// "icmp-echo", "tcp" or "dns" (`ProbeKind::name`).
+    pub kind: &'static str,
+    /// Times in milliseconds, as in `show probes`; the renderer converts them to seconds.
+    pub stats: ProbeStatsView,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TrackMetrics {
+    pub name: String,
+    pub up: bool,
+    /// Committed state changes since start.
+    pub changes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NatMetrics {
+    pub entries: usize,
+    pub max_entries: usize,
+    pub counters: NatCounters,
+}
+
+/// What the control thread holds, lent to [`collect`] for one scrape.
+pub struct Sources<'a> {
+    pub cfg: &'a Config,
+    pub totals: Totals,
+    /// Per uplink, by index.
+    pub carrier: &'a [bool],
+    pub routes: &'a RouteTable,
+    pub nat: &'a NatTable,
+    pub probes: &'a [Probe],
+    pub tracks: &'a TrackSet,
+}
+
+/// Gathers a scrape from the control thread's state; keeps that glue out of `control.rs`.
+pub fn collect(s: Sources<'_>) -> MetricsInput {
+    let Totals {
+        drops,
+        ifaces,
+        forwarded,
+        punted,
+        icmp_errors_sent,
+        batches,
+        batch_packets,
+    } = s.totals;
+    let names = std::iter::once("lan").chain(s.cfg.uplinks.iter().map(|u| u.name.as_str()));
+    let interfaces = names
+        .zip(ifaces)
+        .map(|(name, traffic)| InterfaceMetrics {
+            name: name.to_string(),
+            traffic,
+        })
+        .collect();
+    let sessions = s.nat.len_by_uplink();
+    let uplinks = s
+        .cfg
+        .uplinks
+        .iter()
+        .enumerate()
+        .map(|(u, c)| UplinkMetrics {
+            name: c.name.clone(),
+            carrier: s.carrier.get(u).copied().unwrap_or(false),
+            usable: u8::try_from(u).is_ok_and(|id| s.routes.uplink_usable(UplinkId(id))),
+            nat_sessions: sessions.get(u).copied().unwrap_or(0),
+        })
+        .collect();
+    let probes = s
+        .probes
+        .iter()
+        .map(|p| ProbeMetrics {
+            name: p.def.name.clone(),
+            uplink: p.def.uplink.clone(),
+            target: p.def.target,
+            kind: p.def.kind.name(),
+            stats: p.stats.view(),
+        })
+        .collect();
+    let tracks = (0..s.tracks.len())
+        .map(|t| TrackMetrics {
+            name: s.tracks.name(t).to_string(),
+            up: s.tracks.state(t) == TrackState::Up,
+            changes: s.tracks.change_count(t),
+        })
+        .collect();
+    MetricsInput {
+        interfaces,
+        drops,
+        forwarded,
+        punted,
+        icmp_errors_sent,
+        batches,
+        batch_packets,
+        uplinks,
+        probes,
+        tracks,
+        nat: NatMetrics {
+            entries: s.nat.len(),
+            max_entries: s.cfg.nat.max_entries,
+            counters: s.nat.counters(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::Instant;
+    use crate::counters::{Counters, DropReason};
+    use crate::nat::{NatParams, NatTable};
+    use crate::probe::schedule::ProbeSet;
+    use crate::probe::stats::ProbeResult;
+    use crate::route::{Health, Interfaces, UplinkIf};
+    use crate::track::{TrackDef, TrackSource};
+
+    const CONFIG: &str = r#"
+[lan]
+tap = "t0"
+address = "192.168.0.1/24"
+
+[[uplink]]
+name = "isp-a"
+interface = "wan-a"
+address = "172.16.1.1/30"
+next_hop = "172.16.1.2"
+
+[[uplink]]
+name = "isp-b"
+interface = "wan-b"
+address = "172.17.3.1/30"
+next_hop = "172.17.3.2"
+
+[[probe]]
+name = "b-e2e"
+type = "tcp"
+port = 80
+uplink = "isp-b"
+target = "172.18.0.6"
+"#;
+
+    #[test]
+    fn collect_names_and_indexes_line_up() {
+        let cfg = Config::parse(CONFIG, "test.toml").expect("test config is valid");
+        let now = Instant::from_millis(0);
+        let counters = Counters::new(3);
+        counters.rx(2, 1500);
+        counters.dropped(DropReason::NoRoute);
+        let ifaces = Interfaces {
+            lan: cfg.lan.address,
+            uplinks: cfg
+                .uplinks
+                .iter()
+                .map(|u| UplinkIf {
+                    name: u.name.clone(),
+                    address: u.address,
+                    next_hop: u.next_hop,
+                })
+                .collect(),
+        };
+        let carrier = [false, true];
+        let health = Health {
+            carrier: carrier.to_vec(),
+            tracks: vec![],
+        };
+        let routes = RouteTable::build(ifaces, vec![], vec![], &health);
+        let nat = NatTable::new(
+            NatParams::default(),
+            &[Some(cfg.uplinks[0].address.addr()), None],
+        );
+        let mut probes = ProbeSet::new(
+            cfg.probes.clone(),
+            |n| cfg.uplink_index(n).unwrap_or(0),
+            now,
+        );
+        probes.probes[0]
+            .stats
+            .record(ProbeResult::Ok(Duration::from_millis(4)));
+        let tracks = TrackSet::new(
+            vec![TrackDef {
+                name: "b-carrier".into(),
+                source: TrackSource::Carrier { uplink: 1 },
+                delay_down: Duration::ZERO,
+                delay_up: Duration::ZERO,
+            }],
+            now,
+        );
+        let m = collect(Sources {
+            cfg: &cfg,
+            totals: Totals::sum([&counters]),
+            carrier: &carrier,
+            routes: &routes,
+            nat: &nat,
+            probes: &probes.probes,
+            tracks: &tracks,
+        });
+        let names: Vec<_> = m.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["lan", "isp-a", "isp-b"]);
+        assert_eq!(m.interfaces[2].traffic.rx_bytes, 1500);
+        assert_eq!(m.interfaces[1].traffic.rx_bytes, 0);
+        assert_eq!(
+            m.drops.iter().find(|(n, _)| n == "no_route").map(|d| d.1),
+            Some(1)
+        );
+        assert_eq!(m.uplinks[0].name, "isp-a");
+        assert!(!m.uplinks[0].carrier && !m.uplinks[0].usable);
+        assert!(m.uplinks[1].carrier && m.uplinks[1].usable);
+        assert_eq!(m.probes[0].kind, "tcp");
+        assert_eq!(m.probes[0].uplink, "isp-b");
+        assert_eq!(m.probes[0].stats.ok, 1);
+        assert_eq!(m.tracks[0].name, "b-carrier");
+        assert_eq!(m.nat.max_entries, cfg.nat.max_entries);
+        assert!(render(&m).contains("mhrouter_uplink_usable{uplink=\"isp-b\"} 1\n"));
+    }
+}
