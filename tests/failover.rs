@@ -106,7 +106,33 @@ fn nexthop_dead_fails_over_in_time_and_fails_back_after_delay_up() {
     if !require_root() {
         return;
     }
-    let lab = start("fo1-", "");
+    // A slow hook on the down change (SPEC 25): it records its environment, then hangs; it is
+    // killed after its timeout and never delays the failover.
+    let lab = Lab::up("fo1-");
+    let hook = lab.state_dir().join("hook.sh");
+    let env_file = lab.state_dir().join("hook.env");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nenv | grep ^MHROUTER_ > {}\nsleep 30\n",
+            env_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg = fast_site("").replace(
+        &format!("name = \"a-e2e\"\nprobe = \"a-e2e\"\ndelay_down = \"{DOWN_MS}ms\"\ndelay_up = \"{UP_MS}ms\"\n"),
+        &format!(
+            "name = \"a-e2e\"\nprobe = \"a-e2e\"\ndelay_down = \"{DOWN_MS}ms\"\ndelay_up = \"{UP_MS}ms\"\non_down = {{ log = \"ISP A lost\", command = \"{}\", timeout = \"1s\" }}\n",
+            hook.display()
+        ),
+    );
+    assert!(cfg.contains("on_down"), "hook not configured");
+    lab.start_router(&cfg);
+    lab.wait_for("all tracks up", Duration::from_secs(10), || {
+        all_tracks_up(&lab)
+    });
+    wait_installed(&lab, "isp-a", 10, Duration::from_secs(5));
     assert_eq!(seen_source(&lab), "172.16.1.1", "both healthy: A (SPEC 23)");
 
     // A's next hop silently dead, carrier up → B, within delay-down + interval + timeout.
@@ -124,6 +150,26 @@ fn nexthop_dead_fails_over_in_time_and_fails_back_after_delay_up() {
     assert!(
         log.contains("route 0.0.0.0/0 via isp-a [10] withdrawn; now via isp-b [11]"),
         "{log}"
+    );
+
+    // The hook ran with the event in its environment, and was killed after its timeout.
+    lab.wait_for("hook killed", Duration::from_secs(3), || {
+        lab.log().contains("killed after 1000 ms")
+    });
+    let env = std::fs::read_to_string(&env_file).unwrap_or_default();
+    for want in [
+        "MHROUTER_TRACK=a-e2e",
+        "MHROUTER_OLD=up",
+        "MHROUTER_NEW=down",
+        "MHROUTER_UPLINK=isp-a",
+        "MHROUTER_REASON=probe a-e2e",
+    ] {
+        assert!(env.contains(want), "hook environment lacks {want}:\n{env}");
+    }
+    assert!(
+        lab.log().contains("track a-e2e: ISP A lost"),
+        "{}",
+        lab.log()
     );
 
     // Healing fails back only after delay-up.
@@ -407,6 +453,55 @@ at_least = 2
     assert!(lost > 0, "the loss fault lost no probe: {probes}");
     assert!(
         !lab.log().contains("via isp-a [10] withdrawn"),
+        "{}",
+        lab.log()
+    );
+}
+
+#[test]
+fn failback_move_brings_flows_home_after_the_grace() {
+    if !require_root() {
+        return;
+    }
+    let lab = start(
+        "fo6-",
+        "\n[failover]\nfailback = \"move\"\nfailback_grace = \"1s\"\n",
+    );
+    fault(&lab, &["a", "nexthop"]);
+    wait_installed(&lab, "isp-b", 11, Duration::from_secs(3));
+    // One long-lived ICMP flow (one echo id) established on B.
+    let pinger = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}lan", lab.prefix),
+            "ping",
+            "-i",
+            "0.1",
+            "-c",
+            "150",
+            "172.18.0.6",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _pinger = scopeguard(pinger);
+    let on = |uplink: &str| {
+        lab.ctl_json(&["show", "nat", "uplink", uplink])["sessions"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["protocol"] == "icmp"))
+    };
+    lab.wait_for("ping flow on B", Duration::from_secs(3), || on("isp-b"));
+    heal(&lab, "a");
+    wait_installed(&lab, "isp-a", 10, Duration::from_millis(UP_MS + 2000));
+    // With "stay" the flow would remain on B; with "move" it goes home after the grace.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(on("isp-b"), "moved before the grace period");
+    lab.wait_for("ping flow moved to A", Duration::from_secs(3), || {
+        on("isp-a") && !on("isp-b")
+    });
+    assert!(
+        lab.log().contains("uplink isp-b: failback grace over"),
         "{}",
         lab.log()
     );

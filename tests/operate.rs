@@ -27,7 +27,10 @@ fn every_view_in_text_and_json() {
         return;
     }
     let lab = Lab::up("op1-");
-    lab.start_router(&fast(""));
+    lab.start_router(&fast("").replace(
+        "workers = 2\n",
+        "workers = 2\nmetrics_listen = \"127.0.0.1:9580\"\n",
+    ));
     wait_primary(&lab);
     assert!(lab.ping("lan", "172.18.0.6"));
 
