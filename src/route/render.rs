@@ -245,11 +245,12 @@ impl RouteTable {
                 } else if b.is_empty() {
                     format!("route {prefix} via {} withdrawn", list(a))
                 } else if a.iter().all(|v| !b.contains(v)) {
-                    format!(
-                        "route {prefix} via {} withdrawn; now via {}",
-                        list(a),
-                        list(b)
-                    )
+                    // A lower distance taking over is a preference, not a loss (SPEC 22).
+                    let verb = match (a.first(), b.first()) {
+                        (Some(x), Some(y)) if y.distance < x.distance => "preempted",
+                        _ => "withdrawn",
+                    };
+                    format!("route {prefix} via {} {verb}; now via {}", list(a), list(b))
                 } else {
                     format!(
                         "route {prefix} via {} changed; now via {}",

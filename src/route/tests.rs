@@ -733,7 +733,7 @@ fn diff_reports_changed_prefixes() {
     assert_eq!(
         RouteTable::diff(&failed, &healthy_t),
         vec![
-            "route 0.0.0.0/0 via isp-b [11] withdrawn; now via isp-a [10]".to_string(),
+            "route 0.0.0.0/0 via isp-b [11] preempted; now via isp-a [10]".to_string(),
             "route 172.16.1.0/30 installed via isp-a (connected)".to_string(),
         ]
     );
