@@ -196,8 +196,13 @@ impl FastPath {
             return Ok(Verdict::Punt);
         }
         let key = outbound_key(ip, l4);
+        let (flags, ack) = match l4 {
+            L4::Ports { flags, ack, .. } => (flags, ack),
+            _ => (0, None),
+        };
+        // One lookup per packet of an established flow: it also refreshes the session.
         if let Some(key) = key
-            && let Some(t) = env.nat.peek_outbound(&key)
+            && let Some(t) = env.nat.lookup_outbound(&key, env.now, flags, ack)
         {
             let up = snap.uplink(t.uplink).ok_or(DropReason::NoRoute)?;
             if up.carrier {
@@ -450,12 +455,10 @@ impl FastPath {
                             DropReason::NatPortsExhausted
                         }
                     })?;
-                Nat::Source(t)
-            }
-            Nat::Source(t) if matches!(l4, L4::Ports { .. } | L4::Echo { .. }) => {
-                // Refresh the session's timers and TCP state (the lookup above was a peek).
-                if let Some(key) = outbound_key(ip, l4) {
-                    env.nat.lookup_outbound(&key, env.now, flags, ack);
+                // A session that raced in on another uplink (its uplink going down) must not
+                // leave here with that uplink's address.
+                if t.uplink != uplink {
+                    return Err(DropReason::NoRoute);
                 }
                 Nat::Source(t)
             }
@@ -632,6 +635,7 @@ impl FastPath {
     }
 }
 
+#[inline]
 fn parse_ip(buf: &[u8]) -> Result<Ip, DropReason> {
     let p = Ipv4Packet::new_checked(buf).map_err(|e| match e {
         crate::wire::WireError::Truncated => DropReason::Truncated,
@@ -668,6 +672,7 @@ fn check_martian(ip: &Ip) -> Result<(), DropReason> {
 }
 
 /// Parses the transport header of the IP packet `pkt` (header included, padding excluded).
+#[inline]
 fn parse_l4(pkt: &[u8], ip: &Ip) -> Result<L4, DropReason> {
     if !ip.first_frag {
         return Ok(L4::Fragment);

@@ -1,0 +1,327 @@
+//! The fast path alone, on in-memory frames (no I/O): what one packet costs in
+//! `FastPath::process`, so the lab numbers can be split into "our code" and "the syscalls".
+//!
+//! Cases:
+//! - `established_out`: a 1500-byte TCP segment of an established flow, LAN -> uplink. The
+//!   template is copied back into the buffer each iteration (the rewrite is in place), so the
+//!   `copy_only` case gives the part of the figure that is the copy.
+//! - `established_out_partial`: the same with VIRTIO_NET_HDR_F_NEEDS_CSUM, as frames arrive from
+//!   the TAP when the LAN host offloads checksums.
+//! - `established_in`: the reply direction, uplink -> LAN (inbound NAT lookup).
+//! - `new_flow`: a TCP SYN from a new source port each iteration: route lookup, port allocation,
+//!   session insert. The port pool holds at most 64512 mappings per (uplink, protocol), so a
+//!   fresh NAT table is made every `NEW_FLOWS_PER_TABLE` packets, outside the timed section.
+//!
+//! Target (issue 6): `established_out` <= 100 ns per packet.
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant as WallClock};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use etherparse::PacketBuilder;
+use mhrouter::clock::Instant;
+use mhrouter::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict};
+use mhrouter::nat::{FlowKey, FragTable, NatParams, NatTable, PROTO_TCP};
+use mhrouter::prefix::Ipv4Prefix;
+use mhrouter::route::{Health, Interfaces, RouteTable, StaticRoute, UplinkIf};
+use mhrouter::snapshot::{LanState, Snapshot, UplinkState};
+use mhrouter::wire::ethernet::{HEADER_LEN, MacAddr};
+use mhrouter::wire::vnet::{self, VnetHdr};
+use mhrouter::{Iface, UplinkId};
+
+const LAN_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
+const HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
+const SERVER: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 6);
+const WAN_A: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 1);
+const PE_A: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 2);
+const WAN_B: Ipv4Addr = Ipv4Addr::new(172, 17, 3, 1);
+const PE_B: Ipv4Addr = Ipv4Addr::new(172, 17, 3, 2);
+
+const LAN_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+const HOST_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x10]);
+const WAN_A_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0xa, 0x01]);
+const PE_A_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0xa, 0x02]);
+const WAN_B_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0xb, 0x01]);
+const PE_B_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0xb, 0x02]);
+
+const HOST_PORT: u16 = 40000;
+const SERVER_PORT: u16 = 5201;
+/// 1500-byte IP packets: 20 IP + 20 TCP + 1460 payload.
+const PAYLOAD: usize = 1460;
+/// Fresh NAT table this often in `new_flow`: a quarter of one port pool, so the port search
+/// stays representative of a table that is not nearly full.
+const NEW_FLOWS_PER_TABLE: u16 = 16384;
+
+fn prefix(addr: Ipv4Addr, len: u8) -> Ipv4Prefix {
+    Ipv4Prefix::new(addr, len).unwrap_or_else(|e| panic!("bench setup: {e}"))
+}
+
+/// The reference site with both uplinks up, a default route via isp-a (distance 10, untracked)
+/// and both next hops and the LAN host resolved: the state the lab bench measures in.
+fn snapshot() -> Snapshot {
+    let ifaces = Interfaces {
+        lan: prefix(LAN_ADDR, 24),
+        uplinks: vec![
+            UplinkIf {
+                name: "isp-a".into(),
+                address: prefix(WAN_A, 30),
+                next_hop: PE_A,
+            },
+            UplinkIf {
+                name: "isp-b".into(),
+                address: prefix(WAN_B, 30),
+                next_hop: PE_B,
+            },
+        ],
+    };
+    let default_via = |name: &str, uplink: u8, next_hop: Ipv4Addr, distance: u8| StaticRoute {
+        name: name.into(),
+        prefix: prefix(Ipv4Addr::UNSPECIFIED, 0),
+        uplink: UplinkId(uplink),
+        next_hop,
+        distance,
+        weight: 1,
+        track: None,
+    };
+    let routes = vec![
+        default_via("a-default", 0, PE_A, 10),
+        default_via("b-default", 1, PE_B, 11),
+    ];
+    let health = Health {
+        carrier: vec![true, true],
+        tracks: Vec::new(),
+    };
+    let uplink = |name: &str, address, mac, next_hop, next_hop_mac| UplinkState {
+        name: name.into(),
+        address: prefix(address, 30),
+        mac,
+        next_hop,
+        next_hop_mac: Some(next_hop_mac),
+        mtu: 1500,
+        mss_clamp: None,
+        nat: true,
+        nat_sources: Vec::new(),
+        carrier: true,
+    };
+    Snapshot {
+        routes: RouteTable::build(ifaces, routes, Vec::new(), &health),
+        lan: LanState {
+            address: prefix(LAN_ADDR, 24),
+            mac: LAN_MAC,
+            mtu: 1500,
+        },
+        uplinks: vec![
+            uplink("isp-a", WAN_A, WAN_A_MAC, PE_A, PE_A_MAC),
+            uplink("isp-b", WAN_B, WAN_B_MAC, PE_B, PE_B_MAC),
+        ],
+        neighbours: [((Iface::Lan, HOST), HOST_MAC)].into_iter().collect(),
+    }
+}
+
+fn nat_table() -> NatTable {
+    NatTable::new(NatParams::default(), &[Some(WAN_A), Some(WAN_B)])
+}
+
+/// A frame as the router reads it: virtio_net_hdr, Ethernet, IPv4, TCP (+ payload).
+struct Segment {
+    eth: (MacAddr, MacAddr),
+    ip: (Ipv4Addr, Ipv4Addr),
+    ports: (u16, u16),
+    syn: bool,
+    payload: usize,
+    vnet: VnetHdr,
+}
+
+impl Segment {
+    fn build(&self) -> Vec<u8> {
+        let (src_mac, dst_mac) = self.eth;
+        let builder = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+            .ipv4(self.ip.0.octets(), self.ip.1.octets(), 64)
+            .tcp(self.ports.0, self.ports.1, 1_000_000, 64240);
+        let builder = if self.syn {
+            builder.syn()
+        } else {
+            builder.ack(2_000_000)
+        };
+        let payload = vec![0x5a; self.payload];
+        let mut frame = vec![0u8; vnet::LEN];
+        builder
+            .write(&mut frame, &payload)
+            .unwrap_or_else(|e| panic!("bench setup: {e}"));
+        self.vnet
+            .write(&mut frame)
+            .unwrap_or_else(|e| panic!("bench setup: {e}"));
+        frame
+    }
+}
+
+fn outbound(vnet: VnetHdr) -> Segment {
+    Segment {
+        eth: (HOST_MAC, LAN_MAC),
+        ip: (HOST, SERVER),
+        ports: (HOST_PORT, SERVER_PORT),
+        syn: false,
+        payload: PAYLOAD,
+        vnet,
+    }
+}
+
+/// The header a TAP gives a frame whose TCP checksum the LAN host left to offload.
+fn needs_csum() -> VnetHdr {
+    VnetHdr {
+        flags: vnet::flags::NEEDS_CSUM,
+        csum_start: (HEADER_LEN + 20) as u16,
+        csum_offset: 16,
+        ..VnetHdr::default()
+    }
+}
+
+/// Times `process` on a copy of `template`, checking first that it is forwarded on `egress`.
+fn bench_forward(
+    c: &mut Criterion,
+    name: &str,
+    env: &Env,
+    template: &[u8],
+    ingress: Iface,
+    egress: Iface,
+) {
+    let mut fp = FastPath::default();
+    let mut buf = template.to_vec();
+    let mut scratch = vec![0u8; SCRATCH_LEN];
+    let v = fp.process(env, &mut buf, ingress, &mut scratch);
+    assert_eq!(
+        v,
+        Verdict::Forward { egress },
+        "{name}: bench setup is not forwarded"
+    );
+    let mut g = c.benchmark_group("fastpath");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            buf.copy_from_slice(template);
+            black_box(fp.process(env, black_box(&mut buf), ingress, &mut scratch))
+        })
+    });
+    g.finish();
+}
+
+fn fastpath(c: &mut Criterion) {
+    let snap = snapshot();
+    let nat = nat_table();
+    let frags = FragTable::default();
+    let env = Env {
+        snap: &snap,
+        nat: &nat,
+        frags: &frags,
+        now: Instant::now(),
+    };
+    let lan_to_a = (Iface::Lan, Iface::Uplink(UplinkId(0)));
+
+    let plain = outbound(VnetHdr::default()).build();
+    {
+        let mut buf = plain.clone();
+        let mut g = c.benchmark_group("fastpath");
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("copy_only", |b| {
+            b.iter(|| buf.copy_from_slice(black_box(&plain)))
+        });
+        g.finish();
+    }
+    bench_forward(c, "established_out", &env, &plain, lan_to_a.0, lan_to_a.1);
+    let partial = outbound(needs_csum()).build();
+    bench_forward(
+        c,
+        "established_out_partial",
+        &env,
+        &partial,
+        lan_to_a.0,
+        lan_to_a.1,
+    );
+
+    // The session the outbound cases created gives the outside port the reply is sent to.
+    let key = FlowKey {
+        proto: PROTO_TCP,
+        inside: HOST,
+        inside_port: HOST_PORT,
+        remote: SERVER,
+        remote_port: SERVER_PORT,
+    };
+    let t = nat
+        .peek_outbound(&key)
+        .unwrap_or_else(|| panic!("bench setup: no session after the outbound cases"));
+    let reply = Segment {
+        eth: (PE_A_MAC, WAN_A_MAC),
+        ip: (SERVER, WAN_A),
+        ports: (SERVER_PORT, t.outside_port),
+        syn: false,
+        payload: PAYLOAD,
+        vnet: VnetHdr::default(),
+    }
+    .build();
+    bench_forward(
+        c,
+        "established_in",
+        &env,
+        &reply,
+        Iface::Uplink(UplinkId(0)),
+        Iface::Lan,
+    );
+
+    let syn = Segment {
+        syn: true,
+        payload: 0,
+        ..outbound(VnetHdr::default())
+    }
+    .build();
+    let mut g = c.benchmark_group("fastpath");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("new_flow", |b| {
+        b.iter_custom(|iters| new_flows(&snap, &frags, &syn, iters))
+    });
+    g.finish();
+}
+
+/// Sends `iters` SYNs from distinct source ports; returns the time spent in `process` alone.
+fn new_flows(snap: &Snapshot, frags: &FragTable, syn: &[u8], iters: u64) -> Duration {
+    // Source port at: vnet header, Ethernet header, 20-byte IP header.
+    let sport_at = vnet::LEN + HEADER_LEN + 20;
+    let mut fp = FastPath::default();
+    let mut scratch = vec![0u8; SCRATCH_LEN];
+    let mut buf = syn.to_vec();
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let nat = nat_table();
+        let env = Env {
+            snap,
+            nat: &nat,
+            frags,
+            now: Instant::now(),
+        };
+        let chunk = left.min(u64::from(NEW_FLOWS_PER_TABLE));
+        let start = WallClock::now();
+        for port in 1..=chunk as u16 {
+            buf.copy_from_slice(syn);
+            buf[sport_at..sport_at + 2].copy_from_slice(&port.to_be_bytes());
+            black_box(fp.process(&env, black_box(&mut buf), Iface::Lan, &mut scratch));
+        }
+        total += start.elapsed();
+        assert_eq!(
+            nat.len() as u64,
+            chunk,
+            "new_flow: every SYN must create a session"
+        );
+        left -= chunk;
+    }
+    total
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = fastpath
+}
+criterion_main!(benches);

@@ -1,0 +1,147 @@
+//! The NAT table at scale, in memory: opens 1k and 1M flows with `create_outbound`, then reports
+//! bytes per entry (`memory_bytes() / len()`) and the time of `lookup_outbound` on random
+//! existing keys at each size.
+//!
+//! Targets (issue 6): <= 128 bytes per entry at 1M; lookup at 1M <= 2x lookup at 1k.
+//! Run: `cargo bench --bench nat_scale` (add `-- --quick` for fewer lookups).
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::time::Instant as WallClock;
+
+use mhrouter::UplinkId;
+use mhrouter::clock::Instant;
+use mhrouter::nat::{FlowKey, NatParams, NatTable, PROTO_TCP, TCP_ACK};
+
+const WAN_A: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 1);
+/// Inside endpoints in use: each holds one outside port, and the TCP pool of an uplink has
+/// 64512, so 1M flows share 50k endpoints (20 remotes each), as busy clients do.
+const ENDPOINTS: u32 = 50_000;
+const TARGET_BYTES_PER_ENTRY: f64 = 128.0;
+const TARGET_LOOKUP_RATIO: f64 = 2.0;
+
+/// Flow `i`: its key is computed, not stored, so the 1M case pays no cache misses on a key
+/// array that the 1k case would not. Every flow has its own remote address, which spreads the
+/// flows over the shards as real traffic does.
+fn key(i: u32) -> FlowKey {
+    FlowKey {
+        proto: PROTO_TCP,
+        inside: Ipv4Addr::from_bits(0x0a00_0000 | (i % ENDPOINTS)),
+        inside_port: 40000,
+        remote: Ipv4Addr::from_bits(0x5000_0000u32.wrapping_add(i)),
+        remote_port: 443,
+    }
+}
+
+/// xorshift64: reproducible random indices without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % u64::from(n)) as u32
+    }
+}
+
+struct Measured {
+    flows: u32,
+    create_ns: f64,
+    bytes_per_entry: f64,
+    lookup_ns: f64,
+}
+
+fn measure(flows: u32, lookups: u32, rounds: u32) -> Measured {
+    let params = NatParams {
+        max_entries: flows as usize,
+        ..NatParams::default()
+    };
+    let nat = NatTable::new(params, &[Some(WAN_A)]);
+    let now = Instant::now();
+    let start = WallClock::now();
+    for i in 0..flows {
+        if let Err(e) = nat.create_outbound(&key(i), UplinkId(0), now, TCP_ACK, Some(1)) {
+            panic!("flow {i} of {flows}: {e}");
+        }
+    }
+    let create_ns = start.elapsed().as_nanos() as f64 / f64::from(flows);
+    assert_eq!(nat.len(), flows as usize, "every flow must have a session");
+    let bytes_per_entry = nat.memory_bytes() as f64 / nat.len() as f64;
+
+    // The median of several rounds: the machine is shared, one round can be unlucky.
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut per_round: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let mut found = 0u32;
+            let start = WallClock::now();
+            for _ in 0..lookups {
+                let k = key(rng.below(flows));
+                found += u32::from(
+                    nat.lookup_outbound(black_box(&k), now, TCP_ACK, Some(2))
+                        .is_some(),
+                );
+            }
+            let ns = start.elapsed().as_nanos() as f64 / f64::from(lookups);
+            assert_eq!(found, lookups, "every lookup must find its session");
+            ns
+        })
+        .collect();
+    per_round.sort_by(f64::total_cmp);
+    Measured {
+        flows,
+        create_ns,
+        bytes_per_entry,
+        lookup_ns: per_round[per_round.len() / 2],
+    }
+}
+
+/// The benchmark loop's own cost (random index, key), printed beside the lookup figures so a
+/// reader can tell how much of them it is.
+fn key_overhead_ns(lookups: u32) -> f64 {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let start = WallClock::now();
+    for _ in 0..lookups {
+        black_box(key(rng.below(1_000_000)));
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(lookups)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; --quick shortens the run.
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (lookups, rounds) = if quick { (500_000, 3) } else { (2_000_000, 5) };
+    let small = measure(1_000, lookups, rounds);
+    let large = measure(1_000_000, lookups, rounds);
+    println!(
+        "nat_scale: lookup_outbound on random existing keys, median of {rounds} rounds of {lookups}"
+    );
+    println!(
+        "{:>10} {:>12} {:>12} {:>12}",
+        "flows", "create ns", "bytes/entry", "lookup ns"
+    );
+    for m in [&small, &large] {
+        println!(
+            "{:>10} {:>12.1} {:>12.1} {:>12.1}",
+            m.flows, m.create_ns, m.bytes_per_entry, m.lookup_ns
+        );
+    }
+    println!(
+        "key generation alone: {:.1} ns per lookup",
+        key_overhead_ns(lookups)
+    );
+    let ratio = large.lookup_ns / small.lookup_ns;
+    println!(
+        "bytes per entry at 1M: {:.1} (target <= {TARGET_BYTES_PER_ENTRY}): {}",
+        large.bytes_per_entry,
+        verdict(large.bytes_per_entry <= TARGET_BYTES_PER_ENTRY)
+    );
+    println!(
+        "lookup 1M / 1k: {ratio:.2}x (target <= {TARGET_LOOKUP_RATIO}x): {}",
+        verdict(ratio <= TARGET_LOOKUP_RATIO)
+    );
+}

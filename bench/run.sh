@@ -1,0 +1,367 @@
+#!/usr/bin/env bash
+# The lab benchmark (issue 6): the same iperf3 traffic through the kernel (ip_forward + nftables
+# masquerade) and through mhrouter, in two labs built one after the other in this run, and a table
+# of mhrouter/kernel ratios. Results go to results/<timestamp>/ (results.md, results.json, raw/).
+#
+# CPU seconds per GB (method also in README-bench.md). GB = bytes iperf3's receiver got. Samples
+# are taken just before and after each iperf3 run, in clock ticks:
+#   busy   the machine's busy time from /proc/stat: user+nice+system+irq+softirq (idle, iowait
+#          and steal excluded);
+#   others utime+stime+cutime+cstime (from /proc/<pid>/stat) of every user-space process that is
+#          not the lab's (other users' builds on a shared machine); kernel threads (PF_KTHREAD)
+#          are never subtracted, ksoftirqd does forwarding work;
+#   lab    the same for the iperf3 server, dnsmasq and this script (which reaps the iperf3
+#          client, so cutime holds it);
+#   router the same for the mhrouter process (all its threads).
+# Figures:
+#   process  (mhrouter) router: the router process alone.
+#   system   busy - others - lab: "the machine minus iperf3", the only figure the kernel router
+#            has, since it forwards in softirq. But with tick accounting (this kernel:
+#            CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING) a tick in softirq is charged to
+#            the task it interrupted too, and veth runs the forwarding softirq in the sending
+#            iperf3's context, so most of the kernel's forwarding lands in iperf3's time and is
+#            subtracted: for the kernel this is a lower bound, often near zero.
+#   path     busy - others: router + both hosts' stacks + the PEs, the same work on both sides
+#            but the router: the like-for-like comparison (mhrouter/kernel ratio of this one).
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$SCRIPT_DIR")
+LAB=$REPO_DIR/scripts/lab.sh
+SERVER=172.18.0.6
+UDP_LEN=64
+ROUTE_TIMEOUT_S=60
+# Issue 6: one TCP stream must reach these fractions of the kernel, both directions.
+TARGET_ON=0.9
+TARGET_OFF=0.75
+
+usage() {
+    cat <<'EOF'
+Usage: bench/run.sh [--quick] [--time S] [--prefix P]
+
+Builds target/release/mhrouter, then measures with iperf3 from the LAN host to 172.18.0.6:
+first with the kernel routing in <P>rtr (ip_forward=1, nftables masquerade on wan-a), then with
+mhrouter (scripts/lab.sh router start, scripts/lab.toml), each in a freshly built lab.
+Cases: TCP 1 stream up/down, TCP 4 streams up/down, with the hosts' offloads on and off
+(ethtool -K tso/gso/gro/tx on eth0 in <P>lan and isp-a in <P>net), UDP 64-byte packets
+(iperf3 -u -l 64 -b 0, receiver pps). Prints mhrouter/kernel ratios and CPU seconds per GB and
+writes them to results/<UTC timestamp>/results.{md,json}, iperf3 output to raw/.
+
+  --quick      2-second iperf3 runs (default 5)
+  --time S     S-second iperf3 runs
+  --prefix P   lab namespace prefix (default hx-bn-); must not be in use
+EOF
+}
+
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+
+PREFIX=hx-bn-
+DURATION=5
+while (($#)); do
+    case $1 in
+    --quick) DURATION=2 ;;
+    --time)
+        (($# >= 2)) || die "--time needs seconds"
+        DURATION=$2
+        shift
+        ;;
+    --prefix)
+        (($# >= 2)) || die "--prefix needs a value"
+        PREFIX=$2
+        shift
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+    esac
+    shift
+done
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--time must be a whole number of seconds"
+[[ $EUID -eq 0 ]] || die "must run as root (network namespaces)"
+for tool in iperf3 jq ethtool nft cargo; do
+    command -v "$tool" >/dev/null || die "$tool is not installed"
+done
+
+STATE=${MH_LAB_STATE:-/run/mhlab}/$PREFIX
+OUT=$REPO_DIR/results/$(date -u +%Y%m%dT%H%M%SZ)
+RECORDS=$OUT/records.jsonl
+HZ=$(getconf CLK_TCK)
+CLIENT_PID=
+ROUTER_PID=0
+
+lab() { "$LAB" --prefix "$PREFIX" "$@"; }
+
+# Only our own prefix is ever torn down, and only if this run built it.
+LAB_OURS=false
+cleanup() {
+    if [[ -n $CLIENT_PID ]] && kill -0 "$CLIENT_PID" 2>/dev/null; then
+        kill -TERM "$CLIENT_PID" 2>/dev/null || true
+        wait "$CLIENT_PID" 2>/dev/null || true
+    fi
+    if $LAB_OURS; then
+        lab down >/dev/null 2>&1 || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- CPU accounting (method in the header) -----------------------------------------------------
+
+# Prints "busy others router lab" in clock ticks: the machine's busy time; user-space processes
+# that are not the lab's (other users', builds); the router process; the lab's iperf3 client
+# (reaped by this shell, so in its cumulative children) and servers. Cumulative children count
+# for every process, so processes that exit during the run are not lost.
+cpu_sample() {
+    local busy lab_pids
+    busy=$(awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat)
+    lab_pids=" $$ $(cat "$STATE/iperf3.pid" "$STATE/dnsmasq.pid" 2>/dev/null | tr '\n' ' ')"
+    # Processes come and go while cat reads: a vanished one is not an error.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
+        awk -v router="$ROUTER_PID" -v lab="$lab_pids" -v busy="$busy" '
+        {
+            pid = $1
+            rest = $0
+            sub(/^.*\) /, "", rest)
+            split(rest, f, " ")
+            # Fields after the ")" closing the command name: field k of stat(5) is f[k-2].
+            if (int(f[7] / 2097152) % 2 == 1) next # PF_KTHREAD (0x00200000): kernel work
+            if (pid == router) r += f[12] + f[13] + f[14] + f[15]
+            else if (index(lab, " " pid " ")) l += f[12] + f[13] + f[14] + f[15]
+            else o += f[12] + f[13] + f[14] + f[15]
+        }
+        END { printf "%d %d %d %d\n", busy, o, r, l }'
+}
+
+# --- one measurement ---------------------------------------------------------------------------
+
+# Runs iperf3 from the LAN host and appends one JSON record to $RECORDS.
+run_case() { # router case offloads iperf3-args...
+    local router=$1 name=$2 offloads=$3 raw try s0 s1
+    shift 3
+    raw=$OUT/raw/$router-$name-offloads-$offloads.json
+    for try in 1 2; do
+        s0=$(cpu_sample)
+        # lab.sh exec and ip netns exec both exec: $! is iperf3 itself.
+        "$LAB" --prefix "$PREFIX" exec lan iperf3 -c "$SERVER" -t "$DURATION" -J "$@" >"$raw" 2>&1 &
+        CLIENT_PID=$!
+        if wait "$CLIENT_PID"; then
+            CLIENT_PID=
+            s1=$(cpu_sample)
+            break
+        fi
+        CLIENT_PID=
+        # The server may still be finishing the previous test ("server is busy").
+        echo "bench: $router $name (offloads $offloads) failed (try $try): $(jq -r '.error // empty' "$raw" 2>/dev/null)" >&2
+        ((try < 2)) || die "iperf3 failed twice; see $raw"
+        sleep 2
+    done
+    jq -c --arg router "$router" --arg case "$name" --arg offloads "$offloads" \
+        --argjson hz "$HZ" --argjson udp_len "$UDP_LEN" \
+        --argjson s0 "[${s0// /,}]" --argjson s1 "[${s1// /,}]" '
+        .end.sum_received as $r
+        | [range(4) as $i | ($s1[$i] - $s0[$i]) / $hz] as [$busy, $others, $router_s, $lab_s]
+        | {router: $router, case: $case, offloads: $offloads,
+           bytes: $r.bytes, seconds: $r.seconds, gbps: ($r.bits_per_second / 1e9),
+           pps: (if .start.test_start.protocol == "UDP" then $r.bytes / $udp_len / $r.seconds
+                 else null end),
+           cpu_path_s: ($busy - $others),
+           cpu_system_s: ($busy - $others - $lab_s),
+           cpu_process_s: (if $router == "mhrouter" then $router_s else null end)}
+        ' "$raw" >>"$RECORDS"
+    jq -r 'def r2: . * 100 | round / 100;
+        select(.router == $r and .case == $c and .offloads == $o)
+        | "  \(.router) \(.case) offloads \(.offloads): \(.gbps * 1000 | round / 1000) Gbit/s"
+          + (if .pps then ", \(.pps | round) pps" else "" end)
+          + ", CPU s: path \(.cpu_path_s | r2), system \(.cpu_system_s | r2)"
+          + (if .cpu_process_s then ", process \(.cpu_process_s | r2)" else "" end)' \
+        --arg r "$router" --arg c "$name" --arg o "$offloads" "$RECORDS"
+    sleep 1
+}
+
+# "on" is the veth defaults of a fresh lab (tx, tso, gso on; gro off); "off" turns them all off
+# on the two hosts' interfaces that carry the traffic. The state is saved to raw/.
+set_offloads() { # on|off
+    if [[ $1 == off ]]; then
+        lab exec lan ethtool -K eth0 tx off tso off gso off gro off >/dev/null
+        lab exec net ethtool -K isp-a tx off tso off gso off gro off >/dev/null
+    fi
+    {
+        echo "== lan eth0"
+        lab exec lan ethtool -k eth0
+        echo "== net isp-a"
+        lab exec net ethtool -k isp-a
+    } >"$OUT/raw/ethtool-$1.txt" 2>&1
+}
+
+measure() { # router
+    local offloads
+    lab exec lan ping -c 3 -i 0.2 -W 1 "$SERVER" >/dev/null || die "$1: no path from the LAN host to $SERVER"
+    for offloads in on off; do
+        set_offloads "$offloads"
+        run_case "$1" tcp1-up "$offloads"
+        run_case "$1" tcp1-down "$offloads" -R
+        run_case "$1" tcp4-up "$offloads" -P 4
+        run_case "$1" tcp4-down "$offloads" -P 4 -R
+        # 64-byte packets: segmentation offloads do not apply, once is enough.
+        if [[ $offloads == on ]]; then
+            run_case "$1" udp64-up "$offloads" -u -l "$UDP_LEN" -b 0
+        fi
+    done
+}
+
+# --- the two labs ------------------------------------------------------------------------------
+
+lab_up() {
+    LAB_OURS=true
+    lab up >/dev/null
+}
+
+lab_down() {
+    lab down >/dev/null
+    LAB_OURS=false
+}
+
+kernel_router() {
+    lab exec rtr ip addr add 192.168.0.1/24 dev br-lan
+    lab exec rtr ip addr add 172.16.1.1/30 dev wan-a
+    lab exec rtr ip addr add 172.17.3.1/30 dev wan-b
+    lab exec rtr sysctl -qw net.ipv4.ip_forward=1
+    lab exec rtr ip route add default via 172.16.1.2 dev wan-a
+    lab exec rtr nft -f - <<'EOF'
+table ip bench-nat {
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan-a" masquerade
+    }
+}
+EOF
+}
+
+mhrouter_router() {
+    local i
+    lab router start >/dev/null
+    ROUTER_PID=$(head -n1 "$STATE/router.pid")
+    [[ $(cat "/proc/$ROUTER_PID/comm" 2>/dev/null) == mhrouter ]] ||
+        die "pid $ROUTER_PID from $STATE/router.pid is not mhrouter"
+    # The route via isp-a at distance 10 is tracked end to end: measure once it is installed.
+    for ((i = 0; i < ROUTE_TIMEOUT_S * 2; i++)); do
+        if lab ctl show route | grep -qE '^S\*.*\[10/0\] via 172\.16\.1\.2, isp-a'; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    lab ctl show route >&2 || true
+    die "mhrouter: no default via isp-a [10] after ${ROUTE_TIMEOUT_S}s"
+}
+
+# --- report ------------------------------------------------------------------------------------
+
+# One row per (case, offloads): kernel and mhrouter side by side, and the ratios.
+# shellcheck disable=SC2016 # jq programs: $names are jq's
+TABLE_JQ='
+def r3: if . == null then null else . * 1000 | round / 1000 end;
+def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b | r3 end;
+def per_gb(f): if . == null or .bytes == 0 or f == null then null else f / (.bytes / 1e9) | r3 end;
+group_by(.case + " " + .offloads)
+| map((map(select(.router == "kernel"))[0]) as $k
+      | (map(select(.router == "mhrouter"))[0]) as $m
+      | {case: .[0].case, offloads: .[0].offloads,
+         kernel_gbps: ($k.gbps | r3), mhrouter_gbps: ($m.gbps | r3),
+         ratio_gbps: ratio($m.gbps; $k.gbps),
+         kernel_pps: ($k.pps | if . then round else null end),
+         mhrouter_pps: ($m.pps | if . then round else null end),
+         ratio_pps: ratio($m.pps; $k.pps),
+         cpu_s_per_gb: {
+           kernel_system: ($k | per_gb(.cpu_system_s)),
+           mhrouter_process: ($m | per_gb(.cpu_process_s)),
+           mhrouter_system: ($m | per_gb(.cpu_system_s)),
+           kernel_path: ($k | per_gb(.cpu_path_s)),
+           mhrouter_path: ($m | per_gb(.cpu_path_s))}}
+      | .ratio_cpu_path = ratio(.cpu_s_per_gb.mhrouter_path; .cpu_s_per_gb.kernel_path)
+      | .target = (if .case | startswith("tcp1-") then
+                     (if .offloads == "on" then $on else $off end) else null end)
+      | .target_met = (if .target == null or .ratio_gbps == null then null
+                       else .ratio_gbps >= .target end))
+| sort_by(.offloads != "on", .case)
+'
+
+# shellcheck disable=SC2016
+MD_JQ='
+def cell: if . == null then "–" elif . == true then "yes" elif . == false then "**no**"
+          else tostring end;
+"| case | offloads | kernel Gbit/s | mhrouter Gbit/s | ratio | kernel pps | mhrouter pps | ratio pps | target | met | CPU s/GB path kernel | path mhrouter | path ratio | mhrouter process | mhrouter system | kernel system |",
+"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+(.[] | .cpu_s_per_gb as $c
+ | "| \(.case) | \(.offloads) | \(.kernel_gbps | cell) | \(.mhrouter_gbps | cell) | \(.ratio_gbps | cell) | \(.kernel_pps | cell) | \(.mhrouter_pps | cell) | \(.ratio_pps | cell) | \(if .target then "≥ \(.target)" else "–" end) | \(.target_met | cell) | \($c.kernel_path | cell) | \($c.mhrouter_path | cell) | \(.ratio_cpu_path | cell) | \($c.mhrouter_process | cell) | \($c.mhrouter_system | cell) | \($c.kernel_system | cell) |")
+'
+
+report() {
+    local table meta
+    table=$(jq -s --argjson on "$TARGET_ON" --argjson off "$TARGET_OFF" "$TABLE_JQ" "$RECORDS")
+    meta=$(jq -n --arg cores "$(nproc)" --arg kernel "$(uname -r)" \
+        --arg iperf3 "$(iperf3 --version | head -n1)" --arg load "$LOAD_START" \
+        --arg load_end "$(cut -d' ' -f1-3 /proc/loadavg)" --arg others "$OTHER_LABS" \
+        --argjson duration "$DURATION" --arg command "$COMMAND" --arg hz "$HZ" \
+        '{command: $command, cores: ($cores | tonumber), kernel: $kernel, iperf3: $iperf3,
+          iperf3_seconds: $duration, clk_tck: ($hz | tonumber), loadavg_start: $load,
+          loadavg_end: $load_end, other_lab_namespaces: $others}')
+    jq -n --argjson meta "$meta" --argjson table "$table" --slurpfile records "$RECORDS" \
+        '{meta: $meta, table: $table, records: $records}' >"$OUT/results.json"
+    {
+        echo "# mhrouter vs kernel forwarding ($(basename "$OUT"))"
+        echo
+        echo "\`$COMMAND\` — $(nproc) cores, kernel $(uname -r), iperf3 ${DURATION}s per run," \
+            "load average at start $LOAD_START, other labs running: ${OTHER_LABS:-none}."
+        echo "Ratios are mhrouter/kernel (throughput: higher is better; CPU: lower is better)."
+        echo "CPU seconds per GB received: path = whole machine minus other users' processes"
+        echo "(like for like); process = the mhrouter process; system = path minus iperf3 (a lower"
+        echo "bound for the kernel, whose forwarding is charged to iperf3). See README-bench.md."
+        echo
+        jq -r "$MD_JQ" <<<"$table"
+    } >"$OUT/results.md"
+    echo
+    cat "$OUT/results.md"
+    echo
+    echo "results: $OUT"
+}
+
+# --- main --------------------------------------------------------------------------------------
+
+COMMAND="bench/run.sh"
+((DURATION == 5)) || COMMAND+=" --time $DURATION"
+((DURATION != 2)) || COMMAND="bench/run.sh --quick"
+[[ $PREFIX == hx-bn- ]] || COMMAND+=" --prefix $PREFIX"
+
+if lab status >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q "^${PREFIX}"; then
+    die "a lab with prefix '$PREFIX' exists already: pick another --prefix (or lab.sh --prefix $PREFIX down if it is yours)"
+fi
+mkdir -p "$OUT/raw"
+: >"$RECORDS"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+OTHER_LABS=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -v "^${PREFIX}" | paste -sd' ' || true)
+echo "bench: $(nproc) cores; load average $LOAD_START; other namespaces: ${OTHER_LABS:-none}"
+
+echo "bench: building the release binary"
+(cd "$REPO_DIR" && cargo build --release --bin mhrouter --quiet)
+export MHROUTER_BIN=$REPO_DIR/target/release/mhrouter
+
+echo "bench: kernel forwarding (lab $PREFIX)"
+lab_up
+kernel_router
+measure kernel
+lab_down
+
+echo "bench: mhrouter (lab $PREFIX)"
+lab_up
+mhrouter_router
+measure mhrouter
+cp "$STATE/router.log" "$OUT/raw/router.log" 2>/dev/null || true
+ROUTER_PID=0
+lab_down
+
+report
