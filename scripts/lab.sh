@@ -282,6 +282,9 @@ cmd_up() {
 
     links_up lan eth0
     links_up rtr lan0 br-lan wan-a wan-b
+    # A physical NIC has GRO on by default, a veth has not: turn it on for the router's LAN
+    # port so the lab behaves like a real box (the kernel baseline of bench/ gets the same).
+    in_ns rtr ethtool -K lan0 gro on >/dev/null 2>&1 || true
     links_up ispa rtr0 net0
     links_up ispb rtr0 net0
     links_up net isp-a isp-b srv0
