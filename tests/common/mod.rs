@@ -38,10 +38,16 @@ pub fn text(o: &Output) -> String {
 }
 
 impl Lab {
-    /// Builds a fresh lab with namespace prefix `prefix` (unique per test).
+    /// Builds a fresh lab whose namespace prefix is `prefix` (unique per test) plus three hex
+    /// digits of the process id, so concurrent `cargo test` runs of several checkouts never
+    /// share a lab (lab prefixes are at most 8 characters).
     pub fn up(prefix: &str) -> Lab {
         let lab = Lab {
-            prefix: prefix.to_string(),
+            prefix: format!(
+                "{}{:03x}-",
+                prefix.trim_end_matches('-'),
+                std::process::id() % 4096
+            ),
         };
         lab.sh(&["down"]);
         let o = lab.sh(&["up"]);
