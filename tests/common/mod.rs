@@ -143,10 +143,44 @@ impl Lab {
         );
     }
 
+    /// True if `dst` answers one of up to three pings (the first may wait for ARP).
     pub fn ping(&self, ns: &str, dst: &str) -> bool {
-        self.exec(ns, &["ping", "-c", "1", "-W", "1", dst])
-            .status
-            .success()
+        let ok = (0..3).any(|_| {
+            self.exec(ns, &["ping", "-c", "1", "-W", "2", dst])
+                .status
+                .success()
+        });
+        if !ok {
+            eprintln!("ping {ns} -> {dst} failed; lab state:\n{}", self.diagnose());
+        }
+        ok
+    }
+
+    /// What a failing test prints: the router's view and the kernel's view of the LAN path.
+    pub fn diagnose(&self) -> String {
+        let mut s = String::new();
+        for args in [
+            &["show", "counters"][..],
+            &["show", "arp"],
+            &["show", "nat"],
+        ] {
+            let mut a = vec!["ctl"];
+            a.extend_from_slice(args);
+            s += &text(&self.sh(&a));
+        }
+        for (ns, cmd) in [
+            (
+                "lan",
+                "ip neigh; ip -s link show eth0; nstat -az | grep -iE 'icmp|arp' | grep -v ' 0 '",
+            ),
+            (
+                "rtr",
+                "bridge fdb show br br-lan | grep -v permanent; ip -s link; nstat -az | grep -v ' 0 '",
+            ),
+        ] {
+            s += &format!("--- {ns}\n{}", text(&self.exec(ns, &["bash", "-c", cmd])));
+        }
+        s + "--- router log\n" + &self.log()
     }
 }
 
