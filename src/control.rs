@@ -1048,7 +1048,7 @@ impl Control {
                 for r in &rows {
                     let st = &r["stats"];
                     s += &format!(
-                        "IP SLA {} ({} to {} via {}), interval {} ms, timeout {} ms, threshold {} ms\n  latest: {}, rtt {} ms; avg/min/max {}/{}/{} ms, jitter {} ms\n  sent {}, ok {}, over threshold {}, timeouts {}; loss {}/{} ({:.1}%)\n",
+                        "IP SLA {} ({} to {} via {}), interval {} ms, timeout {} ms, threshold {} ms\n  latest: {}, last rtt {} ms; avg/min/max {}/{}/{} ms, jitter {} ms\n  sent {}, ok {}, over threshold {}, timeouts {}; loss {}/{} ({:.1}%)\n",
                         r["name"].as_str().unwrap_or(""),
                         r["type"].as_str().unwrap_or(""),
                         r["target"].as_str().unwrap_or(""),

@@ -252,22 +252,13 @@ impl Outbox {
             if q.is_empty() {
                 continue;
             }
-            let frames: Vec<&[u8]> = q.iter().map(|&i| frame(i)).collect();
             let egress = Iface::Uplink(UplinkId(u as u8));
-            match send_all(&w.uplinks[u], &frames) {
-                Ok(sent) => {
-                    for f in &frames[..sent] {
-                        w.counters.tx(egress.index(), f.len());
-                    }
-                    for _ in sent..frames.len() {
-                        w.counters.dropped(DropReason::TxError);
-                    }
-                }
-                Err(_) => {
-                    for _ in &frames {
-                        w.counters.dropped(DropReason::TxError);
-                    }
-                }
+            let sent = send_all(&w.uplinks[u], q.iter().map(|&i| frame(i))).unwrap_or(0);
+            for &i in &q[..sent.min(q.len())] {
+                w.counters.tx(egress.index(), frame(i).len());
+            }
+            for _ in sent..q.len() {
+                w.counters.dropped(DropReason::TxError);
             }
             q.clear();
         }
