@@ -15,7 +15,7 @@ use crossbeam_channel::Receiver;
 use crate::clock::Instant;
 use crate::config::{Config, Failback, TrackSource as CfgTrackSource};
 use crate::counters::{Counters, DropReason, Totals};
-use crate::ctl::{Pending, Request, View};
+use crate::ctl::{Pending, Request};
 use crate::dataplane::{Punt, Shared};
 use crate::fastpath::{ETH_OFFSET, IP_OFFSET};
 use crate::hooks::{self, HookEvent};
@@ -29,6 +29,7 @@ use crate::probe::schedule::{ProbeSet, Source};
 use crate::route::{self, FlowTuple, Health, RouteTable};
 use crate::snapshot::{LanState, Snapshot, UplinkState};
 use crate::track::{TrackDef, TrackEvent, TrackSet, TrackSource, TrackState};
+use crate::views;
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
 use crate::wire::icmp::{self, IcmpPacket, types};
@@ -834,13 +835,20 @@ impl Control {
     }
 
     fn iface_name(&self, iface: Iface) -> String {
-        match iface {
-            Iface::Lan => "lan".to_string(),
-            Iface::Uplink(u) => self
-                .cfg
-                .uplinks
-                .get(u.0 as usize)
-                .map_or_else(|| format!("uplink{}", u.0), |u| u.name.clone()),
+        views::iface_name(&self.cfg, iface)
+    }
+
+    fn view_state(&self, now: Instant) -> views::State<'_> {
+        views::State {
+            cfg: &self.cfg,
+            snap: self.shared.snapshot.load_full(),
+            carrier: &self.carrier,
+            totals: self.totals(),
+            nat: &self.shared.nat,
+            probes: &self.probes.probes,
+            tracks: &self.tracks,
+            neigh: &self.neigh,
+            now,
         }
     }
 
@@ -921,7 +929,7 @@ impl Control {
     /// Answers a control-socket request.
     fn answer(&mut self, req: Request, now: Instant) -> Result<String, String> {
         match req {
-            Request::Show { view, json } => Ok(self.show(view, json, now)),
+            Request::Show { view, json } => Ok(views::show(&self.view_state(now), view, json)),
             Request::Explain {
                 src,
                 dst,
@@ -929,7 +937,8 @@ impl Control {
                 sport,
                 dport,
                 json,
-            } => Ok(self.explain(
+            } => Ok(views::explain(
+                &self.view_state(now),
                 FlowTuple {
                     src,
                     dst,
@@ -950,379 +959,6 @@ impl Control {
                 tracks: &self.tracks,
             }))),
         }
-    }
-
-    fn show(&self, view: View, json: bool, now: Instant) -> String {
-        let snap = self.shared.snapshot.load();
-        match view {
-            View::Route => {
-                if json {
-                    to_json(&serde_json::json!({
-                        "gateway_of_last_resort": snap.routes.gateway_of_last_resort().map(|(ip, u)| serde_json::json!({"next_hop": ip, "uplink": self.cfg.uplinks.get(u.0 as usize).map(|x| x.name.clone())})),
-                        "routes": snap.routes.entries(),
-                    }))
-                } else {
-                    snap.routes.render(&self.tracks.names())
-                }
-            }
-            View::Uplinks => {
-                let totals = self.totals();
-                let by_uplink = self.shared.nat.len_by_uplink();
-                let rows: Vec<serde_json::Value> = self
-                    .cfg
-                    .uplinks
-                    .iter()
-                    .enumerate()
-                    .map(|(u, c)| {
-                        let s = &snap.uplinks[u];
-                        let t = totals.ifaces.get(1 + u).cloned().unwrap_or_default();
-                        serde_json::json!({
-                            "name": c.name,
-                            "interface": c.interface,
-                            "address": c.address.to_string(),
-                            "next_hop": c.next_hop,
-                            "next_hop_mac": s.next_hop_mac.map(|m| m.to_string()),
-                            "mac": s.mac.to_string(),
-                            "mtu": s.mtu,
-                            "carrier": self.carrier[u],
-                            "usable": snap.routes.uplink_usable(UplinkId(u as u8)),
-                            "nat": c.nat,
-                            "nat_sessions": by_uplink.get(u).copied().unwrap_or(0),
-                            "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes,
-                            "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
-                        })
-                    })
-                    .collect();
-                if json {
-                    return to_json(&serde_json::json!({ "uplinks": rows }));
-                }
-                let mut s = String::new();
-                for r in &rows {
-                    s += &format!(
-                        "{} ({}): {} next hop {} [{}], carrier {}, {}\n  mac {} mtu {}, NAT {} ({} sessions)\n  rx {} packets {} bytes, tx {} packets {} bytes\n",
-                        r["name"].as_str().unwrap_or(""),
-                        r["interface"].as_str().unwrap_or(""),
-                        r["address"].as_str().unwrap_or(""),
-                        r["next_hop"].as_str().unwrap_or(""),
-                        r["next_hop_mac"].as_str().unwrap_or("unresolved"),
-                        if r["carrier"] == true { "up" } else { "down" },
-                        if r["usable"] == true {
-                            "usable"
-                        } else {
-                            "not usable"
-                        },
-                        r["mac"].as_str().unwrap_or(""),
-                        r["mtu"],
-                        if r["nat"] == true { "on" } else { "off" },
-                        r["nat_sessions"],
-                        r["rx_packets"],
-                        r["rx_bytes"],
-                        r["tx_packets"],
-                        r["tx_bytes"],
-                    );
-                }
-                s
-            }
-            View::Probes => {
-                let rows: Vec<serde_json::Value> = self
-                    .probes
-                    .probes
-                    .iter()
-                    .map(|p| {
-                        serde_json::json!({
-                            "name": p.def.name,
-                            "type": p.def.kind.name(),
-                            "uplink": p.def.uplink,
-                            "target": p.def.target,
-                            "interval_ms": p.def.interval.as_millis() as u64,
-                            "timeout_ms": p.def.timeout.as_millis() as u64,
-                            "threshold_ms": p.def.threshold.as_millis() as u64,
-                            "stats": p.stats.view(),
-                        })
-                    })
-                    .collect();
-                if json {
-                    return to_json(&serde_json::json!({ "probes": rows }));
-                }
-                let mut s = String::new();
-                for r in &rows {
-                    let st = &r["stats"];
-                    s += &format!(
-                        "IP SLA {} ({} to {} via {}), interval {} ms, timeout {} ms, threshold {} ms\n  latest: {}, last rtt {} ms; avg/min/max {}/{}/{} ms, jitter {} ms\n  sent {}, ok {}, over threshold {}, timeouts {}; loss {}/{} ({:.1}%)\n",
-                        r["name"].as_str().unwrap_or(""),
-                        r["type"].as_str().unwrap_or(""),
-                        r["target"].as_str().unwrap_or(""),
-                        r["uplink"].as_str().unwrap_or(""),
-                        r["interval_ms"],
-                        r["timeout_ms"],
-                        r["threshold_ms"],
-                        st["last"].as_str().unwrap_or("none"),
-                        num(&st["last_rtt_ms"]),
-                        num(&st["avg_rtt_ms"]),
-                        num(&st["min_rtt_ms"]),
-                        num(&st["max_rtt_ms"]),
-                        num(&st["jitter_ms"]),
-                        st["sent"],
-                        st["ok"],
-                        st["over_threshold"],
-                        st["timeouts"],
-                        st["window_lost"],
-                        st["window_attempts"],
-                        st["loss_percent"].as_f64().unwrap_or(0.0),
-                    );
-                }
-                s
-            }
-            View::Tracks => {
-                let rows: Vec<serde_json::Value> = (0..self.tracks.len())
-                    .map(|t| {
-                        let pending = self.tracks.pending(t, now);
-                        serde_json::json!({
-                            "name": self.tracks.name(t),
-                            "state": self.tracks.state(t),
-                            "changes": self.tracks.change_count(t),
-                            "source": self.cfg.tracks.get(t).map(|c| describe_source(&c.source)),
-                            "delay_down_ms": self.cfg.tracks.get(t).map(|c| c.delay_down.as_millis() as u64),
-                            "delay_up_ms": self.cfg.tracks.get(t).map(|c| c.delay_up.as_millis() as u64),
-                            "pending": pending.map(|(to, left)| serde_json::json!({"to": to, "left_ms": left.as_millis() as u64})),
-                        })
-                    })
-                    .collect();
-                if json {
-                    return to_json(&serde_json::json!({ "tracks": rows }));
-                }
-                let mut s = String::new();
-                for r in &rows {
-                    s += &format!(
-                        "Track {}\n  {}\n  State is {}, {} changes\n  Delay up {} ms, down {} ms\n",
-                        r["name"].as_str().unwrap_or(""),
-                        r["source"].as_str().unwrap_or(""),
-                        r["state"].as_str().unwrap_or(""),
-                        r["changes"],
-                        r["delay_up_ms"],
-                        r["delay_down_ms"],
-                    );
-                    if let Some(p) = r["pending"].as_object() {
-                        s += &format!(
-                            "  Change to {} pending, {} ms left\n",
-                            p["to"].as_str().unwrap_or(""),
-                            p["left_ms"]
-                        );
-                    }
-                }
-                s
-            }
-            View::Nat { uplink, address } => {
-                let filter = uplink
-                    .as_deref()
-                    .and_then(|n| self.cfg.uplink_index(n))
-                    .map(|u| UplinkId(u as u8));
-                if uplink.is_some() && filter.is_none() {
-                    return format!("no uplink named '{}'\n", uplink.unwrap_or_default());
-                }
-                let sessions: Vec<serde_json::Value> = self
-                    .shared
-                    .nat
-                    .sessions(filter, now)
-                    .into_iter()
-                    .filter(|s| address.is_none_or(|a| s.key.inside == a || s.key.remote == a || s.translation.outside == a))
-                    .map(|s| {
-                        serde_json::json!({
-                            "uplink": self.cfg.uplinks.get(s.translation.uplink.0 as usize).map(|u| u.name.clone()),
-                            "protocol": proto_name(s.key.proto),
-                            "inside": format!("{}:{}", s.key.inside, s.key.inside_port),
-                            "outside": format!("{}:{}", s.translation.outside, s.translation.outside_port),
-                            "remote": format!("{}:{}", s.key.remote, s.key.remote_port),
-                            "state": s.state,
-                            "idle_ms": s.idle.as_millis() as u64,
-                            "expires_in_ms": s.expires_in.as_millis() as u64,
-                        })
-                    })
-                    .collect();
-                let c = self.shared.nat.counters();
-                let totals = serde_json::json!({
-                    "sessions": self.shared.nat.len(),
-                    "shown": sessions.len(),
-                    "created": c.created, "expired": c.expired, "flushed": c.flushed,
-                    "table_full": c.table_full, "ports_exhausted": c.ports_exhausted,
-                });
-                if json {
-                    return to_json(&serde_json::json!({ "sessions": sessions, "totals": totals }));
-                }
-                let mut s = format!(
-                    "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {}\n",
-                    "Pro", "Uplink", "Inside local", "Inside global", "Outside", "State", "Expires"
-                );
-                for r in &sessions {
-                    s += &format!(
-                        "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {} s\n",
-                        r["protocol"].as_str().unwrap_or(""),
-                        r["uplink"].as_str().unwrap_or(""),
-                        r["inside"].as_str().unwrap_or(""),
-                        r["outside"].as_str().unwrap_or(""),
-                        r["remote"].as_str().unwrap_or(""),
-                        r["state"].as_str().unwrap_or(""),
-                        r["expires_in_ms"].as_u64().unwrap_or(0) / 1000,
-                    );
-                }
-                s += &format!(
-                    "Total sessions: {} (shown {}); created {}, expired {}, flushed {}, table full {}, ports exhausted {}\n",
-                    totals["sessions"],
-                    totals["shown"],
-                    totals["created"],
-                    totals["expired"],
-                    totals["flushed"],
-                    totals["table_full"],
-                    totals["ports_exhausted"]
-                );
-                s
-            }
-            View::Arp => {
-                let v = self.neigh.view(now);
-                if json {
-                    let rows: Vec<serde_json::Value> = v.iter().map(|n| serde_json::json!({
-                        "interface": self.iface_name(n.iface), "address": n.ip, "mac": n.mac, "age_ms": n.age_ms, "queued": n.queued,
-                    })).collect();
-                    return to_json(&serde_json::json!({ "arp": rows }));
-                }
-                let mut s = format!(
-                    "{:<10} {:<16} {:<18} {}\n",
-                    "Interface", "Address", "Hardware Addr", "Age (s)"
-                );
-                for n in &v {
-                    s += &format!(
-                        "{:<10} {:<16} {:<18} {}\n",
-                        self.iface_name(n.iface),
-                        n.ip.to_string(),
-                        n.mac.as_deref().unwrap_or("incomplete"),
-                        n.age_ms / 1000
-                    );
-                }
-                s
-            }
-            View::Counters => {
-                let t = self.totals();
-                if json {
-                    return to_json(&t);
-                }
-                let mut s = format!(
-                    "forwarded {}, punted {}, icmp errors sent {}, batches {} (avg {:.1} packets)\n",
-                    t.forwarded,
-                    t.punted,
-                    t.icmp_errors_sent,
-                    t.batches,
-                    if t.batches > 0 {
-                        t.batch_packets as f64 / t.batches as f64
-                    } else {
-                        0.0
-                    }
-                );
-                s += "drops:\n";
-                for (name, n) in &t.drops {
-                    s += &format!("  {name:<24} {n}\n");
-                }
-                s += "interfaces:\n";
-                for (i, c) in t.ifaces.iter().enumerate() {
-                    let name = if i == 0 {
-                        "lan".to_string()
-                    } else {
-                        self.iface_name(Iface::Uplink(UplinkId(i as u8 - 1)))
-                    };
-                    s += &format!(
-                        "  {name:<10} rx {} packets {} bytes, tx {} packets {} bytes\n",
-                        c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes
-                    );
-                }
-                s
-            }
-        }
-    }
-
-    /// Which rule, route and uplink a flow would take now, and its NAT entry.
-    fn explain(&self, flow: FlowTuple, json: bool) -> String {
-        let snap = self.shared.snapshot.load();
-        let decision = snap.routes.lookup(&flow);
-        let key = crate::nat::FlowKey {
-            proto: flow.proto,
-            inside: flow.src,
-            inside_port: flow.src_port,
-            remote: flow.dst,
-            remote_port: flow.dst_port,
-        };
-        let existing = self.shared.nat.peek_outbound(&key);
-        let (egress, via, rule) = match decision {
-            route::Decision::Local => ("router".to_string(), None, "local address".to_string()),
-            route::Decision::Lan => ("lan".to_string(), None, "connected LAN".to_string()),
-            route::Decision::Unreachable => (
-                "none".to_string(),
-                None,
-                "no eligible route: ICMP unreachable".to_string(),
-            ),
-            route::Decision::Uplink {
-                uplink,
-                next_hop,
-                route: r,
-            } => (
-                self.iface_name(Iface::Uplink(uplink)),
-                Some(next_hop),
-                match r {
-                    route::RouteRef::Connected => "connected uplink prefix".to_string(),
-                    route::RouteRef::Static(i) => format!(
-                        "route {}",
-                        self.cfg.routes.get(i).map_or("?", |r| r.name.as_str())
-                    ),
-                    route::RouteRef::Policy { policy, .. } => format!(
-                        "policy {}",
-                        self.cfg
-                            .policies
-                            .get(policy)
-                            .map_or("?", |p| p.name.as_str())
-                    ),
-                },
-            ),
-        };
-        let nat = match (existing, decision) {
-            (Some(t), _) => format!(
-                "existing session on {}: {}:{} -> {}:{}",
-                self.iface_name(Iface::Uplink(t.uplink)),
-                flow.src,
-                flow.src_port,
-                t.outside,
-                t.outside_port
-            ),
-            (None, route::Decision::Uplink { uplink, .. }) => match snap.uplink(uplink) {
-                Some(u) if u.nat => format!(
-                    "new session: source {} translated to {} (port from the NAT range)",
-                    flow.src,
-                    u.address.addr()
-                ),
-                _ => "not translated (uplink without NAT)".to_string(),
-            },
-            _ => "not translated".to_string(),
-        };
-        let session_uplink = existing.map(|t| self.iface_name(Iface::Uplink(t.uplink)));
-        if json {
-            return to_json(&serde_json::json!({
-                "egress": egress, "next_hop": via, "decided_by": rule, "nat": nat, "session_uplink": session_uplink,
-            }));
-        }
-        let mut s = format!(
-            "flow {} {}:{} -> {}:{}\n",
-            proto_name(flow.proto),
-            flow.src,
-            flow.src_port,
-            flow.dst,
-            flow.dst_port
-        );
-        s += &format!("  decided by: {rule}\n  egress: {egress}");
-        if let Some(nh) = via {
-            s += &format!(" via {nh}");
-        }
-        s += &format!("\n  nat: {nat}\n");
-        if let Some(u) = session_uplink {
-            s += &format!("  (an existing flow stays on {u} for its life)\n");
-        }
-        s
     }
 }
 
@@ -1403,35 +1039,4 @@ fn any_installed(t: &RouteTable) -> bool {
     t.entries()
         .iter()
         .any(|e| e.installed && e.kind == "static")
-}
-
-fn describe_source(s: &CfgTrackSource) -> String {
-    match s {
-        CfgTrackSource::Probe { name, mode } => format!(
-            "IP SLA {name} {}",
-            match mode {
-                crate::config::TrackMode::Reachability => "reachability",
-                crate::config::TrackMode::State => "state",
-            }
-        ),
-        CfgTrackSource::Carrier { uplink } => format!("Interface {uplink} line-protocol"),
-        CfgTrackSource::List { members, op } => format!("List {op} of {}", members.join(", ")),
-    }
-}
-
-fn proto_name(p: u8) -> String {
-    match p {
-        proto::TCP => "tcp".into(),
-        proto::UDP => "udp".into(),
-        proto::ICMP => "icmp".into(),
-        n => n.to_string(),
-    }
-}
-
-fn num(v: &serde_json::Value) -> String {
-    v.as_f64().map_or("-".to_string(), |f| format!("{f:.2}"))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
 }

@@ -23,6 +23,7 @@ pub mod route;
 pub mod router;
 pub mod snapshot;
 pub mod track;
+pub mod views;
 pub mod wire;
 
 /// Index of an uplink in the configuration's uplink list (0-based).

@@ -288,26 +288,10 @@ fn carrier_loss_fails_over_and_resets_tcp_at_once() {
     }
     let lab = start("fo4-", "");
     // A long TCP flow through A.
-    let state = lab.state_dir();
-    let log = state.join("iperf-client.log");
-    let child = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}lan", lab.prefix),
-            "iperf3",
-            "-c",
-            "172.18.0.6",
-            "-t",
-            "30",
-            "-b",
-            "10M",
-        ])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = scopeguard(child);
+    let mut child = lab.spawn(
+        "lan",
+        &["iperf3", "-c", "172.18.0.6", "-t", "30", "-b", "10M"],
+    );
     lab.wait_for("TCP flow on A", Duration::from_secs(5), || {
         lab.ctl_json(&["show", "nat", "uplink", "isp-a"])["sessions"]
             .as_array()
@@ -357,18 +341,6 @@ fn carrier_loss_fails_over_and_resets_tcp_at_once() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-}
-
-/// Kills the child on drop (a failed assertion must not leave iperf3 running).
-struct Guard(std::process::Child);
-fn scopeguard(c: std::process::Child) -> Guard {
-    Guard(c)
-}
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -470,22 +442,7 @@ fn failback_move_brings_flows_home_after_the_grace() {
     fault(&lab, &["a", "nexthop"]);
     wait_installed(&lab, "isp-b", 11, Duration::from_secs(3));
     // One long-lived ICMP flow (one echo id) established on B.
-    let pinger = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}lan", lab.prefix),
-            "ping",
-            "-i",
-            "0.1",
-            "-c",
-            "150",
-            "172.18.0.6",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _pinger = scopeguard(pinger);
+    let _pinger = lab.spawn("lan", &["ping", "-i", "0.1", "-c", "150", "172.18.0.6"]);
     let on = |uplink: &str| {
         lab.ctl_json(&["show", "nat", "uplink", uplink])["sessions"]
             .as_array()

@@ -168,24 +168,10 @@ fn reload_applies_live_keeps_flows_and_rejects_bad_config() {
     let running = lab.state_dir().join("router.toml");
 
     // A TCP flow that must survive the reload untouched.
-    let mut iperf = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}lan", lab.prefix),
-            "iperf3",
-            "-c",
-            "172.18.0.6",
-            "-t",
-            "6",
-            "-b",
-            "200M",
-            "-J",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut iperf = lab.spawn(
+        "lan",
+        &["iperf3", "-c", "172.18.0.6", "-t", "6", "-b", "200M", "-J"],
+    );
     std::thread::sleep(Duration::from_secs(2));
 
     // Add a probe and make B preferred.
@@ -244,13 +230,14 @@ fn reload_applies_live_keeps_flows_and_rejects_bad_config() {
 
     let mut out = String::new();
     iperf
+        .0
         .stdout
         .take()
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
     assert!(
-        iperf.wait().unwrap().success(),
+        iperf.0.wait().unwrap().success(),
         "iperf3 died across the reloads:\n{out}"
     );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

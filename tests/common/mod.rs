@@ -184,6 +184,31 @@ impl Lab {
     }
 }
 
+/// A process started in one of the lab's namespaces, killed (by its pid) when dropped, so a
+/// failed assertion never leaves it running.
+pub struct Background(pub std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Lab {
+    /// Starts `cmd` in namespace `ns` in the background, its stdout piped.
+    pub fn spawn(&self, ns: &str, cmd: &[&str]) -> Background {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &format!("{}{ns}", self.prefix)])
+            .args(cmd)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn in the lab");
+        Background(child)
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         self.sh(&["router", "stop"]);
@@ -191,11 +216,8 @@ impl Drop for Lab {
     }
 }
 
-/// The reference site config of SPEC with a timing profile: probe interval, timeout and the
-/// end-to-end tracks' delays (next-hop tracks use the same). `extra` is appended verbatim.
-pub fn site_config(interval: &str, timeout: &str, down: &str, up: &str, extra: &str) -> String {
-    let mut s = String::from(
-        r#"
+/// The reference site's router, LAN and uplinks (SPEC "Reference site"), without routes.
+const SITE: &str = r#"
 [router]
 workers = 2
 
@@ -215,8 +237,12 @@ name = "isp-b"
 interface = "wan-b"
 address = "172.17.3.1/30"
 next_hop = "172.17.3.2"
-"#,
-    );
+"#;
+
+/// The reference site config of SPEC with a timing profile: probe interval, timeout and the
+/// end-to-end tracks' delays (next-hop tracks use the same). `extra` is appended verbatim.
+pub fn site_config(interval: &str, timeout: &str, down: &str, up: &str, extra: &str) -> String {
+    let mut s = String::from(SITE);
     for (side, nh) in [("a", "172.16.1.2"), ("b", "172.17.3.2")] {
         let uplink = if side == "a" { "isp-a" } else { "isp-b" };
         s += &format!(
@@ -298,29 +324,11 @@ distance = 253
 
 /// A static-only config (no probes): A preferred (10), B backup (20), both carrier-tracked only.
 pub fn static_config(extra_uplink_a: &str) -> String {
-    format!(
-        r#"
-[router]
-workers = 2
-
-[lan]
-tap = "mhr-lan"
-bridge = "br-lan"
-address = "192.168.0.1/24"
-
-[[uplink]]
-name = "isp-a"
-interface = "wan-a"
-address = "172.16.1.1/30"
-next_hop = "172.16.1.2"
-{extra_uplink_a}
-
-[[uplink]]
-name = "isp-b"
-interface = "wan-b"
-address = "172.17.3.1/30"
-next_hop = "172.17.3.2"
-
+    let site = SITE.replace(
+        "next_hop = \"172.16.1.2\"\n",
+        &format!("next_hop = \"172.16.1.2\"\n{extra_uplink_a}\n"),
+    );
+    site + r#"
 [[route]]
 name = "via-a"
 prefix = "0.0.0.0/0"
@@ -333,7 +341,6 @@ prefix = "0.0.0.0/0"
 uplink = "isp-b"
 distance = 20
 "#
-    )
 }
 
 /// Runs `f` on a thread that has entered network namespace `ns` (a full name).
