@@ -121,6 +121,8 @@ impl DropReason {
 pub struct IfaceCounters {
     pub rx_packets: AtomicU64,
     pub rx_bytes: AtomicU64,
+    /// Frames received here and dropped (for any reason; `drops` has the reasons).
+    pub rx_dropped: AtomicU64,
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
 }
@@ -165,6 +167,14 @@ impl Counters {
         }
     }
 
+    /// A frame received on `iface` was dropped for `reason`.
+    pub fn rx_dropped(&self, iface: usize, reason: DropReason) {
+        self.dropped(reason);
+        if let Some(c) = self.ifaces.get(iface) {
+            bump(&c.rx_dropped, 1);
+        }
+    }
+
     pub fn tx(&self, iface: usize, bytes: usize) {
         if let Some(c) = self.ifaces.get(iface) {
             bump(&c.tx_packets, 1);
@@ -194,6 +204,7 @@ pub struct Totals {
 pub struct IfaceTotals {
     pub rx_packets: u64,
     pub rx_bytes: u64,
+    pub rx_dropped: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
 }
@@ -218,6 +229,7 @@ impl Totals {
             for (ti, ci) in t.ifaces.iter_mut().zip(&c.ifaces) {
                 ti.rx_packets += ld(&ci.rx_packets);
                 ti.rx_bytes += ld(&ci.rx_bytes);
+                ti.rx_dropped += ld(&ci.rx_dropped);
                 ti.tx_packets += ld(&ci.tx_packets);
                 ti.tx_bytes += ld(&ci.tx_bytes);
             }

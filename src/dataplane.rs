@@ -230,7 +230,7 @@ impl Outbox {
                 len,
                 reason,
             } => {
-                w.counters.dropped(reason);
+                w.counters.rx_dropped(ingress.index(), reason);
                 if w.send(egress, &scratch[..len]) {
                     bump(&w.counters.icmp_errors_sent, 1);
                 }
@@ -239,7 +239,7 @@ impl Outbox {
             Verdict::Resolve { egress, next_hop } => {
                 self.punted |= w.punt(ingress, Some((egress, next_hop)), frame)
             }
-            Verdict::Drop(d) => w.counters.dropped(d),
+            Verdict::Drop(d) => w.counters.rx_dropped(ingress.index(), d),
         }
     }
 

@@ -76,7 +76,7 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                         "usable": snap.routes.uplink_usable(UplinkId(u as u8)),
                         "nat": c.nat,
                         "nat_sessions": by_uplink.get(u).copied().unwrap_or(0),
-                        "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes,
+                        "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_dropped": t.rx_dropped,
                         "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
                     })
                 })
@@ -87,7 +87,7 @@ pub fn show(st: &State, view: View, json: bool) -> String {
             let mut s = String::new();
             for r in &rows {
                 s += &format!(
-                    "{} ({}): {} next hop {} [{}], carrier {}, {}\n  mac {} mtu {}, NAT {} ({} sessions)\n  rx {} packets {} bytes, tx {} packets {} bytes\n",
+                    "{} ({}): {} next hop {} [{}], carrier {}, {}\n  mac {} mtu {}, NAT {} ({} sessions)\n  rx {} packets {} bytes ({} dropped), tx {} packets {} bytes\n",
                     r["name"].as_str().unwrap_or(""),
                     r["interface"].as_str().unwrap_or(""),
                     r["address"].as_str().unwrap_or(""),
@@ -105,6 +105,7 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                     r["nat_sessions"],
                     r["rx_packets"],
                     r["rx_bytes"],
+                    r["rx_dropped"],
                     r["tx_packets"],
                     r["tx_bytes"],
                 );

@@ -12,7 +12,7 @@ use crate::probe::stats::ProbeStatsView;
 pub fn render(m: &MetricsInput) -> String {
     let mut e = Exposition::default();
 
-    let traffic: [Getter<IfaceTotals, u64>; 4] = [
+    let traffic: [Getter<IfaceTotals, u64>; 5] = [
         (
             "mhrouter_interface_receive_packets_total",
             "Packets received on the interface (lan or an uplink).",
@@ -22,6 +22,11 @@ pub fn render(m: &MetricsInput) -> String {
             "mhrouter_interface_receive_bytes_total",
             "Bytes received on the interface (lan or an uplink).",
             |t| t.rx_bytes,
+        ),
+        (
+            "mhrouter_interface_receive_dropped_total",
+            "Packets received on the interface and dropped (reasons: mhrouter_packets_dropped_total).",
+            |t| t.rx_dropped,
         ),
         (
             "mhrouter_interface_transmit_packets_total",
@@ -371,6 +376,7 @@ mod tests {
         IfaceTotals {
             rx_packets,
             rx_bytes,
+            rx_dropped: 0,
             tx_packets,
             tx_bytes,
         }
@@ -594,7 +600,7 @@ mod tests {
         for m in [filled(), MetricsInput::default()] {
             let text = render(&m);
             let families = strict_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(families.len(), 30, "{families:?}");
+            assert_eq!(families.len(), 31, "{families:?}");
             for (name, kind) in &families {
                 assert!(name.starts_with("mhrouter_"), "{name}");
                 assert_eq!(
