@@ -137,6 +137,9 @@ pub struct Counters {
     pub icmp_errors_sent: AtomicU64,
     pub batches: AtomicU64,
     pub batch_packets: AtomicU64,
+    /// GSO super-frames built by GRO for the LAN, and the segments they carried.
+    pub gro_frames: AtomicU64,
+    pub gro_segments: AtomicU64,
 }
 
 impl Counters {
@@ -149,6 +152,8 @@ impl Counters {
             icmp_errors_sent: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batch_packets: AtomicU64::new(0),
+            gro_frames: AtomicU64::new(0),
+            gro_segments: AtomicU64::new(0),
         }
     }
 
@@ -198,6 +203,8 @@ pub struct Totals {
     pub icmp_errors_sent: u64,
     pub batches: u64,
     pub batch_packets: u64,
+    pub gro_frames: u64,
+    pub gro_segments: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -238,6 +245,8 @@ impl Totals {
             t.icmp_errors_sent += ld(&c.icmp_errors_sent);
             t.batches += ld(&c.batches);
             t.batch_packets += ld(&c.batch_packets);
+            t.gro_frames += ld(&c.gro_frames);
+            t.gro_segments += ld(&c.gro_segments);
         }
         t
     }

@@ -1,6 +1,7 @@
 //! mhrouter: a userspace IPv4 router for a small multihomed site.
 //!
-//! Pure logic (no I/O): `wire` (packet formats), `fastpath` (per-packet decisions), `route`,
+//! Pure logic (no I/O): `wire` (packet formats), `fastpath` (per-packet decisions), `gro`
+//! (TCP segments merged into GSO super-frames for the LAN), `route`,
 //! `nat`, `neigh` (ARP cache), `track`, `probe`, `config`. Platform I/O: `io` (TAP, packet
 //! sockets, netlink, epoll). Threads: `dataplane` (workers), `control` (control thread),
 //! `ctl` (control socket), `router` (start-up and shutdown).
@@ -12,6 +13,7 @@ pub mod counters;
 pub mod ctl;
 pub mod dataplane;
 pub mod fastpath;
+pub mod gro;
 pub mod hooks;
 pub mod io;
 pub mod metrics;

@@ -224,6 +224,7 @@ pub fn run(
             counters: counters.clone(),
             shared: shared.clone(),
             waker: waker.clone(),
+            gro: cfg.router.offload,
         };
         wakers.push(waker);
         worker_counters.push(counters);

@@ -304,6 +304,12 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                     0.0
                 }
             );
+            if t.gro_frames > 0 {
+                s += &format!(
+                    "gro: {} segments merged into {} frames for the LAN\n",
+                    t.gro_segments, t.gro_frames
+                );
+            }
             s += "drops:\n";
             for (name, n) in &t.drops {
                 s += &format!("  {name:<24} {n}\n");

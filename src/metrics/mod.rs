@@ -32,6 +32,9 @@ pub struct MetricsInput {
     /// Worker receive batches and the packets in them: their ratio is the mean batch size.
     pub batches: u64,
     pub batch_packets: u64,
+    /// GSO super-frames GRO built for the LAN and the segments they carried.
+    pub gro_frames: u64,
+    pub gro_segments: u64,
     pub uplinks: Vec<UplinkMetrics>,
     pub probes: Vec<ProbeMetrics>,
     pub tracks: Vec<TrackMetrics>,
@@ -101,6 +104,8 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
         icmp_errors_sent,
         batches,
         batch_packets,
+        gro_frames,
+        gro_segments,
     } = s.totals;
     let names = std::iter::once("lan").chain(s.cfg.uplinks.iter().map(|u| u.name.as_str()));
     let interfaces = names
@@ -149,6 +154,8 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
         icmp_errors_sent,
         batches,
         batch_packets,
+        gro_frames,
+        gro_segments,
         uplinks,
         probes,
         tracks,

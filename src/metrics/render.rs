@@ -78,6 +78,16 @@ pub fn render(m: &MetricsInput) -> String {
             "Packets in the workers' receive batches (divided by batches: the mean batch size).",
             m.batch_packets,
         ),
+        (
+            "mhrouter_gro_frames_total",
+            "GSO super-frames built from TCP segments bound for the LAN.",
+            m.gro_frames,
+        ),
+        (
+            "mhrouter_gro_segments_total",
+            "TCP segments merged into those super-frames.",
+            m.gro_segments,
+        ),
     ];
     for (name, help, v) in totals {
         e.counter(name, help).sample(&[], v);
@@ -445,6 +455,8 @@ mod tests {
             icmp_errors_sent: 7,
             batches: 40,
             batch_packets: 183,
+            gro_frames: 2,
+            gro_segments: 61,
             uplinks: vec![
                 UplinkMetrics {
                     name: "isp-a".into(),
@@ -600,7 +612,7 @@ mod tests {
         for m in [filled(), MetricsInput::default()] {
             let text = render(&m);
             let families = strict_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(families.len(), 31, "{families:?}");
+            assert_eq!(families.len(), 33, "{families:?}");
             for (name, kind) in &families {
                 assert!(name.starts_with("mhrouter_"), "{name}");
                 assert_eq!(
@@ -682,6 +694,7 @@ mod tests {
             get("mhrouter_worker_batch_packets_total", &[]),
             [V::Counter(183.0)]
         );
+        assert_eq!(get("mhrouter_gro_segments_total", &[]), [V::Counter(61.0)]);
         assert_eq!(
             get("mhrouter_uplink_usable", &[("uplink", "isp-b")]),
             [V::Gauge(0.0)]

@@ -243,6 +243,43 @@ pub fn write_header(
     Ok(())
 }
 
+/// Writes fragment number `index` of the IPv4 packet `packet` (header first; DF clear) into
+/// `out`, each fragment at most `mtu` bytes (RFC 791: data in multiples of 8 bytes, MF on all
+/// but the last, which keeps the packet's own MF; offsets continue the packet's own offset, so
+/// a fragment can be fragmented again). The header, options included, is copied into every
+/// fragment. Returns the fragment's length, or None when `index` is past the last fragment or
+/// the packet cannot be split (malformed, DF set, or an MTU too small for 8 bytes of data).
+pub fn fragment(packet: &[u8], mtu: usize, index: usize, out: &mut [u8]) -> Option<usize> {
+    let p = Ipv4Packet::new_checked(packet).ok()?;
+    let hlen = p.header_len();
+    let data = p.payload();
+    let step = mtu.checked_sub(hlen)? & !7;
+    if p.dont_frag() || step == 0 {
+        return None;
+    }
+    let start = index.checked_mul(step)?;
+    if start >= data.len() && !(index == 0 && data.is_empty()) {
+        return None;
+    }
+    let end = (start + step).min(data.len());
+    let last = end == data.len();
+    let len = hlen + end - start;
+    let frag = out.get_mut(..len)?;
+    frag[..hlen].copy_from_slice(p.header());
+    frag[hlen..].copy_from_slice(&data[start..end]);
+    let offset = (p.frag_offset() + start) / 8;
+    let mf = !last || p.more_frags();
+    set_u16(
+        frag,
+        offset::FLAGS_FRAG,
+        (offset as u16 & FRAG_OFFSET_MASK) | if mf { FLAG_MF } else { 0 },
+    );
+    let mut f = Ipv4Packet::new_unchecked(frag);
+    f.set_total_len(len as u16);
+    f.fill_checksum();
+    Some(len)
+}
+
 /// [`write_header`] with DF set, ident 0 (RFC 6864 allows any ident on atomic datagrams) and
 /// the given 6-bit DSCP (ECN zero): the header of the router's own echo, TCP and UDP packets.
 pub(super) fn write_own_header(
@@ -503,5 +540,49 @@ mod tests {
             p.set_total_len(9000);
             p.set_dst(DST);
         }
+    }
+
+    #[test]
+    fn fragments_reassemble_to_the_original() {
+        let mut pkt = Vec::new();
+        let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        etherparse::PacketBuilder::ipv4([192, 168, 0, 10], [172, 18, 0, 6], 64)
+            .udp(1000, 2000)
+            .write(&mut pkt, &payload)
+            .unwrap();
+        pkt[6] &= !0x40; // DF off
+        Ipv4Packet::new_unchecked(&mut pkt[..]).fill_checksum();
+        let mut out = [0u8; 2000];
+        let mut data = Vec::new();
+        let mut n = 0;
+        while let Some(len) = fragment(&pkt, 1400, n, &mut out) {
+            let f = Ipv4Packet::new_checked(&out[..len]).unwrap();
+            assert!(len <= 1400 && f.verify_checksum());
+            assert_eq!(f.frag_offset(), data.len());
+            assert_eq!(
+                f.more_frags(),
+                len == 1396 || f.frag_offset() + f.payload().len() < pkt.len() - 20
+            );
+            assert_eq!(
+                (f.ident(), f.src(), f.protocol()),
+                (0, Ipv4Addr::new(192, 168, 0, 10), 17)
+            );
+            data.extend_from_slice(f.payload());
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        assert_eq!(&data[..], &pkt[20..]);
+        let mut df = pkt.clone();
+        df[6] |= 0x40;
+        assert_eq!(
+            fragment(&df, 1400, 0, &mut out),
+            None,
+            "DF packets are not split"
+        );
+        assert_eq!(
+            fragment(&pkt, 27, 0, &mut out),
+            None,
+            "no room for 8 bytes of data"
+        );
     }
 }

@@ -1,0 +1,273 @@
+//! Userspace GRO for frames going out on the LAN TAP: runs of in-order TCP segments of one flow
+//! become one GSO super-frame, so the TAP, the bridge and the LAN host's stack handle one 64 KiB
+//! frame instead of ~44 frames of 1500 bytes (what the kernel's own GRO would have built).
+//!
+//! Only consecutive frames of a batch are merged, so frames never change order. The rules are
+//! the kernel's `tcp_gro_receive` ones, kept strict so that segmenting the super-frame (which
+//! the kernel does by `gso_size`, copying the headers, incrementing the IPv4 ident, clearing PSH
+//! on all but the last segment) gives back exactly the segments that were merged:
+//! - IPv4 without options, DF, not a fragment, valid header checksum; TCP with ACK and no other
+//!   flag but PSH, which ends a run; at least one byte of payload;
+//! - the same MACs, TOS, TTL, addresses, ports, ack, window and TCP option bytes (timestamps
+//!   included), the ident one more than the previous segment, the sequence number contiguous;
+//! - every payload as large as the first one's (`gso_size`), but the last may be shorter.
+//!
+//! A segment with a complete checksum is merged only if that checksum verifies: the super-frame
+//! gets a fresh partial checksum the kernel finishes, which would otherwise turn a corrupted
+//! segment into a valid one. Frames the sender marked verified (`DATA_VALID`) or partial
+//! (`NEEDS_CSUM`, at the usual TCP offsets) are taken as they are, like the kernel does.
+
+use crate::fastpath::{ETH_OFFSET, IP_OFFSET};
+use crate::wire::checksum;
+use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::ipv4::{self, Ipv4Packet, proto};
+use crate::wire::tcp::{self, TcpPacket};
+use crate::wire::vnet::{self, VnetHdr};
+
+/// Largest IPv4 datagram, the bound of a super-frame.
+const MAX_IP_LEN: usize = u16::MAX as usize;
+/// Offset of the TCP header in a mergeable frame (IPv4 options disqualify).
+const TCP_OFFSET: usize = IP_OFFSET + ipv4::MIN_HEADER_LEN;
+/// `csum_start` of a TCP checksum behind a 20-byte IPv4 header, counted from Ethernet.
+const CSUM_START: u16 = (ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN) as u16;
+/// Offset of the checksum in the TCP header.
+const CSUM_OFFSET: u16 = 16;
+
+/// The builder of super-frames; one per worker, its buffer allocated once.
+pub struct Gro {
+    buf: Vec<u8>,
+}
+
+impl Default for Gro {
+    fn default() -> Self {
+        Gro {
+            buf: vec![0; IP_OFFSET + MAX_IP_LEN],
+        }
+    }
+}
+
+/// What a mergeable frame's headers say, read once.
+#[derive(Clone, Copy)]
+struct Seg {
+    /// End of the TCP header in the frame (start of the payload).
+    hdr_end: usize,
+    /// End of the IPv4 datagram in the frame (Ethernet padding excluded).
+    end: usize,
+    ident: u16,
+    seq: u32,
+    psh: bool,
+}
+
+impl Seg {
+    fn payload_len(&self) -> usize {
+        self.end - self.hdr_end
+    }
+}
+
+/// The run being built: its first frame and where the next segment must continue.
+struct Run<'a> {
+    head: &'a [u8],
+    first: Seg,
+    segments: usize,
+    /// Payload bytes so far; once `segments > 1` they sit in `Gro::buf` after the headers.
+    payload: usize,
+    next_seq: u32,
+    next_ident: u16,
+    /// False once a segment shorter than the first or with PSH was taken: it must be the last.
+    open: bool,
+}
+
+impl Gro {
+    /// Passes every frame of `frames` to `emit` in order, except that runs of mergeable TCP
+    /// segments are passed as one super-frame; `emit` also gets how many frames it stands for
+    /// (1 for a frame passed as it is).
+    pub fn coalesce<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+        mut emit: impl FnMut(&[u8], usize),
+    ) {
+        let mut run: Option<Run<'a>> = None;
+        for frame in frames {
+            let Some(seg) = parse(frame) else {
+                if let Some(r) = run.take() {
+                    self.finish(&r, &mut emit);
+                }
+                emit(frame, 1);
+                continue;
+            };
+            if let Some(r) = &mut run
+                && self.append(r, frame, &seg)
+            {
+                continue;
+            }
+            if let Some(r) = run.take() {
+                self.finish(&r, &mut emit);
+            }
+            run = Some(Run {
+                head: frame,
+                first: seg,
+                segments: 1,
+                payload: seg.payload_len(),
+                next_seq: seg.seq.wrapping_add(seg.payload_len() as u32),
+                next_ident: seg.ident.wrapping_add(1),
+                open: !seg.psh,
+            });
+        }
+        if let Some(r) = run {
+            self.finish(&r, &mut emit);
+        }
+    }
+
+    /// Adds `seg` to the run if it continues it; false (nothing changed) if it does not.
+    fn append(&mut self, run: &mut Run, frame: &[u8], seg: &Seg) -> bool {
+        let size = run.first.payload_len();
+        let len = seg.payload_len();
+        let hdr_end = run.first.hdr_end;
+        let fits = hdr_end - IP_OFFSET + run.payload + len <= MAX_IP_LEN;
+        if !(run.open
+            && fits
+            && len <= size
+            && seg.seq == run.next_seq
+            && seg.ident == run.next_ident
+            && same_flow(run.head, frame, hdr_end))
+        {
+            return false;
+        }
+        if run.segments == 1 {
+            let (Some(dst), Some(src)) = (
+                self.buf.get_mut(..run.first.end),
+                run.head.get(..run.first.end),
+            ) else {
+                return false;
+            };
+            dst.copy_from_slice(src);
+        }
+        let at = hdr_end + run.payload;
+        let (Some(dst), Some(src)) = (
+            self.buf.get_mut(at..at + len),
+            frame.get(seg.hdr_end..seg.end),
+        ) else {
+            return false;
+        };
+        dst.copy_from_slice(src);
+        run.segments += 1;
+        run.payload += len;
+        run.next_seq = run.next_seq.wrapping_add(len as u32);
+        run.next_ident = run.next_ident.wrapping_add(1);
+        run.open = len == size && !seg.psh;
+        if seg.psh {
+            let flags = TCP_OFFSET + 13;
+            if let Some(f) = self.buf.get_mut(flags) {
+                *f |= tcp::flags::PSH;
+            }
+        }
+        true
+    }
+
+    /// Emits the run: its only frame untouched, or the super-frame with its headers completed.
+    fn finish(&mut self, run: &Run, emit: &mut impl FnMut(&[u8], usize)) {
+        if run.segments == 1 {
+            emit(run.head, 1);
+            return;
+        }
+        let hdr_end = run.first.hdr_end;
+        let end = hdr_end + run.payload;
+        let Some(frame) = self.buf.get_mut(..end) else {
+            return;
+        };
+        let Some(ip_hdr) = frame.get_mut(IP_OFFSET..TCP_OFFSET) else {
+            return;
+        };
+        let mut ip = Ipv4Packet::new_unchecked(ip_hdr);
+        // `append` kept the datagram within MAX_IP_LEN.
+        ip.set_total_len((end - IP_OFFSET) as u16);
+        ip.fill_checksum();
+        // The partial checksum the kernel completes (DESIGN: NEEDS_CSUM holds the folded,
+        // uncomplemented pseudo-header sum).
+        let pseudo =
+            checksum::pseudo_header_sum(ip.src(), ip.dst(), proto::TCP, (end - TCP_OFFSET) as u16);
+        let Some(tcp_hdr) = frame.get_mut(TCP_OFFSET..hdr_end) else {
+            return;
+        };
+        TcpPacket::new_unchecked(tcp_hdr).set_checksum(checksum::fold(pseudo));
+        let hdr = VnetHdr {
+            flags: vnet::flags::NEEDS_CSUM,
+            gso_type: vnet::gso::TCPV4,
+            hdr_len: (hdr_end - ETH_OFFSET) as u16,
+            gso_size: run.first.payload_len() as u16,
+            csum_start: CSUM_START,
+            csum_offset: CSUM_OFFSET,
+        };
+        // The buffer is longer than a vnet header.
+        let _ = hdr.write(frame);
+        emit(frame, run.segments);
+    }
+}
+
+/// The headers of `frame` if it may be merged with its neighbours (see the module's rules).
+fn parse(frame: &[u8]) -> Option<Seg> {
+    let vh = VnetHdr::parse(frame).ok()?;
+    let partial = vh.needs_csum();
+    if vh.is_gso() || partial && (vh.csum_start != CSUM_START || vh.csum_offset != CSUM_OFFSET) {
+        return None;
+    }
+    let eth = EthernetFrame::new_checked(frame.get(ETH_OFFSET..)?).ok()?;
+    if eth.ethertype() != ethernet::ethertype::IPV4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(frame.get(IP_OFFSET..)?).ok()?;
+    if ip.header_len() != ipv4::MIN_HEADER_LEN
+        || ip.protocol() != proto::TCP
+        || !ip.dont_frag()
+        || ip.is_fragment()
+        || !ip.verify_checksum()
+    {
+        return None;
+    }
+    let end = IP_OFFSET + ip.total_len();
+    let tcp = TcpPacket::new_checked(frame.get(TCP_OFFSET..end)?).ok()?;
+    let flags = tcp.flags();
+    // The reserved bits and the AE (ECN) bit share the data offset's byte.
+    let reserved = frame.get(TCP_OFFSET + 12).copied()? & 0x0f;
+    if flags & !tcp::flags::PSH != tcp::flags::ACK || reserved != 0 {
+        return None;
+    }
+    let hdr_end = TCP_OFFSET + tcp.header_len();
+    if hdr_end >= end {
+        return None;
+    }
+    let trusted = partial || vh.flags & vnet::flags::DATA_VALID != 0;
+    if !trusted && !tcp.verify_checksum(ip.src(), ip.dst()) {
+        return None;
+    }
+    Some(Seg {
+        hdr_end,
+        end,
+        ident: ip.ident(),
+        seq: tcp.seq(),
+        psh: flags & tcp::flags::PSH != 0,
+    })
+}
+
+/// Everything but lengths, ident, checksums, sequence number and PSH is equal in the headers of
+/// two parsed frames whose TCP headers end at `hdr_end` in `a`.
+fn same_flow(a: &[u8], b: &[u8], hdr_end: usize) -> bool {
+    const IP_TOTAL_LEN: usize = IP_OFFSET + 2;
+    const IP_IDENT: usize = IP_OFFSET + 4;
+    const IP_CHECKSUM: usize = IP_OFFSET + 10;
+    const TCP_SEQ: usize = TCP_OFFSET + 4;
+    const TCP_FLAGS: usize = TCP_OFFSET + 13;
+    const TCP_CHECKSUM: usize = TCP_OFFSET + 16;
+    let same = |r: core::ops::Range<usize>| a.get(r.clone()).is_some_and(|x| b.get(r) == Some(x));
+    // From the Ethernet header to the end of the TCP options, skipping the fields that differ
+    // per segment. Equal data offsets make equal header lengths.
+    same(ETH_OFFSET..IP_TOTAL_LEN)
+        && same(IP_IDENT + 2..IP_CHECKSUM)
+        && same(IP_CHECKSUM + 2..TCP_SEQ)
+        && same(TCP_SEQ + 4..TCP_FLAGS)
+        && same(TCP_FLAGS + 1..TCP_CHECKSUM)
+        && same(TCP_CHECKSUM + 2..hdr_end)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,561 @@
+use super::*;
+use etherparse::{PacketBuilder, TcpOptionElement};
+use proptest::prelude::*;
+use std::net::Ipv4Addr;
+
+const ROUTER_MAC: [u8; 6] = [0x02, 0x6d, 0x68, 0, 0, 1];
+const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+const SERVER: [u8; 4] = [172, 18, 0, 6];
+const HOST: [u8; 4] = [192, 168, 0, 10];
+const MSS: usize = 1448;
+
+/// One segment as the fast path outputs it toward the LAN host.
+#[derive(Clone, Debug)]
+struct Spec {
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    ident: u16,
+    psh: bool,
+    ts: Option<u32>,
+    len: usize,
+}
+
+impl Spec {
+    fn first(len: usize) -> Spec {
+        Spec {
+            dport: 40000,
+            seq: 0xffff_f000, // wraps within a run
+            ack: 77,
+            ident: 0xfffe, // wraps too
+            psh: false,
+            ts: Some(1000),
+            len,
+        }
+    }
+
+    /// The segment that follows `self` in its flow.
+    fn next(&self, len: usize) -> Spec {
+        Spec {
+            seq: self.seq.wrapping_add(self.len as u32),
+            ident: self.ident.wrapping_add(1),
+            psh: false,
+            len,
+            ..self.clone()
+        }
+    }
+}
+
+/// Payload bytes that differ per sequence number, so misplaced data shows.
+fn payload(seq: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seq.wrapping_add(i as u32) % 251) as u8)
+        .collect()
+}
+
+fn build(s: &Spec) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(ROUTER_MAC, HOST_MAC)
+        .ipv4(SERVER, HOST, 63)
+        .tcp(5201, s.dport, s.seq, 502)
+        .ack(s.ack);
+    let b = if s.psh { b.psh() } else { b };
+    let b = match s.ts {
+        Some(ts) => b
+            .options(&[
+                TcpOptionElement::Noop,
+                TcpOptionElement::Noop,
+                TcpOptionElement::Timestamp(ts, 4242),
+            ])
+            .unwrap(),
+        None => b,
+    };
+    let mut out = vec![0u8; vnet::LEN];
+    b.write(&mut out, &payload(s.seq, s.len)).unwrap();
+    let mut ip = Ipv4Packet::new_unchecked(&mut out[IP_OFFSET..]);
+    ip.set_ident(s.ident);
+    ip.fill_checksum();
+    out
+}
+
+fn flow(sizes: &[usize]) -> Vec<Vec<u8>> {
+    let mut spec = Spec::first(sizes[0]);
+    let mut out = vec![build(&spec)];
+    for &len in &sizes[1..] {
+        spec = spec.next(len);
+        out.push(build(&spec));
+    }
+    out
+}
+
+/// Recomputes both checksums after a test changed a header field.
+fn refill(frame: &mut [u8]) {
+    let (src, dst, total) = {
+        let ip = Ipv4Packet::new_unchecked(&frame[IP_OFFSET..]);
+        (ip.src(), ip.dst(), ip.total_len())
+    };
+    let hlen = Ipv4Packet::new_unchecked(&frame[IP_OFFSET..]).header_len();
+    Ipv4Packet::new_unchecked(&mut frame[IP_OFFSET..]).fill_checksum();
+    TcpPacket::new_unchecked(&mut frame[IP_OFFSET + hlen..IP_OFFSET + total])
+        .fill_checksum(src, dst);
+}
+
+fn coalesce(gro: &mut Gro, frames: &[Vec<u8>]) -> Vec<(Vec<u8>, usize)> {
+    let mut out = Vec::new();
+    gro.coalesce(frames.iter().map(Vec::as_slice), |f, n| {
+        out.push((f.to_vec(), n))
+    });
+    out
+}
+
+/// Splits a super-frame the way the kernel's TCP segmentation does (headers copied, payload cut
+/// by gso_size, IPv4 length, ident + k and header checksum per segment, sequence numbers
+/// advanced, PSH only on the last), then completes each partial checksum as NEEDS_CSUM asks:
+/// the pseudo-header sum for the segment's length in the field, the sum from csum_start to
+/// the end, complemented. Asserts the super-frame's own headers on the way.
+fn segment(sf: &[u8]) -> Vec<Vec<u8>> {
+    let vh = VnetHdr::parse(sf).unwrap();
+    assert_eq!(vh.flags, vnet::flags::NEEDS_CSUM);
+    assert_eq!(vh.gso_type, vnet::gso::TCPV4);
+    assert_eq!(vh.csum_start, 34);
+    assert_eq!(vh.csum_offset, 16);
+    let ip = Ipv4Packet::new_checked(&sf[IP_OFFSET..]).unwrap();
+    assert!(ip.verify_checksum(), "super-frame IPv4 header checksum");
+    assert_eq!(ip.total_len(), sf.len() - IP_OFFSET);
+    let (src, dst, ident) = (ip.src(), ip.dst(), ip.ident());
+    let tcp = TcpPacket::new_checked(&sf[TCP_OFFSET..]).unwrap();
+    let hdr_end = TCP_OFFSET + tcp.header_len();
+    assert_eq!(ETH_OFFSET + usize::from(vh.hdr_len), hdr_end);
+    let tcp_len = (sf.len() - TCP_OFFSET) as u16;
+    assert_eq!(
+        tcp.checksum(),
+        checksum::fold(checksum::pseudo_header_sum(src, dst, 6, tcp_len)),
+        "partial checksum of the super-frame"
+    );
+    let (seq, flags) = (tcp.seq(), tcp.flags());
+    let gso = usize::from(vh.gso_size);
+    let chunks: Vec<&[u8]> = sf[hdr_end..].chunks(gso).collect();
+    let last = chunks.len() - 1;
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(k, chunk)| {
+            let mut seg = vec![0u8; vnet::LEN];
+            seg.extend_from_slice(&sf[ETH_OFFSET..hdr_end]);
+            seg.extend_from_slice(chunk);
+            let mut ip = Ipv4Packet::new_unchecked(&mut seg[IP_OFFSET..TCP_OFFSET]);
+            ip.set_total_len((hdr_end - IP_OFFSET + chunk.len()) as u16);
+            ip.set_ident(ident.wrapping_add(k as u16));
+            ip.fill_checksum();
+            let seg_len = (seg.len() - TCP_OFFSET) as u16;
+            let mut tcp = TcpPacket::new_unchecked(&mut seg[TCP_OFFSET..]);
+            tcp.set_seq(seq.wrapping_add((k * gso) as u32));
+            if k != last {
+                tcp.set_flags(flags & !tcp::flags::PSH);
+            }
+            tcp.set_checksum(checksum::fold(checksum::pseudo_header_sum(
+                src, dst, 6, seg_len,
+            )));
+            let full = checksum::checksum(&seg[TCP_OFFSET..]);
+            TcpPacket::new_unchecked(&mut seg[TCP_OFFSET..]).set_checksum(full);
+            assert!(TcpPacket::new_unchecked(&seg[TCP_OFFSET..]).verify_checksum(src, dst));
+            seg
+        })
+        .collect()
+}
+
+/// The outputs turned back into the frames they stand for: super-frames segmented, other
+/// frames as they are.
+fn expand(out: &[(Vec<u8>, usize)]) -> Vec<Vec<u8>> {
+    out.iter()
+        .flat_map(|(f, n)| {
+            if *n == 1 {
+                vec![f.clone()]
+            } else {
+                let segs = segment(f);
+                assert_eq!(segs.len(), *n);
+                segs
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn merges_a_run_and_segments_back_to_the_originals() {
+    let mut sizes = vec![MSS; 9];
+    sizes.push(700);
+    let mut frames = flow(&sizes);
+    // PSH on the last segment, as a sender's last write of a burst has.
+    let s = Spec::first(MSS);
+    let mut last = s.clone();
+    for &len in &sizes[1..] {
+        last = last.next(len);
+    }
+    last.psh = true;
+    frames[9] = build(&last);
+
+    let out = coalesce(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 1);
+    let (sf, n) = &out[0];
+    assert_eq!(*n, 10);
+    let hdrs = 14 + 20 + 32;
+    assert_eq!(sf.len(), vnet::LEN + hdrs + 9 * MSS + 700);
+    let vh = VnetHdr::parse(sf).unwrap();
+    assert_eq!(
+        vh,
+        VnetHdr {
+            flags: vnet::flags::NEEDS_CSUM,
+            gso_type: vnet::gso::TCPV4,
+            hdr_len: hdrs as u16,
+            gso_size: MSS as u16,
+            csum_start: 34,
+            csum_offset: 16,
+        }
+    );
+    let ip = Ipv4Packet::new_checked(&sf[IP_OFFSET..]).unwrap();
+    assert_eq!(ip.total_len(), 20 + 32 + 9 * MSS + 700);
+    assert_eq!(ip.ident(), s.ident);
+    let tcp = TcpPacket::new_checked(&sf[TCP_OFFSET..]).unwrap();
+    assert_eq!(tcp.seq(), s.seq);
+    assert_eq!(tcp.flags(), tcp::flags::ACK | tcp::flags::PSH);
+
+    let segs = segment(sf);
+    assert_eq!(segs, frames);
+}
+
+#[test]
+fn merges_trusted_and_partial_checksums() {
+    let originals = flow(&[MSS, MSS, MSS, 10]);
+    let mut frames = originals.clone();
+    // DATA_VALID: checksum already verified upstream; its value is not looked at.
+    VnetHdr {
+        flags: vnet::flags::DATA_VALID,
+        ..VnetHdr::default()
+    }
+    .write(&mut frames[0])
+    .unwrap();
+    frames[0][TCP_OFFSET + 16] ^= 0xff;
+    // NEEDS_CSUM: the field holds the pseudo-header sum.
+    for f in &mut frames[1..3] {
+        VnetHdr {
+            flags: vnet::flags::NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        }
+        .write(f)
+        .unwrap();
+        let len = (f.len() - TCP_OFFSET) as u16;
+        let partial = checksum::fold(checksum::pseudo_header_sum(
+            Ipv4Addr::from(SERVER),
+            Ipv4Addr::from(HOST),
+            6,
+            len,
+        ));
+        TcpPacket::new_unchecked(&mut f[TCP_OFFSET..]).set_checksum(partial);
+    }
+    let out = coalesce(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1, 4);
+    assert_eq!(segment(&out[0].0), originals);
+}
+
+#[test]
+fn partial_checksum_at_other_offsets_is_not_merged() {
+    let mut frames = flow(&[MSS, MSS]);
+    for f in &mut frames {
+        VnetHdr {
+            flags: vnet::flags::NEEDS_CSUM,
+            csum_start: 40,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        }
+        .write(f)
+        .unwrap();
+    }
+    let out = coalesce(&mut Gro::default(), &frames);
+    assert_eq!(out, vec![(frames[0].clone(), 1), (frames[1].clone(), 1)]);
+}
+
+#[test]
+fn stops_at_the_ipv4_length_limit() {
+    let frames = flow(&[MSS; 50]);
+    let out = coalesce(&mut Gro::default(), &frames);
+    // (65535 - 20 - 32) / 1448 = 45 segments fit.
+    let counts: Vec<usize> = out.iter().map(|(_, n)| *n).collect();
+    assert_eq!(counts, vec![45, 5]);
+    assert!(out[0].0.len() - IP_OFFSET <= 65535);
+    assert_eq!(expand(&out), frames);
+}
+
+#[test]
+fn padded_small_segments_lose_their_padding() {
+    // 14 + 20 + 20 + 2 = 56 bytes: padded to the 60-byte Ethernet minimum on the wire.
+    let originals: Vec<Vec<u8>> = {
+        let mut s = Spec::first(2);
+        s.ts = None;
+        let t = s.next(2);
+        vec![build(&s), build(&t)]
+    };
+    let padded: Vec<Vec<u8>> = originals
+        .iter()
+        .map(|f| {
+            let mut p = f.clone();
+            p.extend_from_slice(&[0xee; 4]);
+            p
+        })
+        .collect();
+    let out = coalesce(&mut Gro::default(), &padded);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.len(), IP_OFFSET + 20 + 20 + 4);
+    assert_eq!(segment(&out[0].0), originals);
+}
+
+#[test]
+fn runs_break_where_another_flow_interleaves() {
+    let a = flow(&[MSS, MSS, MSS]);
+    let b: Vec<Vec<u8>> = {
+        let mut s = Spec::first(MSS);
+        s.dport = 40001;
+        let t = s.next(MSS);
+        vec![build(&s), build(&t)]
+    };
+    let batch = vec![
+        a[0].clone(),
+        b[0].clone(),
+        a[1].clone(),
+        a[2].clone(),
+        b[1].clone(),
+    ];
+    let out = coalesce(&mut Gro::default(), &batch);
+    let counts: Vec<usize> = out.iter().map(|(_, n)| *n).collect();
+    assert_eq!(counts, vec![1, 1, 2, 1]);
+    assert_eq!(expand(&out), batch);
+}
+
+/// Each case changes the second of two full-size segments (or the first) so that the kernel's
+/// GRO would not merge them either: both must come out untouched and in order.
+#[test]
+fn non_mergeable_pairs_stay_untouched() {
+    type Change = fn(&mut Vec<u8>, &mut Vec<u8>);
+    let set_flags = |f: &mut Vec<u8>, flags: u8| {
+        f[TCP_OFFSET + 13] = flags;
+        refill(f);
+    };
+    let cases: Vec<(&str, Change)> = vec![
+        ("other port", |_, b| {
+            b[TCP_OFFSET + 3] ^= 1;
+            refill(b)
+        }),
+        ("sequence gap", |_, b| {
+            b[TCP_OFFSET + 7] ^= 1;
+            refill(b)
+        }),
+        ("ident not incremented", |_, b| {
+            b[IP_OFFSET + 5] ^= 2;
+            refill(b)
+        }),
+        ("other ack", |_, b| {
+            b[TCP_OFFSET + 11] ^= 1;
+            refill(b)
+        }),
+        ("other window", |_, b| {
+            b[TCP_OFFSET + 15] ^= 1;
+            refill(b)
+        }),
+        ("other timestamp", |_, b| {
+            b[TCP_OFFSET + 27] ^= 1;
+            refill(b)
+        }),
+        ("other TTL", |_, b| {
+            b[IP_OFFSET + 8] -= 1;
+            refill(b)
+        }),
+        ("other TOS (ECN CE)", |_, b| {
+            b[IP_OFFSET + 1] = 3;
+            refill(b)
+        }),
+        ("other destination MAC", |_, b| b[ETH_OFFSET + 5] ^= 1),
+        ("no DF", |a, b| {
+            a[IP_OFFSET + 6] &= !0x40;
+            b[IP_OFFSET + 6] &= !0x40;
+            refill(a);
+            refill(b)
+        }),
+        ("more fragments", |_, b| {
+            b[IP_OFFSET + 6] |= 0x20;
+            refill(b)
+        }),
+        ("bad TCP checksum on the second", |_, b| {
+            b[TCP_OFFSET + 16] ^= 1
+        }),
+        ("bad TCP checksum on the first", |a, _| {
+            a[TCP_OFFSET + 16] ^= 1
+        }),
+        ("bad IPv4 checksum", |_, b| b[IP_OFFSET + 10] ^= 1),
+        ("PSH on the first", |a, _| {
+            a[TCP_OFFSET + 13] |= tcp::flags::PSH;
+            refill(a)
+        }),
+        ("GSO frame", |_, b| {
+            VnetHdr {
+                gso_type: vnet::gso::TCPV4,
+                gso_size: MSS as u16,
+                ..VnetHdr::default()
+            }
+            .write(b)
+            .unwrap()
+        }),
+        ("truncated", |_, b| b.truncate(IP_OFFSET + 30)),
+    ];
+    for (name, change) in cases {
+        let mut frames = flow(&[MSS, MSS]);
+        let (a, b) = frames.split_at_mut(1);
+        change(&mut a[0], &mut b[0]);
+        let out = coalesce(&mut Gro::default(), &frames);
+        let expected: Vec<(Vec<u8>, usize)> = frames.iter().map(|f| (f.clone(), 1)).collect();
+        assert_eq!(out, expected, "{name}");
+    }
+    for (name, flags) in [
+        ("FIN", tcp::flags::FIN),
+        ("SYN", tcp::flags::SYN),
+        ("RST", tcp::flags::RST),
+        ("URG", tcp::flags::URG),
+        ("ECE", 0x40),
+        ("CWR", 0x80),
+    ] {
+        for which in 0..2 {
+            let mut frames = flow(&[MSS, MSS]);
+            set_flags(&mut frames[which], tcp::flags::ACK | flags);
+            let out = coalesce(&mut Gro::default(), &frames);
+            let expected: Vec<(Vec<u8>, usize)> = frames.iter().map(|f| (f.clone(), 1)).collect();
+            assert_eq!(out, expected, "{name} on segment {which}");
+        }
+    }
+}
+
+#[test]
+fn size_rules_follow_the_first_segment() {
+    // A bigger segment after a smaller one cannot be cut back by gso_size.
+    let frames = flow(&[700, MSS]);
+    assert_eq!(
+        coalesce(&mut Gro::default(), &frames)
+            .iter()
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>(),
+        vec![1, 1]
+    );
+    // Nothing may follow a short segment: it ends the run.
+    let frames = flow(&[MSS, 700, 700]);
+    let out = coalesce(&mut Gro::default(), &frames);
+    assert_eq!(out.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(expand(&out), frames);
+    // Pure ACKs carry no payload: nothing to merge.
+    let frames = flow(&[0, 0]);
+    let out = coalesce(&mut Gro::default(), &frames);
+    assert_eq!(out.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![1, 1]);
+}
+
+#[test]
+fn other_protocols_pass_through_between_runs() {
+    let tcp = flow(&[MSS, MSS, MSS, MSS]);
+    let mut udp = vec![0u8; vnet::LEN];
+    PacketBuilder::ethernet2(ROUTER_MAC, HOST_MAC)
+        .ipv4(SERVER, HOST, 63)
+        .udp(53, 5353)
+        .write(&mut udp, &[1, 2, 3])
+        .unwrap();
+    let batch = vec![
+        tcp[0].clone(),
+        tcp[1].clone(),
+        udp.clone(),
+        tcp[2].clone(),
+        tcp[3].clone(),
+        vec![1, 2, 3],
+    ];
+    let out = coalesce(&mut Gro::default(), &batch);
+    assert_eq!(
+        out.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        vec![2, 1, 2, 1]
+    );
+    assert_eq!(out[1].0, udp);
+    assert_eq!(out[3].0, vec![1, 2, 3]);
+    assert_eq!(expand(&out), batch);
+}
+
+/// A step of a random batch: which of three flows sends, how much, and what goes wrong.
+#[derive(Debug, Clone)]
+enum Step {
+    Segment { flow: usize, len: usize, fault: u8 },
+    Garbage(Vec<u8>),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (0usize..3, prop_oneof![4 => Just(MSS), 1 => 0usize..=MSS], 0u8..24)
+            .prop_map(|(flow, len, fault)| Step::Segment { flow, len, fault }),
+        1 => proptest::collection::vec(any::<u8>(), 0..120).prop_map(Step::Garbage),
+    ]
+}
+
+/// Builds the batch: each flow continues where it left off unless a fault (rarely) breaks the
+/// rules; returns the frames in batch order.
+fn batch(steps: &[Step]) -> Vec<Vec<u8>> {
+    let mut flows: Vec<Spec> = (0..3)
+        .map(|i| Spec {
+            dport: 40000 + i as u16,
+            ..Spec::first(0)
+        })
+        .collect();
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Garbage(bytes) => bytes.clone(),
+            Step::Segment { flow, len, fault } => {
+                let mut spec = flows[*flow].next(*len);
+                match fault {
+                    0 => spec.seq = spec.seq.wrapping_add(1),
+                    1 => spec.ident = spec.ident.wrapping_add(3),
+                    2 => spec.psh = true,
+                    3 => spec.ts = spec.ts.map(|t| t + 1),
+                    4 => spec.ack += 1,
+                    _ => {}
+                }
+                flows[*flow] = spec.clone();
+                let mut f = build(&spec);
+                match fault {
+                    5 => f[TCP_OFFSET + 16] ^= 0x10,
+                    6 => {
+                        f[TCP_OFFSET + 13] |= tcp::flags::FIN;
+                        refill(&mut f)
+                    }
+                    7 => f[IP_OFFSET + 10] ^= 1,
+                    8 => {
+                        let pos = IP_OFFSET + (*len % 40);
+                        f[pos] = f[pos].wrapping_add(1)
+                    }
+                    _ => {}
+                }
+                f
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn random_batches_expand_back_to_the_input(steps in proptest::collection::vec(step(), 0..80)) {
+        let frames = batch(&steps);
+        let mut gro = Gro::default();
+        let out = coalesce(&mut gro, &frames);
+        // Merged segments come back byte for byte (a merged corrupted segment would come back
+        // with a fresh, valid checksum), in their order, among the frames left alone.
+        prop_assert_eq!(expand(&out), frames);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(frames in proptest::collection::vec(
+        proptest::collection::vec(any::<u8>(), 0..200), 0..16)) {
+        let out = coalesce(&mut Gro::default(), &frames);
+        prop_assert_eq!(out.len(), frames.len());
+    }
+}
