@@ -32,7 +32,8 @@ pub enum DropReason {
     NoRoute,
     /// DF packet larger than the egress MTU (an ICMP frag-needed was sent).
     FragNeeded,
-    /// Packet without DF larger than the egress MTU: the router does not fragment.
+    /// Packet without DF larger than the egress MTU that could not be fragmented (an MTU too
+    /// small for 8 bytes of data, or a GSO frame).
     TooBig,
     NatTableFull,
     NatPortsExhausted,

@@ -12,7 +12,9 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use crate::clock::Instant;
 use crate::counters::{Counters, DropReason, bump};
-use crate::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict};
+use crate::fastpath::{Env, FastPath, IP_OFFSET, SCRATCH_LEN, Verdict, complete_checksum};
+use crate::wire::ipv4;
+use crate::wire::vnet::VnetHdr;
 use crate::gro::Gro;
 use crate::io::MAX_FRAME;
 use crate::io::packet::{PacketSocket, RecvBatch, send_all};
@@ -172,6 +174,31 @@ impl Worker {
         }
     }
 
+    /// Sends `frame` (rewritten, DF clear) as IPv4 fragments of at most `mtu` bytes.
+    fn send_fragments(&self, egress: Iface, frame: &[u8], mtu: usize, bufs: &mut FragmentBufs) {
+        let Some(packet) = bufs.packet.get_mut(..frame.len()) else {
+            self.counters.dropped(DropReason::TooBig);
+            return;
+        };
+        packet.copy_from_slice(frame);
+        complete_checksum(packet);
+        let mut sent = 0;
+        while let Some(len) = ipv4::fragment(
+            &packet[IP_OFFSET..],
+            mtu,
+            sent,
+            &mut bufs.out[IP_OFFSET..],
+        ) {
+            bufs.out[..IP_OFFSET].copy_from_slice(&packet[..IP_OFFSET]);
+            let _ = VnetHdr::default().write(&mut bufs.out);
+            self.send(egress, &bufs.out[..IP_OFFSET + len]);
+            sent += 1;
+        }
+        if sent == 0 {
+            self.counters.dropped(DropReason::TooBig);
+        }
+    }
+
     fn punt(&self, ingress: Iface, resolve: Option<(Iface, Ipv4Addr)>, frame: &[u8]) -> bool {
         let p = Punt {
             ingress,
@@ -198,6 +225,13 @@ struct Outbox {
     punted: bool,
     /// Present when LAN-bound frames are merged before they are written to the TAP.
     gro: Option<Gro>,
+    fragment: FragmentBufs,
+}
+
+/// Per-worker buffers for the (rare) packets that must be fragmented on the way out.
+struct FragmentBufs {
+    packet: Vec<u8>,
+    out: Vec<u8>,
 }
 
 impl Outbox {
@@ -207,6 +241,10 @@ impl Outbox {
             uplinks: (0..uplinks).map(|_| Vec::with_capacity(BATCH)).collect(),
             punted: false,
             gro: gro.then(Gro::default),
+            fragment: FragmentBufs {
+                packet: vec![0; MAX_FRAME],
+                out: vec![0; MAX_FRAME],
+            },
         }
     }
 
@@ -240,6 +278,10 @@ impl Outbox {
                 if w.send(egress, &scratch[..len]) {
                     bump(&w.counters.icmp_errors_sent, 1);
                 }
+            }
+            Verdict::Fragment { egress, mtu } => {
+                bump(&w.counters.forwarded, 1);
+                w.send_fragments(egress, frame, mtu, &mut self.fragment);
             }
             Verdict::Punt => self.punted |= w.punt(ingress, None, frame),
             Verdict::Resolve { egress, next_hop } => {

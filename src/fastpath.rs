@@ -31,7 +31,13 @@ pub enum Verdict {
     Forward {
         egress: Iface,
     },
-    /// DropReason the frame for `reason` and send the ICMP error written to `scratch[..len]` on `egress`.
+    /// Like `Forward`, but the packet (DF clear) is larger than the egress `mtu`: send it as
+    /// IPv4 fragments.
+    Fragment {
+        egress: Iface,
+        mtu: usize,
+    },
+    /// Drop the frame for `reason` and send the ICMP error written to `scratch[..len]` on `egress`.
     Reply {
         egress: Iface,
         len: usize,
@@ -421,7 +427,10 @@ impl FastPath {
         } else {
             ip.total
         };
-        if wire_size > mtu {
+        // Without DF (and not a GSO frame, which the kernel segments) the packet is
+        // fragmented on the way out, as the kernel would.
+        let fragment = wire_size > mtu && !ip.df && !vh.is_gso();
+        if wire_size > mtu && !fragment {
             if !ip.df {
                 return Err(DropReason::TooBig);
             }
@@ -505,7 +514,11 @@ impl FastPath {
         match snap.neighbour(egress, next_hop) {
             Some(mac) => {
                 eth.set_dst(mac);
-                Ok(Verdict::Forward { egress })
+                Ok(if fragment {
+                    Verdict::Fragment { egress, mtu }
+                } else {
+                    Verdict::Forward { egress }
+                })
             }
             None => Ok(Verdict::Resolve { egress, next_hop }),
         }
@@ -633,6 +646,30 @@ impl FastPath {
         self.icmp_tokens -= 1;
         true
     }
+}
+
+/// Completes a partial (NEEDS_CSUM) L4 checksum in software, as a NIC would, and clears the
+/// flag: fragments cannot carry a partial checksum.
+pub fn complete_checksum(frame: &mut [u8]) {
+    let Ok(vh) = VnetHdr::parse(frame) else {
+        return;
+    };
+    if !vh.needs_csum() {
+        return;
+    }
+    let start = ETH_OFFSET + vh.csum_start as usize;
+    let field = start + vh.csum_offset as usize;
+    let end = IP_OFFSET
+        + frame
+            .get(IP_OFFSET..)
+            .and_then(|b| Ipv4Packet::new_checked(b).ok())
+            .map_or(0, |p| p.total_len());
+    if field + 2 > end || end > frame.len() {
+        return;
+    }
+    let c = checksum::checksum(&frame[start..end]);
+    put16(frame, field, c);
+    clear_needs_csum(frame, &vh);
 }
 
 #[inline]
@@ -1405,6 +1442,32 @@ mod tests {
             (types::DEST_UNREACH, codes::FRAG_NEEDED)
         );
         assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1400);
+    }
+
+    #[test]
+    fn without_df_over_mtu_is_fragmented() {
+        let w = world(1400);
+        let mut f = eth(LAN_MAC, HOST_MAC, &packet(Kind::Udp, HOST, SERVER, 1, 2, 64, &[0; 1400], false));
+        f[IP_OFFSET + 6] &= !0x40;
+        Ipv4Packet::new_unchecked(&mut f[IP_OFFSET..]).fill_checksum();
+        let (v, _) = run(&w, &mut f, Iface::Lan);
+        assert_eq!(v, Verdict::Fragment { egress: Iface::Uplink(UplinkId(0)), mtu: 1400 });
+        verify(&f);
+    }
+
+    #[test]
+    fn complete_checksum_finishes_a_partial_one() {
+        let mut ip = packet(Kind::Tcp, HOST, SERVER, 40000, 80, 64, &[7; 100], false);
+        let good = ip.clone();
+        let pseudo = checksum::fold(checksum::pseudo_header_sum(HOST.into(), SERVER.into(), 6, (ip.len() - 20) as u16));
+        ip[20 + 16..20 + 18].copy_from_slice(&pseudo.to_be_bytes());
+        let mut f = eth(LAN_MAC, HOST_MAC, &ip);
+        VnetHdr { flags: vnet::flags::NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..VnetHdr::default() }
+            .write(&mut f)
+            .unwrap();
+        complete_checksum(&mut f);
+        assert_eq!(&f[IP_OFFSET..], &good[..]);
+        assert!(!VnetHdr::parse(&f).unwrap().needs_csum());
     }
 
     #[test]

@@ -108,6 +108,8 @@ fn traceroute_frag_needed_and_unsolicited_inbound() {
     lab.start_router(&static_config("mtu = 1400"));
 
     // SPEC 3: traceroute shows the router, then PE_A (its time-exceeded translated back).
+    // (Once the LAN host reaches the router: traceroute's timeouts are shorter than an ARP retry.)
+    assert!(lab.ping("lan", "192.168.0.1"));
     let tr = lab.ok(
         "lan",
         &["traceroute", "-n", "-w", "1", "-q", "1", "172.18.0.6"],
@@ -167,6 +169,13 @@ fn traceroute_frag_needed_and_unsolicited_inbound() {
         "a packet of exactly the MTU must pass:\n{}",
         text(&o)
     );
+
+    // Without DF the same packet is fragmented on the way out, as the kernel would.
+    let o = lab.exec(
+        "lan",
+        &["ping", "-c", "1", "-W", "2", "-M", "dont", "-s", "1450", "172.18.0.6"],
+    );
+    assert!(o.status.success(), "fragmented ping failed:\n{}", text(&o));
 
     // SPEC 11: unsolicited TCP SYNs from the Internet get nothing through.
     let before = lab.drops("nat_unsolicited");
