@@ -228,6 +228,24 @@ fn fastpath(c: &mut Criterion) {
         });
         g.finish();
     }
+    // The flow's SYN opens its NAT session (a segment of no flow would be answered with a RST).
+    let open = Segment {
+        syn: true,
+        payload: 0,
+        ..outbound(VnetHdr::default())
+    }
+    .build();
+    let verdict = FastPath::default().process(
+        &env,
+        &mut open.clone(),
+        Iface::Lan,
+        &mut vec![0u8; SCRATCH_LEN],
+    );
+    assert_eq!(
+        verdict,
+        Verdict::Forward { egress: lan_to_a.1 },
+        "bench setup: SYN not forwarded"
+    );
     bench_forward(c, "established_out", &env, &plain, lan_to_a.0, lan_to_a.1);
     let partial = outbound(needs_csum()).build();
     bench_forward(

@@ -13,8 +13,6 @@ use crossbeam_channel::{Sender, TrySendError};
 use crate::clock::Instant;
 use crate::counters::{Counters, DropReason, bump};
 use crate::fastpath::{Env, FastPath, IP_OFFSET, SCRATCH_LEN, Verdict, complete_checksum};
-use crate::wire::ipv4;
-use crate::wire::vnet::VnetHdr;
 use crate::gro::Gro;
 use crate::io::MAX_FRAME;
 use crate::io::packet::{PacketSocket, RecvBatch, send_all};
@@ -22,6 +20,8 @@ use crate::io::poll::{Epoll, Waker};
 use crate::io::tap::TapQueue;
 use crate::nat::{FragTable, NatTable};
 use crate::snapshot::Snapshot;
+use crate::wire::ipv4;
+use crate::wire::vnet::VnetHdr;
 use crate::{Iface, UplinkId};
 
 /// Frames drained from one source before moving to the next.
@@ -183,12 +183,9 @@ impl Worker {
         packet.copy_from_slice(frame);
         complete_checksum(packet);
         let mut sent = 0;
-        while let Some(len) = ipv4::fragment(
-            &packet[IP_OFFSET..],
-            mtu,
-            sent,
-            &mut bufs.out[IP_OFFSET..],
-        ) {
+        while let Some(len) =
+            ipv4::fragment(&packet[IP_OFFSET..], mtu, sent, &mut bufs.out[IP_OFFSET..])
+        {
             bufs.out[..IP_OFFSET].copy_from_slice(&packet[..IP_OFFSET]);
             let _ = VnetHdr::default().write(&mut bufs.out);
             self.send(egress, &bufs.out[..IP_OFFSET + len]);

@@ -1447,11 +1447,21 @@ mod tests {
     #[test]
     fn without_df_over_mtu_is_fragmented() {
         let w = world(1400);
-        let mut f = eth(LAN_MAC, HOST_MAC, &packet(Kind::Udp, HOST, SERVER, 1, 2, 64, &[0; 1400], false));
+        let mut f = eth(
+            LAN_MAC,
+            HOST_MAC,
+            &packet(Kind::Udp, HOST, SERVER, 1, 2, 64, &[0; 1400], false),
+        );
         f[IP_OFFSET + 6] &= !0x40;
         Ipv4Packet::new_unchecked(&mut f[IP_OFFSET..]).fill_checksum();
         let (v, _) = run(&w, &mut f, Iface::Lan);
-        assert_eq!(v, Verdict::Fragment { egress: Iface::Uplink(UplinkId(0)), mtu: 1400 });
+        assert_eq!(
+            v,
+            Verdict::Fragment {
+                egress: Iface::Uplink(UplinkId(0)),
+                mtu: 1400
+            }
+        );
         verify(&f);
     }
 
@@ -1459,12 +1469,22 @@ mod tests {
     fn complete_checksum_finishes_a_partial_one() {
         let mut ip = packet(Kind::Tcp, HOST, SERVER, 40000, 80, 64, &[7; 100], false);
         let good = ip.clone();
-        let pseudo = checksum::fold(checksum::pseudo_header_sum(HOST.into(), SERVER.into(), 6, (ip.len() - 20) as u16));
+        let pseudo = checksum::fold(checksum::pseudo_header_sum(
+            HOST.into(),
+            SERVER.into(),
+            6,
+            (ip.len() - 20) as u16,
+        ));
         ip[20 + 16..20 + 18].copy_from_slice(&pseudo.to_be_bytes());
         let mut f = eth(LAN_MAC, HOST_MAC, &ip);
-        VnetHdr { flags: vnet::flags::NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..VnetHdr::default() }
-            .write(&mut f)
-            .unwrap();
+        VnetHdr {
+            flags: vnet::flags::NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        }
+        .write(&mut f)
+        .unwrap();
         complete_checksum(&mut f);
         assert_eq!(&f[IP_OFFSET..], &good[..]);
         assert!(!VnetHdr::parse(&f).unwrap().needs_csum());

@@ -173,7 +173,18 @@ fn traceroute_frag_needed_and_unsolicited_inbound() {
     // Without DF the same packet is fragmented on the way out, as the kernel would.
     let o = lab.exec(
         "lan",
-        &["ping", "-c", "1", "-W", "2", "-M", "dont", "-s", "1450", "172.18.0.6"],
+        &[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "dont",
+            "-s",
+            "1450",
+            "172.18.0.6",
+        ],
     );
     assert!(o.status.success(), "fragmented ping failed:\n{}", text(&o));
 

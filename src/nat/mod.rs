@@ -6,6 +6,10 @@
 //! (proto, inside, remote) and the inbound key (uplink, proto, outside port, remote) contain, so
 //! either lookup takes one shard lock. Port mappings live in a pool per (uplink, protocol),
 //! touched only when a session is created or removed. Locks are never nested.
+//!
+//! Memory: a session is one entry in each of two hash tables (26 + 16 bytes, plus a control byte
+//! each), which a table keeps between 7/16 and 7/8 full. So a session stores no outside address
+//! (it is its uplink's current one) and its last-seen time in coarse ticks (`Tick`).
 
 mod frag;
 mod ports;
@@ -117,21 +121,25 @@ pub struct NatCounters {
     pub ports_exhausted: u64,
 }
 
-/// `FlowKey` packed into two words: hashing it costs two hasher rounds instead of five.
+/// `FlowKey` without padding: 13 bytes, byte-aligned like `Session`, so a session table entry is
+/// 26 bytes where natural alignment would make it 32.
+#[repr(C, packed)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct OutKey {
-    /// inside << 32 | remote
-    addrs: u64,
-    /// inside_port << 16 | remote_port
-    ports: u32,
+    inside: Ipv4Addr,
+    remote: Ipv4Addr,
+    inside_port: u16,
+    remote_port: u16,
     proto: u8,
 }
 
 impl OutKey {
     fn new(proto: u8, inside: Endpoint, remote: Ipv4Addr, remote_port: u16) -> OutKey {
         OutKey {
-            addrs: u64::from(inside.ip.to_bits()) << 32 | u64::from(remote.to_bits()),
-            ports: u32::from(inside.port) << 16 | u32::from(remote_port),
+            inside: inside.ip,
+            remote,
+            inside_port: inside.port,
+            remote_port,
             proto,
         }
     }
@@ -146,54 +154,53 @@ impl OutKey {
 
     fn inside(self) -> Endpoint {
         Endpoint {
-            ip: Ipv4Addr::from_bits((self.addrs >> 32) as u32),
-            port: (self.ports >> 16) as u16,
+            ip: self.inside,
+            port: self.inside_port,
         }
-    }
-
-    fn remote(self) -> Ipv4Addr {
-        Ipv4Addr::from_bits(self.addrs as u32)
-    }
-
-    fn remote_port(self) -> u16 {
-        self.ports as u16
     }
 
     fn flow_key(self) -> FlowKey {
-        let inside = self.inside();
         FlowKey {
             proto: self.proto,
-            inside: inside.ip,
-            inside_port: inside.port,
-            remote: self.remote(),
-            remote_port: self.remote_port(),
+            inside: self.inside,
+            inside_port: self.inside_port,
+            remote: self.remote,
+            remote_port: self.remote_port,
         }
     }
 }
 
+/// Two words: hashing costs two hasher rounds instead of five.
 impl Hash for OutKey {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(self.addrs);
-        h.write_u64(u64::from(self.ports) << 8 | u64::from(self.proto));
+        h.write_u64(u64::from(self.inside.to_bits()) << 32 | u64::from(self.remote.to_bits()));
+        h.write_u64(
+            u64::from(self.inside_port) << 24
+                | u64::from(self.remote_port) << 8
+                | u64::from(self.proto),
+        );
     }
 }
 
-/// The inbound key: (uplink, proto, outside port, remote ip, remote port), packed.
+/// The inbound key: (uplink, proto, outside port, remote ip, remote port); 10 bytes, so with
+/// its `Endpoint` value a table entry is 16.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct InKey {
-    remote: u32,
-    /// outside_port << 16 | remote_port
-    ports: u32,
-    /// uplink << 8 | proto
-    tag: u16,
+    remote: Ipv4Addr,
+    outside_port: u16,
+    remote_port: u16,
+    uplink: UplinkId,
+    proto: u8,
 }
 
 impl InKey {
     fn new(uplink: UplinkId, proto: u8, outside_port: u16, remote: Ipv4Addr, rport: u16) -> InKey {
         InKey {
-            remote: remote.to_bits(),
-            ports: u32::from(outside_port) << 16 | u32::from(rport),
-            tag: u16::from(uplink.0) << 8 | u16::from(proto),
+            remote,
+            outside_port,
+            remote_port: rport,
+            uplink,
+            proto,
         }
     }
 
@@ -202,26 +209,67 @@ impl InKey {
             s.uplink,
             key.proto,
             s.outside_port,
-            key.remote(),
-            key.remote_port(),
+            key.remote,
+            key.remote_port,
         )
     }
 }
 
 impl Hash for InKey {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(u64::from(self.remote) << 32 | u64::from(self.ports));
-        h.write_u16(self.tag);
+        h.write_u64(
+            u64::from(self.remote.to_bits()) << 32
+                | u64::from(self.outside_port) << 16
+                | u64::from(self.remote_port),
+        );
+        h.write_u16(u16::from(self.uplink.0) << 8 | u16::from(self.proto));
     }
 }
 
-/// Everything a session needs beyond its key; 24 bytes.
-#[derive(Debug, Clone, Copy)]
+/// The longest timeout a session can have: `Tick`s wrap after 49 days, and `Tick::since` reads
+/// past half of that as "not yet". Twenty days leave `expire` days of slack to run.
+const MAX_TIMEOUT: Duration = Duration::from_secs(20 * 24 * 60 * 60);
+
+/// A session's last-seen time: milliseconds of the monotonic clock in a wrapping u32, half the
+/// size of an `Instant`. Sessions are expired long before it wraps (`MAX_TIMEOUT`).
+#[derive(Clone, Copy)]
+struct Tick(u32);
+
+impl Tick {
+    fn of(now: Instant) -> Tick {
+        // Truncating keeps the low bits, all that wrapping arithmetic needs.
+        Tick((now.as_nanos() / 1_000_000) as u32)
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is in fact later (workers read the clock
+    /// before taking the shard lock, so their updates can arrive a little out of order).
+    fn since(self, earlier: Tick) -> Duration {
+        let ms = self.0.wrapping_sub(earlier.0);
+        if ms > u32::MAX / 2 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(u64::from(ms))
+        }
+    }
+
+    fn later(self, other: Tick) -> Tick {
+        if other.since(self).is_zero() {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+/// Everything a session needs beyond its key: 13 bytes, packed (see `OutKey`). The outside
+/// address is not stored: it is the uplink's current one, and an address change flushes the
+/// uplink's sessions.
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
 struct Session {
-    last_seen: Instant,
+    last_seen: Tick,
     /// Last ACK number from the inside host (SPEC 21); meaningful when `ack_seen`.
     inside_ack: u32,
-    outside: Ipv4Addr,
     outside_port: u16,
     uplink: UplinkId,
     state: State,
@@ -229,8 +277,8 @@ struct Session {
 }
 
 impl Session {
-    fn touch(&mut self, now: Instant, dir: Direction, tcp_flags: u8, tcp_ack: Option<u32>) {
-        self.last_seen = self.last_seen.max(now);
+    fn touch(&mut self, now: Tick, dir: Direction, tcp_flags: u8, tcp_ack: Option<u32>) {
+        self.last_seen = self.last_seen.later(now);
         self.state = self.state.next(dir, tcp_flags);
         if let Some(ack) = tcp_ack {
             self.inside_ack = ack;
@@ -238,14 +286,13 @@ impl Session {
         }
     }
 
-    fn translation(&self, key: OutKey) -> Translation {
-        let inside = key.inside();
+    fn translation(&self, key: OutKey, outside: Ipv4Addr) -> Translation {
         Translation {
             uplink: self.uplink,
-            outside: self.outside,
+            outside,
             outside_port: self.outside_port,
-            inside: inside.ip,
-            inside_port: inside.port,
+            inside: key.inside,
+            inside_port: key.inside_port,
         }
     }
 }
@@ -263,9 +310,14 @@ struct Shard {
 #[derive(Default)]
 struct PaddedShard(Mutex<Shard>);
 
+/// An uplink's NAT address: 0 = none, else 1 << 32 | address, one atomic word read without a
+/// lock. Every lookup reads it, so it has a cache line to itself, apart from the counter and
+/// locks that creations write.
+#[repr(align(64))]
+struct AddrCell(AtomicU64);
+
 struct Uplink {
-    /// 0 = no NAT address, else 1 << 32 | address: one atomic word, read without a lock.
-    addr: AtomicU64,
+    addr: AddrCell,
     sessions: AtomicUsize,
     /// TCP, UDP, ICMP, anything else.
     pools: [Mutex<PortPool>; 4],
@@ -273,7 +325,7 @@ struct Uplink {
 
 impl Uplink {
     fn addr(&self) -> Option<Ipv4Addr> {
-        decode_addr(self.addr.load(Ordering::Acquire))
+        decode_addr(self.addr.0.load(Ordering::Acquire))
     }
 
     fn pool(&self, proto: u8) -> &Mutex<PortPool> {
@@ -313,8 +365,8 @@ enum Creation {
     Created(Translation),
     /// Another thread created the session between the caller's lookup and this creation.
     Raced(Translation),
-    /// The uplink's address changed (and its sessions were flushed) meanwhile: the packet is
-    /// dropped like any other during an address change.
+    /// An uplink's address changed (and its sessions are being flushed) meanwhile: the packet
+    /// is dropped like any other during an address change.
     AddressChanged,
 }
 
@@ -338,12 +390,13 @@ pub struct NatTable {
 
 impl NatTable {
     /// `uplink_addrs[i]` is the NAT address of `UplinkId(i)`; `None` = uplink without NAT.
-    pub fn new(params: NatParams, uplink_addrs: &[Option<Ipv4Addr>]) -> NatTable {
+    pub fn new(mut params: NatParams, uplink_addrs: &[Option<Ipv4Addr>]) -> NatTable {
+        params.timeouts = params.timeouts.capped(MAX_TIMEOUT);
         let pool = || Mutex::new(PortPool::new(params.port_min, params.port_max));
         let uplinks = uplink_addrs
             .iter()
             .map(|&addr| Uplink {
-                addr: AtomicU64::new(encode_addr(addr)),
+                addr: AddrCell(AtomicU64::new(encode_addr(addr))),
                 sessions: AtomicUsize::new(0),
                 pools: [pool(), pool(), pool(), pool()],
             })
@@ -358,15 +411,15 @@ impl NatTable {
         }
     }
 
-    /// New NAT address of `uplink` (or none); on a change its sessions are flushed, since they
-    /// carry the old address. Unknown uplinks are ignored.
+    /// New NAT address of `uplink` (or none); on a change its sessions are flushed, since their
+    /// outside ports were mapped on the old address. Unknown uplinks are ignored.
     pub fn set_uplink_addr(&self, uplink: UplinkId, addr: Option<Ipv4Addr>) {
         let Some(up) = self.uplinks.get(usize::from(uplink.0)) else {
             return;
         };
         // Store before flushing: a creation re-checks the address under its shard lock, so it
         // either sees the new address or inserts before the flush visits its shard.
-        if up.addr.swap(encode_addr(addr), Ordering::AcqRel) != encode_addr(addr) {
+        if up.addr.0.swap(encode_addr(addr), Ordering::AcqRel) != encode_addr(addr) {
             self.flush_uplink(uplink);
         }
     }
@@ -383,8 +436,8 @@ impl NatTable {
         let okey = OutKey::of(key);
         let mut shard = self.shard(key.proto, key.remote, key.remote_port).lock();
         let session = shard.out.get_mut(&okey)?;
-        session.touch(now, Direction::Outbound, tcp_flags, tcp_ack);
-        Some(session.translation(okey))
+        session.touch(Tick::of(now), Direction::Outbound, tcp_flags, tcp_ack);
+        self.translation(okey, session)
     }
 
     /// Outbound without a session: creates one on `uplink` (the routing decision), reusing the
@@ -432,15 +485,15 @@ impl NatTable {
             let mut guard = self.shard(key.proto, key.remote, key.remote_port).lock();
             let shard = &mut *guard;
             if let Some(existing) = shard.out.get_mut(&okey) {
-                existing.touch(now, Direction::Outbound, tcp_flags, tcp_ack);
-                Creation::Raced(existing.translation(okey))
+                existing.touch(Tick::of(now), Direction::Outbound, tcp_flags, tcp_ack);
+                self.translation(okey, existing)
+                    .map_or(Creation::AddressChanged, Creation::Raced)
             } else if up.addr() != Some(outside) {
                 Creation::AddressChanged
             } else {
                 let session = Session {
-                    last_seen: now,
+                    last_seen: Tick::of(now),
                     inside_ack: tcp_ack.unwrap_or(0),
-                    outside,
                     outside_port,
                     uplink,
                     state: State::initial(key.proto, tcp_flags),
@@ -450,7 +503,7 @@ impl NatTable {
                 // cannot belong to another session.
                 shard.inb.insert(InKey::of(okey, &session), inside);
                 shard.out.insert(okey, session);
-                Creation::Created(session.translation(okey))
+                Creation::Created(session.translation(okey, outside))
             }
         };
         if let Creation::Created(translation) = outcome {
@@ -486,8 +539,8 @@ impl NatTable {
         let inside = *shard.inb.get(&ikey)?;
         let okey = OutKey::new(proto, inside, remote, remote_port);
         let session = shard.out.get_mut(&okey)?;
-        session.touch(now, Direction::Inbound, tcp_flags, None);
-        Some(session.translation(okey))
+        session.touch(Tick::of(now), Direction::Inbound, tcp_flags, None);
+        self.translation(okey, session)
     }
 
     /// `lookup_inbound` without refreshing or changing state (ICMP errors quoting a packet of
@@ -504,22 +557,23 @@ impl NatTable {
         let shard = self.shard(proto, remote, remote_port).lock();
         let inside = *shard.inb.get(&ikey)?;
         let okey = OutKey::new(proto, inside, remote, remote_port);
-        shard.out.get(&okey).map(|s| s.translation(okey))
+        self.translation(okey, shard.out.get(&okey)?)
     }
 
     /// `lookup_outbound` without refreshing or changing state.
     pub fn peek_outbound(&self, key: &FlowKey) -> Option<Translation> {
         let okey = OutKey::of(key);
         let shard = self.shard(key.proto, key.remote, key.remote_port).lock();
-        shard.out.get(&okey).map(|s| s.translation(okey))
+        self.translation(okey, shard.out.get(&okey)?)
     }
 
     /// Removes sessions idle longer than their state's timeout; returns how many. Call
     /// periodically from the control thread: it locks one shard at a time.
     pub fn expire(&self, now: Instant) -> usize {
         let timeouts = self.params.timeouts;
+        let now = Tick::of(now);
         let n = self.remove_where(
-            |_, s| now.saturating_since(s.last_seen) > timeouts.for_state(s.state),
+            |_, s| now.since(s.last_seen) > timeouts.for_state(s.state),
             |_| {},
         );
         self.counters.expired.fetch_add(n as u64, Ordering::Relaxed);
@@ -579,8 +633,10 @@ impl NatTable {
     }
 
     /// For `show nat`: a copy of the sessions (of one uplink, or all), with state and age.
+    /// Sessions of an uplink whose address is being removed are left out, as they are going.
     pub fn sessions(&self, uplink: Option<UplinkId>, now: Instant) -> Vec<SessionInfo> {
         let timeouts = self.params.timeouts;
+        let now = Tick::of(now);
         let mut out = Vec::new();
         for shard in &self.shards {
             let shard = shard.0.lock();
@@ -588,15 +644,15 @@ impl NatTable {
                 .out
                 .iter()
                 .filter(|(_, s)| uplink.is_none_or(|u| s.uplink == u));
-            out.extend(matching.map(|(&key, s)| {
-                let idle = now.saturating_since(s.last_seen);
-                SessionInfo {
+            out.extend(matching.filter_map(|(&key, s)| {
+                let idle = now.since(s.last_seen);
+                Some(SessionInfo {
                     key: key.flow_key(),
-                    translation: s.translation(key),
+                    translation: self.translation(key, s)?,
                     state: s.state.label(),
                     idle,
                     expires_in: timeouts.for_state(s.state).saturating_sub(idle),
-                }
+                })
             }));
         }
         out
@@ -621,6 +677,13 @@ impl NatTable {
             .map(|p| p.lock().memory_bytes())
             .sum();
         size_of_val(&self.shards) + shards + pools
+    }
+
+    /// The session's translation, with its uplink's current address; `None` while that uplink
+    /// has none, in the moment before `set_uplink_addr` flushes the session.
+    fn translation(&self, key: OutKey, session: &Session) -> Option<Translation> {
+        let outside = self.uplinks.get(usize::from(session.uplink.0))?.addr()?;
+        Some(session.translation(key, outside))
     }
 
     fn shard(&self, proto: u8, remote: Ipv4Addr, remote_port: u16) -> &Mutex<Shard> {

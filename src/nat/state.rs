@@ -43,6 +43,18 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// Every timeout at most `max`.
+    pub(super) fn capped(self, max: Duration) -> Timeouts {
+        Timeouts {
+            tcp_syn: self.tcp_syn.min(max),
+            tcp_established: self.tcp_established.min(max),
+            tcp_closing: self.tcp_closing.min(max),
+            udp: self.udp.min(max),
+            udp_unreplied: self.udp_unreplied.min(max),
+            icmp: self.icmp.min(max),
+        }
+    }
+
     pub(super) fn for_state(&self, state: State) -> Duration {
         match state {
             State::TcpSyn => self.tcp_syn,

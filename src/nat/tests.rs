@@ -259,6 +259,76 @@ fn traffic_refreshes_a_session_but_peeking_does_not() {
 }
 
 #[test]
+fn late_packet_does_not_make_a_session_older() {
+    let t = table(NatParams::default());
+    let key = flow(PROTO_UDP, 5000, SERVER, 53);
+    t.create_outbound(&key, A, ms(0), 0, None).unwrap();
+    t.lookup_outbound(&key, ms(10_000), 0, None).unwrap();
+    // Another worker read its clock before this one but took the shard lock after.
+    t.lookup_outbound(&key, ms(9_000), 0, None).unwrap();
+    assert_eq!(t.expire(ms(40_000)), 0);
+    assert_eq!(t.expire(ms(40_001)), 1);
+}
+
+#[test]
+fn expiry_counts_across_the_wrap_of_the_session_clock() {
+    // Last seen 1 s before the millisecond counter of the session wraps at 2^32 ms.
+    let start = (1u64 << 32) - 1000;
+    let t = table(NatParams::default());
+    let key = flow(PROTO_UDP, 5000, SERVER, 53);
+    t.create_outbound(&key, A, ms(start), 0, None).unwrap();
+    assert_eq!(t.expire(ms(start + 1000)), 0, "expired at the wrap");
+    assert_eq!(
+        t.sessions(None, ms(start + 2000))[0].idle,
+        Duration::from_secs(2)
+    );
+    assert_eq!(t.expire(ms(start + 30_000)), 0);
+    assert_eq!(t.expire(ms(start + 30_001)), 1);
+}
+
+#[test]
+fn timeouts_are_capped_where_the_session_clock_stays_unambiguous() {
+    let t = table(NatParams {
+        timeouts: Timeouts {
+            udp_unreplied: Duration::from_secs(100 * 24 * 60 * 60),
+            ..Timeouts::default()
+        },
+        ..NatParams::default()
+    });
+    let key = flow(PROTO_UDP, 5000, SERVER, 53);
+    t.create_outbound(&key, A, ms(0), 0, None).unwrap();
+    let cap = MAX_TIMEOUT.as_millis() as u64;
+    assert_eq!(t.expire(ms(cap)), 0);
+    assert_eq!(t.expire(ms(cap + 1)), 1);
+}
+
+#[test]
+fn session_is_not_translated_while_its_uplink_has_no_address() {
+    let t = table(NatParams::default());
+    let key = flow(PROTO_TCP, 40000, SERVER, 80);
+    let tr = t.create_outbound(&key, A, ms(0), TCP_SYN, None).unwrap();
+    // The moment inside `set_uplink_addr` between clearing the address and the flush.
+    t.uplinks[0]
+        .addr
+        .0
+        .store(encode_addr(None), Ordering::Release);
+    assert_eq!(t.lookup_outbound(&key, ms(1), TCP_ACK, Some(1)), None);
+    assert!(!inbound(&t, &key, &tr, ms(1), TCP_ACK));
+    assert_eq!(
+        t.create_outbound(&key, B, ms(1), TCP_SYN, None),
+        Err(NatError::NoAddress)
+    );
+    assert!(t.sessions(None, ms(1)).is_empty());
+    assert_eq!(
+        t.count.load(Ordering::Acquire),
+        1,
+        "refused creation kept its slot"
+    );
+    assert_eq!(t.flush_uplink(A).0, 1);
+    assert_eq!(t.count.load(Ordering::Acquire), 0);
+}
+
+#[test]
 fn tcp_state_follows_the_flags() {
     let t = table(NatParams::default());
     let key = flow(PROTO_TCP, 40000, SERVER, 443);
@@ -559,6 +629,12 @@ fn memory_per_session_is_at_most_128_bytes() {
         per_session >= size_of::<(OutKey, Session)>(),
         "estimate misses the entries"
     );
+}
+
+#[test]
+fn table_entries_have_no_padding() {
+    assert_eq!(size_of::<(OutKey, Session)>(), 26);
+    assert_eq!(size_of::<(InKey, Endpoint)>(), 16);
 }
 
 #[test]
