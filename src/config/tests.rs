@@ -1244,3 +1244,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn nat_timeouts_are_bounded() {
+    let text = format!("{BASE}\n[nat]\ntcp_established = \"500h\"\n");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("tcp_established"))
+        .unwrap()
+        + 1;
+    match Config::parse(&text, "t.toml") {
+        Err(ConfigError::Invalid {
+            line: l, message, ..
+        }) => {
+            assert_eq!(l, line);
+            assert!(message.contains("at most 20 days"), "{message}");
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+}

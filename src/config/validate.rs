@@ -457,16 +457,26 @@ fn nat(cx: &Ctx, r: &RawNat) -> Result<NatConfig> {
         ));
     }
     let secs = Duration::from_secs;
+    // The NAT table keeps session times in 32-bit milliseconds (small entries): 20 days at most.
+    let timeout = |v: &Option<S<Scalar>>, key: &str, default: Duration| {
+        let d = cx.duration_or(v, key, default)?;
+        match v {
+            Some(v) if d > secs(20 * 24 * 3600) => {
+                Err(cx.err(v.span(), format!("{key}: at most 20 days (480h)")))
+            }
+            _ => Ok(d),
+        }
+    };
     Ok(NatConfig {
         max_entries,
         port_min,
         port_max,
-        tcp_syn: cx.duration_or(&r.tcp_syn, "tcp_syn", secs(30))?,
-        tcp_established: cx.duration_or(&r.tcp_established, "tcp_established", secs(7200))?,
-        tcp_closing: cx.duration_or(&r.tcp_closing, "tcp_closing", secs(10))?,
-        udp: cx.duration_or(&r.udp, "udp", secs(300))?,
-        udp_unreplied: cx.duration_or(&r.udp_unreplied, "udp_unreplied", secs(30))?,
-        icmp: cx.duration_or(&r.icmp, "icmp", secs(60))?,
+        tcp_syn: timeout(&r.tcp_syn, "tcp_syn", secs(30))?,
+        tcp_established: timeout(&r.tcp_established, "tcp_established", secs(7200))?,
+        tcp_closing: timeout(&r.tcp_closing, "tcp_closing", secs(10))?,
+        udp: timeout(&r.udp, "udp", secs(300))?,
+        udp_unreplied: timeout(&r.udp_unreplied, "udp_unreplied", secs(30))?,
+        icmp: timeout(&r.icmp, "icmp", secs(60))?,
     })
 }
 
