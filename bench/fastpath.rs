@@ -116,6 +116,7 @@ fn snapshot() -> Snapshot {
             uplink("isp-b", WAN_B, WAN_B_MAC, PE_B, PE_B_MAC),
         ],
         neighbours: [((Iface::Lan, HOST), HOST_MAC)].into_iter().collect(),
+        probe_targets: Vec::new(),
     }
 }
 

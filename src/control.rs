@@ -200,6 +200,11 @@ pub fn initial_snapshot(
             })
             .collect(),
         neighbours: HashMap::new(),
+        probe_targets: cfg
+            .probes
+            .iter()
+            .filter_map(|p| Some((UplinkId(cfg.uplink_index(&p.uplink)? as u8), p.target)))
+            .collect(),
     }
 }
 

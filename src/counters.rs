@@ -50,6 +50,8 @@ pub enum DropReason {
     NoNeighbour,
     /// The control plane's queue was full.
     PuntQueueFull,
+    /// Pings to the router beyond the per-worker rate (200/s).
+    PingRateLimited,
     /// Packet for the router itself that it does not serve (unknown protocol, closed port).
     LocalUnhandled,
     /// The kernel refused to send the frame.
@@ -57,7 +59,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Truncated,
         DropReason::BadVnetHeader,
         DropReason::NotIpv4,
@@ -81,6 +83,7 @@ impl DropReason {
         DropReason::NatNoFlow,
         DropReason::NoNeighbour,
         DropReason::PuntQueueFull,
+        DropReason::PingRateLimited,
         DropReason::LocalUnhandled,
         DropReason::TxError,
     ];
@@ -111,6 +114,7 @@ impl DropReason {
             DropReason::NatNoFlow => "nat_no_flow",
             DropReason::NoNeighbour => "no_neighbour",
             DropReason::PuntQueueFull => "punt_queue_full",
+            DropReason::PingRateLimited => "ping_rate_limited",
             DropReason::LocalUnhandled => "local_unhandled",
             DropReason::TxError => "tx_error",
         }

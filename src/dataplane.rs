@@ -121,6 +121,7 @@ impl Worker {
 
                 for (u, batch) in rx.iter_mut().enumerate() {
                     let ingress = Iface::Uplink(UplinkId(u as u8));
+                    let cut_before = batch.truncated();
                     let n = match batch.recv(&self.uplinks[u]) {
                         Ok(n) => n,
                         Err(e) => {
@@ -128,6 +129,10 @@ impl Worker {
                             0
                         }
                     };
+                    for _ in cut_before..batch.truncated() {
+                        self.counters
+                            .rx_dropped(ingress.index(), DropReason::Truncated);
+                    }
                     if n == 0 {
                         continue;
                     }

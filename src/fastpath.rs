@@ -65,7 +65,12 @@ pub struct Env<'a> {
 pub struct FastPath {
     icmp_tokens: u32,
     icmp_refill: Instant,
+    ping_tokens: u32,
+    ping_refill: Instant,
 }
+
+/// Pings to the router from the Internet a worker answers per second (burst as large).
+const PINGS_PER_SEC: u32 = 200;
 
 /// ICMP errors a worker may send per second (burst as large), like the kernel's icmp_msgs_per_sec.
 const ICMP_PER_SEC: u32 = 1000;
@@ -75,6 +80,8 @@ impl Default for FastPath {
         FastPath {
             icmp_tokens: ICMP_PER_SEC,
             icmp_refill: Instant::ZERO,
+            ping_tokens: PINGS_PER_SEC,
+            ping_refill: Instant::ZERO,
         }
     }
 }
@@ -355,8 +362,16 @@ impl FastPath {
                             scratch,
                         );
                     }
-                    // An error about one of the router's own packets (a probe).
-                    None => return Ok(Verdict::Punt),
+                    // An error about one of the router's own packets (a probe), or unsolicited.
+                    None => {
+                        let about_probe = quoted(&frame[IP_OFFSET + ip.hlen..IP_OFFSET + ip.total])
+                            .is_some_and(|q| env.snap.is_probe_target(u, q.dst));
+                        return if about_probe {
+                            Ok(Verdict::Punt)
+                        } else {
+                            Err(DropReason::NatUnsolicited)
+                        };
+                    }
                 }
             }
             L4::Fragment => {
@@ -382,9 +397,18 @@ impl FastPath {
                 Nat::Dest(t),
                 scratch,
             ),
-            // The router's own traffic (echo requests, probe replies) or unsolicited: the control
-            // plane tells them apart and counts the rest.
-            None => Ok(Verdict::Punt),
+            // Pings to the router (rate limited) and what may answer a probe (it comes from a
+            // probe's target) go to the control plane; the rest is unsolicited. Filtering here
+            // keeps a scan or flood from filling the punt queue and starving probe replies.
+            None if matches!(l4, L4::Echo { request: true, .. }) => {
+                if self.take_ping_token(env.now) {
+                    Ok(Verdict::Punt)
+                } else {
+                    Err(DropReason::PingRateLimited)
+                }
+            }
+            None if env.snap.is_probe_target(u, ip.src) => Ok(Verdict::Punt),
+            None => Err(DropReason::NatUnsolicited),
         }
     }
 
@@ -633,6 +657,19 @@ impl FastPath {
             len: IP_OFFSET + n,
             reason,
         })
+    }
+
+    /// Pings to the router's outside addresses a worker hands to the control plane per second.
+    fn take_ping_token(&mut self, now: Instant) -> bool {
+        if now.saturating_since(self.ping_refill).as_secs() >= 1 {
+            self.ping_tokens = PINGS_PER_SEC;
+            self.ping_refill = now;
+        }
+        if self.ping_tokens == 0 {
+            return false;
+        }
+        self.ping_tokens -= 1;
+        true
     }
 
     fn take_token(&mut self, now: Instant) -> bool {
@@ -1141,6 +1178,7 @@ mod tests {
                     ),
                 ],
                 neighbours: HashMap::from([((Iface::Lan, Ipv4Addr::from(HOST)), HOST_MAC)]),
+                probe_targets: vec![(UplinkId(0), Ipv4Addr::new(172, 16, 1, 2))],
             },
             nat: NatTable::new(
                 NatParams::default(),
@@ -1509,8 +1547,37 @@ mod tests {
         );
         assert_eq!(
             run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+            Verdict::Drop(DropReason::NatUnsolicited),
+            "unsolicited from a non-target is dropped in the fast path"
+        );
+        let mut f = eth(
+            A_MAC,
+            PE_A,
+            &packet(
+                Kind::Tcp,
+                [172, 16, 1, 2],
+                OUTSIDE,
+                80,
+                40000,
+                64,
+                &[],
+                true,
+            ),
+        );
+        assert_eq!(
+            run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
             Verdict::Punt,
-            "unsolicited goes to the control plane"
+            "from a probe target: maybe a probe reply"
+        );
+        let mut f = eth(
+            A_MAC,
+            PE_A,
+            &packet(Kind::Echo, SERVER, OUTSIDE, 9, 0, 64, &[], false),
+        );
+        assert_eq!(
+            run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+            Verdict::Punt,
+            "pings to the router are answered"
         );
         let mut f = eth(
             A_MAC,

@@ -15,6 +15,9 @@ pub struct Snapshot {
     pub uplinks: Vec<UplinkState>,
     /// Resolved neighbours (ARP), by interface.
     pub neighbours: HashMap<(Iface, Ipv4Addr), MacAddr>,
+    /// (uplink, target) of every probe: what arrives on an uplink from a probe's target may be
+    /// its reply and goes to the control plane; other unsolicited traffic is dropped at once.
+    pub probe_targets: Vec<(UplinkId, Ipv4Addr)>,
 }
 
 pub struct LanState {
@@ -70,6 +73,10 @@ impl Snapshot {
             Iface::Lan => Some(self.lan.address.addr()),
             Iface::Uplink(u) => self.uplink(u).map(|u| u.address.addr()),
         }
+    }
+
+    pub fn is_probe_target(&self, uplink: UplinkId, ip: Ipv4Addr) -> bool {
+        self.probe_targets.contains(&(uplink, ip))
     }
 
     pub fn neighbour(&self, iface: Iface, ip: Ipv4Addr) -> Option<MacAddr> {
