@@ -463,3 +463,45 @@ fn failback_move_brings_flows_home_after_the_grace() {
         lab.log()
     );
 }
+
+#[test]
+fn a_flood_of_unsolicited_traffic_does_not_starve_the_probes() {
+    if !require_root() {
+        return;
+    }
+    let lab = start("fo7-", "");
+    // 60000 UDP datagrams from a scanner on the Internet (not a probe target) at A's address.
+    let wan_a = mac_of(&lab, "rtr", "wan-a");
+    let pe_a = mac_of(&lab, "ispa", "rtr0");
+    let frames: Vec<Vec<u8>> = (0..60_000u32)
+        .map(|i| {
+            let mut f = wan_a.to_vec();
+            f.extend_from_slice(&pe_a);
+            f.extend_from_slice(&[0x08, 0x00]);
+            etherparse::PacketBuilder::ipv4([10, 99, 0, 1], [172, 16, 1, 1], 60)
+                .udp(1000 + (i % 50_000) as u16, 1024 + (i % 60_000) as u16)
+                .write(&mut f, &[0u8; 32])
+                .unwrap();
+            f
+        })
+        .collect();
+    let before = lab.drops("nat_unsolicited");
+    send_raw(&format!("{}ispa", lab.prefix), "rtr0", frames);
+    std::thread::sleep(Duration::from_millis(DOWN_MS + 2 * INTERVAL_MS));
+    let dropped = lab.drops("nat_unsolicited") - before;
+    assert!(
+        dropped > 50_000,
+        "only {dropped} of 60000 counted as unsolicited"
+    );
+    assert_eq!(
+        lab.drops("punt_queue_full"),
+        0,
+        "the flood reached the control plane"
+    );
+    assert_eq!(installed(&lab), Some(("isp-a".into(), 10)));
+    assert!(
+        !lab.log().contains("down change delayed"),
+        "a probe was lost:\n{}",
+        lab.log()
+    );
+}
