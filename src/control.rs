@@ -565,33 +565,30 @@ impl Control {
 
     fn flush_uplink(&mut self, u: UplinkId, why: &str) {
         let (removed, flushed) = self.shared.nat.flush_uplink(u);
-        let name = &self.cfg.uplinks[u.0 as usize].name;
+        let name = self.cfg.uplinks[u.0 as usize].name.clone();
         let mut resets = 0;
         if self.cfg.failover.reset_tcp {
             for f in &flushed {
                 let Some(mac) = self.neigh.lookup(Iface::Lan, f.key.inside) else {
                     continue;
                 };
-                let mut frame = std::mem::take(&mut self.buf);
-                let n = tcp::build_segment(
-                    &mut frame[IP_OFFSET..],
-                    f.key.remote,
-                    f.key.inside,
-                    f.key.remote_port,
-                    f.key.inside_port,
-                    f.inside_ack,
-                    0,
-                    tcp::flags::RST,
-                    0,
-                    64,
-                    0,
-                );
-                if let Ok(n) = n {
-                    self.write_l2(&mut frame, Iface::Lan, mac);
-                    self.send(Iface::Lan, &frame[..IP_OFFSET + n]);
-                    resets += 1;
-                }
-                self.buf = frame;
+                let sent = self.send_ip(Iface::Lan, mac, |out| {
+                    tcp::build_segment(
+                        out,
+                        f.key.remote,
+                        f.key.inside,
+                        f.key.remote_port,
+                        f.key.inside_port,
+                        f.inside_ack,
+                        0,
+                        tcp::flags::RST,
+                        0,
+                        64,
+                        0,
+                    )
+                    .ok()
+                });
+                resets += usize::from(sent);
             }
         }
         log::warn!(
@@ -717,22 +714,20 @@ impl Control {
         else {
             return;
         };
-        let mut out = std::mem::take(&mut self.buf);
-        if let Ok(n) = icmp::build_echo(
-            &mut out[IP_OFFSET..],
-            dst,
-            src,
-            64,
-            0,
-            types::ECHO_REPLY,
-            ident,
-            seq,
-            &payload,
-        ) {
-            self.write_l2(&mut out, ingress, peer_mac);
-            self.send(ingress, &out[..IP_OFFSET + n]);
-        }
-        self.buf = out;
+        self.send_ip(ingress, peer_mac, |out| {
+            icmp::build_echo(
+                out,
+                dst,
+                src,
+                64,
+                0,
+                types::ECHO_REPLY,
+                ident,
+                seq,
+                &payload,
+            )
+            .ok()
+        });
     }
 
     fn send_probe_reset(&mut self, u: UplinkId, probe: usize, sport: u16, seq: u32) {
@@ -750,24 +745,22 @@ impl Control {
         let Some(mac) = self.neigh.lookup(iface, nh) else {
             return;
         };
-        let mut out = std::mem::take(&mut self.buf);
-        if let Ok(n) = tcp::build_segment(
-            &mut out[IP_OFFSET..],
-            addr,
-            target,
-            sport,
-            tcp_port,
-            seq,
-            0,
-            tcp::flags::RST,
-            0,
-            64,
-            0,
-        ) {
-            self.write_l2(&mut out, iface, mac);
-            self.send(iface, &out[..IP_OFFSET + n]);
-        }
-        self.buf = out;
+        self.send_ip(iface, mac, |out| {
+            tcp::build_segment(
+                out,
+                addr,
+                target,
+                sport,
+                tcp_port,
+                seq,
+                0,
+                tcp::flags::RST,
+                0,
+                64,
+                0,
+            )
+            .ok()
+        });
     }
 
     fn send_arp(
@@ -788,6 +781,24 @@ impl Control {
         {
             self.send(iface, &out);
         }
+    }
+
+    /// Sends an IPv4 packet that `build` writes into the scratch buffer (returning its length),
+    /// behind a fresh vnet and Ethernet header addressed to `dst`. Returns whether it was built.
+    fn send_ip(
+        &mut self,
+        iface: Iface,
+        dst: MacAddr,
+        build: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        let mut frame = std::mem::take(&mut self.buf);
+        let built = build(&mut frame[IP_OFFSET..]);
+        if let Some(n) = built {
+            self.write_l2(&mut frame, iface, dst);
+            self.send(iface, &frame[..IP_OFFSET + n]);
+        }
+        self.buf = frame;
+        built.is_some()
     }
 
     /// Fills the vnet header (no offload) and the Ethernet header of a frame built at IP_OFFSET.
