@@ -353,6 +353,12 @@ fn packet_sockets_on_a_veth_pair() {
         let n1 = collect(&f1, 20, Duration::from_millis(500)).len();
         let n2 = collect(&f2, 20, Duration::from_millis(200)).len();
         assert_eq!(n1 + n2, 20, "fanout delivered {n1} + {n2}");
+        // The group ignores outgoing frames too, although its hook is not the sockets' own.
+        sb.send(&with_vnet(&eth_frame(3, b"hx-io fanout out")))
+            .unwrap();
+        let n1 = collect(&f1, 1, Duration::from_millis(200)).len();
+        let n2 = collect(&f2, 1, Duration::from_millis(100)).len();
+        assert_eq!(n1 + n2, 0, "fanout read back {n1} + {n2} outgoing frames");
     });
 }
 

@@ -79,14 +79,22 @@ impl PacketSocket {
             ));
         }
         if let Some(group) = opts.fanout_group {
-            // Fanout is joined after bind: the kernel requires a bound, running socket.
-            let arg = u32::from(group) | (libc::PACKET_FANOUT_HASH << 16);
-            set_int_opt(
-                raw,
-                libc::SOL_PACKET,
-                libc::PACKET_FANOUT,
-                arg as libc::c_int,
-            )?;
+            // Fanout is joined after bind: the kernel requires a bound, running socket. A fanout
+            // group has its own hook that ignores PACKET_IGNORE_OUTGOING: without the flag every
+            // frame the router sends would be read back (kernels before 6.2 lack it: join without).
+            let join = |flags: u32| {
+                let arg = u32::from(group) | ((libc::PACKET_FANOUT_HASH | flags) << 16);
+                set_int_opt(
+                    raw,
+                    libc::SOL_PACKET,
+                    libc::PACKET_FANOUT,
+                    arg as libc::c_int,
+                )
+            };
+            match join(libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => join(0)?,
+                other => other?,
+            }
         }
         Ok(PacketSocket { fd, ifindex })
     }
