@@ -235,6 +235,26 @@ links_up() { # role ifname...
     done
 }
 
+# A new veth's carrier reaches its operstate (and its queueing discipline) through the kernel's
+# linkwatch, up to a second later; frames sent before that are lost. Wait for every link of the
+# lab to be operationally up, so the first ARP of a fresh lab is not one of them.
+wait_links_up() {
+    local deadline=$((SECONDS + 3)) spec role dev state
+    for spec in lan:eth0 rtr:lan0 rtr:wan-a rtr:wan-b ispa:rtr0 ispa:net0 ispb:rtr0 ispb:net0 net:isp-a net:isp-b; do
+        role=${spec%%:*}
+        dev=${spec#*:}
+        while :; do
+            state=$(in_ns "$role" cat "/sys/class/net/$dev/operstate" 2>/dev/null || echo unknown)
+            [[ $state == up ]] && break
+            if ((SECONDS >= deadline)); then
+                warn "$(ns "$role")/$dev is still '$state' after 3 s"
+                break
+            fi
+            sleep 0.05
+        done
+    done
+}
+
 start_servers() {
     local dnsmasq_bin
     if ! live_pid "$STATE/iperf3.pid" >/dev/null; then
@@ -313,6 +333,7 @@ cmd_up() {
     ip -n "$(ns net)" route replace 172.16.1.0/30 via 10.255.1.1 dev isp-a
     ip -n "$(ns net)" route replace 172.17.3.0/30 via 10.255.2.1 dev isp-b
 
+    wait_links_up
     start_servers
     echo "lab '${PREFIX}' is up (state: $STATE)"
 }

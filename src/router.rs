@@ -96,13 +96,6 @@ pub fn run(
             }
         })?;
     if let Some(b) = &cfg.lan.bridge {
-        // The kernel publishes the new TAP's carrier through linkwatch, up to a second later; a
-        // port enslaved before that stays disabled in the bridge until it happens, and the
-        // LAN's first frames (and our gratuitous ARP) are lost.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !link::link_info(&cfg.lan.tap).is_ok_and(|i| i.carrier) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         tap.enslave(b).map_err(|source| StartError::Bridge {
             bridge: b.clone(),
             source,
