@@ -10,6 +10,7 @@ use crate::route::{Decision, FlowTuple};
 use crate::snapshot::Snapshot;
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::field::{set_u16, set_u32, try_u16_at, try_u32_at};
 use crate::wire::icmp::{self, codes, types};
 use crate::wire::ipv4::{self, Ipv4Packet, proto};
 use crate::wire::tcp::{self, TcpPacket};
@@ -705,7 +706,7 @@ pub fn complete_checksum(frame: &mut [u8]) {
         return;
     }
     let c = checksum::checksum(&frame[start..end]);
-    put16(frame, field, c);
+    set_u16(frame, field, c);
     clear_needs_csum(frame, &vh);
 }
 
@@ -849,8 +850,8 @@ fn quoted(icmp_msg: &[u8]) -> Option<Quoted> {
     let p = Ipv4Packet::new_quoted(inner).ok()?;
     let l4 = inner.get(p.header_len()..)?;
     let (sport, dport) = match p.protocol() {
-        proto::TCP | proto::UDP => (be16(l4, 0)?, be16(l4, 2)?),
-        proto::ICMP => (be16(l4, 4)?, 0),
+        proto::TCP | proto::UDP => (try_u16_at(l4, 0)?, try_u16_at(l4, 2)?),
+        proto::ICMP => (try_u16_at(l4, 4)?, 0),
         _ => return None,
     };
     Some(Quoted {
@@ -929,10 +930,10 @@ fn rewrite_endpoint(
             update_l4(l4b, 6, side.port_offset(), old, new, port, partial, true)
         }
         (proto::ICMP, L4::Echo { .. }) => {
-            if let Some(old_id) = be16(l4b, 4) {
-                put16(l4b, 4, port);
-                if !partial && let Some(c) = be16(l4b, 2) {
-                    put16(l4b, 2, checksum::update16(c, old_id, port));
+            if let Some(old_id) = try_u16_at(l4b, 4) {
+                set_u16(l4b, 4, port);
+                if !partial && let Some(c) = try_u16_at(l4b, 2) {
+                    set_u16(l4b, 2, checksum::update16(c, old_id, port));
                 }
             }
         }
@@ -943,11 +944,11 @@ fn rewrite_endpoint(
 
 /// Sets the address at `off` in the IPv4 header and fixes the header checksum; returns the old one.
 fn set_addr(ipb: &mut [u8], off: usize, addr: Ipv4Addr) -> u32 {
-    let old = be32(ipb, off).unwrap_or(0);
+    let old = try_u32_at(ipb, off).unwrap_or(0);
     let new = u32::from(addr);
-    put32(ipb, off, new);
-    if let Some(c) = be16(ipb, 10) {
-        put16(ipb, 10, checksum::update32(c, old, new));
+    set_u32(ipb, off, new);
+    if let Some(c) = try_u16_at(ipb, 10) {
+        set_u16(ipb, 10, checksum::update32(c, old, new));
     }
     old
 }
@@ -963,15 +964,15 @@ fn update_l4(
     partial: bool,
     udp: bool,
 ) {
-    let Some(old_port) = be16(l4b, port_off) else {
+    let Some(old_port) = try_u16_at(l4b, port_off) else {
         return;
     };
-    put16(l4b, port_off, port);
-    let Some(c) = be16(l4b, csum_off) else {
+    set_u16(l4b, port_off, port);
+    let Some(c) = try_u16_at(l4b, csum_off) else {
         return;
     };
     if partial {
-        put16(
+        set_u16(
             l4b,
             csum_off,
             checksum::update_partial32(c, old_addr, new_addr),
@@ -987,7 +988,7 @@ fn update_l4(
     if udp && c == 0 {
         c = 0xffff;
     }
-    put16(l4b, csum_off, c);
+    set_u16(l4b, csum_off, c);
 }
 
 /// Translates an ICMP error: the outer address on `outer`, and the quoted packet's matching
@@ -1007,13 +1008,13 @@ fn translate_error(ipb: &mut [u8], ip: &Ip, outer: Side, addr: Ipv4Addr, inner: 
         match inner_proto {
             proto::TCP => update_l4(q, 16, inner.port_offset(), old, new, port, false, false),
             proto::UDP => update_l4(q, 6, inner.port_offset(), old, new, port, false, true),
-            proto::ICMP => put16(q, 4, port),
+            proto::ICMP => set_u16(q, 4, port),
             _ => {}
         }
     }
-    put16(msg, 2, 0);
+    set_u16(msg, 2, 0);
     let c = checksum::checksum(msg);
-    put16(msg, 2, c);
+    set_u16(msg, 2, c);
 }
 
 /// After a full checksum recompute the kernel must not "complete" it again.
@@ -1027,10 +1028,10 @@ fn clear_needs_csum(frame: &mut [u8], vh: &VnetHdr) {
 }
 
 fn decrement_ttl(ipb: &mut [u8]) {
-    if let (Some(word), Some(c)) = (be16(ipb, 8), be16(ipb, 10)) {
+    if let (Some(word), Some(c)) = (try_u16_at(ipb, 8), try_u16_at(ipb, 10)) {
         let new = word.wrapping_sub(0x0100);
-        put16(ipb, 8, new);
-        put16(ipb, 10, checksum::update16(c, word, new));
+        set_u16(ipb, 8, new);
+        set_u16(ipb, 10, checksum::update16(c, word, new));
     }
 }
 
@@ -1053,37 +1054,15 @@ fn clamp_mss(tcp_hdr: &mut [u8], clamp: u16, partial: bool) {
     else {
         return;
     };
-    let Some(mss) = be16(tcp_hdr, off) else {
+    let Some(mss) = try_u16_at(tcp_hdr, off) else {
         return;
     };
     if mss <= clamp {
         return;
     }
-    put16(tcp_hdr, off, clamp);
-    if !partial && let Some(c) = be16(tcp_hdr, 16) {
-        put16(tcp_hdr, 16, checksum::update16(c, mss, clamp));
-    }
-}
-
-fn be16(b: &[u8], off: usize) -> Option<u16> {
-    b.get(off..off + 2)
-        .map(|s| u16::from_be_bytes([s[0], s[1]]))
-}
-
-fn be32(b: &[u8], off: usize) -> Option<u32> {
-    b.get(off..off + 4)
-        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn put16(b: &mut [u8], off: usize, v: u16) {
-    if let Some(s) = b.get_mut(off..off + 2) {
-        s.copy_from_slice(&v.to_be_bytes());
-    }
-}
-
-fn put32(b: &mut [u8], off: usize, v: u32) {
-    if let Some(s) = b.get_mut(off..off + 4) {
-        s.copy_from_slice(&v.to_be_bytes());
+    set_u16(tcp_hdr, off, clamp);
+    if !partial && let Some(c) = try_u16_at(tcp_hdr, 16) {
+        set_u16(tcp_hdr, 16, checksum::update16(c, mss, clamp));
     }
 }
 

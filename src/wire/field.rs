@@ -7,11 +7,14 @@
 use core::ops::Range;
 use std::net::Ipv4Addr;
 
-fn array<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
+fn try_array<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
     buf.get(at..)
         .and_then(|rest| rest.first_chunk::<N>())
         .copied()
-        .unwrap_or([0; N])
+}
+
+fn array<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
+    try_array(buf, at).unwrap_or([0; N])
 }
 
 fn put<const N: usize>(buf: &mut [u8], at: usize, bytes: [u8; N]) {
@@ -35,6 +38,16 @@ pub(super) fn u32_at(buf: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(array(buf, at))
 }
 
+/// Like `u16_at`, but None when the field is not in `buf` (for callers that must skip an
+/// update rather than compute with zero).
+pub(crate) fn try_u16_at(buf: &[u8], at: usize) -> Option<u16> {
+    try_array(buf, at).map(u16::from_be_bytes)
+}
+
+pub(crate) fn try_u32_at(buf: &[u8], at: usize) -> Option<u32> {
+    try_array(buf, at).map(u32::from_be_bytes)
+}
+
 pub(super) fn ipv4_at(buf: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::from(array::<4>(buf, at))
 }
@@ -47,11 +60,11 @@ pub(super) fn set_u8(buf: &mut [u8], at: usize, value: u8) {
     put(buf, at, [value]);
 }
 
-pub(super) fn set_u16(buf: &mut [u8], at: usize, value: u16) {
+pub(crate) fn set_u16(buf: &mut [u8], at: usize, value: u16) {
     put(buf, at, value.to_be_bytes());
 }
 
-pub(super) fn set_u32(buf: &mut [u8], at: usize, value: u32) {
+pub(crate) fn set_u32(buf: &mut [u8], at: usize, value: u32) {
     put(buf, at, value.to_be_bytes());
 }
 

@@ -8,7 +8,7 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
-mod field;
+pub(crate) mod field;
 pub mod icmp;
 pub mod ipv4;
 pub mod tcp;
