@@ -832,22 +832,17 @@ impl Control {
         }
     }
 
+    // The interface facts come from the published snapshot, built from this thread's config.
     fn iface_addr(&self, iface: Iface) -> Option<Ipv4Addr> {
-        self.iface_prefix(iface).map(|p| p.addr())
+        self.shared.snapshot.load().iface_addr(iface)
     }
 
     fn iface_prefix(&self, iface: Iface) -> Option<Ipv4Prefix> {
-        match iface {
-            Iface::Lan => Some(self.cfg.lan.address),
-            Iface::Uplink(u) => self.cfg.uplinks.get(u.0 as usize).map(|u| u.address),
-        }
+        self.shared.snapshot.load().iface_prefix(iface)
     }
 
     fn iface_mac(&self, iface: Iface) -> Option<MacAddr> {
-        match iface {
-            Iface::Lan => Some(self.lan_mac),
-            Iface::Uplink(u) => self.uplinks.get(u.0 as usize).map(|io| io.mac),
-        }
+        self.shared.snapshot.load().iface_mac(iface)
     }
 
     fn iface_name(&self, iface: Iface) -> String {
@@ -869,7 +864,7 @@ impl Control {
     }
 
     fn is_local(&self, ip: Ipv4Addr) -> bool {
-        ip == self.cfg.lan.address.addr() || self.cfg.uplinks.iter().any(|u| u.address.addr() == ip)
+        self.shared.snapshot.load().is_local(ip)
     }
 
     /// Reads the configuration file again and applies it (SIGHUP, `mhrouter reload`). A config

@@ -67,12 +67,17 @@ impl Snapshot {
         }
     }
 
-    /// Address the router uses as source for ICMP errors it sends out of `iface`.
-    pub fn iface_addr(&self, iface: Iface) -> Option<Ipv4Addr> {
+    /// The router's address on `iface`, with the interface's prefix length.
+    pub fn iface_prefix(&self, iface: Iface) -> Option<Ipv4Prefix> {
         match iface {
-            Iface::Lan => Some(self.lan.address.addr()),
-            Iface::Uplink(u) => self.uplink(u).map(|u| u.address.addr()),
+            Iface::Lan => Some(self.lan.address),
+            Iface::Uplink(u) => self.uplink(u).map(|u| u.address),
         }
+    }
+
+    /// Address the router uses as source for what it sends out of `iface`.
+    pub fn iface_addr(&self, iface: Iface) -> Option<Ipv4Addr> {
+        self.iface_prefix(iface).map(|p| p.addr())
     }
 
     pub fn is_probe_target(&self, uplink: UplinkId, ip: Ipv4Addr) -> bool {
