@@ -162,17 +162,18 @@ pub struct ControlParts {
     pub workers: Vec<Arc<Counters>>,
 }
 
-/// The first snapshot, before any neighbour is known.
-pub fn initial_snapshot(
+/// The forwarding snapshot for these inputs, before neighbours are filled in.
+pub fn build_snapshot(
     cfg: &Config,
     lan_mac: MacAddr,
     uplinks: &[UplinkIo],
     carrier: &[bool],
+    tracks: Vec<bool>,
 ) -> Snapshot {
     let (ifaces, routes, policies) = route_inputs(cfg);
     let health = Health {
         carrier: carrier.to_vec(),
-        tracks: vec![false; cfg.tracks.len()],
+        tracks,
     };
     Snapshot {
         routes: RouteTable::build(ifaces, routes, policies, &health),
@@ -502,21 +503,32 @@ impl Control {
     /// removes its NAT flows and resets their TCP connections (SPEC 21).
     fn publish(&mut self, now: Instant) {
         self.dirty = false;
-        let (ifaces, routes, policies) = route_inputs(&self.cfg);
-        let health = Health {
-            carrier: self.carrier.clone(),
-            tracks: self.tracks.states(),
-        };
-        let table = RouteTable::build(ifaces, routes, policies, &health);
+        let mut snap = build_snapshot(
+            &self.cfg,
+            self.lan_mac,
+            &self.uplinks,
+            &self.carrier,
+            self.tracks.states(),
+        );
         let old = self.shared.snapshot.load_full();
-        for line in RouteTable::diff(&old.routes, &table) {
+        for line in RouteTable::diff(&old.routes, &snap.routes) {
             log::warn!("{line}");
         }
         let names: Vec<String> = self.cfg.uplinks.iter().map(|u| u.name.clone()).collect();
-        let withdrawn = withdrawn_uplinks(&old.routes, &table, &names);
-        let left = any_installed(&table);
-        let mut snap = initial_snapshot(&self.cfg, self.lan_mac, &self.uplinks, &self.carrier);
-        snap.routes = table;
+        let withdrawn = withdrawn_uplinks(&old.routes, &snap.routes, &names);
+        let left = any_installed(&snap.routes);
+        // With failback "move", a preferred uplink coming back starts the grace period.
+        let move_after = match self.cfg.failover.failback {
+            Failback::Move { grace }
+                if installed_uplinks(&old.routes, &names)
+                    .iter()
+                    .zip(installed_uplinks(&snap.routes, &names))
+                    .any(|(was, is)| !was && is) =>
+            {
+                Some(grace)
+            }
+            _ => None,
+        };
         snap.neighbours = self.neigh.resolved();
         for (u, s) in snap.uplinks.iter_mut().enumerate() {
             s.next_hop_mac = self
@@ -524,18 +536,12 @@ impl Control {
                 .lookup(Iface::Uplink(UplinkId(u as u8)), s.next_hop);
         }
         self.shared.snapshot.store(Arc::new(snap));
-        if let Failback::Move { grace } = self.cfg.failover.failback {
-            let (was, is) = (
-                installed_uplinks(&old.routes, &names),
-                installed_uplinks(&self.shared.snapshot.load().routes, &names),
+        if let Some(grace) = move_after {
+            self.failback_due = Some(now + grace);
+            log::warn!(
+                "failback: flows on backup uplinks move in {} s",
+                grace.as_secs_f64()
             );
-            if was.iter().zip(&is).any(|(w, i)| !w && *i) {
-                self.failback_due = Some(now + grace);
-                log::warn!(
-                    "failback: flows on backup uplinks move in {} s",
-                    grace.as_secs_f64()
-                );
-            }
         }
         // Never strand flows when no uplink is left to carry new ones.
         if left {

@@ -14,7 +14,7 @@ use crossbeam_channel::bounded;
 
 use crate::clock::Instant;
 use crate::config::Config;
-use crate::control::{Control, ControlParts, UplinkIo, initial_snapshot};
+use crate::control::{Control, ControlParts, UplinkIo, build_snapshot};
 use crate::counters::Counters;
 use crate::ctl;
 use crate::dataplane::{Shared, Worker};
@@ -170,7 +170,13 @@ pub fn run(
     let (punt_tx, punt_rx) = bounded(PUNT_QUEUE);
     let control_waker = Waker::new().map_err(io_err("eventfd"))?;
     let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(initial_snapshot(&cfg, lan_mac, &uplink_io, &carrier)),
+        snapshot: ArcSwap::from_pointee(build_snapshot(
+            &cfg,
+            lan_mac,
+            &uplink_io,
+            &carrier,
+            vec![false; cfg.tracks.len()],
+        )),
         nat,
         frags: FragTable::default(),
         stop: AtomicBool::new(false),
