@@ -62,28 +62,49 @@ pub struct Env<'a> {
     pub now: Instant,
 }
 
-/// Per-worker state of the fast path: the ICMP error rate limiter.
+/// Per-worker state of the fast path: its rate limiters.
 pub struct FastPath {
-    icmp_tokens: u32,
-    icmp_refill: Instant,
-    ping_tokens: u32,
-    ping_refill: Instant,
+    /// ICMP errors (and RSTs) the router generates, like the kernel's icmp_msgs_per_sec.
+    errors: RateLimit,
+    /// Pings to the router from the Internet handed to the control plane.
+    pings: RateLimit,
 }
-
-/// Pings to the router from the Internet a worker answers per second (burst as large).
-const PINGS_PER_SEC: u32 = 200;
-
-/// ICMP errors a worker may send per second (burst as large), like the kernel's icmp_msgs_per_sec.
-const ICMP_PER_SEC: u32 = 1000;
 
 impl Default for FastPath {
     fn default() -> Self {
         FastPath {
-            icmp_tokens: ICMP_PER_SEC,
-            icmp_refill: Instant::ZERO,
-            ping_tokens: PINGS_PER_SEC,
-            ping_refill: Instant::ZERO,
+            errors: RateLimit::per_second(1000),
+            pings: RateLimit::per_second(200),
         }
+    }
+}
+
+/// At most `per_sec` events per second, refilled whole once a second (burst as large).
+struct RateLimit {
+    per_sec: u32,
+    tokens: u32,
+    refill: Instant,
+}
+
+impl RateLimit {
+    fn per_second(per_sec: u32) -> RateLimit {
+        RateLimit {
+            per_sec,
+            tokens: per_sec,
+            refill: Instant::ZERO,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        if now.saturating_since(self.refill).as_secs() >= 1 {
+            self.tokens = self.per_sec;
+            self.refill = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
     }
 }
 
@@ -402,7 +423,7 @@ impl FastPath {
             // probe's target) go to the control plane; the rest is unsolicited. Filtering here
             // keeps a scan or flood from filling the punt queue and starving probe replies.
             None if matches!(l4, L4::Echo { request: true, .. }) => {
-                if self.take_ping_token(env.now) {
+                if self.pings.take(env.now) {
                     Ok(Verdict::Punt)
                 } else {
                     Err(DropReason::PingRateLimited)
@@ -566,7 +587,7 @@ impl FastPath {
     ) -> Result<Verdict, DropReason> {
         // Never answer an ICMP error with an error, nor a non-first fragment (RFC 1812 4.3.2.7).
         if matches!(parse_l4_kind(frame, ip), L4::IcmpError | L4::Fragment)
-            || !self.take_token(env.now)
+            || !self.errors.take(env.now)
         {
             return Err(reason);
         }
@@ -610,7 +631,7 @@ impl FastPath {
         else {
             return Err(reason);
         };
-        if flags & tcp::flags::RST != 0 || !self.take_token(env.now) {
+        if flags & tcp::flags::RST != 0 || !self.errors.take(env.now) {
             return Err(reason);
         }
         let Ok(n) = tcp::build_segment(
@@ -658,31 +679,6 @@ impl FastPath {
             len: IP_OFFSET + n,
             reason,
         })
-    }
-
-    /// Pings to the router's outside addresses a worker hands to the control plane per second.
-    fn take_ping_token(&mut self, now: Instant) -> bool {
-        if now.saturating_since(self.ping_refill).as_secs() >= 1 {
-            self.ping_tokens = PINGS_PER_SEC;
-            self.ping_refill = now;
-        }
-        if self.ping_tokens == 0 {
-            return false;
-        }
-        self.ping_tokens -= 1;
-        true
-    }
-
-    fn take_token(&mut self, now: Instant) -> bool {
-        if now.saturating_since(self.icmp_refill).as_secs() >= 1 {
-            self.icmp_tokens = ICMP_PER_SEC;
-            self.icmp_refill = now;
-        }
-        if self.icmp_tokens == 0 {
-            return false;
-        }
-        self.icmp_tokens -= 1;
-        true
     }
 }
 
