@@ -254,7 +254,10 @@ pub fn fragment(packet: &[u8], mtu: usize, index: usize, out: &mut [u8]) -> Opti
     let hlen = p.header_len();
     let data = p.payload();
     let step = mtu.checked_sub(hlen)? & !7;
-    if p.dont_frag() || step == 0 {
+    // A fragment of a fragment whose end lies past 64 KiB has no encodable offset (13 bits of
+    // 8-byte units) and could never be reassembled: nothing is produced, so nothing partial
+    // is sent.
+    if p.dont_frag() || step == 0 || hlen + p.frag_offset() + data.len() > usize::from(u16::MAX) {
         return None;
     }
     let start = index.checked_mul(step)?;
@@ -583,6 +586,14 @@ mod tests {
             fragment(&pkt, 27, 0, &mut out),
             None,
             "no room for 8 bytes of data"
+        );
+        let mut far = pkt.clone();
+        far[6..8].copy_from_slice(&(0x2000u16 | (64000 / 8)).to_be_bytes());
+        Ipv4Packet::new_unchecked(&mut far[..]).fill_checksum();
+        assert_eq!(
+            fragment(&far, 1400, 0, &mut out),
+            None,
+            "offsets past 64 KiB would wrap the 13-bit field"
         );
     }
 }
