@@ -261,6 +261,8 @@ pub fn run(
         cfg.uplinks.len(),
         if cfg.uplinks.len() == 1 { "" } else { "s" }
     );
+    // Re-read after a netlink overrun, when carrier events may have been lost.
+    let uplink_nics: Vec<String> = cfg.uplinks.iter().map(|u| u.interface.clone()).collect();
     let mut control = Control::new(ControlParts {
         cfg,
         config_path,
@@ -317,6 +319,15 @@ pub fn run(
                     }
                 }
                 Err(e) => log::warn!("netlink: {e}"),
+            }
+            if links.take_overrun() {
+                log::warn!("netlink: link events lost (socket overrun); re-reading carriers");
+                for nic in &uplink_nics {
+                    match link::link_info(nic) {
+                        Ok(info) => control.link_changed(info.ifindex, info.carrier),
+                        Err(e) => log::warn!("netlink: re-reading {nic}: {e}"),
+                    }
+                }
             }
         }
         control.run_once();
