@@ -13,6 +13,8 @@ pub mod counters;
 pub mod ctl;
 pub mod dataplane;
 pub mod fastpath;
+#[cfg(fuzzing)]
+pub mod fuzz;
 pub mod gro;
 pub mod hooks;
 pub mod io;

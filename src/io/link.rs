@@ -235,7 +235,7 @@ const IFINFOMSG_LEN: usize = 16;
 
 /// Appends the link events found in one netlink datagram. Stops at the first malformed header;
 /// ignores every other message type.
-fn parse_link_events(datagram: &[u8], out: &mut Vec<LinkEvent>) {
+pub(crate) fn parse_link_events(datagram: &[u8], out: &mut Vec<LinkEvent>) {
     let mut rest = datagram;
     while let (Some(len), Some(kind)) = (read_u32(rest, 0), read_u16(rest, 4)) {
         let len = len as usize;

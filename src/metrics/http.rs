@@ -29,7 +29,7 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Why a request gets no metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     /// Malformed, too large or too slow.
     BadRequest,
     NotFound,
@@ -54,7 +54,7 @@ impl Refusal {
 
 /// A valid scrape request; `head_only` for HEAD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Scrape {
+pub(crate) struct Scrape {
     head_only: bool,
 }
 
@@ -143,7 +143,7 @@ fn read_head(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, Refusal> {
 }
 
 /// End of the head: after the first empty line (CRLF CRLF, or bare LFs as RFC 9112 allows).
-fn head_end(b: &[u8]) -> Option<usize> {
+pub(crate) fn head_end(b: &[u8]) -> Option<usize> {
     let crlf = b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
     let lf = b.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
     match (crlf, lf) {
@@ -153,7 +153,7 @@ fn head_end(b: &[u8]) -> Option<usize> {
 }
 
 /// Checks the request line (headers are not needed): `GET|HEAD /metrics[?query] HTTP/1.x`.
-fn parse_head(head: &[u8]) -> Result<Scrape, Refusal> {
+pub(crate) fn parse_head(head: &[u8]) -> Result<Scrape, Refusal> {
     let line = head.split(|&c| c == b'\n').next().unwrap_or_default();
     let line = std::str::from_utf8(line).map_err(|_| Refusal::BadRequest)?;
     let line = line.strip_suffix('\r').unwrap_or(line);

@@ -2,7 +2,7 @@
 //! thread with [`collect`]), its text form ([`render`]) and the HTTP listener ([`serve`]) that
 //! asks the control thread for it.
 
-mod http;
+pub(crate) mod http;
 mod render;
 
 pub use http::{MAX_HEAD, serve};
