@@ -306,3 +306,154 @@ fn tcp_without_a_flow_is_reset_not_blackholed() {
     );
     assert_eq!(lab.drops("nat_no_flow"), before + 1);
 }
+
+/// Routes the LAN prefix to the router over uplink A in PE_A and the central site, as an ISP
+/// does for a customer whose addresses it routes (no NAT needed).
+fn route_lan_over_a(lab: &Lab) {
+    lab.ok(
+        "ispa",
+        &[
+            "ip",
+            "route",
+            "replace",
+            "192.168.0.0/24",
+            "via",
+            "172.16.1.1",
+            "dev",
+            "rtr0",
+        ],
+    );
+    lab.ok(
+        "net",
+        &[
+            "ip",
+            "route",
+            "replace",
+            "192.168.0.0/24",
+            "via",
+            "10.255.1.1",
+            "dev",
+            "isp-a",
+        ],
+    );
+}
+
+/// Pings `dst` from the LAN host with source `src` while capturing on the server's side of
+/// PE_A; returns whether the ping succeeded and the capture.
+fn ping_from(lab: &Lab, src: &str, dst: &str) -> (bool, String) {
+    let cap = Capture::start(lab, "net", "isp-a", "icmp");
+    let ok = (0..3).any(|_| {
+        lab.exec("lan", &["ping", "-c", "1", "-W", "2", "-I", src, dst])
+            .status
+            .success()
+    });
+    (ok, cap.stop())
+}
+
+#[test]
+fn uplink_without_nat_forwards_untranslated_both_ways() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("fw5-");
+    route_lan_over_a(&lab);
+    lab.start_router(&static_config("nat = false"));
+
+    // SPEC 10: the server sees the LAN host's own address, and its replies reach the host.
+    let transit = lab.drops("uplink_transit");
+    let (ok, seen) = ping_from(&lab, "192.168.0.10", "172.18.0.6");
+    assert!(
+        seen.contains("192.168.0.10 > 172.18.0.6: ICMP echo request"),
+        "the request did not leave untranslated:\n{seen}"
+    );
+    assert!(
+        ok,
+        "replies to an untranslated ping were not forwarded to the LAN (uplink_transit {} -> {})\n{}",
+        transit,
+        lab.drops("uplink_transit"),
+        lab.diagnose()
+    );
+    assert_eq!(lab.drops("uplink_transit"), transit);
+    let nat = lab.ctl_json(&["show", "nat", "uplink", "isp-a"]);
+    assert_eq!(nat["totals"]["created"].as_u64(), Some(0), "{nat}");
+
+    // Only the LAN prefix is routed inbound: PE_A sending to anything else through the router
+    // (transit between uplinks) is still dropped.
+    lab.ok(
+        "ispa",
+        &[
+            "ip",
+            "route",
+            "replace",
+            "172.17.3.0/30",
+            "via",
+            "172.16.1.1",
+            "dev",
+            "rtr0",
+        ],
+    );
+    let o = lab.exec(
+        "ispa",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "1", "172.17.3.2"],
+    );
+    assert!(
+        !o.status.success(),
+        "transit between uplinks passed:\n{}",
+        text(&o)
+    );
+    lab.wait_for("uplink_transit counted", Duration::from_secs(5), || {
+        lab.drops("uplink_transit") >= transit + 2
+    });
+}
+
+#[test]
+fn nat_sources_exclusions_leave_untranslated_and_come_back() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("fw6-");
+    route_lan_over_a(&lab);
+    lab.ok(
+        "lan",
+        &["ip", "addr", "add", "192.168.0.200/24", "dev", "eth0"],
+    );
+    lab.start_router(&static_config("nat_sources = [\"192.168.0.128/25\"]"));
+
+    // 192.168.0.10 is not in nat_sources: routed as is, replies forwarded (SPEC 10).
+    let (ok, seen) = ping_from(&lab, "192.168.0.10", "172.18.0.6");
+    assert!(
+        seen.contains("192.168.0.10 > 172.18.0.6: ICMP echo request"),
+        "an excluded source was translated:\n{seen}"
+    );
+    assert!(
+        ok,
+        "replies to an excluded source were dropped\n{}",
+        lab.diagnose()
+    );
+
+    // 192.168.0.200 is in nat_sources: translated to A's address (SPEC 9).
+    let (ok, seen) = ping_from(&lab, "192.168.0.200", "172.18.0.6");
+    assert!(ok, "translated ping failed\n{}", lab.diagnose());
+    assert!(
+        seen.contains("172.16.1.1 > 172.18.0.6: ICMP echo request")
+            && !seen.contains("192.168.0.200"),
+        "a listed source left untranslated:\n{seen}"
+    );
+
+    // A translated source is not reachable unsolicited: only excluded sources are routed in.
+    let unsolicited = lab.drops("uplink_transit");
+    let o = lab.exec(
+        "net",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "1", "192.168.0.200"],
+    );
+    assert!(
+        !o.status.success(),
+        "a translated host was reachable from outside:\n{}",
+        text(&o)
+    );
+    lab.wait_for(
+        "inbound to a translated source counted",
+        Duration::from_secs(5),
+        || lab.drops("uplink_transit") >= unsolicited + 2,
+    );
+}
