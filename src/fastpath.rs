@@ -297,10 +297,7 @@ impl FastPath {
                 uplink, next_hop, ..
             } => {
                 let up = snap.uplink(uplink).ok_or(DropReason::NoRoute)?;
-                let translate = up.nat
-                    && (up.nat_sources.is_empty()
-                        || up.nat_sources.iter().any(|p| p.contains(ip.src)));
-                let nat = if !translate {
+                let nat = if !up.translates(ip.src) {
                     Nat::None
                 } else {
                     match (l4, key) {
@@ -350,6 +347,24 @@ impl FastPath {
     ) -> Result<Verdict, DropReason> {
         let up = env.snap.uplink(u).ok_or(DropReason::UplinkTransit)?;
         if ip.dst != up.address.addr() {
+            // Replies to what this uplink does not translate (and anything else for those
+            // hosts, as a router does) go to the LAN untranslated; no other transit (SPEC 10).
+            if env.snap.is_lan_host(ip.dst) && !up.translates(ip.dst) {
+                let (lan, host) = (Iface::Lan, ip.dst);
+                let uplink = Iface::Uplink(u);
+                return self.forward(
+                    env,
+                    frame,
+                    vh,
+                    ip,
+                    l4,
+                    uplink,
+                    lan,
+                    host,
+                    Nat::None,
+                    scratch,
+                );
+            }
             return Err(if ip.dst == up.address.broadcast() {
                 DropReason::Broadcast
             } else {

@@ -43,6 +43,15 @@ pub struct UplinkState {
     pub carrier: bool,
 }
 
+impl UplinkState {
+    /// True when traffic from the inside source `src` leaving here is translated (SPEC 9); the
+    /// rest is routed as is, and so are its replies (SPEC 10).
+    pub fn translates(&self, src: Ipv4Addr) -> bool {
+        self.nat
+            && (self.nat_sources.is_empty() || self.nat_sources.iter().any(|p| p.contains(src)))
+    }
+}
+
 impl Snapshot {
     pub fn uplink(&self, id: UplinkId) -> Option<&UplinkState> {
         self.uplinks.get(id.0 as usize)
@@ -51,6 +60,12 @@ impl Snapshot {
     /// True when `ip` is one of the router's own addresses.
     pub fn is_local(&self, ip: Ipv4Addr) -> bool {
         ip == self.lan.address.addr() || self.uplinks.iter().any(|u| u.address.addr() == ip)
+    }
+
+    /// True when `ip` is a host of the LAN prefix other than the router itself.
+    pub fn is_lan_host(&self, ip: Ipv4Addr) -> bool {
+        let lan = self.lan.address;
+        lan.contains(ip) && ip != lan.addr() && ip != lan.network().addr() && ip != lan.broadcast()
     }
 
     pub fn iface_mac(&self, iface: Iface) -> Option<MacAddr> {
