@@ -350,17 +350,15 @@ impl FastPath {
             // Replies to what this uplink does not translate (and anything else for those
             // hosts, as a router does) go to the LAN untranslated; no other transit (SPEC 10).
             if env.snap.is_lan_host(ip.dst) && !up.translates(ip.dst) {
-                let (lan, host) = (Iface::Lan, ip.dst);
-                let uplink = Iface::Uplink(u);
                 return self.forward(
                     env,
                     frame,
                     vh,
                     ip,
                     l4,
-                    uplink,
-                    lan,
-                    host,
+                    Iface::Uplink(u),
+                    Iface::Lan,
+                    ip.dst,
                     Nat::None,
                     scratch,
                 );
