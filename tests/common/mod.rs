@@ -114,8 +114,32 @@ impl Lab {
             .unwrap_or_else(|e| panic!("ctl {args:?}: bad JSON ({e}):\n{out}"))
     }
 
+    /// The router's log. Panics when it cannot be read, so `!log.contains(..)` never passes on
+    /// an empty string.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.state_dir().join("router.log")).unwrap_or_default()
+        let path = self.state_dir().join("router.log");
+        let log = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        assert!(!log.is_empty(), "{} is empty", path.display());
+        log
+    }
+
+    /// Millisecond timestamps (Unix epoch) of the router's log lines containing `needle`, in
+    /// order: what timing checks measure, instead of the test's own wall clock.
+    pub fn log_times(&self, needle: &str) -> Vec<u64> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(|l| log_line_ms(l).unwrap_or_else(|| panic!("no timestamp in log line {l:?}")))
+            .collect()
+    }
+
+    /// The timestamp of the first log line containing `needle` at or after `since` (epoch ms).
+    pub fn log_time_after(&self, needle: &str, since: u64) -> u64 {
+        self.log_times(needle)
+            .into_iter()
+            .find(|&t| t >= since)
+            .unwrap_or_else(|| panic!("no log line {needle:?} after {since}:\n{}", self.log()))
     }
 
     /// One drop counter of the running router.
@@ -403,35 +427,110 @@ pub fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-/// Starts `tcpdump` in a namespace writing text lines to a file; returns a guard that stops it
-/// (by pid) and hands back the captured lines.
+/// Epoch milliseconds of a router log line, `[2026-11-27T13:44:10.959Z INFO ] ...`.
+pub fn log_line_ms(line: &str) -> Option<u64> {
+    let ts = line.strip_prefix('[')?.split_whitespace().next()?;
+    let (date, time) = ts.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.splitn(3, ':');
+    let (h, min) = (
+        t.next()?.parse::<u64>().ok()?,
+        t.next()?.parse::<u64>().ok()?,
+    );
+    let (sec, ms) = t.next()?.split_once('.')?;
+    // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(
+        ((days * 24 + h) * 60 + min) * 60_000
+            + sec.parse::<u64>().ok()? * 1000
+            + ms.parse::<u64>().ok()?,
+    )
+}
+
+/// Epoch milliseconds of a capture line (`tcpdump -tt`: seconds.micros first).
+pub fn capture_line_ms(line: &str) -> Option<u64> {
+    let (s, us) = line.split_whitespace().next()?.split_once('.')?;
+    Some(s.parse::<u64>().ok()? * 1000 + us.parse::<u64>().ok()? / 1000)
+}
+
+/// The router's wall clock now, in epoch milliseconds (the clock its log lines use).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// `tcpdump` running in a namespace, writing text lines (with epoch timestamps, `-tt`) to a file;
+/// stopped by its pid. `start` returns only once tcpdump reports it is listening, and `stop`
+/// fails if it died meanwhile, so "nothing arrived" always means the capture saw nothing.
 pub struct Capture {
     child: std::process::Child,
     file: PathBuf,
+    stderr: std::sync::mpsc::Receiver<String>,
 }
 
 impl Capture {
     pub fn start(lab: &Lab, ns: &str, iface: &str, filter: &str) -> Capture {
+        use std::io::BufRead;
         let file = lab
             .state_dir()
             .join(format!("cap-{ns}-{iface}-{}.txt", std::process::id()));
         let full_ns = format!("{}{}", lab.prefix, ns);
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", &full_ns, "tcpdump", "-l", "-n", "-i", iface,
-            ])
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &full_ns, "tcpdump", "-l", "-tt", "-n"])
+            .args(["--immediate-mode", "-i", iface])
             .args(filter.split_whitespace())
             .stdout(std::fs::File::create(&file).unwrap())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("tcpdump");
-        // Give tcpdump time to attach before traffic starts.
-        std::thread::sleep(Duration::from_millis(800));
-        Capture { child, file }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = std::io::BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut said = String::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("listening on") => break,
+                Ok(line) => said += &(line + "\n"),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("tcpdump on {ns}/{iface} ({filter}) never started listening:\n{said}");
+                }
+            }
+        }
+        Capture {
+            child,
+            file,
+            stderr: rx,
+        }
     }
 
     pub fn stop(mut self) -> String {
-        std::thread::sleep(Duration::from_millis(300));
+        // Let frames already on the wire reach the capture (immediate mode, no buffering).
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let said: Vec<String> = self.stderr.try_iter().collect();
+            panic!(
+                "tcpdump died during the capture ({status}):\n{}",
+                said.join("\n")
+            );
+        }
         // SAFETY: signals the tcpdump we started, by its recorded pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
