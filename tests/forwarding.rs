@@ -22,10 +22,9 @@ fn iperf(lab: &Lab, args: &[&str]) -> serde_json::Value {
     v
 }
 
-fn tcp_bps(v: &serde_json::Value) -> f64 {
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0)
+/// Bytes the receiving end of an iperf3 TCP test got.
+fn tcp_received(v: &serde_json::Value) -> u64 {
+    v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
 }
 
 fn udp_received(v: &serde_json::Value) -> (u64, u64) {
@@ -35,18 +34,26 @@ fn udp_received(v: &serde_json::Value) -> (u64, u64) {
     (total, lost)
 }
 
-/// TCP and UDP both directions must pass with real payload, and at useful speed for TCP.
-fn traffic_flows(lab: &Lab) -> (f64, f64) {
-    let up = tcp_bps(&iperf(lab, &[]));
-    let down = tcp_bps(&iperf(lab, &["-R"]));
-    assert!(up > 50e6, "TCP up only {up} bit/s");
-    assert!(down > 50e6, "TCP down only {down} bit/s");
+/// TCP and UDP both directions pass with real payload; TCP's whole stream arrives (what was
+/// sent was received). Speed is measured in bench/, not asserted here.
+fn traffic_flows(lab: &Lab) {
+    for args in [&[][..], &["-R"][..]] {
+        let v = iperf(lab, args);
+        let (got, sent) = (
+            tcp_received(&v),
+            v["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0),
+        );
+        // The receiver stops counting when the test ends: the last bytes in flight miss.
+        assert!(
+            got > 0 && got >= sent / 10 * 9,
+            "TCP {args:?}: sent {sent}, received {got}"
+        );
+    }
     for dir in [&["-u", "-b", "20M"][..], &["-u", "-b", "20M", "-R"][..]] {
         let (total, lost) = udp_received(&iperf(lab, dir));
         assert!(total > 1000, "UDP {dir:?}: only {total} datagrams");
         assert!(lost * 20 < total, "UDP {dir:?}: {lost}/{total} lost");
     }
-    (up, down)
 }
 
 #[test]
@@ -74,12 +81,7 @@ fn lan_reaches_the_internet_through_nat_and_fails_over() {
         "private address leaked:\n{seen}"
     );
 
-    let (up, down) = traffic_flows(&lab);
-    println!(
-        "TCP through the router: up {:.2} Gbit/s, down {:.2} Gbit/s",
-        up / 1e9,
-        down / 1e9
-    );
+    traffic_flows(&lab);
 
     // A's route made ineligible (carrier down, SPEC 5): new traffic leaves through B.
     lab.sh(&["fault", "a", "link"]);

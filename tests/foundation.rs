@@ -98,7 +98,7 @@ fn router_answers_arp_and_ping_and_counts_garbage() {
         eth(0x0806, &[1, 2, 3]),
     ];
     send_raw(&format!("{}ispa", lab.prefix), "rtr0", frames);
-    std::thread::sleep(Duration::from_millis(500));
+    lab.settled_drops("bad_ip_checksum", count(&before, "bad_ip_checksum"));
     let after = lab.ctl_json(&["show", "counters"]);
     let delta = |name: &str| count(&after, name) - count(&before, name);
     assert_eq!(delta("bad_ip_checksum"), 2, "{after}");

@@ -172,7 +172,14 @@ fn reload_applies_live_keeps_flows_and_rejects_bad_config() {
         "lan",
         &["iperf3", "-c", "172.18.0.6", "-t", "6", "-b", "200M", "-J"],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    lab.wait_for("TCP flow on A", Duration::from_secs(5), || {
+        lab.ctl_json(&["show", "nat", "uplink", "isp-a"])["sessions"]
+            .as_array()
+            .is_some_and(|s| {
+                s.iter()
+                    .any(|s| s["protocol"] == "tcp" && s["state"] == "established")
+            })
+    });
 
     // Add a probe and make B preferred.
     let extra = "\n[[probe]]\nname = \"a-extra\"\ntype = \"icmp-echo\"\nuplink = \"isp-a\"\ntarget = \"172.16.1.2\"\ninterval = \"500ms\"\ntimeout = \"200ms\"\n";
@@ -241,8 +248,13 @@ fn reload_applies_live_keeps_flows_and_rejects_bad_config() {
         "iperf3 died across the reloads:\n{out}"
     );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let sent = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    assert!(sent > 50_000_000, "iperf3 moved only {sent} bytes");
+    let got = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    let sent = v["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
+    // The receiver stops counting when the test ends: the last bytes in flight miss.
+    assert!(
+        got > 0 && got >= sent / 10 * 9,
+        "sent {sent}, received {got}"
+    );
     let intervals = v["intervals"].as_array().unwrap();
     assert!(
         intervals

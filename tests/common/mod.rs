@@ -152,6 +152,21 @@ impl Lab {
             .unwrap_or_else(|| panic!("no counter {name} in {v}"))
     }
 
+    /// One drop counter once it has risen above `before` and stopped moving (two reads a
+    /// quarter second apart agree): what a burst left behind, however long the machine took.
+    pub fn settled_drops(&self, name: &str, before: u64) -> u64 {
+        let mut last = before;
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = self.drops(name);
+            if now == last && now > before {
+                return now;
+            }
+            last = now;
+        }
+        panic!("counter {name} did not rise above {before} and settle within 25 s");
+    }
+
     /// Polls `f` until it returns true or `timeout` passes.
     pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         let start = Instant::now();
@@ -459,6 +474,14 @@ pub fn capture_line_ms(line: &str) -> Option<u64> {
     Some(s.parse::<u64>().ok()? * 1000 + us.parse::<u64>().ok()? / 1000)
 }
 
+/// Sleeps until the wall clock (the one the router's log uses) reaches `ms`.
+pub fn wait_until_ms(ms: u64) {
+    let now = now_ms();
+    if ms > now {
+        std::thread::sleep(Duration::from_millis(ms - now));
+    }
+}
+
 /// The router's wall clock now, in epoch milliseconds (the clock its log lines use).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -519,6 +542,11 @@ impl Capture {
             file,
             stderr: rx,
         }
+    }
+
+    /// What the capture has written so far.
+    pub fn so_far(&self) -> String {
+        std::fs::read_to_string(&self.file).unwrap_or_default()
     }
 
     pub fn stop(mut self) -> String {
