@@ -1,7 +1,7 @@
 //! Integration tests of the I/O layer (src/io). They need root: each test creates its own
 //! network namespace `hx-io-<test>-<pid>`, runs its body on a thread that entered it (sockets and
 //! TAPs belong to the creating thread's namespace), and deletes it afterwards, even on panic.
-//! Without root they fail, unless MH_SKIP_ROOT_TESTS=1 asks to skip them.
+//! Without root they fail, unless MH_SKIP_ROOT_TESTS=1 asks to skip them (see tests/common).
 
 use std::fs::File;
 use std::io::ErrorKind;
@@ -15,25 +15,11 @@ use mhrouter::io::poll::Epoll;
 use mhrouter::io::tap::Tap;
 use mhrouter::io::{MAX_FRAME, VNET_HDR_LEN};
 
+mod common;
+
 /// IEEE "local experimental" EtherType: nothing else in the namespace sends it, so it tells our
 /// test frames apart from IPv6 chatter.
 const TEST_ETHERTYPE: [u8; 2] = [0x88, 0xb5];
-
-/// True if the test may run; false (with a message) only when skipping was asked for explicitly.
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("MH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("SKIPPED {test}: not root and MH_SKIP_ROOT_TESTS=1");
-        return false;
-    }
-    panic!(
-        "{test} needs root (network namespaces, TAP, AF_PACKET): run as root, \
-         or set MH_SKIP_ROOT_TESTS=1 to skip the root-only tests explicitly"
-    );
-}
 
 /// A network namespace made for one test; deleted on drop, so also when the test panics.
 struct Netns {
@@ -182,7 +168,7 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn tap_with_vnet_header_and_two_queues_bridges_both_ways() {
-    if !root_or_skip("tap") {
+    if !common::require_root() {
         return;
     }
     let ns = Netns::new("tap");
@@ -286,7 +272,7 @@ fn tap_with_vnet_header_and_two_queues_bridges_both_ways() {
 
 #[test]
 fn packet_sockets_on_a_veth_pair() {
-    if !root_or_skip("packet") {
+    if !common::require_root() {
         return;
     }
     let ns = Netns::new("packet");
@@ -364,7 +350,7 @@ fn packet_sockets_on_a_veth_pair() {
 
 #[test]
 fn link_info_and_carrier_events() {
-    if !root_or_skip("link") {
+    if !common::require_root() {
         return;
     }
     let ns = Netns::new("link");
