@@ -216,25 +216,11 @@ fn ip_lengths(capture: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Sends one UDP datagram from `src` (an address of namespace `ns`, port `sport`).
-fn udp_send(lab: &Lab, ns: &str, src: &str, sport: u16, dst: &str, dport: u16) {
-    let py = format!(
-        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
-         s.bind(('{src}', {sport})); s.sendto(b'mhrouter-test', ('{dst}', {dport}))"
-    );
-    lab.ok(ns, &["python3", "-c", &py]);
-}
-
 /// SPEC 11: a mapping opened by a LAN host lets in its remote's replies and nothing else: not
 /// another port of the same remote, not another remote, not a port nobody opened.
 fn unsolicited_inbound_is_filtered(lab: &Lab) {
     udp_send(lab, "lan", "192.168.0.10", 40123, "172.18.0.6", 7000);
-    let nat = lab.ctl_json(&["show", "nat", "uplink", "isp-a"]);
-    let outside_port: u16 = nat["sessions"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["inside"] == "192.168.0.10:40123"))
-        .and_then(|s| s["outside"].as_str()?.split(':').nth(1)?.parse().ok())
-        .unwrap_or_else(|| panic!("no session for the LAN host's datagram: {nat}"));
+    let outside_port = outside_port(lab, "isp-a", "192.168.0.10:40123");
     let before = lab.drops("nat_unsolicited");
     let cap = Capture::start(lab, "lan", "eth0", "udp");
     udp_send(lab, "net", "172.18.0.6", 7001, "172.16.1.1", outside_port);
@@ -319,22 +305,8 @@ fn tcp_without_a_flow_is_reset_not_blackholed() {
     // with a RST to the LAN host, which the capture on the host sees.
     let before = lab.drops("nat_no_flow");
     let cap = Capture::start(&lab, "lan", "eth0", "tcp");
-    let router_mac = lab.ctl_json(&["show", "uplinks"]);
-    let _ = router_mac;
     let lan_mac = mac_of(&lab, "lan", "eth0");
-    let arp = lab.ok("lan", &["ip", "neigh", "show", "192.168.0.1"]);
-    if !arp.contains("lladdr") {
-        assert!(lab.ping("lan", "192.168.0.1"));
-    }
-    let arp = lab.ok("lan", &["ip", "neigh", "show", "192.168.0.1"]);
-    let rmac: Vec<u8> = arp
-        .split_whitespace()
-        .skip_while(|w| *w != "lladdr")
-        .nth(1)
-        .expect("router MAC")
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect();
+    let rmac = router_lan_mac(&lab);
     let mut frame = rmac.clone();
     frame.extend_from_slice(&lan_mac);
     frame.extend_from_slice(&[0x08, 0x00]);

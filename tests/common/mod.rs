@@ -455,6 +455,41 @@ pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
     });
 }
 
+/// Sends one UDP datagram from `src`:`sport` (an address of namespace `ns`) to `dst`:`dport`.
+pub fn udp_send(lab: &Lab, ns: &str, src: &str, sport: u16, dst: &str, dport: u16) {
+    let py = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+         s.bind(('{src}', {sport})); s.sendto(b'mhrouter-test', ('{dst}', {dport}))"
+    );
+    lab.ok(ns, &["python3", "-c", &py]);
+}
+
+/// The outside port of the NAT session of `inside` ("ip:port") on `uplink`.
+pub fn outside_port(lab: &Lab, uplink: &str, inside: &str) -> u16 {
+    let nat = lab.ctl_json(&["show", "nat", "uplink", uplink]);
+    nat["sessions"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["inside"] == inside))
+        .and_then(|s| s["outside"].as_str()?.split(':').nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no session of {inside} on {uplink}: {nat}"))
+}
+
+/// The router's LAN MAC as the LAN host resolved it (pinging the router first if needed).
+pub fn router_lan_mac(lab: &Lab) -> Vec<u8> {
+    let arp = lab.ok("lan", &["ip", "neigh", "show", "192.168.0.1"]);
+    if !arp.contains("lladdr") {
+        assert!(lab.ping("lan", "192.168.0.1"));
+    }
+    let arp = lab.ok("lan", &["ip", "neigh", "show", "192.168.0.1"]);
+    arp.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .expect("router MAC")
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect()
+}
+
 /// MAC address of `ifname` in namespace `ns`.
 pub fn mac_of(lab: &Lab, ns: &str, ifname: &str) -> [u8; 6] {
     let out = lab.ok(ns, &["cat", &format!("/sys/class/net/{ifname}/address")]);
