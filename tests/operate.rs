@@ -302,3 +302,322 @@ fn control_socket_rejects_garbage_and_keeps_forwarding() {
         lab.log()
     );
 }
+
+/// `GET path` on the metrics listener inside the router's namespace, over plain TCP.
+fn http_get(lab: &Lab, path: &str) -> String {
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/9580 && printf 'GET {path} HTTP/1.1\\r\\nHost: lab\\r\\nConnection: close\\r\\n\\r\\n' >&3 && cat <&3"
+    );
+    lab.ok("rtr", &["bash", "-c", &script])
+}
+
+/// The value of the sample `series` (name with its labels, as written) in a Prometheus text.
+fn sample(body: &str, series: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{body}"))
+}
+
+#[test]
+fn metrics_endpoint_is_scraped_over_http() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("op5-");
+    lab.start_router(&fast("").replace(
+        "workers = 2\n",
+        "workers = 2\nmetrics_listen = \"127.0.0.1:9580\"\n",
+    ));
+    wait_primary(&lab);
+    lab.sh(&["fault", "b", "link"]);
+    lab.wait_for("B's carrier and track down", Duration::from_secs(5), || {
+        lab.ctl_json(&["show", "uplinks"])["uplinks"][1]["carrier"] == false
+            && lab.ctl_json(&["show", "tracks"])["tracks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == "b-e2e" && t["state"] == "down")
+    });
+    assert!(lab.ping("lan", "172.18.0.6"));
+    let forwarded_before = lab.ctl_json(&["show", "counters"])["forwarded"]
+        .as_u64()
+        .unwrap() as f64;
+    let resp = http_get(&lab, "/metrics");
+    let forwarded_after = lab.ctl_json(&["show", "counters"])["forwarded"]
+        .as_u64()
+        .unwrap() as f64;
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    // The scrape reports the router's live state, the same the control socket shows.
+    let fwd = sample(body, "mhrouter_packets_forwarded_total");
+    assert!(
+        (forwarded_before..=forwarded_after).contains(&fwd),
+        "forwarded {fwd}, control socket {forwarded_before}..{forwarded_after}"
+    );
+    assert_eq!(
+        sample(body, "mhrouter_uplink_carrier{uplink=\"isp-a\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(body, "mhrouter_uplink_carrier{uplink=\"isp-b\"}"),
+        0.0
+    );
+    assert_eq!(sample(body, "mhrouter_track_up{track=\"a-e2e\"}"), 1.0);
+    assert_eq!(sample(body, "mhrouter_track_up{track=\"b-e2e\"}"), 0.0);
+    assert!(
+        sample(body, "mhrouter_nat_entries") >= 1.0,
+        "the ping's session"
+    );
+    let other = http_get(&lab, "/nothing");
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+}
+
+#[test]
+fn reload_rejects_restart_only_changes_and_keeps_probe_stats_and_tracks() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("op6-");
+    let cfg = fast("");
+    lab.start_router(&cfg);
+    wait_primary(&lab);
+    let running = lab.state_dir().join("router.toml");
+    // B's tracks go down, so there is state to keep.
+    lab.sh(&["fault", "b", "nexthop"]);
+    let track = |name: &str| {
+        lab.ctl_json(&["show", "tracks"])["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    lab.wait_for("b-e2e down", Duration::from_secs(5), || {
+        track("b-e2e")["state"] == "down"
+    });
+    let sent = |name: &str| {
+        lab.ctl_json(&["show", "probes"])["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["stats"]["sent"]
+            .as_u64()
+            .unwrap()
+    };
+
+    // Each of these needs a restart: rejected, logged, and the running config stays.
+    for (change, why) in [
+        (
+            cfg.replace("workers = 2\n", "workers = 1\n"),
+            "router.workers",
+        ),
+        (
+            cfg.replace("192.168.0.1/24", "192.168.0.2/24"),
+            "the LAN's tap, bridge, address and mac",
+        ),
+        (
+            cfg.clone() + "\n[nat]\nmax_entries = 1000\n",
+            "the [nat] table",
+        ),
+        (
+            cfg.replace("name = \"isp-b\"", "name = \"isp-c\"")
+                .replace("uplink = \"isp-b\"", "uplink = \"isp-c\""),
+            "the set of uplinks",
+        ),
+    ] {
+        std::fs::write(&running, &change).unwrap();
+        let o = lab.sh(&["ctl", "reload"]);
+        let out = text(&o);
+        assert!(!o.status.success(), "accepted a change of {why}:\n{out}");
+        assert!(
+            out.contains(why) && out.contains("needs a restart"),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        lab.log()
+            .matches("reload rejected, running configuration kept")
+            .count(),
+        4,
+        "{}",
+        lab.log()
+    );
+    assert!(
+        lab.ping("lan", "192.168.0.1"),
+        "the LAN address changed anyway"
+    );
+
+    // An accepted reload carries probe statistics and track states over by name.
+    let (a_sent, b_track) = (sent("a-e2e"), track("b-e2e"));
+    let changes_logged = lab.log().matches("track b-e2e: change").count();
+    std::fs::write(&running, cfg.replace("distance = 253", "distance = 254")).unwrap();
+    assert!(lab.ctl(&["reload"]).contains("applied"));
+    assert!(
+        sent("a-e2e") >= a_sent,
+        "probe statistics restarted from zero"
+    );
+    let after = track("b-e2e");
+    assert_eq!(after["state"], "down", "track state not kept: {after}");
+    assert_eq!(after["changes"], b_track["changes"], "{after}");
+    assert_eq!(
+        lab.log().matches("track b-e2e: change").count(),
+        changes_logged,
+        "the reload re-ran track b-e2e's transitions:\n{}",
+        lab.log()
+    );
+}
+
+#[test]
+fn gratuitous_arp_at_start_and_ping_rate_limit() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("op7-");
+    // SPEC 2: the router announces itself when it starts (captured before it runs).
+    let on_a = Capture::start(&lab, "ispa", "rtr0", "arp");
+    let on_lan = Capture::start(&lab, "lan", "eth0", "arp");
+    lab.start_router(&static_config(""));
+    lab.wait_for(
+        "gratuitous ARP on A and the LAN",
+        Duration::from_secs(5),
+        || {
+            on_a.so_far()
+                .contains("Request who-has 172.16.1.1 tell 172.16.1.1")
+                && on_lan
+                    .so_far()
+                    .contains("Request who-has 192.168.0.1 tell 192.168.0.1")
+        },
+    );
+    on_a.stop();
+    on_lan.stop();
+
+    // Pings to the router from the Internet: answered up to the limit, the rest counted.
+    let wan_a = mac_of(&lab, "rtr", "wan-a");
+    let pe_a = mac_of(&lab, "ispa", "rtr0");
+    const PINGS: u16 = 1000;
+    let frames: Vec<Vec<u8>> = (0..PINGS)
+        .map(|seq| {
+            let mut f = wan_a.to_vec();
+            f.extend_from_slice(&pe_a);
+            f.extend_from_slice(&[0x08, 0x00]);
+            etherparse::PacketBuilder::ipv4([172, 16, 1, 2], [172, 16, 1, 1], 64)
+                .icmpv4_echo_request(0x4d48, seq)
+                .write(&mut f, &[0u8; 16])
+                .unwrap();
+            f
+        })
+        .collect();
+    // Replies counted by PE_A's kernel (a capture of a 200-reply burst may miss some).
+    let echo_replies = || {
+        let out = lab.ok("ispa", &["nstat", "-asz", "IcmpInEchoReps"]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("IcmpInEchoReps"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no IcmpInEchoReps in {out}"))
+    };
+    let before = lab.drops("ping_rate_limited");
+    let replies_before = echo_replies();
+    let t0 = std::time::Instant::now();
+    send_raw(&format!("{}ispa", lab.prefix), "rtr0", frames);
+    let seconds = t0.elapsed().as_secs() + 1;
+    let limited = lab.settled_drops("ping_rate_limited", before) - before;
+    let mut answered = echo_replies() - replies_before;
+    lab.wait_for("the replies settle", Duration::from_secs(5), || {
+        let now = echo_replies() - replies_before;
+        std::mem::replace(&mut answered, now) == now && now + limited >= u64::from(PINGS)
+    });
+    // 200 per second, refilled once a second: the send spanned at most `seconds` refills.
+    assert!(
+        answered >= 1 && answered <= 200 * (seconds + 1),
+        "{answered} answered in {seconds} s"
+    );
+    assert_eq!(
+        answered + limited,
+        u64::from(PINGS),
+        "every ping answered ({answered}) or counted ({limited})\n{}",
+        lab.ctl(&["show", "counters"])
+    );
+}
+
+#[test]
+fn mss_clamp_from_config_and_reload() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("op8-");
+    let cfg = static_config("mss_clamp = 1300");
+    lab.start_router(&cfg);
+    // The SYN the server gets and the SYN-ACK the host gets, for one connection to iperf3's port
+    // (it succeeding also means the checksums the clamp touched, partial ones included, hold).
+    let mss_seen = |lab: &Lab| {
+        let at_server = Capture::start(lab, "net", "isp-a", "tcp[tcpflags] & tcp-syn != 0");
+        let at_host = Capture::start(lab, "lan", "eth0", "tcp[tcpflags] & tcp-syn != 0");
+        let o = lab.exec(
+            "lan",
+            &[
+                "timeout",
+                "5",
+                "bash",
+                "-c",
+                "echo > /dev/tcp/172.18.0.6/5201",
+            ],
+        );
+        assert!(o.status.success(), "connect failed:\n{}", text(&o));
+        let (s, h) = (at_server.stop(), at_host.stop());
+        let mss = |cap: &str, dir: &str| -> u16 {
+            cap.lines()
+                .find(|l| l.contains(dir) && l.contains("Flags [S"))
+                .and_then(|l| {
+                    l.split("mss ")
+                        .nth(1)?
+                        .split([',', ']'])
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or_else(|| panic!("no SYN {dir} with an MSS in:\n{cap}"))
+        };
+        (mss(&s, "> 172.18.0.6.5201"), mss(&h, "172.18.0.6.5201 >"))
+    };
+    assert_eq!(
+        mss_seen(&lab),
+        (1300, 1300),
+        "SYN and SYN-ACK clamped to 1300"
+    );
+
+    // An MSS already below the clamp is left alone.
+    lab.ok(
+        "lan",
+        &[
+            "ip",
+            "route",
+            "replace",
+            "172.18.0.6",
+            "via",
+            "192.168.0.1",
+            "dev",
+            "eth0",
+            "advmss",
+            "1200",
+        ],
+    );
+    assert_eq!(mss_seen(&lab).0, 1200, "a smaller MSS was raised");
+    lab.ok("lan", &["ip", "route", "del", "172.18.0.6"]);
+
+    // A reload changes the clamp at once.
+    let running = lab.state_dir().join("router.toml");
+    std::fs::write(
+        &running,
+        cfg.replace("mss_clamp = 1300", "mss_clamp = 1100"),
+    )
+    .unwrap();
+    assert!(lab.ctl(&["reload"]).contains("applied"));
+    assert_eq!(mss_seen(&lab), (1100, 1100), "the reloaded clamp");
+}
