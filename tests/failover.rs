@@ -162,7 +162,7 @@ fn nexthop_dead_fails_over_in_time_and_fails_back_after_delay_up() {
     let cfg = fast_site("").replace(
         &format!("name = \"a-e2e\"\nprobe = \"a-e2e\"\ndelay_down = \"{DOWN_MS}ms\"\ndelay_up = \"{UP_MS}ms\"\n"),
         &format!(
-            "name = \"a-e2e\"\nprobe = \"a-e2e\"\ndelay_down = \"{DOWN_MS}ms\"\ndelay_up = \"{UP_MS}ms\"\non_down = {{ log = \"ISP A lost\", command = \"{}\", timeout = \"1s\" }}\n",
+            "name = \"a-e2e\"\nprobe = \"a-e2e\"\ndelay_down = \"{DOWN_MS}ms\"\ndelay_up = \"{UP_MS}ms\"\non_down = {{ log = \"ISP A lost\", command = \"{}\", timeout = \"1s\" }}\non_up = {{ command = \"/bin/false\" }}\n",
             hook.display()
         ),
     );
@@ -213,6 +213,7 @@ fn nexthop_dead_fails_over_in_time_and_fails_back_after_delay_up() {
         "MHROUTER_NEW=down",
         "MHROUTER_UPLINK=isp-a",
         "MHROUTER_REASON=probe a-e2e",
+        "MHROUTER_CHANGE=2",
     ] {
         assert!(env.contains(want), "hook environment lacks {want}:\n{env}");
     }
@@ -239,6 +240,11 @@ fn nexthop_dead_fails_over_in_time_and_fails_back_after_delay_up() {
         "{}",
         lab.log()
     );
+    // A failing hook command is logged, and changes nothing else.
+    lab.wait_for("the failing hook logged", Duration::from_secs(3), || {
+        lab.log()
+            .contains("track a-e2e: hook /bin/false failed: exit status: 1")
+    });
 }
 
 #[test]
@@ -600,6 +606,97 @@ fn a_flood_of_unsolicited_traffic_does_not_starve_the_probes() {
     assert!(
         !lab.log().contains("down change delayed"),
         "a probe was lost:\n{}",
+        lab.log()
+    );
+}
+
+/// Seconds-long idle TCP connection from the LAN host to iperf3's port: a flow that sends
+/// nothing, so any RST the host gets was sent by the router on its own.
+fn idle_tcp(lab: &Lab) -> Background {
+    lab.spawn(
+        "lan",
+        &["bash", "-c", "exec 3<>/dev/tcp/172.18.0.6/5201; sleep 60"],
+    )
+}
+
+fn tcp_sessions(lab: &Lab, uplink: &str) -> Vec<String> {
+    lab.ctl_json(&["show", "nat", "uplink", uplink])["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["protocol"] == "tcp")
+        .map(|s| format!("{} {}", s["inside"], s["outside"]))
+        .collect()
+}
+
+#[test]
+fn flows_stay_while_no_uplink_is_usable_and_reset_tcp_false_sends_none() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("fo8-");
+    lab.start_router(&(static_config("") + "\n[failover]\nreset_tcp = false\n"));
+    wait_installed(&lab, "isp-a", 10, Duration::from_secs(5));
+
+    // reset_tcp = false: A's flows are removed when B takes over, but no RST is sent.
+    let _conn = idle_tcp(&lab);
+    lab.wait_for("the idle flow on A", Duration::from_secs(5), || {
+        !tcp_sessions(&lab, "isp-a").is_empty()
+    });
+    let cap = Capture::start(&lab, "lan", "eth0", "tcp[tcpflags] & tcp-rst != 0");
+    fault(&lab, &["a", "link"]);
+    lab.wait_for("A's flows removed", Duration::from_secs(5), || {
+        lab.log().contains(
+            "uplink isp-a: no installed route left; 1 NAT flows removed, 0 TCP resets sent to the LAN",
+        )
+    });
+    let flushed = lab.log_time_after("uplink isp-a: no installed route left", 0);
+    // Past the moment the RSTs would have gone out with the flush.
+    wait_until_ms(flushed + 500);
+    let seen = cap.stop();
+    assert!(
+        !seen.contains(" IP "),
+        "RST sent although reset_tcp = false:\n{seen}"
+    );
+    heal(&lab, "a");
+    wait_installed(&lab, "isp-a", 10, Duration::from_secs(5));
+
+    // SPEC 21: with no other uplink usable, A's flows are kept through the outage, so they
+    // continue when it returns.
+    let _conn = idle_tcp(&lab);
+    lab.wait_for("a new idle flow on A", Duration::from_secs(5), || {
+        !tcp_sessions(&lab, "isp-a").is_empty()
+    });
+    let kept = tcp_sessions(&lab, "isp-a");
+    fault(&lab, &["b", "link"]);
+    lab.wait_for("B's carrier down", Duration::from_secs(5), || {
+        lab.log().contains("uplink isp-b: carrier down")
+    });
+    let outage = now_ms();
+    fault(&lab, &["a", "link"]);
+    lab.wait_for("no route left", Duration::from_secs(5), || {
+        installed(&lab).is_none()
+    });
+    let withdrawn = lab.log_time_after("route 0.0.0.0/0 via isp-a [10] withdrawn", outage);
+    wait_until_ms(withdrawn + 500);
+    assert_eq!(
+        tcp_sessions(&lab, "isp-a"),
+        kept,
+        "flows removed with no uplink usable"
+    );
+    heal(&lab, "a");
+    wait_installed(&lab, "isp-a", 10, Duration::from_secs(5));
+    assert_eq!(
+        tcp_sessions(&lab, "isp-a"),
+        kept,
+        "the flow did not survive the outage"
+    );
+    assert_eq!(
+        lab.log()
+            .matches("uplink isp-a: no installed route left")
+            .count(),
+        1,
+        "{}",
         lab.log()
     );
 }
