@@ -336,3 +336,207 @@ fn dns_query(out: &mut [u8], id: u16, name: &str) -> Option<usize> {
     put(&[0, 0, 1, 0, 1])?;
     Some(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 1);
+    const TARGET: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 6);
+    const ELSEWHERE: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
+
+    fn def(kind: ProbeKind) -> ProbeConfig {
+        ProbeConfig {
+            name: "p".into(),
+            kind,
+            uplink: "isp-a".into(),
+            target: TARGET,
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_millis(150),
+            threshold: Duration::from_millis(100),
+            dscp: 0,
+        }
+    }
+
+    /// One probe on uplink 0, its first attempt sent at 1 s: the set and the request.
+    fn sent(kind: ProbeKind) -> (ProbeSet, Vec<u8>) {
+        let mut set = ProbeSet::new(vec![def(kind)], |_| 0, Instant::ZERO);
+        let mut out = [0u8; 1600];
+        let n = set
+            .build(0, Source { addr: ME }, &mut out, Instant::from_millis(1000))
+            .unwrap();
+        (set, out[..n].to_vec())
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(1000 + ms)
+    }
+
+    fn echo(src: Ipv4Addr, msg_type: u8, ident: u16, seq: u16) -> Vec<u8> {
+        let mut out = [0u8; 200];
+        let n = icmp::build_echo(&mut out, src, ME, 64, 0, msg_type, ident, seq, &[]).unwrap();
+        out[..n].to_vec()
+    }
+
+    fn echo_ids(request: &[u8]) -> (u16, u16) {
+        let ip = Ipv4Packet::new_checked(request).unwrap();
+        let m = IcmpPacket::new_checked(ip.payload()).unwrap();
+        (m.ident(), m.seq_no())
+    }
+
+    fn ok(ms: u64) -> Option<ProbeResult> {
+        Some(ProbeResult::Ok(Duration::from_millis(ms)))
+    }
+
+    fn matched(set: &mut ProbeSet, uplink: usize, pkt: &[u8], ms: u64) -> Option<ProbeResult> {
+        set.match_reply(uplink, pkt, at(ms)).map(|(o, _)| o.result)
+    }
+
+    #[test]
+    fn echo_reply_matches_only_its_own_attempt() {
+        let (mut set, req) = sent(ProbeKind::IcmpEcho { payload_size: 8 });
+        let (ident, seq) = echo_ids(&req);
+        // Forgeries: another id, another sequence, another source, another uplink, a request.
+        for (uplink, pkt) in [
+            (0, echo(TARGET, types::ECHO_REPLY, ident ^ 1, seq)),
+            (
+                0,
+                echo(TARGET, types::ECHO_REPLY, ident, seq.wrapping_sub(1)),
+            ),
+            (0, echo(ELSEWHERE, types::ECHO_REPLY, ident, seq)),
+            (1, echo(TARGET, types::ECHO_REPLY, ident, seq)),
+            (0, echo(TARGET, types::ECHO_REQUEST, ident, seq)),
+        ] {
+            assert_eq!(matched(&mut set, uplink, &pkt, 5), None);
+        }
+        let reply = echo(TARGET, types::ECHO_REPLY, ident, seq);
+        assert_eq!(matched(&mut set, 0, &reply, 7), ok(7));
+        // A duplicate of the answered reply counts nothing more.
+        assert_eq!(matched(&mut set, 0, &reply, 8), None);
+        assert_eq!(set.probes[0].stats.last(), ok(7));
+    }
+
+    #[test]
+    fn slow_late_and_next_replies() {
+        let (mut set, req) = sent(ProbeKind::IcmpEcho { payload_size: 0 });
+        let (ident, seq) = echo_ids(&req);
+        let reply = echo(TARGET, types::ECHO_REPLY, ident, seq);
+        // Beyond the threshold (100 ms) but within the timeout (150 ms): over threshold.
+        assert_eq!(
+            matched(&mut set, 0, &reply, 120),
+            Some(ProbeResult::OverThreshold(Duration::from_millis(120)))
+        );
+
+        // The next attempt times out; its reply arriving after that is not a success.
+        let mut out = [0u8; 200];
+        let n = set
+            .build(0, Source { addr: ME }, &mut out, at(200))
+            .unwrap();
+        let (_, seq2) = echo_ids(&out[..n]);
+        assert_eq!(
+            seq2,
+            seq.wrapping_add(1),
+            "each attempt has its own sequence"
+        );
+        assert!(set.expire(at(349)).is_empty(), "not before the timeout");
+        assert_eq!(
+            set.expire(at(350)),
+            vec![Outcome {
+                probe: 0,
+                result: ProbeResult::Timeout
+            }]
+        );
+        let late = echo(TARGET, types::ECHO_REPLY, ident, seq2);
+        assert_eq!(matched(&mut set, 0, &late, 360), None);
+        // Nor does the old attempt's reply answer a newer one.
+        let n = set
+            .build(0, Source { addr: ME }, &mut out, at(400))
+            .unwrap();
+        let (_, seq3) = echo_ids(&out[..n]);
+        assert_eq!(matched(&mut set, 0, &late, 401), None);
+        let good = echo(TARGET, types::ECHO_REPLY, ident, seq3);
+        assert_eq!(matched(&mut set, 0, &good, 403), ok(3));
+    }
+
+    fn tcp_answer(sport: u16, dport: u16, ack: u32, flags: u8) -> Vec<u8> {
+        let mut out = [0u8; 100];
+        let n = tcp::build_segment(
+            &mut out, TARGET, ME, sport, dport, 7, ack, flags, 100, 64, 0,
+        )
+        .unwrap();
+        out[..n].to_vec()
+    }
+
+    #[test]
+    fn tcp_syn_ack_and_rst_match_only_with_our_sequence() {
+        let (mut set, req) = sent(ProbeKind::Tcp { port: 5201 });
+        let ip = Ipv4Packet::new_checked(&req[..]).unwrap();
+        let syn = TcpPacket::new_checked(ip.payload()).unwrap();
+        let (sport, isn) = (syn.src_port(), syn.seq());
+        let syn_ack = tcp::flags::SYN | tcp::flags::ACK;
+        for forged in [
+            tcp_answer(5201, sport, isn, syn_ack),
+            tcp_answer(5201, sport ^ 1, isn + 1, syn_ack),
+            tcp_answer(80, sport, isn + 1, syn_ack),
+            tcp_answer(5201, sport, isn + 1, tcp::flags::ACK),
+        ] {
+            assert_eq!(set.match_reply(0, &forged, at(5)), None);
+        }
+        let (outcome, reset) = set
+            .match_reply(0, &tcp_answer(5201, sport, isn + 1, syn_ack), at(6))
+            .unwrap();
+        assert_eq!(outcome.result, ProbeResult::Ok(Duration::from_millis(6)));
+        assert_eq!(
+            reset,
+            Some(TcpReset {
+                probe: 0,
+                sport,
+                seq: isn + 1
+            }),
+            "the half-open connection is closed"
+        );
+
+        // A RST (port closed) answers too: the target is reachable.
+        let mut out = [0u8; 100];
+        let n = set
+            .build(0, Source { addr: ME }, &mut out, at(200))
+            .unwrap();
+        let ip = Ipv4Packet::new_checked(&out[..n]).unwrap();
+        let syn = TcpPacket::new_checked(ip.payload()).unwrap();
+        let rst = tcp_answer(5201, syn.src_port(), syn.seq() + 1, tcp::flags::RST);
+        let (outcome, reset) = set.match_reply(0, &rst, at(204)).unwrap();
+        assert_eq!(outcome.result, ProbeResult::Ok(Duration::from_millis(4)));
+        assert_eq!(reset, None);
+    }
+
+    #[test]
+    fn dns_answer_needs_our_id_and_the_response_bit() {
+        let (mut set, req) = sent(ProbeKind::Dns {
+            port: 53,
+            query: "probe.lab".into(),
+        });
+        let ip = Ipv4Packet::new_checked(&req[..]).unwrap();
+        let q = UdpPacket::new_checked(ip.payload()).unwrap();
+        let (sport, query) = (q.src_port(), q.payload().to_vec());
+        let answer = |id_xor: u16, flags: u8| {
+            let mut d = query.clone();
+            let id = u16::from_be_bytes([d[0], d[1]]) ^ id_xor;
+            d[..2].copy_from_slice(&id.to_be_bytes());
+            d[2] = flags;
+            let mut out = [0u8; 400];
+            let n = udp::build_datagram(&mut out, TARGET, ME, 53, sport, 64, 0, &d).unwrap();
+            out[..n].to_vec()
+        };
+        assert_eq!(
+            matched(&mut set, 0, &answer(1, 0x81), 3),
+            None,
+            "another id"
+        );
+        assert_eq!(
+            matched(&mut set, 0, &answer(0, 0x01), 3),
+            None,
+            "a query, not a response"
+        );
+        assert_eq!(matched(&mut set, 0, &answer(0, 0x81), 4), ok(4));
+    }
+}
