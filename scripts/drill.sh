@@ -42,7 +42,8 @@ time, to 172.18.0.6:7), captured as they arrive at the central site on its links
   failback  A healed (lab.sh heal a) -> first fresh flow from 172.16.1.1 (A): new flows use the
             preferred uplink again while the ongoing flow stays on B (SPEC 22), which is checked
 
-Both are printed with the range SPEC 20 expects from the primary route's probe and track
+Both are printed with the range SPEC 20 expects from the primary route's probe and track as
+the profile file sets them (not as the router reports them)
 (nexthop/upstream: delay_down + timeout + up to one interval; link: at once, on carrier loss;
 failback: delay_up + up to one interval; plus the time lab.sh took to apply the change), and
 with the router's log lines from the fault on.
@@ -88,8 +89,8 @@ us_to_s() {
 
 # --- JSON views and the capture, read by small python/awk filters ------------------------------
 
-# The primary default route (installed, lowest distance) with its track, probe and timers, or
-# readiness facts, from the router's JSON views.
+# The primary default route (installed, lowest distance; from the router's JSON views) with its
+# track, probe and timers (from the profile file), or readiness facts.
 read -r -d '' PY_VIEWS <<'EOF' || true
 import json, sys
 
@@ -108,19 +109,38 @@ if what == "state":
     pending = sum(1 for t in tracks if t["pending"])
     print(top["uplink"], top["distance"], up, pending, len(tracks))
 elif what == "primary":
-    # "ROUTE DISTANCE TRACK PROBE INTERVAL_MS TIMEOUT_MS DOWN_MS UP_MS"
-    if not default or default[0]["track"] is None:
-        sys.exit("the primary default route has no track")
+    # "ROUTE DISTANCE TRACK PROBE INTERVAL_MS TIMEOUT_MS DOWN_MS UP_MS". Which route is primary
+    # comes from the router; its timers from the profile file (with the README's defaults), so
+    # a timer the router mis-parsed cannot check out against itself.
+    import re, tomllib
+
+    def ms(v):
+        if isinstance(v, int):
+            return v * 1000
+        m = re.fullmatch(r"(\d+)(ms|s|m|h)", v)
+        if not m:
+            sys.exit(f"profile: '{v}' is not a duration")
+        return int(m.group(1)) * {"ms": 1, "s": 1000, "m": 60000, "h": 3600000}[m.group(2)]
+
+    if not default:
+        sys.exit("no installed default route")
     top = default[0]
-    track = tracks[top["track"]]
-    src = (track["source"] or "").split()
-    if src[:2] != ["IP", "SLA"] or len(src) < 3:
-        sys.exit(f"track {track['name']} does not follow one probe: {track['source']}")
-    probe = next((p for p in probes if p["name"] == src[2]), None)
+    cfg = tomllib.load(open(sys.argv[5], "rb"))
+    by_name = lambda kind, name: next((x for x in cfg.get(kind, []) if x["name"] == name), None)
+    route_cfg = by_name("route", top["name"])
+    if route_cfg is None or "track" not in route_cfg:
+        sys.exit(f"the primary default route {top['name']} has no track in the profile")
+    track = by_name("track", route_cfg["track"])
+    if track is None or "probe" not in track:
+        sys.exit(f"track {route_cfg['track']} does not follow one probe")
+    probe = by_name("probe", track["probe"])
     if probe is None:
-        sys.exit(f"probe {src[2]} not found")
-    print(top["name"], top["distance"], track["name"], probe["name"], probe["interval_ms"],
-          probe["timeout_ms"], track["delay_down_ms"], track["delay_up_ms"])
+        sys.exit(f"probe {track['probe']} not found in the profile")
+    interval = ms(probe.get("interval", "5s"))
+    timeout = ms(probe.get("timeout", "1s")) if "timeout" in probe else min(1000, interval)
+    down = ms(track["delay_down"]) if "delay_down" in track else 3 * interval
+    up = ms(track["delay_up"]) if "delay_up" in track else 2 * down
+    print(top["name"], top["distance"], track["name"], probe["name"], interval, timeout, down, up)
 elif what == "track":
     # "STATE PENDING" of the track named in argv[5]
     t = next(t for t in tracks if t["name"] == sys.argv[5])
@@ -381,7 +401,7 @@ main() {
             "$(lab ctl show route 2>&1)"
     local route distance interval timeout down_ms up_ms
     read -r route distance PRIMARY_TRACK PROBE interval timeout down_ms up_ms \
-        < <(views primary) || die "cannot read the primary route's timers"
+        < <(views primary "$config") || die "cannot read the primary route's timers"
     local settle_ms=$((down_ms + timeout + interval + MARGIN_MS))
     # Captures and sender outlive no drill: steady state, failover, settling, failback, margins.
     LIFETIME_S=$(((2 * down_ms + 3 * timeout + 3 * interval + up_ms + 3 * MARGIN_MS) / 1000 + 10))
