@@ -110,3 +110,75 @@ impl Snapshot {
         self.neighbours.get(&(iface, ip)).copied()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::{Health, Interfaces};
+
+    fn p(s: &str) -> Ipv4Prefix {
+        s.parse().unwrap()
+    }
+
+    fn uplink(nat: bool, nat_sources: &[&str]) -> UplinkState {
+        UplinkState {
+            name: "isp-a".into(),
+            address: p("172.16.1.1/30"),
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            next_hop: Ipv4Addr::new(172, 16, 1, 2),
+            next_hop_mac: None,
+            mtu: 1500,
+            mss_clamp: None,
+            nat,
+            nat_sources: nat_sources.iter().map(|s| p(s)).collect(),
+            carrier: true,
+        }
+    }
+
+    #[test]
+    fn translates_follows_nat_and_nat_sources() {
+        let host = Ipv4Addr::new(192, 168, 0, 10);
+        let high = Ipv4Addr::new(192, 168, 0, 200);
+        assert!(uplink(true, &[]).translates(host));
+        assert!(!uplink(false, &[]).translates(host));
+        let some = uplink(true, &["192.168.0.128/25"]);
+        assert!(!some.translates(host) && some.translates(high));
+    }
+
+    #[test]
+    fn lan_hosts_exclude_the_router_network_and_broadcast() {
+        let snap = Snapshot {
+            routes: RouteTable::build(
+                Interfaces {
+                    lan: p("192.168.0.1/24"),
+                    uplinks: vec![],
+                },
+                vec![],
+                vec![],
+                &Health {
+                    carrier: vec![],
+                    tracks: vec![],
+                },
+            ),
+            lan: LanState {
+                address: p("192.168.0.1/24"),
+                mac: MacAddr([2, 0, 0, 0, 0, 2]),
+                mtu: 1500,
+            },
+            uplinks: vec![uplink(false, &[])],
+            neighbours: HashMap::new(),
+            probe_targets: vec![],
+        };
+        let host = |s: &str| snap.is_lan_host(s.parse().unwrap());
+        assert!(host("192.168.0.10") && host("192.168.0.254"));
+        for not in [
+            "192.168.0.1",
+            "192.168.0.0",
+            "192.168.0.255",
+            "192.168.1.10",
+            "172.16.1.1",
+        ] {
+            assert!(!host(not), "{not}");
+        }
+    }
+}
