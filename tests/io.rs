@@ -413,7 +413,7 @@ fn link_info_and_carrier_events() {
 /// (the router then re-reads every uplink's carrier) rather than report a stale state.
 #[test]
 fn link_watcher_reports_an_overrun() {
-    if !root_or_skip("link_overrun") {
+    if !common::require_root() {
         return;
     }
     let ns = Netns::new("ovr");
