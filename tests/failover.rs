@@ -54,6 +54,7 @@ fn logged_gap(lab: &Lab, since: u64, from: &str, to: &str) -> (u64, u64) {
 
 /// Asserts `ms` lies in `range`, naming what was measured.
 fn within(what: &str, ms: u64, range: std::ops::RangeInclusive<u64>, lab: &Lab) {
+    println!("{what}: {ms} ms (expected {range:?} ms)");
     assert!(
         range.contains(&ms),
         "{what}: {ms} ms, expected {range:?} ms (from the configured timers)\n{}",
