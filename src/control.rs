@@ -17,7 +17,6 @@ use crate::config::{Config, Failback, TrackSource as CfgTrackSource};
 use crate::counters::{Counters, DropReason, Totals};
 use crate::ctl::{Pending, Request};
 use crate::dataplane::{Punt, Shared};
-use crate::fastpath::{ETH_OFFSET, IP_OFFSET};
 use crate::hooks::{self, HookEvent};
 use crate::io::MAX_FRAME;
 use crate::io::packet::PacketSocket;
@@ -32,9 +31,10 @@ use crate::track::{TrackDef, TrackEvent, TrackSet, TrackSource, TrackState};
 use crate::views;
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
-use crate::wire::icmp::{self, IcmpPacket, types};
-use crate::wire::ipv4::{Ipv4Packet, proto};
-use crate::wire::tcp;
+use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
+use crate::wire::icmp::{self, EchoRepr, IcmpPacket, types};
+use crate::wire::ipv4::{Ipv4Packet, OwnHeader, proto};
+use crate::wire::tcp::{self, TcpRepr};
 use crate::wire::vnet::VnetHdr;
 use crate::{Iface, UplinkId};
 
@@ -579,20 +579,21 @@ impl Control {
                     continue;
                 };
                 let sent = self.send_ip(Iface::Lan, mac, |out| {
-                    tcp::build_segment(
-                        out,
-                        f.key.remote,
-                        f.key.inside,
-                        f.key.remote_port,
-                        f.key.inside_port,
-                        f.inside_ack,
-                        0,
-                        tcp::flags::RST,
-                        0,
-                        64,
-                        0,
-                    )
-                    .ok()
+                    let ip = OwnHeader {
+                        src: f.key.remote,
+                        dst: f.key.inside,
+                        ttl: 64,
+                        dscp: 0,
+                    };
+                    let rst = TcpRepr {
+                        sport: f.key.remote_port,
+                        dport: f.key.inside_port,
+                        seq: f.inside_ack,
+                        ack: 0,
+                        flags: tcp::flags::RST,
+                        window: 0,
+                    };
+                    tcp::build_segment(out, &ip, &rst).ok()
                 });
                 resets += usize::from(sent);
             }
@@ -721,18 +722,18 @@ impl Control {
             return;
         };
         self.send_ip(ingress, peer_mac, |out| {
-            icmp::build_echo(
-                out,
-                dst,
-                src,
-                64,
-                0,
-                types::ECHO_REPLY,
+            let ip = OwnHeader {
+                src: dst,
+                dst: src,
+                ttl: 64,
+                dscp: 0,
+            };
+            let echo = EchoRepr {
+                msg_type: types::ECHO_REPLY,
                 ident,
                 seq,
-                &payload,
-            )
-            .ok()
+            };
+            icmp::build_echo(out, &ip, &echo, &payload).ok()
         });
     }
 
@@ -752,20 +753,21 @@ impl Control {
             return;
         };
         self.send_ip(iface, mac, |out| {
-            tcp::build_segment(
-                out,
-                addr,
-                target,
+            let ip = OwnHeader {
+                src: addr,
+                dst: target,
+                ttl: 64,
+                dscp: 0,
+            };
+            let rst = TcpRepr {
                 sport,
-                tcp_port,
+                dport: tcp_port,
                 seq,
-                0,
-                tcp::flags::RST,
-                0,
-                64,
-                0,
-            )
-            .ok()
+                ack: 0,
+                flags: tcp::flags::RST,
+                window: 0,
+            };
+            tcp::build_segment(out, &ip, &rst).ok()
         });
     }
 

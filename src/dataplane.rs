@@ -12,7 +12,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use crate::clock::Instant;
 use crate::counters::{Counters, DropReason, bump};
-use crate::fastpath::{Env, FastPath, IP_OFFSET, SCRATCH_LEN, Verdict, complete_checksum};
+use crate::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict, complete_checksum};
 use crate::gro::Gro;
 use crate::io::MAX_FRAME;
 use crate::io::packet::{PacketSocket, RecvBatch, send_all};
@@ -20,6 +20,7 @@ use crate::io::poll::{Epoll, Waker};
 use crate::io::tap::TapQueue;
 use crate::nat::{FragTable, NatTable};
 use crate::snapshot::Snapshot;
+use crate::wire::frame::IP_OFFSET;
 use crate::wire::ipv4;
 use crate::wire::vnet::VnetHdr;
 use crate::{Iface, UplinkId};
@@ -286,7 +287,7 @@ impl Outbox {
                 w.send_fragments(egress, frame, mtu, &mut self.fragment);
             }
             Verdict::Punt => self.punted |= w.punt(ingress, None, frame),
-            Verdict::Resolve { egress, next_hop } => {
+            Verdict::NeedsNeighbour { egress, next_hop } => {
                 self.punted |= w.punt(ingress, Some((egress, next_hop)), frame)
             }
             Verdict::Drop(d) => w.counters.rx_dropped(ingress.index(), d),

@@ -17,9 +17,9 @@
 //! segment into a valid one. Frames the sender marked verified (`DATA_VALID`) or partial
 //! (`NEEDS_CSUM`, at the usual TCP offsets) are taken as they are, like the kernel does.
 
-use crate::fastpath::{ETH_OFFSET, IP_OFFSET};
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
 use crate::wire::ipv4::{self, Ipv4Packet, proto};
 use crate::wire::tcp::{self, TcpPacket};
 use crate::wire::vnet::{self, VnetHdr};

@@ -13,9 +13,9 @@ use std::time::Duration;
 use crate::clock::Instant;
 use crate::config::{ProbeConfig, ProbeKind};
 use crate::probe::stats::{ProbeResult, ProbeStats};
-use crate::wire::icmp::{self, IcmpPacket, types};
-use crate::wire::ipv4::{Ipv4Packet, proto};
-use crate::wire::tcp::{self, TcpPacket};
+use crate::wire::icmp::{self, EchoRepr, IcmpPacket, types};
+use crate::wire::ipv4::{Ipv4Packet, OwnHeader, proto};
+use crate::wire::tcp::{self, TcpPacket, TcpRepr};
 use crate::wire::udp::{self, UdpPacket};
 
 /// A probe sent before its next hop is resolved would count as lost and hold its track down
@@ -163,6 +163,12 @@ impl ProbeSet {
         // Schedule from the planned time, not from now, so intervals do not drift.
         p.next_send = (p.next_send + p.def.interval).max(now);
         let tos = p.def.dscp << 2;
+        let ip = OwnHeader {
+            src: src.addr,
+            dst: p.def.target,
+            ttl: 64,
+            dscp: tos,
+        };
         let (n, sport) = match &p.def.kind {
             ProbeKind::IcmpEcho { payload_size } => {
                 let mut payload = [0u8; 1472];
@@ -170,54 +176,33 @@ impl ProbeSet {
                 for (k, b) in payload[..len].iter_mut().enumerate() {
                     *b = k as u8;
                 }
-                let n = icmp::build_echo(
-                    out,
-                    src.addr,
-                    p.def.target,
-                    64,
-                    tos,
-                    types::ECHO_REQUEST,
-                    p.ident,
-                    p.seq,
-                    &payload[..len],
-                )
-                .ok()?;
+                let echo = EchoRepr {
+                    msg_type: types::ECHO_REQUEST,
+                    ident: p.ident,
+                    seq: p.seq,
+                };
+                let n = icmp::build_echo(out, &ip, &echo, &payload[..len]).ok()?;
                 (n, 0)
             }
             ProbeKind::Tcp { port } => {
                 let sport = 49152 + random_u16(random, salt) % 16384;
                 let isn = u32::from(p.ident) << 16 | u32::from(p.seq);
-                let n = tcp::build_segment(
-                    out,
-                    src.addr,
-                    p.def.target,
+                let syn = TcpRepr {
                     sport,
-                    *port,
-                    isn,
-                    0,
-                    tcp::flags::SYN,
-                    65535,
-                    64,
-                    tos,
-                )
-                .ok()?;
+                    dport: *port,
+                    seq: isn,
+                    ack: 0,
+                    flags: tcp::flags::SYN,
+                    window: 65535,
+                };
+                let n = tcp::build_segment(out, &ip, &syn).ok()?;
                 (n, sport)
             }
             ProbeKind::Dns { port, query } => {
                 let sport = 49152 + random_u16(random, salt) % 16384;
                 let mut q = [0u8; 300];
                 let qlen = dns_query(&mut q, p.seq_id(p.seq), query)?;
-                let n = udp::build_datagram(
-                    out,
-                    src.addr,
-                    p.def.target,
-                    sport,
-                    *port,
-                    64,
-                    tos,
-                    &q[..qlen],
-                )
-                .ok()?;
+                let n = udp::build_datagram(out, &ip, (sport, *port), &q[..qlen]).ok()?;
                 (n, sport)
             }
         };

@@ -88,6 +88,26 @@ pub fn update_partial32(check: u16, old: u32, new: u32) -> u16 {
     fold(u32::from(check) + diff32(old, new))
 }
 
+/// What a TCP/UDP/ICMP checksum field holds, which decides how a rewrite updates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4Checksum {
+    /// The finished checksum.
+    Full,
+    /// The folded, uncomplemented pseudo-header sum of a virtio `NEEDS_CSUM` frame: the kernel
+    /// or NIC sums the segment later, so only pseudo-header (address) changes enter the field.
+    Partial,
+}
+
+/// The checksum field of a TCP/UDP segment after NAT moved one endpoint: its address (in the
+/// pseudo-header) from `addr.0` to `addr.1` and its port from `port.0` to `port.1`.
+/// UDP callers handle the zero field as [`update16`] says.
+pub fn update_endpoint(check: u16, addr: (u32, u32), port: (u16, u16), held: L4Checksum) -> u16 {
+    match held {
+        L4Checksum::Partial => update_partial32(check, addr.0, addr.1),
+        L4Checksum::Full => update16(update32(check, addr.0, addr.1), port.0, port.1),
+    }
+}
+
 fn split32(value: u32) -> [u32; 2] {
     [value >> 16, value & 0xffff]
 }

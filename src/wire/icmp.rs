@@ -2,9 +2,9 @@
 
 use std::net::Ipv4Addr;
 
-use super::checksum;
-use super::field::{set_u8, set_u16, set_u32, slice, slice_mut, u8_at, u16_at, u32_at};
-use super::ipv4::{self, Ipv4Packet, proto};
+use super::checksum::{self, L4Checksum};
+use super::field::{set_u8, set_u16, set_u32, slice, slice_mut, try_u16_at, u8_at, u16_at, u32_at};
+use super::ipv4::{self, Ipv4Packet, OwnHeader, proto};
 use super::{Result, WireError};
 
 /// Length of the ICMP header (type, code, checksum, 4 bytes of rest-of-header).
@@ -138,6 +138,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
         set_u32(self.buffer.as_mut(), offset::REST, rest);
     }
 
+    /// NAT of an echo: sets the identifier and, when `held` is full, updates the checksum
+    /// incrementally. A buffer too short for the identifier is left alone.
+    #[inline]
+    pub fn rewrite_ident(&mut self, ident: u16, held: L4Checksum) {
+        let buf = self.buffer.as_mut();
+        let Some(old) = try_u16_at(buf, offset::IDENT) else {
+            return;
+        };
+        set_u16(buf, offset::IDENT, ident);
+        if held == L4Checksum::Full
+            && let Some(c) = try_u16_at(buf, offset::CHECKSUM)
+        {
+            set_u16(buf, offset::CHECKSUM, checksum::update16(c, old, ident));
+        }
+    }
+
     /// Recomputes the checksum over the whole buffer.
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
@@ -183,20 +199,23 @@ pub fn may_send_error_about(offending: &[u8]) -> bool {
             .is_some_and(|&msg_type| !is_error(msg_type))
 }
 
+/// The ICMP error to build: from `src` (the router) to `dst` (the offending packet's source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorRepr {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub msg_type: u8,
+    pub code: u8,
+    /// The 32 bits after the checksum (the next-hop MTU of "fragmentation needed").
+    pub rest_of_header: u32,
+}
+
 /// Builds a complete IPv4+ICMP error quoting `offending` (the offending IPv4 packet, from its IP
 /// header): as much of it as fits in 576 bytes in all (RFC 1812 4.3.2.3), never past its
 /// `total_len` (so Ethernet padding is not quoted). TTL 64, DF clear, ident 0, checksums filled.
 /// Returns the length written; Err(Truncated) if `out` cannot hold the 28 bytes of headers plus
 /// the offending header and 8 bytes of its payload (or all of `offending`, if shorter).
-pub fn build_error(
-    out: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    msg_type: u8,
-    code: u8,
-    rest_of_header: u32,
-    offending: &[u8],
-) -> Result<usize> {
+pub fn build_error(out: &mut [u8], repr: &ErrorRepr, offending: &[u8]) -> Result<usize> {
     let (available, must_quote) = match Ipv4Packet::new_quoted(offending) {
         Ok(packet) => (
             packet.total_len().min(offending.len()),
@@ -213,49 +232,52 @@ pub fn build_error(
     let quote = offending.get(..quote_len).ok_or(WireError::Truncated)?;
     let len = headers + quote_len;
     let packet = out.get_mut(..len).ok_or(WireError::Truncated)?;
-    ipv4::write_header(
-        packet,
-        src,
-        dst,
-        proto::ICMP,
-        64,
-        0,
-        false,
-        HEADER_LEN + quote_len,
-    )?;
+    let ip = ipv4::Ipv4Repr {
+        src: repr.src,
+        dst: repr.dst,
+        protocol: proto::ICMP,
+        ttl: 64,
+        dscp: 0,
+        ident: 0,
+        dont_frag: false,
+        payload_len: HEADER_LEN + quote_len,
+    };
+    ipv4::write_header(packet, &ip)?;
     let mut icmp = IcmpPacket::new_unchecked(slice_mut(packet, ipv4::MIN_HEADER_LEN..len));
-    icmp.set_msg_type(msg_type);
-    icmp.set_code(code);
-    icmp.set_rest_of_header(rest_of_header);
+    icmp.set_msg_type(repr.msg_type);
+    icmp.set_code(repr.code);
+    icmp.set_rest_of_header(repr.rest_of_header);
     icmp.payload_mut().copy_from_slice(quote);
     icmp.fill_checksum();
     Ok(len)
 }
 
-/// Builds IPv4+ICMP echo request/reply with the given id, seq and payload (the router's echo
-/// replies and ICMP probes). IPv4: DF set, ident 0, `dscp` is the 6-bit DSCP (ECN zero).
-/// Err(Truncated) if `out` is too small, Err(Malformed) if the payload cannot fit in IPv4.
-#[allow(clippy::too_many_arguments)] // signature shared with the fast path
+/// An echo request or reply: type, identifier and sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoRepr {
+    pub msg_type: u8,
+    pub ident: u16,
+    pub seq: u16,
+}
+
+/// Builds IPv4+ICMP echo request/reply carrying `payload` (the router's echo replies and ICMP
+/// probes). Err(Truncated) if `out` is too small, Err(Malformed) if the payload cannot fit in
+/// IPv4.
 pub fn build_echo(
     out: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ttl: u8,
-    dscp: u8,
-    msg_type: u8,
-    ident: u16,
-    seq: u16,
+    ip: &OwnHeader,
+    echo: &EchoRepr,
     payload: &[u8],
 ) -> Result<usize> {
     let icmp_len = HEADER_LEN + payload.len();
     let len = ipv4::MIN_HEADER_LEN + icmp_len;
     let packet = out.get_mut(..len).ok_or(WireError::Truncated)?;
-    ipv4::write_own_header(packet, src, dst, proto::ICMP, ttl, dscp, icmp_len)?;
+    ipv4::write_header(packet, &ip.repr(proto::ICMP, icmp_len))?;
     let mut icmp = IcmpPacket::new_unchecked(slice_mut(packet, ipv4::MIN_HEADER_LEN..len));
-    icmp.set_msg_type(msg_type);
+    icmp.set_msg_type(echo.msg_type);
     icmp.set_code(0);
-    icmp.set_ident(ident);
-    icmp.set_seq_no(seq);
+    icmp.set_ident(echo.ident);
+    icmp.set_seq_no(echo.seq);
     icmp.payload_mut().copy_from_slice(payload);
     icmp.fill_checksum();
     Ok(len)
@@ -270,6 +292,34 @@ mod tests {
     const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
     const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
     const FAR: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 6);
+
+    /// An error from the router to the LAN host.
+    fn error(msg_type: u8, code: u8, rest_of_header: u32) -> ErrorRepr {
+        ErrorRepr {
+            src: ROUTER,
+            dst: LAN_HOST,
+            msg_type,
+            code,
+            rest_of_header,
+        }
+    }
+
+    fn own(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, dscp: u8) -> OwnHeader {
+        OwnHeader {
+            src,
+            dst,
+            ttl,
+            dscp,
+        }
+    }
+
+    fn echo(msg_type: u8, ident: u16, seq: u16) -> EchoRepr {
+        EchoRepr {
+            msg_type,
+            ident,
+            seq,
+        }
+    }
 
     /// A UDP packet from the LAN host to the far target, as etherparse builds it.
     fn offending(payload_len: usize) -> Vec<u8> {
@@ -323,13 +373,8 @@ mod tests {
         let mut ours = [0u8; 128];
         let len = build_echo(
             &mut ours,
-            ROUTER,
-            LAN_HOST,
-            64,
-            0,
-            types::ECHO_REPLY,
-            0x1234,
-            9,
+            &own(ROUTER, LAN_HOST, 64, 0),
+            &echo(types::ECHO_REPLY, 0x1234, 9),
             b"abcdefg",
         )
         .unwrap();
@@ -342,13 +387,8 @@ mod tests {
         assert_eq!(
             build_echo(
                 &mut ours[..len - 1],
-                ROUTER,
-                LAN_HOST,
-                64,
-                0,
-                0,
-                1,
-                1,
+                &own(ROUTER, LAN_HOST, 64, 0),
+                &echo(0, 1, 1),
                 b"abcdefg"
             ),
             Err(WireError::Truncated)
@@ -360,13 +400,8 @@ mod tests {
         let mut ours = [0u8; 64];
         let len = build_echo(
             &mut ours,
-            ROUTER,
-            FAR,
-            30,
-            46,
-            types::ECHO_REQUEST,
-            1,
-            2,
+            &own(ROUTER, FAR, 30, 46),
+            &echo(types::ECHO_REQUEST, 1, 2),
             &[],
         )
         .unwrap();
@@ -393,11 +428,7 @@ mod tests {
         let mut out = [0u8; 1500];
         let len = build_error(
             &mut out,
-            ROUTER,
-            LAN_HOST,
-            types::TIME_EXCEEDED,
-            codes::TTL_EXCEEDED,
-            0,
+            &error(types::TIME_EXCEEDED, codes::TTL_EXCEEDED, 0),
             &bad,
         )
         .unwrap();
@@ -426,11 +457,7 @@ mod tests {
         let mut out = [0u8; 1500];
         let len = build_error(
             &mut out,
-            ROUTER,
-            LAN_HOST,
-            types::DEST_UNREACH,
-            codes::FRAG_NEEDED,
-            1400,
+            &error(types::DEST_UNREACH, codes::FRAG_NEEDED, 1400),
             &bad,
         )
         .unwrap();
@@ -452,17 +479,14 @@ mod tests {
     fn error_into_small_buffers() {
         let bad = offending(100);
         let mut out = [0u8; 28 + 28];
+        assert_eq!(build_error(&mut out, &error(3, 1, 0), &bad), Ok(56));
         assert_eq!(
-            build_error(&mut out, ROUTER, LAN_HOST, 3, 1, 0, &bad),
-            Ok(56)
-        );
-        assert_eq!(
-            build_error(&mut out[..55], ROUTER, LAN_HOST, 3, 1, 0, &bad),
+            build_error(&mut out[..55], &error(3, 1, 0), &bad),
             Err(WireError::Truncated)
         );
         // An offending packet shorter than header + 8 is quoted whole.
         assert_eq!(
-            build_error(&mut out[..40], ROUTER, LAN_HOST, 3, 1, 0, &[0x45; 12]),
+            build_error(&mut out[..40], &error(3, 1, 0), &[0x45; 12]),
             Ok(40)
         );
     }
@@ -489,22 +513,17 @@ mod tests {
         let mut out = [0u8; 200];
         let len = build_echo(
             &mut out,
-            LAN_HOST,
-            FAR,
-            1,
-            0,
-            types::ECHO_REQUEST,
-            1,
-            1,
+            &own(LAN_HOST, FAR, 1, 0),
+            &echo(types::ECHO_REQUEST, 1, 1),
             &[],
         )
         .unwrap();
         assert!(may_send_error_about(&out[..len]));
-        let mut error = [0u8; 200];
-        let len = build_error(&mut error, ROUTER, LAN_HOST, 11, 0, 0, &ok).unwrap();
-        assert!(!may_send_error_about(&error[..len]));
+        let mut built = [0u8; 200];
+        let len = build_error(&mut built, &error(11, 0, 0), &ok).unwrap();
+        assert!(!may_send_error_about(&built[..len]));
         assert!(
-            !may_send_error_about(&error[..20]),
+            !may_send_error_about(&built[..20]),
             "ICMP without a type byte"
         );
     }
@@ -522,7 +541,7 @@ mod tests {
             icmp.set_seq_no(1);
             let _ = (icmp.seq_no(), icmp.payload_mut().len(), may_send_error_about(&bytes));
             let mut out = vec![0u8; out_len];
-            let _ = build_error(&mut out, ROUTER, LAN_HOST, 3, 3, 0, &bytes);
+            let _ = build_error(&mut out, &error(3, 3, 0), &bytes);
         }
 
         #[test]
@@ -536,7 +555,7 @@ mod tests {
         ) {
             let header_len = 20 + options_words * 4;
             let mut bad = vec![0u8; header_len];
-            ipv4::write_header(&mut bad, LAN_HOST, FAR, proto::UDP, 1, 77, true, header_len - 20 + payload.len()).unwrap();
+            ipv4::write_header(&mut bad, &ipv4::Ipv4Repr { src: LAN_HOST, dst: FAR, protocol: proto::UDP, ttl: 1, dscp: 0, ident: 77, dont_frag: true, payload_len: header_len - 20 + payload.len() }).unwrap();
             bad[0] = 0x40 | (header_len / 4) as u8;
             bad[20..].copy_from_slice(&options[..header_len - 20]);
             bad.extend_from_slice(&payload);
@@ -545,7 +564,7 @@ mod tests {
 
             let mut out = vec![0u8; out_len];
             let must_quote = total_len.min(header_len + 8);
-            match build_error(&mut out, ROUTER, LAN_HOST, types::DEST_UNREACH, codes::HOST_UNREACH, rest, &bad) {
+            match build_error(&mut out, &error(types::DEST_UNREACH, codes::HOST_UNREACH, rest), &bad) {
                 Ok(len) => {
                     let quote_len = total_len.min(548).min(out_len - 28);
                     prop_assert!(quote_len >= must_quote);

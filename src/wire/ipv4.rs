@@ -4,8 +4,11 @@ use core::ops::Range;
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::field::{ipv4_at, set_ipv4, set_u8, set_u16, slice, slice_mut, u8_at, u16_at};
-use super::{Result, WireError};
+use super::field::{
+    ipv4_at, set_ipv4, set_u8, set_u16, set_u32, slice, slice_mut, try_u16_at, try_u32_at, u8_at,
+    u16_at,
+};
+use super::{Result, Side, WireError};
 
 /// Length of a header without options.
 pub const MIN_HEADER_LEN: usize = 20;
@@ -204,24 +207,87 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         let range = self.payload_range();
         slice_mut(self.buffer.as_mut(), range)
     }
+
+    /// Sets the address on `side` and updates the header checksum incrementally (RFC 1624);
+    /// returns the address it replaced (for the L4 pseudo-header update).
+    #[inline]
+    pub fn rewrite_addr(&mut self, side: Side, addr: Ipv4Addr) -> Ipv4Addr {
+        let at = match side {
+            Side::Src => offset::SRC,
+            Side::Dst => offset::DST,
+        };
+        let buf = self.buffer.as_mut();
+        let old = try_u32_at(buf, at).unwrap_or(0);
+        let new = addr.to_bits();
+        set_u32(buf, at, new);
+        if let Some(c) = try_u16_at(buf, offset::CHECKSUM) {
+            set_u16(buf, offset::CHECKSUM, checksum::update32(c, old, new));
+        }
+        Ipv4Addr::from_bits(old)
+    }
+
+    /// Lowers the TTL by one (wrapping; callers check it first) and updates the header checksum
+    /// incrementally over the TTL/protocol word.
+    #[inline]
+    pub fn decrement_ttl(&mut self) {
+        let buf = self.buffer.as_mut();
+        if let (Some(word), Some(c)) = (
+            try_u16_at(buf, offset::TTL),
+            try_u16_at(buf, offset::CHECKSUM),
+        ) {
+            let new = word.wrapping_sub(0x0100);
+            set_u16(buf, offset::TTL, new);
+            set_u16(buf, offset::CHECKSUM, checksum::update16(c, word, new));
+        }
+    }
+}
+
+/// The fields of a header without options, for [`write_header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Repr {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub ttl: u8,
+    /// The 6-bit DSCP (ECN is written zero).
+    pub dscp: u8,
+    pub ident: u16,
+    pub dont_frag: bool,
+    /// Bytes after the header: `total_len` is `20 + payload_len`.
+    pub payload_len: usize,
+}
+
+/// The header of a packet the router originates (echo, TCP, UDP): addresses, TTL and 6-bit
+/// DSCP; the builders add DF set and ident 0 (RFC 6864 allows any ident on atomic datagrams).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnHeader {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub dscp: u8,
+}
+
+impl OwnHeader {
+    pub(super) fn repr(&self, protocol: u8, payload_len: usize) -> Ipv4Repr {
+        Ipv4Repr {
+            src: self.src,
+            dst: self.dst,
+            protocol,
+            ttl: self.ttl,
+            dscp: self.dscp,
+            ident: 0,
+            dont_frag: true,
+            payload_len,
+        }
+    }
 }
 
 /// Writes a 20-byte header (no options) with a correct checksum into the start of `out`.
-/// `total_len` is `20 + payload_len`: Err(Malformed) if that exceeds 65535, Err(Truncated) if
-/// `out` is shorter than 20 bytes (the payload itself is not written). DSCP/ECN are zero.
-#[allow(clippy::too_many_arguments)] // signature shared with the fast path
-pub fn write_header(
-    out: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    protocol: u8,
-    ttl: u8,
-    ident: u16,
-    dont_frag: bool,
-    payload_len: usize,
-) -> Result<()> {
+/// Err(Malformed) if `20 + payload_len` exceeds 65535, Err(Truncated) if `out` is shorter than
+/// 20 bytes (the payload itself is not written).
+pub fn write_header(out: &mut [u8], repr: &Ipv4Repr) -> Result<()> {
     let total_len = MIN_HEADER_LEN
-        .checked_add(payload_len)
+        .checked_add(repr.payload_len)
         .and_then(|len| u16::try_from(len).ok())
         .ok_or(WireError::Malformed)?;
     let header = out.get_mut(..MIN_HEADER_LEN).ok_or(WireError::Truncated)?;
@@ -230,15 +296,16 @@ pub fn write_header(
     set_u16(
         header,
         offset::FLAGS_FRAG,
-        if dont_frag { FLAG_DF } else { 0 },
+        if repr.dont_frag { FLAG_DF } else { 0 },
     );
-    set_u8(header, offset::PROTOCOL, protocol);
+    set_u8(header, offset::PROTOCOL, repr.protocol);
     let mut packet = Ipv4Packet::new_unchecked(header);
+    packet.set_dscp_ecn((repr.dscp & 0x3f) << 2);
     packet.set_total_len(total_len);
-    packet.set_ident(ident);
-    packet.set_ttl(ttl);
-    packet.set_src(src);
-    packet.set_dst(dst);
+    packet.set_ident(repr.ident);
+    packet.set_ttl(repr.ttl);
+    packet.set_src(repr.src);
+    packet.set_dst(repr.dst);
     packet.fill_checksum();
     Ok(())
 }
@@ -283,26 +350,6 @@ pub fn fragment(packet: &[u8], mtu: usize, index: usize, out: &mut [u8]) -> Opti
     Some(len)
 }
 
-/// [`write_header`] with DF set, ident 0 (RFC 6864 allows any ident on atomic datagrams) and
-/// the given 6-bit DSCP (ECN zero): the header of the router's own echo, TCP and UDP packets.
-pub(super) fn write_own_header(
-    out: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    protocol: u8,
-    ttl: u8,
-    dscp: u8,
-    payload_len: usize,
-) -> Result<()> {
-    write_header(out, src, dst, protocol, ttl, 0, true, payload_len)?;
-    if dscp != 0 {
-        let mut packet = Ipv4Packet::new_unchecked(out);
-        packet.set_dscp_ecn((dscp & 0x3f) << 2);
-        packet.fill_checksum();
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,19 +358,22 @@ mod tests {
     const SRC: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
     const DST: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 6);
 
+    fn repr(protocol: u8, ident: u16, dont_frag: bool, payload_len: usize) -> Ipv4Repr {
+        Ipv4Repr {
+            src: SRC,
+            dst: DST,
+            protocol,
+            ttl: 64,
+            dscp: 0,
+            ident,
+            dont_frag,
+            payload_len,
+        }
+    }
+
     fn header(payload_len: usize) -> Vec<u8> {
         let mut out = vec![0u8; MIN_HEADER_LEN + payload_len];
-        write_header(
-            &mut out,
-            SRC,
-            DST,
-            proto::UDP,
-            64,
-            0x1234,
-            true,
-            payload_len,
-        )
-        .unwrap();
+        write_header(&mut out, &repr(proto::UDP, 0x1234, true, payload_len)).unwrap();
         out
     }
 
@@ -349,25 +399,28 @@ mod tests {
     fn write_header_limits() {
         let mut out = [0u8; 19];
         assert_eq!(
-            write_header(&mut out, SRC, DST, 1, 64, 0, false, 0),
+            write_header(&mut out, &repr(1, 0, false, 0)),
             Err(WireError::Truncated)
         );
         let mut out = [0u8; 20];
         assert_eq!(
-            write_header(&mut out, SRC, DST, 1, 64, 0, false, 65_516),
+            write_header(&mut out, &repr(1, 0, false, 65_516)),
             Err(WireError::Malformed)
         );
-        assert_eq!(
-            write_header(&mut out, SRC, DST, 1, 64, 0, false, 65_515),
-            Ok(())
-        );
+        assert_eq!(write_header(&mut out, &repr(1, 0, false, 65_515)), Ok(()));
         assert_eq!(Ipv4Packet::new_unchecked(&out[..]).total_len(), 65_535);
     }
 
     #[test]
     fn own_header_sets_dscp_and_df() {
         let mut out = [0u8; 20];
-        write_own_header(&mut out, SRC, DST, proto::TCP, 61, 46, 0).unwrap();
+        let own = OwnHeader {
+            src: SRC,
+            dst: DST,
+            ttl: 61,
+            dscp: 46,
+        };
+        write_header(&mut out, &own.repr(proto::TCP, 0)).unwrap();
         let p = Ipv4Packet::new_checked(&out[..]).unwrap();
         assert_eq!((p.dscp_ecn(), p.dont_frag(), p.ttl()), (46 << 2, true, 61));
         assert!(p.verify_checksum());

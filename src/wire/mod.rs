@@ -9,11 +9,19 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub(crate) mod field;
+pub mod frame;
 pub mod icmp;
 pub mod ipv4;
 pub mod tcp;
 pub mod udp;
 pub mod vnet;
+
+/// Which end of a packet a rewrite touches: its source or its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Src,
+    Dst,
+}
 
 /// Why a buffer could not be viewed or built as the requested format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

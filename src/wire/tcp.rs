@@ -2,10 +2,10 @@
 
 use std::net::Ipv4Addr;
 
-use super::checksum;
-use super::field::{set_u8, set_u16, set_u32, slice, u8_at, u16_at, u32_at};
-use super::ipv4::{self, proto};
-use super::{Result, WireError};
+use super::checksum::{self, L4Checksum};
+use super::field::{set_u8, set_u16, set_u32, slice, try_u16_at, u8_at, u16_at, u32_at};
+use super::ipv4::{self, OwnHeader, proto};
+use super::{Result, Side, WireError};
 
 /// Length of a header without options.
 pub const MIN_HEADER_LEN: usize = 20;
@@ -191,41 +191,87 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
             self.set_checksum(checksum);
         }
     }
+
+    /// NAT: sets the port on `side` and updates the checksum for it and for that side's
+    /// address having changed from `old_addr` to `new_addr` in the pseudo-header. Works on a
+    /// quoted header too: a missing port leaves the segment alone, a missing checksum is skipped.
+    #[inline]
+    pub fn rewrite_endpoint(
+        &mut self,
+        side: Side,
+        old_addr: Ipv4Addr,
+        new_addr: Ipv4Addr,
+        port: u16,
+        held: L4Checksum,
+    ) {
+        let buf = self.buffer.as_mut();
+        let port_at = match side {
+            Side::Src => offset::SRC_PORT,
+            Side::Dst => offset::DST_PORT,
+        };
+        let Some(old_port) = try_u16_at(buf, port_at) else {
+            return;
+        };
+        set_u16(buf, port_at, port);
+        if let Some(c) = try_u16_at(buf, offset::CHECKSUM) {
+            let addr = (old_addr.to_bits(), new_addr.to_bits());
+            let c = checksum::update_endpoint(c, addr, (old_port, port), held);
+            set_u16(buf, offset::CHECKSUM, c);
+        }
+    }
+
+    /// Lowers the MSS option to `max` if it is above it (Cisco "ip tcp adjust-mss"); a partial
+    /// checksum covers no option, so only a full one is updated.
+    pub fn clamp_mss(&mut self, max: u16, held: L4Checksum) {
+        let Some(at) = self.mss_offset() else {
+            return;
+        };
+        let buf = self.buffer.as_mut();
+        let Some(mss) = try_u16_at(buf, at) else {
+            return;
+        };
+        if mss <= max {
+            return;
+        }
+        set_u16(buf, at, max);
+        if held == L4Checksum::Full
+            && let Some(c) = try_u16_at(buf, offset::CHECKSUM)
+        {
+            set_u16(buf, offset::CHECKSUM, checksum::update16(c, mss, max));
+        }
+    }
 }
 
-/// Builds an IPv4+TCP segment (no options, no payload) with the given flags/seq/ack/window,
-/// checksums filled: RSTs toward LAN hosts and SYN probes. IPv4: DF set, ident 0, `dscp` is
-/// the 6-bit DSCP (ECN zero). Err(Truncated) if `out` is shorter than 40 bytes.
-#[allow(clippy::too_many_arguments)] // signature shared with the fast path
-pub fn build_segment(
-    out: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    window: u16,
-    ttl: u8,
-    dscp: u8,
-) -> Result<usize> {
+/// The header fields of a segment the router originates (no options, no payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRepr {
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+}
+
+/// Builds an IPv4+TCP segment, checksums filled: RSTs toward LAN hosts and SYN probes.
+/// Err(Truncated) if `out` is shorter than 40 bytes.
+pub fn build_segment(out: &mut [u8], ip: &OwnHeader, repr: &TcpRepr) -> Result<usize> {
     let len = ipv4::MIN_HEADER_LEN + MIN_HEADER_LEN;
     let packet = out.get_mut(..len).ok_or(WireError::Truncated)?;
-    ipv4::write_own_header(packet, src, dst, proto::TCP, ttl, dscp, MIN_HEADER_LEN)?;
+    ipv4::write_header(packet, &ip.repr(proto::TCP, MIN_HEADER_LEN))?;
     let segment = packet
         .get_mut(ipv4::MIN_HEADER_LEN..)
         .ok_or(WireError::Truncated)?;
     segment.fill(0);
     let mut tcp = TcpPacket::new_unchecked(segment);
-    tcp.set_src_port(sport);
-    tcp.set_dst_port(dport);
-    tcp.set_seq(seq);
-    tcp.set_ack(ack);
+    tcp.set_src_port(repr.sport);
+    tcp.set_dst_port(repr.dport);
+    tcp.set_seq(repr.seq);
+    tcp.set_ack(repr.ack);
     tcp.set_header_len(MIN_HEADER_LEN);
-    tcp.set_flags(flags);
-    tcp.set_window(window);
-    tcp.fill_checksum(src, dst);
+    tcp.set_flags(repr.flags);
+    tcp.set_window(repr.window);
+    tcp.fill_checksum(ip.src, ip.dst);
     Ok(len)
 }
 
@@ -378,20 +424,21 @@ mod tests {
     #[test]
     fn rst_and_syn_match_etherparse() {
         let mut ours = [0u8; 64];
-        let len = build_segment(
-            &mut ours,
-            FAR,
-            LAN_HOST,
-            443,
-            40000,
-            7,
-            99,
-            flags::RST | flags::ACK,
-            0,
-            64,
-            0,
-        )
-        .unwrap();
+        let ip = |src, dst| OwnHeader {
+            src,
+            dst,
+            ttl: 64,
+            dscp: 0,
+        };
+        let rst = TcpRepr {
+            sport: 443,
+            dport: 40000,
+            seq: 7,
+            ack: 99,
+            flags: flags::RST | flags::ACK,
+            window: 0,
+        };
+        let len = build_segment(&mut ours, &ip(FAR, LAN_HOST), &rst).unwrap();
         let mut theirs = Vec::new();
         PacketBuilder::ipv4(FAR.octets(), LAN_HOST.octets(), 64)
             .tcp(443, 40000, 7, 0)
@@ -401,20 +448,15 @@ mod tests {
             .unwrap();
         assert_eq!(&ours[..len], &theirs[..]);
 
-        let len = build_segment(
-            &mut ours,
-            UPLINK_A,
-            FAR,
-            50000,
-            80,
-            1,
-            0,
-            flags::SYN,
-            1024,
-            64,
-            0,
-        )
-        .unwrap();
+        let syn = TcpRepr {
+            sport: 50000,
+            dport: 80,
+            seq: 1,
+            ack: 0,
+            flags: flags::SYN,
+            window: 1024,
+        };
+        let len = build_segment(&mut ours, &ip(UPLINK_A, FAR), &syn).unwrap();
         theirs.clear();
         PacketBuilder::ipv4(UPLINK_A.octets(), FAR.octets(), 64)
             .tcp(50000, 80, 1, 1024)
@@ -423,7 +465,7 @@ mod tests {
             .unwrap();
         assert_eq!(&ours[..len], &theirs[..]);
         assert_eq!(
-            build_segment(&mut ours[..39], UPLINK_A, FAR, 1, 2, 3, 4, 0, 0, 64, 0),
+            build_segment(&mut ours[..39], &ip(UPLINK_A, FAR), &syn),
             Err(WireError::Truncated)
         );
     }
@@ -436,18 +478,15 @@ mod tests {
         let (ip_bytes, seg) = packet.split_at_mut(ipv4::MIN_HEADER_LEN);
         let mut ip = Ipv4Packet::new_unchecked(ip_bytes);
         let mut tcp = TcpPacket::new_checked(seg).unwrap();
-        let (old_src, old_port) = (ip.src(), tcp.src_port());
-        ip.set_src(UPLINK_A);
-        ip.set_checksum(checksum::update32(
-            ip.checksum(),
-            old_src.to_bits(),
-            UPLINK_A.to_bits(),
-        ));
-        tcp.set_src_port(61000);
-        let check = checksum::update32(tcp.checksum(), old_src.to_bits(), UPLINK_A.to_bits());
-        tcp.set_checksum(checksum::update16(check, old_port, 61000));
+        let old_src = ip.rewrite_addr(Side::Src, UPLINK_A);
+        assert_eq!(old_src, LAN_HOST);
+        tcp.rewrite_endpoint(Side::Src, old_src, UPLINK_A, 61000, L4Checksum::Full);
+        tcp.clamp_mss(1400, L4Checksum::Full);
         assert!(ip.verify_checksum());
         assert!(tcp.verify_checksum(UPLINK_A, FAR));
+        assert_eq!(tcp.src_port(), 61000);
+        let mss = tcp.mss_offset().unwrap();
+        assert_eq!(&tcp.into_inner()[mss..mss + 2], &1400u16.to_be_bytes());
     }
 
     #[test]

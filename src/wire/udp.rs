@@ -2,10 +2,10 @@
 
 use std::net::Ipv4Addr;
 
-use super::checksum;
-use super::field::{set_u16, slice, slice_mut, u16_at};
-use super::ipv4::{self, proto};
-use super::{Result, WireError};
+use super::checksum::{self, L4Checksum};
+use super::field::{set_u16, slice, slice_mut, try_u16_at, u16_at};
+use super::ipv4::{self, OwnHeader, proto};
+use super::{Result, Side, WireError};
 
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
@@ -112,6 +112,41 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         slice_mut(self.buffer.as_mut(), range)
     }
 
+    /// NAT: sets the port on `side` and updates the checksum for it and for that side's
+    /// address having changed from `old_addr` to `new_addr` in the pseudo-header. A zero (absent)
+    /// full checksum stays absent; a computed 0 is sent as 0xffff. Works on a quoted header too.
+    #[inline]
+    pub fn rewrite_endpoint(
+        &mut self,
+        side: Side,
+        old_addr: Ipv4Addr,
+        new_addr: Ipv4Addr,
+        port: u16,
+        held: L4Checksum,
+    ) {
+        let buf = self.buffer.as_mut();
+        let port_at = match side {
+            Side::Src => offset::SRC_PORT,
+            Side::Dst => offset::DST_PORT,
+        };
+        let Some(old_port) = try_u16_at(buf, port_at) else {
+            return;
+        };
+        set_u16(buf, port_at, port);
+        let Some(c) = try_u16_at(buf, offset::CHECKSUM) else {
+            return;
+        };
+        if held == L4Checksum::Full && c == 0 {
+            return;
+        }
+        let addr = (old_addr.to_bits(), new_addr.to_bits());
+        let mut c = checksum::update_endpoint(c, addr, (old_port, port), held);
+        if held == L4Checksum::Full && c == 0 {
+            c = 0xffff;
+        }
+        set_u16(buf, offset::CHECKSUM, c);
+    }
+
     /// Full checksum over the pseudo header and the datagram; a computed 0 is sent as 0xffff
     /// (RFC 768: 0 means no checksum). Left unchanged if the length field exceeds the buffer.
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
@@ -125,32 +160,27 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 }
 
-/// Builds an IPv4+UDP datagram carrying `payload`, checksums filled (DNS probes, DHCP).
-/// IPv4: DF set, ident 0, `dscp` is the 6-bit DSCP (ECN zero). Err(Truncated) if `out` is too
-/// small, Err(Malformed) if the payload cannot fit in IPv4.
-#[allow(clippy::too_many_arguments)] // signature shared with the fast path
+/// Builds an IPv4+UDP datagram from `sport` to `dport` carrying `payload`, checksums filled
+/// (DNS probes, DHCP). Err(Truncated) if `out` is too small, Err(Malformed) if the payload
+/// cannot fit in IPv4.
 pub fn build_datagram(
     out: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    ttl: u8,
-    dscp: u8,
+    ip: &OwnHeader,
+    (sport, dport): (u16, u16),
     payload: &[u8],
 ) -> Result<usize> {
     let udp_len = HEADER_LEN + payload.len();
     let len = ipv4::MIN_HEADER_LEN + udp_len;
     let packet = out.get_mut(..len).ok_or(WireError::Truncated)?;
-    ipv4::write_own_header(packet, src, dst, proto::UDP, ttl, dscp, udp_len)?;
-    // write_own_header has checked that udp_len fits in 16 bits.
+    ipv4::write_header(packet, &ip.repr(proto::UDP, udp_len))?;
+    // write_header has checked that udp_len fits in 16 bits.
     let udp_len = u16::try_from(udp_len).map_err(|_| WireError::Malformed)?;
     let mut udp = UdpPacket::new_unchecked(slice_mut(packet, ipv4::MIN_HEADER_LEN..len));
     udp.set_src_port(sport);
     udp.set_dst_port(dport);
     udp.set_len(udp_len);
     udp.payload_mut().copy_from_slice(payload);
-    udp.fill_checksum(src, dst);
+    udp.fill_checksum(ip.src, ip.dst);
     Ok(len)
 }
 
@@ -163,10 +193,19 @@ mod tests {
     const UPLINK_B: Ipv4Addr = Ipv4Addr::new(172, 17, 3, 1);
     const FAR: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 6);
 
+    fn own(ttl: u8, dscp: u8) -> OwnHeader {
+        OwnHeader {
+            src: UPLINK_B,
+            dst: FAR,
+            ttl,
+            dscp,
+        }
+    }
+
     #[test]
     fn datagram_matches_etherparse() {
         let mut ours = [0u8; 128];
-        let len = build_datagram(&mut ours, UPLINK_B, FAR, 53000, 53, 64, 0, b"query").unwrap();
+        let len = build_datagram(&mut ours, &own(64, 0), (53000, 53), b"query").unwrap();
         let mut theirs = Vec::new();
         PacketBuilder::ipv4(UPLINK_B.octets(), FAR.octets(), 64)
             .udp(53000, 53)
@@ -174,7 +213,7 @@ mod tests {
             .unwrap();
         assert_eq!(&ours[..len], &theirs[..]);
         assert_eq!(
-            build_datagram(&mut ours[..len - 1], UPLINK_B, FAR, 1, 2, 64, 0, b"query"),
+            build_datagram(&mut ours[..len - 1], &own(64, 0), (1, 2), b"query"),
             Err(WireError::Truncated)
         );
     }
@@ -182,7 +221,7 @@ mod tests {
     #[test]
     fn datagram_with_dscp_matches_etherparse() {
         let mut ours = [0u8; 64];
-        let len = build_datagram(&mut ours, UPLINK_B, FAR, 1, 2, 9, 10, b"x").unwrap();
+        let len = build_datagram(&mut ours, &own(9, 10), (1, 2), b"x").unwrap();
         let mut header = Ipv4Header::new(
             0,
             9,
@@ -273,7 +312,7 @@ mod tests {
         #[test]
         fn built_datagrams_verify(payload in proptest::collection::vec(any::<u8>(), 0..600), sport in any::<u16>(), dscp in 0u8..64) {
             let mut out = [0u8; 700];
-            let len = build_datagram(&mut out, UPLINK_B, FAR, sport, 53, 64, dscp, &payload).unwrap();
+            let len = build_datagram(&mut out, &own(64, dscp), (sport, 53), &payload).unwrap();
             let ip = crate::wire::ipv4::Ipv4Packet::new_checked(&out[..len]).unwrap();
             prop_assert!(ip.verify_checksum());
             prop_assert_eq!(ip.dscp_ecn() >> 2, dscp);

@@ -1,0 +1,386 @@
+//! The decisions: which side a packet came from and what that allows, the NAT session it
+//! belongs to (or opens), the route it takes, and the common forwarding steps (TTL, MTU, NAT
+//! commit) before the rewrite.
+
+use std::net::Ipv4Addr;
+
+use super::parse::{L4, frag_key, outbound_key, quoted};
+use super::reply::ErrorMsg;
+use super::rewrite::{self, Endpoint, clear_needs_csum};
+use super::{Env, FastPath, Frame, Verdict};
+use crate::counters::DropReason;
+use crate::nat::{FlowKey, NatError, Translation};
+use crate::route::{Decision, FlowTuple};
+use crate::snapshot::Snapshot;
+use crate::wire::Side;
+use crate::wire::checksum::L4Checksum;
+use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
+use crate::wire::ipv4::{Ipv4Packet, proto};
+use crate::wire::tcp;
+use crate::{Iface, UplinkId};
+
+/// How a forwarded packet is translated.
+#[derive(Clone, Copy)]
+enum Nat {
+    None,
+    /// Outbound with an existing session, or a new one to create on commit.
+    Source(Translation),
+    Create(FlowKey, UplinkId),
+    /// Inbound: restore the inside endpoint.
+    Dest(Translation),
+    /// ICMP errors: translate the quoted packet too.
+    ErrorOut(Translation),
+    ErrorIn(Translation),
+}
+
+/// Where a packet goes once decided: out of `egress` toward `next_hop`, translated by `nat`.
+#[derive(Clone, Copy)]
+struct Hop {
+    egress: Iface,
+    next_hop: Ipv4Addr,
+    nat: Nat,
+}
+
+impl FastPath {
+    /// From the LAN: anti-spoofing, then the packet's NAT session if it has one, else the route
+    /// table (and a session to open if the route's uplink translates).
+    pub(super) fn lan_ingress(&mut self, env: &Env, f: &mut Frame) -> Result<Verdict, DropReason> {
+        let snap = env.snap;
+        let ip = f.ip;
+        let lan = snap.lan.address;
+        if !lan.contains(ip.src) || ip.src == lan.broadcast() || ip.src == lan.network().addr() {
+            return Err(DropReason::Spoofed);
+        }
+        if ip.dst == lan.broadcast() {
+            return Err(DropReason::Broadcast);
+        }
+        if snap.is_local(ip.dst) {
+            return Ok(Verdict::Punt);
+        }
+        let key = outbound_key(&ip, f.l4);
+        let (flags, ack) = f.l4.tcp_state();
+        // One lookup per packet of an established flow: it also refreshes the session.
+        if let Some(key) = key
+            && let Some(t) = env.nat.lookup_outbound(&key, env.now, flags, ack)
+        {
+            let up = snap.uplink(t.uplink).ok_or(DropReason::NoRoute)?;
+            if up.carrier {
+                let hop = Hop {
+                    egress: Iface::Uplink(t.uplink),
+                    next_hop: up.next_hop,
+                    nat: Nat::Source(t),
+                };
+                return self.forward(env, f, hop);
+            }
+        }
+        let (sport, dport) = match f.l4 {
+            L4::Ports { sport, dport, .. } => (sport, dport),
+            L4::Echo { ident, .. } => (ident, 0),
+            _ => (0, 0),
+        };
+        let flow = FlowTuple {
+            src: ip.src,
+            dst: ip.dst,
+            proto: ip.proto,
+            src_port: sport,
+            dst_port: dport,
+        };
+        match snap.routes.lookup(&flow) {
+            Decision::Local => Ok(Verdict::Punt),
+            Decision::Lan => {
+                let hop = Hop {
+                    egress: Iface::Lan,
+                    next_hop: ip.dst,
+                    nat: Nat::None,
+                };
+                self.forward(env, f, hop)
+            }
+            Decision::Unreachable => self.icmp_error(env, f, ErrorMsg::NET_UNREACH),
+            Decision::Uplink {
+                uplink, next_hop, ..
+            } => {
+                let up = snap.uplink(uplink).ok_or(DropReason::NoRoute)?;
+                let nat = if !up.translates(ip.src) {
+                    Nat::None
+                } else {
+                    match (f.l4, key) {
+                        (L4::IcmpError, _) => Nat::ErrorOut(error_out_session(env, f)?),
+                        (L4::Fragment, _) => Nat::Source(
+                            env.frags
+                                .lookup(&frag_key(&ip), env.now)
+                                .ok_or(DropReason::FragmentWithoutState)?,
+                        ),
+                        (_, Some(key)) => Nat::Create(key, uplink),
+                        (_, None) => return Err(DropReason::NatUnsupported),
+                    }
+                };
+                let egress = match nat {
+                    Nat::ErrorOut(t) => Iface::Uplink(t.uplink),
+                    _ => Iface::Uplink(uplink),
+                };
+                let hop = Hop {
+                    egress,
+                    next_hop,
+                    nat,
+                };
+                self.forward(env, f, hop)
+            }
+        }
+    }
+
+    /// From uplink `u`: replies to LAN hosts the uplink does not translate, and of what is
+    /// addressed to the uplink's own address only what a NAT session (or a fragment of one)
+    /// expects, probe replies and rate-limited pings.
+    pub(super) fn uplink_ingress(
+        &mut self,
+        env: &Env,
+        f: &mut Frame,
+        u: UplinkId,
+    ) -> Result<Verdict, DropReason> {
+        let ip = f.ip;
+        let up = env.snap.uplink(u).ok_or(DropReason::UplinkTransit)?;
+        if ip.dst != up.address.addr() {
+            // Replies to what this uplink does not translate (and anything else for those
+            // hosts, as a router does) go to the LAN untranslated; no other transit (SPEC 10).
+            if env.snap.is_lan_host(ip.dst) && !up.translates(ip.dst) {
+                let hop = Hop {
+                    egress: Iface::Lan,
+                    next_hop: ip.dst,
+                    nat: Nat::None,
+                };
+                return self.forward(env, f, hop);
+            }
+            return Err(if ip.dst == up.address.broadcast() {
+                DropReason::Broadcast
+            } else {
+                DropReason::UplinkTransit
+            });
+        }
+        let nat = env.nat;
+        let t = match f.l4 {
+            L4::Ports {
+                sport,
+                dport,
+                flags,
+                ..
+            } => nat.lookup_inbound(u, ip.proto, dport, ip.src, sport, env.now, flags),
+            L4::Echo {
+                request: false,
+                ident,
+            } => nat.lookup_inbound(u, proto::ICMP, ident, ip.src, 0, env.now, 0),
+            L4::IcmpError => {
+                return match error_in_session(env, f, u) {
+                    Some(t) => {
+                        let hop = Hop {
+                            egress: Iface::Lan,
+                            next_hop: t.inside,
+                            nat: Nat::ErrorIn(t),
+                        };
+                        self.forward(env, f, hop)
+                    }
+                    // An error about one of the router's own packets (a probe), or unsolicited.
+                    None => {
+                        let about_probe = quoted(icmp_message(f))
+                            .is_some_and(|q| env.snap.is_probe_target(u, q.dst));
+                        if about_probe {
+                            Ok(Verdict::Punt)
+                        } else {
+                            Err(DropReason::NatUnsolicited)
+                        }
+                    }
+                };
+            }
+            L4::Fragment => Some(
+                env.frags
+                    .lookup(&frag_key(&ip), env.now)
+                    .ok_or(DropReason::FragmentWithoutState)?,
+            ),
+            L4::Echo { request: true, .. } | L4::Other => None,
+        };
+        match t {
+            Some(t) => {
+                let hop = Hop {
+                    egress: Iface::Lan,
+                    next_hop: t.inside,
+                    nat: Nat::Dest(t),
+                };
+                self.forward(env, f, hop)
+            }
+            // Pings to the router (rate limited) and what may answer a probe (it comes from a
+            // probe's target) go to the control plane; the rest is unsolicited. Filtering here
+            // keeps a scan or flood from filling the punt queue and starving probe replies.
+            None if matches!(f.l4, L4::Echo { request: true, .. }) => {
+                if self.pings.take(env.now) {
+                    Ok(Verdict::Punt)
+                } else {
+                    Err(DropReason::PingRateLimited)
+                }
+            }
+            None if env.snap.is_probe_target(u, ip.src) => Ok(Verdict::Punt),
+            None => Err(DropReason::NatUnsolicited),
+        }
+    }
+
+    /// Common forwarding steps once the egress is known: TTL, MTU, NAT commit, rewrite.
+    fn forward(&mut self, env: &Env, f: &mut Frame, hop: Hop) -> Result<Verdict, DropReason> {
+        let snap = env.snap;
+        let (ip, l4, vh) = (f.ip, f.l4, f.vh);
+        let Hop {
+            egress, next_hop, ..
+        } = hop;
+        if ip.ttl <= 1 {
+            return self.icmp_error(env, f, ErrorMsg::TTL_EXCEEDED);
+        }
+        let mtu = snap.iface_mtu(egress);
+        let wire_size = if vh.is_gso() {
+            let l4h = match l4 {
+                L4::Ports { hlen, .. } => hlen,
+                _ => 8,
+            };
+            ip.hlen + l4h + vh.gso_size as usize
+        } else {
+            ip.total
+        };
+        // Without DF (and not a GSO frame, which the kernel segments) the packet is
+        // fragmented on the way out, as the kernel would.
+        let fragment = wire_size > mtu && !ip.df && !vh.is_gso();
+        if wire_size > mtu && !fragment {
+            if !ip.df {
+                return Err(DropReason::TooBig);
+            }
+            return self.icmp_error(env, f, ErrorMsg::frag_needed(mtu));
+        }
+        let (flags, ack) = l4.tcp_state();
+        let nat = match hop.nat {
+            Nat::Create(_, _) if ip.proto == proto::TCP && flags & tcp::flags::SYN == 0 => {
+                return self.tcp_reset(env, f);
+            }
+            Nat::Create(key, uplink) => {
+                let t = env
+                    .nat
+                    .create_outbound(&key, uplink, env.now, flags, ack)
+                    .map_err(|e| match e {
+                        NatError::TableFull => DropReason::NatTableFull,
+                        NatError::PortsExhausted | NatError::NoAddress => {
+                            DropReason::NatPortsExhausted
+                        }
+                    })?;
+                // A session that raced in on another uplink (its uplink going down) must not
+                // leave here with that uplink's address.
+                if t.uplink != uplink {
+                    return Err(DropReason::NoRoute);
+                }
+                Nat::Source(t)
+            }
+            other => other,
+        };
+        // The first fragment of a translated datagram tells the rest how to follow.
+        if ip.more_frags
+            && ip.first_frag
+            && let Nat::Source(t) | Nat::Dest(t) = nat
+        {
+            env.frags.insert(frag_key(&ip), t, env.now);
+        }
+        let held = if vh.needs_csum() && vh.csum_start as usize == ethernet::HEADER_LEN + ip.hlen {
+            L4Checksum::Partial
+        } else {
+            L4Checksum::Full
+        };
+        let ipb = &mut f.buf[IP_OFFSET..IP_OFFSET + ip.total];
+        match nat {
+            Nat::None | Nat::Create(..) => {}
+            Nat::Source(t) => {
+                let to = Endpoint {
+                    addr: t.outside,
+                    port: t.outside_port,
+                };
+                rewrite::rewrite_endpoint(ipb, &ip, l4, Side::Src, to, held)
+            }
+            Nat::Dest(t) => {
+                let to = Endpoint {
+                    addr: t.inside,
+                    port: t.inside_port,
+                };
+                rewrite::rewrite_endpoint(ipb, &ip, l4, Side::Dst, to, held)
+            }
+            Nat::ErrorOut(t) => {
+                let to = Endpoint {
+                    addr: t.outside,
+                    port: t.outside_port,
+                };
+                rewrite::translate_error(ipb, &ip, Side::Src, Side::Dst, to);
+                clear_needs_csum(f.buf, &vh);
+            }
+            Nat::ErrorIn(t) => {
+                let to = Endpoint {
+                    addr: t.inside,
+                    port: t.inside_port,
+                };
+                rewrite::translate_error(ipb, &ip, Side::Dst, Side::Src, to);
+                clear_needs_csum(f.buf, &vh);
+            }
+        }
+        let ipb = &mut f.buf[IP_OFFSET..IP_OFFSET + ip.total];
+        Ipv4Packet::new_unchecked(&mut *ipb).decrement_ttl();
+        if let L4::Ports { flags, hlen, .. } = l4
+            && ip.proto == proto::TCP
+            && flags & tcp::flags::SYN != 0
+            && let Some(clamp) = mss_clamp(snap, f.ingress, egress)
+        {
+            rewrite::clamp_mss(&mut ipb[ip.hlen..ip.hlen + hlen], clamp, held);
+        }
+        let src_mac = snap.iface_mac(egress).ok_or(DropReason::NoRoute)?;
+        let mut eth = EthernetFrame::new_unchecked(&mut f.buf[ETH_OFFSET..]);
+        eth.set_src(src_mac);
+        match snap.neighbour(egress, next_hop) {
+            Some(mac) => {
+                eth.set_dst(mac);
+                Ok(if fragment {
+                    Verdict::Fragment { egress, mtu }
+                } else {
+                    Verdict::Forward { egress }
+                })
+            }
+            None => Ok(Verdict::NeedsNeighbour { egress, next_hop }),
+        }
+    }
+}
+
+/// The ICMP message (header on) of the ICMP packet in `f`.
+fn icmp_message<'a>(f: &'a Frame) -> &'a [u8] {
+    &f.buf[IP_OFFSET + f.ip.hlen..IP_OFFSET + f.ip.total]
+}
+
+/// An ICMP error from the LAN about an inbound packet of a session (e.g. port unreachable).
+fn error_out_session(env: &Env, f: &Frame) -> Result<Translation, DropReason> {
+    let q = quoted(icmp_message(f)).ok_or(DropReason::BadL4Header)?;
+    let key = FlowKey {
+        proto: q.proto,
+        inside: q.dst,
+        inside_port: q.dport,
+        remote: q.src,
+        remote_port: q.sport,
+    };
+    env.nat
+        .peek_outbound(&key)
+        .ok_or(DropReason::NatUnsolicited)
+}
+
+/// An ICMP error from the Internet about an outbound packet of a session.
+fn error_in_session(env: &Env, f: &Frame, u: UplinkId) -> Option<Translation> {
+    let q = quoted(icmp_message(f))?;
+    env.nat.peek_inbound(u, q.proto, q.sport, q.dst, q.dport)
+}
+
+/// The MSS clamp for a SYN crossing from `ingress` to `egress`: the lower of the two sides'.
+fn mss_clamp(snap: &Snapshot, ingress: Iface, egress: Iface) -> Option<u16> {
+    let clamp_of = |i: Iface| match i {
+        Iface::Uplink(u) => snap.uplink(u).and_then(|u| u.mss_clamp),
+        Iface::Lan => None,
+    };
+    match (clamp_of(ingress), clamp_of(egress)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -1,0 +1,167 @@
+//! The per-packet path: parse → decide (route, NAT) → rewrite, in place. No I/O, no allocation,
+//! no panic on any input: every frame ends as exactly one [`Verdict`].
+//!
+//! A packet's walk, and where each step lives:
+//! - [`FastPath::process`] (here): the virtio_net_hdr, the Ethernet destination (ours, else
+//!   dropped) and type (ARP is punted);
+//! - `parse`: the IPv4 header (checksum verified), the martian filter, the transport header
+//!   as far as routing and NAT care (`Ip`, `L4`);
+//! - `decide`: by ingress side. From the LAN: anti-spoofing, the flow's NAT session, else the
+//!   route table and a session to open. From an uplink: only traffic to the uplink's address
+//!   that a session expects, probe replies and rate-limited pings. Then the common steps: TTL,
+//!   MTU (fragment or "fragmentation needed"), NAT commit;
+//! - `rewrite`: the field changes, through the wire views' typed setters (NAT endpoint with
+//!   incremental or partial checksums, the packet an ICMP error quotes, TTL, MSS clamp);
+//! - `reply`: when the packet cannot go on, the ICMP error or TCP RST written to the scratch
+//!   buffer, limited by `ratelimit`.
+
+mod decide;
+mod parse;
+mod ratelimit;
+mod reply;
+mod rewrite;
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+
+use crate::Iface;
+use crate::clock::Instant;
+use crate::counters::DropReason;
+use crate::nat::{FragTable, NatTable};
+use crate::snapshot::Snapshot;
+use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
+use crate::wire::vnet::VnetHdr;
+use parse::{Ip, L4, check_martian, parse_ip, parse_l4};
+use ratelimit::RateLimit;
+pub use rewrite::complete_checksum;
+
+/// Size of the scratch buffer `process` may write an ICMP error into.
+pub const SCRATCH_LEN: usize = IP_OFFSET + 576;
+
+/// What to do with one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the frame, rewritten in place, on `egress`.
+    Forward {
+        egress: Iface,
+    },
+    /// Like `Forward`, but the packet (DF clear) is larger than the egress `mtu`: send it as
+    /// IPv4 fragments.
+    Fragment {
+        egress: Iface,
+        mtu: usize,
+    },
+    /// Drop the frame for `reason` and send the ICMP error written to `scratch[..len]` on `egress`.
+    Reply {
+        egress: Iface,
+        len: usize,
+        reason: DropReason,
+    },
+    /// Hand the frame to the control plane (ARP, the router's own traffic, probe replies).
+    Punt,
+    /// Rewritten except its destination MAC: `next_hop` has no known MAC yet, so the control
+    /// plane resolves it (ARP) and sends the frame.
+    NeedsNeighbour {
+        egress: Iface,
+        next_hop: Ipv4Addr,
+    },
+    Drop(DropReason),
+}
+
+/// Everything the fast path reads, loaded once per batch.
+pub struct Env<'a> {
+    pub snap: &'a Snapshot,
+    pub nat: &'a NatTable,
+    pub frags: &'a FragTable,
+    pub now: Instant,
+}
+
+/// Per-worker state of the fast path: its rate limiters.
+pub struct FastPath {
+    /// ICMP errors (and RSTs) the router generates, like the kernel's icmp_msgs_per_sec.
+    errors: RateLimit,
+    /// Pings to the router from the Internet handed to the control plane.
+    pings: RateLimit,
+}
+
+impl Default for FastPath {
+    fn default() -> Self {
+        FastPath {
+            errors: RateLimit::per_second(1000),
+            pings: RateLimit::per_second(200),
+        }
+    }
+}
+
+/// One frame being decided: its buffer (rewritten in place), what parsing found, the side it
+/// came in on, and the scratch buffer a reply is built in.
+struct Frame<'a> {
+    buf: &'a mut [u8],
+    scratch: &'a mut [u8],
+    vh: VnetHdr,
+    ip: Ip,
+    l4: L4,
+    ingress: Iface,
+}
+
+impl FastPath {
+    /// Decides and rewrites one frame: `frame` is a virtio_net_hdr followed by an Ethernet frame.
+    pub fn process(
+        &mut self,
+        env: &Env,
+        frame: &mut [u8],
+        ingress: Iface,
+        scratch: &mut [u8],
+    ) -> Verdict {
+        match self.walk(env, frame, ingress, scratch) {
+            Ok(v) => v,
+            Err(d) => Verdict::Drop(d),
+        }
+    }
+
+    fn walk(
+        &mut self,
+        env: &Env,
+        buf: &mut [u8],
+        ingress: Iface,
+        scratch: &mut [u8],
+    ) -> Result<Verdict, DropReason> {
+        if buf.len() < IP_OFFSET {
+            return Err(DropReason::Truncated);
+        }
+        let vh = VnetHdr::parse(buf).map_err(|_| DropReason::BadVnetHeader)?;
+        let my_mac = env.snap.iface_mac(ingress).ok_or(DropReason::NotOurMac)?;
+        let eth = EthernetFrame::new_unchecked(&buf[ETH_OFFSET..]);
+        if eth.ethertype() == ethernet::ethertype::ARP {
+            return Ok(Verdict::Punt);
+        }
+        let dst_mac = eth.dst();
+        if dst_mac != my_mac {
+            return Err(if dst_mac.is_multicast() {
+                DropReason::Broadcast
+            } else {
+                DropReason::NotOurMac
+            });
+        }
+        if eth.ethertype() != ethernet::ethertype::IPV4 {
+            return Err(DropReason::NotIpv4);
+        }
+        let ip = parse_ip(&buf[IP_OFFSET..])?;
+        check_martian(&ip)?;
+        let l4 = parse_l4(&buf[IP_OFFSET..IP_OFFSET + ip.total], &ip)?;
+        let mut f = Frame {
+            buf,
+            scratch,
+            vh,
+            ip,
+            l4,
+            ingress,
+        };
+        match ingress {
+            Iface::Lan => self.lan_ingress(env, &mut f),
+            Iface::Uplink(u) => self.uplink_ingress(env, &mut f, u),
+        }
+    }
+}

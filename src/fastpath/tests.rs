@@ -1,0 +1,578 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::UplinkId;
+use crate::nat::NatParams;
+use crate::prefix::Ipv4Prefix;
+use crate::route::{Health, Interfaces, RouteTable, StaticRoute, UplinkIf};
+use crate::snapshot::{LanState, UplinkState};
+use crate::wire::checksum;
+use crate::wire::ethernet::MacAddr;
+use crate::wire::icmp::{codes, types};
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::vnet;
+
+const LAN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+const A_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
+const PE_A: MacAddr = MacAddr([2, 0, 0, 0, 1, 0xa]);
+const HOST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 9, 9]);
+const HOST: [u8; 4] = [192, 168, 0, 10];
+const SERVER: [u8; 4] = [172, 18, 0, 6];
+const OUTSIDE: [u8; 4] = [172, 16, 1, 1];
+
+fn p(s: &str) -> Ipv4Prefix {
+    s.parse().unwrap()
+}
+
+struct World {
+    snap: Snapshot,
+    nat: NatTable,
+    frags: FragTable,
+}
+
+fn world(mtu_a: usize) -> World {
+    let ifaces = Interfaces {
+        lan: p("192.168.0.1/24"),
+        uplinks: vec![
+            UplinkIf {
+                name: "isp-a".into(),
+                address: p("172.16.1.1/30"),
+                next_hop: Ipv4Addr::new(172, 16, 1, 2),
+            },
+            UplinkIf {
+                name: "isp-b".into(),
+                address: p("172.17.3.1/30"),
+                next_hop: Ipv4Addr::new(172, 17, 3, 2),
+            },
+        ],
+    };
+    let routes = vec![StaticRoute {
+        name: "default".into(),
+        prefix: p("0.0.0.0/0"),
+        uplink: UplinkId(0),
+        next_hop: Ipv4Addr::new(172, 16, 1, 2),
+        distance: 10,
+        weight: 1,
+        track: None,
+    }];
+    let health = Health {
+        carrier: vec![true, true],
+        tracks: vec![],
+    };
+    let uplink = |name: &str, addr: &str, nh: [u8; 4], mac: MacAddr, mtu: usize| UplinkState {
+        name: name.into(),
+        address: p(addr),
+        mac,
+        next_hop: nh.into(),
+        next_hop_mac: Some(PE_A),
+        mtu,
+        mss_clamp: Some(1400),
+        nat: true,
+        nat_sources: vec![],
+        carrier: true,
+    };
+    World {
+        snap: Snapshot {
+            routes: RouteTable::build(ifaces, routes, vec![], &health),
+            lan: LanState {
+                address: p("192.168.0.1/24"),
+                mac: LAN_MAC,
+                mtu: 1500,
+            },
+            uplinks: vec![
+                uplink("isp-a", "172.16.1.1/30", [172, 16, 1, 2], A_MAC, mtu_a),
+                uplink(
+                    "isp-b",
+                    "172.17.3.1/30",
+                    [172, 17, 3, 2],
+                    MacAddr([2, 0, 0, 0, 0, 0xb]),
+                    1500,
+                ),
+            ],
+            neighbours: HashMap::from([((Iface::Lan, Ipv4Addr::from(HOST)), HOST_MAC)]),
+            probe_targets: vec![(UplinkId(0), Ipv4Addr::new(172, 16, 1, 2))],
+        },
+        nat: NatTable::new(
+            NatParams::default(),
+            &[Some(OUTSIDE.into()), Some([172, 17, 3, 1].into())],
+        ),
+        frags: FragTable::default(),
+    }
+}
+
+fn run(w: &World, frame: &mut [u8], ingress: Iface) -> (Verdict, Vec<u8>) {
+    let env = Env {
+        snap: &w.snap,
+        nat: &w.nat,
+        frags: &w.frags,
+        now: Instant::from_millis(1000),
+    };
+    let mut scratch = vec![0u8; SCRATCH_LEN];
+    let v = FastPath::default().process(&env, frame, ingress, &mut scratch);
+    (v, scratch)
+}
+
+fn eth(dst: MacAddr, src: MacAddr, ip_packet: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; vnet::LEN];
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(ip_packet);
+    f
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Tcp,
+    Udp,
+    Echo,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn packet(
+    kind: Kind,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    ttl: u8,
+    payload: &[u8],
+    reply: bool,
+) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ipv4(src, dst, ttl);
+    let mut out = Vec::new();
+    match kind {
+        Kind::Tcp => {
+            let t = b.tcp(sport, dport, 1000, 64000).ack(5000);
+            let t = if reply {
+                t
+            } else {
+                t.syn()
+                    .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+                    .unwrap()
+            };
+            t.write(&mut out, payload).unwrap()
+        }
+        Kind::Udp => b.udp(sport, dport).write(&mut out, payload).unwrap(),
+        Kind::Echo if reply => b
+            .icmpv4_echo_reply(dport, 7)
+            .write(&mut out, payload)
+            .unwrap(),
+        Kind::Echo => b
+            .icmpv4_echo_request(sport, 7)
+            .write(&mut out, payload)
+            .unwrap(),
+    }
+    out
+}
+
+/// Parses the IP packet of a frame with etherparse and checks every checksum.
+fn verify(frame: &[u8]) -> etherparse::SlicedPacket<'_> {
+    let pkt = etherparse::SlicedPacket::from_ethernet(&frame[ETH_OFFSET..]).expect("valid frame");
+    let ip = match &pkt.net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => ip.clone(),
+        other => panic!("not IPv4: {other:?}"),
+    };
+    let h = ip.header().to_header();
+    assert_eq!(
+        h.calc_header_checksum(),
+        h.header_checksum,
+        "IP header checksum"
+    );
+    let payload = ip.payload().payload;
+    match &pkt.transport {
+        Some(etherparse::TransportSlice::Tcp(t)) => {
+            let c = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
+            assert_eq!(c, t.checksum(), "TCP checksum");
+        }
+        Some(etherparse::TransportSlice::Udp(u)) => {
+            let c = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+            assert_eq!(c, u.checksum(), "UDP checksum");
+        }
+        Some(etherparse::TransportSlice::Icmpv4(_)) => {
+            assert_eq!(checksum::checksum(payload), 0, "ICMP checksum");
+        }
+        other => panic!("transport {other:?}"),
+    }
+    pkt
+}
+
+fn ports(pkt: &etherparse::SlicedPacket<'_>) -> (u16, u16) {
+    match &pkt.transport {
+        Some(etherparse::TransportSlice::Tcp(t)) => (t.source_port(), t.destination_port()),
+        Some(etherparse::TransportSlice::Udp(u)) => (u.source_port(), u.destination_port()),
+        Some(etherparse::TransportSlice::Icmpv4(i)) => match i.icmp_type() {
+            etherparse::Icmpv4Type::EchoRequest(e) | etherparse::Icmpv4Type::EchoReply(e) => {
+                (e.id, e.id)
+            }
+            t => panic!("icmp {t:?}"),
+        },
+        other => panic!("transport {other:?}"),
+    }
+}
+
+fn addrs(pkt: &etherparse::SlicedPacket<'_>) -> (Ipv4Addr, Ipv4Addr) {
+    match &pkt.net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => {
+            (ip.header().source_addr(), ip.header().destination_addr())
+        }
+        _ => panic!("not IPv4"),
+    }
+}
+
+/// Out through NAT and back: checksums verify both ways and the reply restores the inside
+/// endpoint exactly (translate then un-translate is the identity).
+fn round_trip(kind: Kind, sport: u16, dport: u16, payload: &[u8]) {
+    let w = world(1500);
+    let mut out = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(kind, HOST, SERVER, sport, dport, 64, payload, false),
+    );
+    let (v, _) = run(&w, &mut out, Iface::Lan);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            egress: Iface::Uplink(UplinkId(0))
+        }
+    );
+    let pkt = verify(&out);
+    assert_eq!(
+        addrs(&pkt),
+        (Ipv4Addr::from(OUTSIDE), Ipv4Addr::from(SERVER))
+    );
+    let (osport, _) = ports(&pkt);
+    let e = EthernetFrame::new_unchecked(&out[ETH_OFFSET..]);
+    assert_eq!((e.dst(), e.src()), (PE_A, A_MAC));
+    assert_eq!(Ipv4Packet::new_unchecked(&out[IP_OFFSET..]).ttl(), 63);
+
+    let back = match kind {
+        Kind::Echo => packet(kind, SERVER, OUTSIDE, 0, osport, 60, payload, true),
+        _ => packet(kind, SERVER, OUTSIDE, dport, osport, 60, payload, true),
+    };
+    let mut back = eth(A_MAC, PE_A, &back);
+    let (v, _) = run(&w, &mut back, Iface::Uplink(UplinkId(0)));
+    assert_eq!(v, Verdict::Forward { egress: Iface::Lan });
+    let pkt = verify(&back);
+    assert_eq!(addrs(&pkt), (Ipv4Addr::from(SERVER), Ipv4Addr::from(HOST)));
+    let (rs, rd) = ports(&pkt);
+    match kind {
+        Kind::Echo => assert_eq!(rd, sport),
+        _ => assert_eq!((rs, rd), (dport, sport)),
+    }
+    assert_eq!(
+        EthernetFrame::new_unchecked(&back[ETH_OFFSET..]).dst(),
+        HOST_MAC
+    );
+}
+
+#[test]
+fn tcp_udp_icmp_round_trips() {
+    round_trip(Kind::Tcp, 40000, 80, b"hello");
+    round_trip(Kind::Udp, 5353, 53, b"query");
+    round_trip(Kind::Echo, 777, 0, &[0xab; 56]);
+}
+
+#[test]
+fn mss_is_clamped_on_syn() {
+    let w = world(1500);
+    let mut f = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(Kind::Tcp, HOST, SERVER, 40000, 80, 64, &[], false),
+    );
+    run(&w, &mut f, Iface::Lan);
+    let pkt = verify(&f);
+    let Some(etherparse::TransportSlice::Tcp(t)) = &pkt.transport else {
+        panic!()
+    };
+    let mss = t.options_iterator().find_map(|o| match o {
+        Ok(etherparse::TcpOptionElement::MaximumSegmentSize(m)) => Some(m),
+        _ => None,
+    });
+    assert_eq!(mss, Some(1400));
+}
+
+#[test]
+fn partial_checksum_follows_the_pseudo_header() {
+    // A GSO/NEEDS_CSUM frame from the TAP: the TCP field holds the folded pseudo-header sum.
+    let w = world(1500);
+    let mut ip = packet(Kind::Tcp, HOST, SERVER, 40000, 80, 64, &[7; 100], false);
+    let tcp_len = (ip.len() - 20) as u16;
+    let pseudo = |src: [u8; 4], dst: [u8; 4]| {
+        checksum::fold(checksum::pseudo_header_sum(
+            src.into(),
+            dst.into(),
+            6,
+            tcp_len,
+        ))
+    };
+    ip[20 + 16..20 + 18].copy_from_slice(&pseudo(HOST, SERVER).to_be_bytes());
+    let mut f = eth(LAN_MAC, HOST_MAC, &ip);
+    VnetHdr {
+        flags: vnet::flags::NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 16,
+        ..VnetHdr::default()
+    }
+    .write(&mut f)
+    .unwrap();
+    assert_eq!(
+        run(&w, &mut f, Iface::Lan).0,
+        Verdict::Forward {
+            egress: Iface::Uplink(UplinkId(0))
+        }
+    );
+    let field = u16::from_be_bytes([f[IP_OFFSET + 36], f[IP_OFFSET + 37]]);
+    assert_eq!(field, pseudo(OUTSIDE, SERVER));
+}
+
+#[test]
+fn ttl_expiry_answers_time_exceeded() {
+    let w = world(1500);
+    let mut f = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(Kind::Udp, HOST, SERVER, 33434, 33435, 1, &[0; 32], false),
+    );
+    let orig = f.clone();
+    let (v, scratch) = run(&w, &mut f, Iface::Lan);
+    let Verdict::Reply {
+        egress: Iface::Lan,
+        len,
+        reason: DropReason::TtlExceeded,
+    } = v
+    else {
+        panic!("{v:?}")
+    };
+    let pkt = verify(&scratch[..len]);
+    assert_eq!(
+        addrs(&pkt),
+        (Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::from(HOST))
+    );
+    let icmp = &scratch[IP_OFFSET + 20..len];
+    assert_eq!((icmp[0], icmp[1]), (types::TIME_EXCEEDED, 0));
+    assert_eq!(
+        &icmp[8..36],
+        &orig[IP_OFFSET..IP_OFFSET + 28],
+        "quotes the original header and 8 bytes"
+    );
+    assert!(w.nat.is_empty(), "no NAT session for an expired packet");
+}
+
+#[test]
+fn df_over_mtu_answers_frag_needed() {
+    let w = world(1400);
+    let mut f = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(Kind::Udp, HOST, SERVER, 1, 2, 64, &[0; 1400], false),
+    );
+    f[IP_OFFSET + 6] |= 0x40;
+    let c = checksum::checksum(&{
+        let mut h = f[IP_OFFSET..IP_OFFSET + 20].to_vec();
+        h[10] = 0;
+        h[11] = 0;
+        h
+    });
+    f[IP_OFFSET + 10..IP_OFFSET + 12].copy_from_slice(&c.to_be_bytes());
+    let (v, scratch) = run(&w, &mut f, Iface::Lan);
+    let Verdict::Reply {
+        len,
+        reason: DropReason::FragNeeded,
+        ..
+    } = v
+    else {
+        panic!("{v:?}")
+    };
+    let icmp = &scratch[IP_OFFSET + 20..len];
+    assert_eq!(
+        (icmp[0], icmp[1]),
+        (types::DEST_UNREACH, codes::FRAG_NEEDED)
+    );
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1400);
+}
+
+#[test]
+fn without_df_over_mtu_is_fragmented() {
+    let w = world(1400);
+    let mut f = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(Kind::Udp, HOST, SERVER, 1, 2, 64, &[0; 1400], false),
+    );
+    f[IP_OFFSET + 6] &= !0x40;
+    Ipv4Packet::new_unchecked(&mut f[IP_OFFSET..]).fill_checksum();
+    let (v, _) = run(&w, &mut f, Iface::Lan);
+    assert_eq!(
+        v,
+        Verdict::Fragment {
+            egress: Iface::Uplink(UplinkId(0)),
+            mtu: 1400
+        }
+    );
+    verify(&f);
+}
+
+#[test]
+fn complete_checksum_finishes_a_partial_one() {
+    let mut ip = packet(Kind::Tcp, HOST, SERVER, 40000, 80, 64, &[7; 100], false);
+    let good = ip.clone();
+    let pseudo = checksum::fold(checksum::pseudo_header_sum(
+        HOST.into(),
+        SERVER.into(),
+        6,
+        (ip.len() - 20) as u16,
+    ));
+    ip[20 + 16..20 + 18].copy_from_slice(&pseudo.to_be_bytes());
+    let mut f = eth(LAN_MAC, HOST_MAC, &ip);
+    VnetHdr {
+        flags: vnet::flags::NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 16,
+        ..VnetHdr::default()
+    }
+    .write(&mut f)
+    .unwrap();
+    complete_checksum(&mut f);
+    assert_eq!(&f[IP_OFFSET..], &good[..]);
+    assert!(!VnetHdr::parse(&f).unwrap().needs_csum());
+}
+
+#[test]
+fn filters_spoofed_unsolicited_and_transit() {
+    let w = world(1500);
+    let mut f = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(Kind::Udp, [10, 0, 0, 1], SERVER, 1, 2, 64, &[], false),
+    );
+    assert_eq!(
+        run(&w, &mut f, Iface::Lan).0,
+        Verdict::Drop(DropReason::Spoofed)
+    );
+    let mut f = eth(
+        A_MAC,
+        PE_A,
+        &packet(Kind::Tcp, SERVER, OUTSIDE, 80, 40000, 64, &[], false),
+    );
+    assert_eq!(
+        run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+        Verdict::Drop(DropReason::NatUnsolicited),
+        "unsolicited from a non-target is dropped in the fast path"
+    );
+    let mut f = eth(
+        A_MAC,
+        PE_A,
+        &packet(
+            Kind::Tcp,
+            [172, 16, 1, 2],
+            OUTSIDE,
+            80,
+            40000,
+            64,
+            &[],
+            true,
+        ),
+    );
+    assert_eq!(
+        run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+        Verdict::Punt,
+        "from a probe target: maybe a probe reply"
+    );
+    let mut f = eth(
+        A_MAC,
+        PE_A,
+        &packet(Kind::Echo, SERVER, OUTSIDE, 9, 0, 64, &[], false),
+    );
+    assert_eq!(
+        run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+        Verdict::Punt,
+        "pings to the router are answered"
+    );
+    let mut f = eth(
+        A_MAC,
+        PE_A,
+        &packet(Kind::Udp, SERVER, HOST, 1, 2, 64, &[], false),
+    );
+    assert_eq!(
+        run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+        Verdict::Drop(DropReason::UplinkTransit)
+    );
+    let mut f = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(Kind::Tcp, HOST, SERVER, 40000, 80, 64, &[], true),
+    );
+    let (v, scratch) = run(&w, &mut f, Iface::Lan);
+    let Verdict::Reply {
+        len,
+        reason: DropReason::NatNoFlow,
+        ..
+    } = v
+    else {
+        panic!("{v:?}")
+    };
+    let pkt = verify(&scratch[..len]);
+    let Some(etherparse::TransportSlice::Tcp(t)) = &pkt.transport else {
+        panic!()
+    };
+    assert!(
+        t.rst() && t.sequence_number() == 5000,
+        "RST with seq = the segment's ACK"
+    );
+}
+
+#[test]
+fn icmp_error_from_the_internet_is_translated_back() {
+    let w = world(1500);
+    let mut out = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(Kind::Udp, HOST, SERVER, 33434, 33435, 5, &[0; 8], false),
+    );
+    run(&w, &mut out, Iface::Lan);
+    let quoted = out[IP_OFFSET..IP_OFFSET + 36].to_vec();
+    let mut err = Vec::new();
+    etherparse::PacketBuilder::ipv4([172, 16, 1, 2], OUTSIDE, 64)
+        .icmpv4(etherparse::Icmpv4Type::TimeExceeded(
+            etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ))
+        .write(&mut err, &quoted)
+        .unwrap();
+    let mut f = eth(A_MAC, PE_A, &err);
+    assert_eq!(
+        run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+        Verdict::Forward { egress: Iface::Lan }
+    );
+    let pkt = verify(&f);
+    assert_eq!(addrs(&pkt).1, Ipv4Addr::from(HOST));
+    let inner = &f[IP_OFFSET + 28..];
+    assert_eq!(&inner[12..16], &HOST, "quoted source restored");
+    assert_eq!(
+        u16::from_be_bytes([inner[20], inner[21]]),
+        33434,
+        "quoted port restored"
+    );
+}
+
+proptest! {
+    #[test]
+    fn nat_round_trip_is_identity(kind in 0..3u8, sport in 1..u16::MAX, dport in 1..u16::MAX, payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let kind = [Kind::Tcp, Kind::Udp, Kind::Echo][kind as usize];
+        round_trip(kind, sport, dport, &payload);
+    }
+
+    #[test]
+    fn never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..200), uplink in any::<bool>()) {
+        let w = world(1500);
+        let mut f = bytes.clone();
+        let ingress = if uplink { Iface::Uplink(UplinkId(0)) } else { Iface::Lan };
+        run(&w, &mut f, ingress);
+        // Also with a valid Ethernet/IPv4 prefix so the deeper parsers see the garbage.
+        let mut f = eth(LAN_MAC, HOST_MAC, &[&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 192, 168, 0, 10, 172, 18, 0, 6][..], &bytes].concat());
+        run(&w, &mut f, ingress);
+    }
+}
