@@ -9,7 +9,7 @@ use super::reply::ErrorMsg;
 use super::rewrite::{self, Endpoint, clear_needs_csum};
 use super::{Env, FastPath, Frame, Verdict};
 use crate::counters::DropReason;
-use crate::nat::{FlowKey, NatError, Translation};
+use crate::nat::{FlowKey, InboundKey, NatError, Translation};
 use crate::route::{Decision, FlowTuple};
 use crate::snapshot::Snapshot;
 use crate::wire::Side;
@@ -164,11 +164,29 @@ impl FastPath {
                 dport,
                 flags,
                 ..
-            } => nat.lookup_inbound(u, ip.proto, dport, ip.src, sport, env.now, flags),
+            } => {
+                let key = InboundKey {
+                    uplink: u,
+                    proto: ip.proto,
+                    outside_port: dport,
+                    remote: ip.src,
+                    remote_port: sport,
+                };
+                nat.lookup_inbound(&key, env.now, flags)
+            }
             L4::Echo {
                 request: false,
                 ident,
-            } => nat.lookup_inbound(u, proto::ICMP, ident, ip.src, 0, env.now, 0),
+            } => {
+                let key = InboundKey {
+                    uplink: u,
+                    proto: proto::ICMP,
+                    outside_port: ident,
+                    remote: ip.src,
+                    remote_port: 0,
+                };
+                nat.lookup_inbound(&key, env.now, 0)
+            }
             L4::IcmpError => {
                 return match error_in_session(env, f, u) {
                     Some(t) => {
@@ -370,7 +388,14 @@ fn error_out_session(env: &Env, f: &Frame) -> Result<Translation, DropReason> {
 /// An ICMP error from the Internet about an outbound packet of a session.
 fn error_in_session(env: &Env, f: &Frame, u: UplinkId) -> Option<Translation> {
     let q = quoted(icmp_message(f))?;
-    env.nat.peek_inbound(u, q.proto, q.sport, q.dst, q.dport)
+    // The quoted packet went out: its source is the session's outside endpoint.
+    env.nat.peek_inbound(&InboundKey {
+        uplink: u,
+        proto: q.proto,
+        outside_port: q.sport,
+        remote: q.dst,
+        remote_port: q.dport,
+    })
 }
 
 /// The MSS clamp for a SYN crossing from `ingress` to `egress`: the lower of the two sides'.

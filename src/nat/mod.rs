@@ -13,10 +13,10 @@
 
 mod frag;
 mod ports;
+mod session;
 mod state;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -28,6 +28,9 @@ use crate::UplinkId;
 use crate::clock::Instant;
 pub use frag::{FragKey, FragTable};
 use ports::{Endpoint, PortPool};
+use session::{
+    AddrCell, InKey, MAX_TIMEOUT, OutKey, PaddedShard, Session, Shard, Tick, Uplink, encode_addr,
+};
 use state::State;
 pub use state::{
     Direction, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Timeouts,
@@ -63,6 +66,18 @@ pub struct FlowKey {
     pub proto: u8,
     pub inside: Ipv4Addr,
     pub inside_port: u16,
+    pub remote: Ipv4Addr,
+    pub remote_port: u16,
+}
+
+/// A packet arriving on an uplink as NAT matches it: to (the uplink's address, `outside_port`)
+/// from (`remote`, `remote_port`). For ICMP echo replies the outside port is the echo identifier
+/// and the remote port is 0.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct InboundKey {
+    pub uplink: UplinkId,
+    pub proto: u8,
+    pub outside_port: u16,
     pub remote: Ipv4Addr,
     pub remote_port: u16,
 }
@@ -121,234 +136,10 @@ pub struct NatCounters {
     pub ports_exhausted: u64,
 }
 
-/// `FlowKey` without padding: 13 bytes, byte-aligned like `Session`, so a session table entry is
-/// 26 bytes where natural alignment would make it 32.
-#[repr(C, packed)]
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct OutKey {
-    inside: Ipv4Addr,
-    remote: Ipv4Addr,
-    inside_port: u16,
-    remote_port: u16,
-    proto: u8,
-}
-
-impl OutKey {
-    fn new(proto: u8, inside: Endpoint, remote: Ipv4Addr, remote_port: u16) -> OutKey {
-        OutKey {
-            inside: inside.ip,
-            remote,
-            inside_port: inside.port,
-            remote_port,
-            proto,
-        }
-    }
-
-    fn of(key: &FlowKey) -> OutKey {
-        let inside = Endpoint {
-            ip: key.inside,
-            port: key.inside_port,
-        };
-        OutKey::new(key.proto, inside, key.remote, key.remote_port)
-    }
-
-    fn inside(self) -> Endpoint {
-        Endpoint {
-            ip: self.inside,
-            port: self.inside_port,
-        }
-    }
-
-    fn flow_key(self) -> FlowKey {
-        FlowKey {
-            proto: self.proto,
-            inside: self.inside,
-            inside_port: self.inside_port,
-            remote: self.remote,
-            remote_port: self.remote_port,
-        }
-    }
-}
-
-/// Two words: hashing costs two hasher rounds instead of five.
-impl Hash for OutKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(u64::from(self.inside.to_bits()) << 32 | u64::from(self.remote.to_bits()));
-        h.write_u64(
-            u64::from(self.inside_port) << 24
-                | u64::from(self.remote_port) << 8
-                | u64::from(self.proto),
-        );
-    }
-}
-
-/// The inbound key: (uplink, proto, outside port, remote ip, remote port); 10 bytes, so with
-/// its `Endpoint` value a table entry is 16.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct InKey {
-    remote: Ipv4Addr,
-    outside_port: u16,
-    remote_port: u16,
-    uplink: UplinkId,
-    proto: u8,
-}
-
-impl InKey {
-    fn new(uplink: UplinkId, proto: u8, outside_port: u16, remote: Ipv4Addr, rport: u16) -> InKey {
-        InKey {
-            remote,
-            outside_port,
-            remote_port: rport,
-            uplink,
-            proto,
-        }
-    }
-
-    fn of(key: OutKey, s: &Session) -> InKey {
-        InKey::new(
-            s.uplink,
-            key.proto,
-            s.outside_port,
-            key.remote,
-            key.remote_port,
-        )
-    }
-}
-
-impl Hash for InKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(
-            u64::from(self.remote.to_bits()) << 32
-                | u64::from(self.outside_port) << 16
-                | u64::from(self.remote_port),
-        );
-        h.write_u16(u16::from(self.uplink.0) << 8 | u16::from(self.proto));
-    }
-}
-
-/// The longest timeout a session can have: `Tick`s wrap after 49 days, and `Tick::since` reads
-/// past half of that as "not yet". Twenty days leave `expire` days of slack to run.
-const MAX_TIMEOUT: Duration = Duration::from_secs(20 * 24 * 60 * 60);
-
-/// A session's last-seen time: milliseconds of the monotonic clock in a wrapping u32, half the
-/// size of an `Instant`. Sessions are expired long before it wraps (`MAX_TIMEOUT`).
-#[derive(Clone, Copy)]
-struct Tick(u32);
-
-impl Tick {
-    fn of(now: Instant) -> Tick {
-        // Truncating keeps the low bits, all that wrapping arithmetic needs.
-        Tick((now.as_nanos() / 1_000_000) as u32)
-    }
-
-    /// Time from `earlier` to `self`, zero if `earlier` is in fact later (workers read the clock
-    /// before taking the shard lock, so their updates can arrive a little out of order).
-    fn since(self, earlier: Tick) -> Duration {
-        let ms = self.0.wrapping_sub(earlier.0);
-        if ms > u32::MAX / 2 {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(u64::from(ms))
-        }
-    }
-
-    fn later(self, other: Tick) -> Tick {
-        if other.since(self).is_zero() {
-            self
-        } else {
-            other
-        }
-    }
-}
-
-/// Everything a session needs beyond its key: 13 bytes, packed (see `OutKey`). The outside
-/// address is not stored: it is the uplink's current one, and an address change flushes the
-/// uplink's sessions.
-#[repr(C, packed)]
-#[derive(Clone, Copy)]
-struct Session {
-    last_seen: Tick,
-    /// Last ACK number from the inside host (SPEC 21); meaningful when `ack_seen`.
-    inside_ack: u32,
-    outside_port: u16,
-    uplink: UplinkId,
-    state: State,
-    ack_seen: bool,
-}
-
-impl Session {
-    fn touch(&mut self, now: Tick, dir: Direction, tcp_flags: u8, tcp_ack: Option<u32>) {
-        self.last_seen = self.last_seen.later(now);
-        self.state = self.state.next(dir, tcp_flags);
-        if let Some(ack) = tcp_ack {
-            self.inside_ack = ack;
-            self.ack_seen = true;
-        }
-    }
-
-    fn translation(&self, key: OutKey, outside: Ipv4Addr) -> Translation {
-        Translation {
-            uplink: self.uplink,
-            outside,
-            outside_port: self.outside_port,
-            inside: key.inside,
-            inside_port: key.inside_port,
-        }
-    }
-}
-
+/// The live atomics behind [`NatCounters`]: every worker creating or removing sessions adds to
+/// them, so unlike the per-worker packet counters they need an atomic add.
 #[derive(Default)]
-struct Shard {
-    out: HashMap<OutKey, Session, RandomState>,
-    /// Inbound key -> inside endpoint; with the remote from the inbound key that rebuilds the
-    /// `OutKey` of the session.
-    inb: HashMap<InKey, Endpoint, RandomState>,
-}
-
-/// A shard per cache line, so workers locking neighbouring shards do not contend.
-#[repr(align(64))]
-#[derive(Default)]
-struct PaddedShard(Mutex<Shard>);
-
-/// An uplink's NAT address: 0 = none, else 1 << 32 | address, one atomic word read without a
-/// lock. Every lookup reads it, so it has a cache line to itself, apart from the counter and
-/// locks that creations write.
-#[repr(align(64))]
-struct AddrCell(AtomicU64);
-
-struct Uplink {
-    addr: AddrCell,
-    sessions: AtomicUsize,
-    /// TCP, UDP, ICMP, anything else.
-    pools: [Mutex<PortPool>; 4],
-}
-
-impl Uplink {
-    fn addr(&self) -> Option<Ipv4Addr> {
-        decode_addr(self.addr.0.load(Ordering::Acquire))
-    }
-
-    fn pool(&self, proto: u8) -> &Mutex<PortPool> {
-        let [tcp, udp, icmp, other] = &self.pools;
-        match proto {
-            PROTO_TCP => tcp,
-            PROTO_UDP => udp,
-            PROTO_ICMP => icmp,
-            _ => other,
-        }
-    }
-}
-
-fn encode_addr(addr: Option<Ipv4Addr>) -> u64 {
-    addr.map_or(0, |a| 1 << 32 | u64::from(a.to_bits()))
-}
-
-fn decode_addr(word: u64) -> Option<Ipv4Addr> {
-    (word >> 32 != 0).then(|| Ipv4Addr::from_bits(word as u32))
-}
-
-#[derive(Default)]
-struct Counters {
+struct AtomicCounters {
     created: AtomicU64,
     expired: AtomicU64,
     flushed: AtomicU64,
@@ -356,7 +147,7 @@ struct Counters {
     ports_exhausted: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64) {
+fn increment(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -383,7 +174,7 @@ pub struct NatTable {
     uplinks: Box<[Uplink]>,
     /// Sessions plus creations in progress; bounded by `params.max_entries`.
     count: AtomicUsize,
-    counters: Counters,
+    counters: AtomicCounters,
     /// Keyed at startup: picks shards and port search starts, which attackers must not predict.
     seed: RandomState,
 }
@@ -406,7 +197,7 @@ impl NatTable {
             shards: std::array::from_fn(|_| PaddedShard::default()),
             uplinks,
             count: AtomicUsize::new(0),
-            counters: Counters::default(),
+            counters: AtomicCounters::default(),
             seed: RandomState::default(),
         }
     }
@@ -465,7 +256,7 @@ impl NatTable {
             })
             .is_err()
         {
-            bump(&self.counters.table_full);
+            increment(&self.counters.table_full);
             return Err(NatError::TableFull);
         }
         let inside = Endpoint {
@@ -476,7 +267,7 @@ impl NatTable {
             Ok(port) => port,
             Err(e) => {
                 self.count.fetch_sub(1, Ordering::AcqRel);
-                bump(&self.counters.ports_exhausted);
+                increment(&self.counters.ports_exhausted);
                 return Err(e);
             }
         };
@@ -508,7 +299,7 @@ impl NatTable {
         };
         if let Creation::Created(translation) = outcome {
             up.sessions.fetch_add(1, Ordering::Relaxed);
-            bump(&self.counters.created);
+            increment(&self.counters.created);
             return Ok(translation);
         }
         // Not created after all: give back the mapping reference and the slot.
@@ -522,18 +313,14 @@ impl NatTable {
 
     /// Fast path, inbound on `uplink` to (its address, `outside_port`) from the remote: the
     /// session, refreshed, or `None` (unsolicited: the caller drops and counts).
-    #[allow(clippy::too_many_arguments)] // the inbound key, spelled out as the fast path has it
     pub fn lookup_inbound(
         &self,
-        uplink: UplinkId,
-        proto: u8,
-        outside_port: u16,
-        remote: Ipv4Addr,
-        remote_port: u16,
+        key: &InboundKey,
         now: Instant,
         tcp_flags: u8,
     ) -> Option<Translation> {
-        let ikey = InKey::new(uplink, proto, outside_port, remote, remote_port);
+        let (proto, remote, remote_port) = (key.proto, key.remote, key.remote_port);
+        let ikey = InKey::of_inbound(key);
         let mut guard = self.shard(proto, remote, remote_port).lock();
         let shard = &mut *guard;
         let inside = *shard.inb.get(&ikey)?;
@@ -545,15 +332,9 @@ impl NatTable {
 
     /// `lookup_inbound` without refreshing or changing state (ICMP errors quoting a packet of
     /// the session, `explain`).
-    pub fn peek_inbound(
-        &self,
-        uplink: UplinkId,
-        proto: u8,
-        outside_port: u16,
-        remote: Ipv4Addr,
-        remote_port: u16,
-    ) -> Option<Translation> {
-        let ikey = InKey::new(uplink, proto, outside_port, remote, remote_port);
+    pub fn peek_inbound(&self, key: &InboundKey) -> Option<Translation> {
+        let (proto, remote, remote_port) = (key.proto, key.remote, key.remote_port);
+        let ikey = InKey::of_inbound(key);
         let shard = self.shard(proto, remote, remote_port).lock();
         let inside = *shard.inb.get(&ikey)?;
         let okey = OutKey::new(proto, inside, remote, remote_port);

@@ -27,6 +27,22 @@ fn flow(proto: u8, inside_port: u16, remote: Ipv4Addr, remote_port: u16) -> Flow
     }
 }
 
+fn inb(
+    uplink: UplinkId,
+    proto: u8,
+    outside_port: u16,
+    remote: Ipv4Addr,
+    remote_port: u16,
+) -> InboundKey {
+    InboundKey {
+        uplink,
+        proto,
+        outside_port,
+        remote,
+        remote_port,
+    }
+}
+
 fn ms(ms: u64) -> Instant {
     Instant::from_millis(ms)
 }
@@ -41,11 +57,13 @@ fn state_of(t: &NatTable, key: &FlowKey) -> &'static str {
 
 fn inbound(t: &NatTable, key: &FlowKey, tr: &Translation, now: Instant, flags: u8) -> bool {
     t.lookup_inbound(
-        tr.uplink,
-        key.proto,
-        tr.outside_port,
-        key.remote,
-        key.remote_port,
+        &inb(
+            tr.uplink,
+            key.proto,
+            tr.outside_port,
+            key.remote,
+            key.remote_port,
+        ),
         now,
         flags,
     )
@@ -72,7 +90,7 @@ fn translates_to_the_uplink_address_and_back() {
     assert!((1024..=65535).contains(&tr.outside_port));
     assert_eq!(t.lookup_outbound(&key, ms(1), 0, None), Some(tr));
     assert_eq!(t.peek_outbound(&key), Some(tr));
-    let back = t.lookup_inbound(B, PROTO_UDP, tr.outside_port, SERVER, 53, ms(2), 0);
+    let back = t.lookup_inbound(&inb(B, PROTO_UDP, tr.outside_port, SERVER, 53), ms(2), 0);
     assert_eq!(back, Some(tr));
     assert_eq!(t.len(), 1);
     assert_eq!(t.len_by_uplink(), vec![0, 1]);
@@ -120,29 +138,32 @@ fn inbound_is_filtered_by_remote_address_port_and_uplink() {
     let port = tr.outside_port;
     let other = Ipv4Addr::new(172, 18, 0, 7);
     assert_eq!(
-        t.lookup_inbound(A, PROTO_UDP, port, other, 53, ms(1), 0),
+        t.lookup_inbound(&inb(A, PROTO_UDP, port, other, 53), ms(1), 0),
         None
     );
     assert_eq!(
-        t.lookup_inbound(A, PROTO_UDP, port, SERVER, 54, ms(1), 0),
+        t.lookup_inbound(&inb(A, PROTO_UDP, port, SERVER, 54), ms(1), 0),
         None
     );
     assert_eq!(
-        t.lookup_inbound(B, PROTO_UDP, port, SERVER, 53, ms(1), 0),
+        t.lookup_inbound(&inb(B, PROTO_UDP, port, SERVER, 53), ms(1), 0),
         None
     );
     assert_eq!(
-        t.lookup_inbound(A, PROTO_TCP, port, SERVER, 53, ms(1), 0),
+        t.lookup_inbound(&inb(A, PROTO_TCP, port, SERVER, 53), ms(1), 0),
         None
     );
     assert_eq!(
-        t.lookup_inbound(A, PROTO_UDP, port ^ 1, SERVER, 53, ms(1), 0),
+        t.lookup_inbound(&inb(A, PROTO_UDP, port ^ 1, SERVER, 53), ms(1), 0),
         None
     );
-    assert_eq!(t.peek_inbound(A, PROTO_UDP, port, other, 53), None);
+    assert_eq!(t.peek_inbound(&inb(A, PROTO_UDP, port, other, 53)), None);
     // The rejected packets left the session unreplied.
     assert_eq!(state_of(&t, &key), "udp-unreplied");
-    assert_eq!(t.peek_inbound(A, PROTO_UDP, port, SERVER, 53), Some(tr));
+    assert_eq!(
+        t.peek_inbound(&inb(A, PROTO_UDP, port, SERVER, 53)),
+        Some(tr)
+    );
 }
 
 #[test]
@@ -162,7 +183,7 @@ fn icmp_echo_uses_the_identifier_as_port() {
     let t = table(NatParams::default());
     let key = flow(PROTO_ICMP, 0x1234, SERVER, 0);
     let tr = t.create_outbound(&key, A, ms(0), 0, None).unwrap();
-    let back = t.lookup_inbound(A, PROTO_ICMP, tr.outside_port, SERVER, 0, ms(1), 0);
+    let back = t.lookup_inbound(&inb(A, PROTO_ICMP, tr.outside_port, SERVER, 0), ms(1), 0);
     assert_eq!(back.map(|b| b.inside_port), Some(0x1234));
     assert_eq!(state_of(&t, &key), "icmp");
 }
@@ -194,7 +215,13 @@ fn check_timeout(key: FlowKey, setup: impl Fn(&NatTable, &Translation), label: &
     assert_eq!(t.expire(ms(last + 1)), 1, "{label} did not expire");
     assert_eq!(t.peek_outbound(&key), None);
     assert_eq!(
-        t.peek_inbound(A, key.proto, tr.outside_port, key.remote, key.remote_port),
+        t.peek_inbound(&inb(
+            A,
+            key.proto,
+            tr.outside_port,
+            key.remote,
+            key.remote_port
+        )),
         None
     );
     assert!(t.is_empty());
@@ -246,7 +273,7 @@ fn traffic_refreshes_a_session_but_peeking_does_not() {
     let key = flow(PROTO_UDP, 5000, SERVER, 53);
     let tr = t.create_outbound(&key, A, ms(0), 0, None).unwrap();
     t.peek_outbound(&key);
-    t.peek_inbound(A, PROTO_UDP, tr.outside_port, SERVER, 53);
+    t.peek_inbound(&inb(A, PROTO_UDP, tr.outside_port, SERVER, 53));
     assert_eq!(t.expire(ms(30_001)), 1);
 
     let tr = t.create_outbound(&key, A, ms(100_000), 0, None).unwrap();
@@ -557,11 +584,7 @@ fn two_threads_create_and_look_up_concurrently() {
                     assert_eq!(t.lookup_outbound(&key, ms(1), TCP_ACK, Some(1)), Some(tr));
                     assert_eq!(t.lookup_outbound(&shared, ms(1), 0, None), Some(st));
                     let back = t.lookup_inbound(
-                        tr.uplink,
-                        PROTO_TCP,
-                        tr.outside_port,
-                        remote,
-                        443,
+                        &inb(tr.uplink, PROTO_TCP, tr.outside_port, remote, 443),
                         ms(1),
                         0,
                     );
@@ -734,7 +757,7 @@ proptest! {
             };
             if let Some((key, tr)) = checked {
                 prop_assert_eq!((tr.inside, tr.inside_port), (key.inside, key.inside_port));
-                let back = t.lookup_inbound(tr.uplink, key.proto, tr.outside_port, key.remote, key.remote_port, now, TCP_ACK);
+                let back = t.lookup_inbound(&inb(tr.uplink, key.proto, tr.outside_port, key.remote, key.remote_port), now, TCP_ACK);
                 prop_assert_eq!(back, Some(tr));
                 prop_assert_eq!(t.peek_outbound(&key), Some(tr));
             }

@@ -1,0 +1,259 @@
+//! What the NAT table stores: the packed session keys and entries, their coarse clock, the
+//! shards that hold them and the per-uplink state (address, port pools).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use foldhash::fast::RandomState;
+use parking_lot::Mutex;
+
+use super::ports::{Endpoint, PortPool};
+use super::state::{Direction, PROTO_ICMP, PROTO_TCP, PROTO_UDP, State};
+use super::{FlowKey, InboundKey, Translation};
+use crate::UplinkId;
+use crate::clock::Instant;
+
+/// `FlowKey` without padding: 13 bytes, byte-aligned like `Session`, so a session table entry is
+/// 26 bytes where natural alignment would make it 32.
+#[repr(C, packed)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct OutKey {
+    pub(super) inside: Ipv4Addr,
+    pub(super) remote: Ipv4Addr,
+    pub(super) inside_port: u16,
+    pub(super) remote_port: u16,
+    pub(super) proto: u8,
+}
+
+impl OutKey {
+    pub(super) fn new(proto: u8, inside: Endpoint, remote: Ipv4Addr, remote_port: u16) -> OutKey {
+        OutKey {
+            inside: inside.ip,
+            remote,
+            inside_port: inside.port,
+            remote_port,
+            proto,
+        }
+    }
+
+    pub(super) fn of(key: &FlowKey) -> OutKey {
+        let inside = Endpoint {
+            ip: key.inside,
+            port: key.inside_port,
+        };
+        OutKey::new(key.proto, inside, key.remote, key.remote_port)
+    }
+
+    pub(super) fn inside(self) -> Endpoint {
+        Endpoint {
+            ip: self.inside,
+            port: self.inside_port,
+        }
+    }
+
+    pub(super) fn flow_key(self) -> FlowKey {
+        FlowKey {
+            proto: self.proto,
+            inside: self.inside,
+            inside_port: self.inside_port,
+            remote: self.remote,
+            remote_port: self.remote_port,
+        }
+    }
+}
+
+/// Two words: hashing costs two hasher rounds instead of five.
+impl Hash for OutKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(u64::from(self.inside.to_bits()) << 32 | u64::from(self.remote.to_bits()));
+        h.write_u64(
+            u64::from(self.inside_port) << 24
+                | u64::from(self.remote_port) << 8
+                | u64::from(self.proto),
+        );
+    }
+}
+
+/// The inbound key: (uplink, proto, outside port, remote ip, remote port); 10 bytes, so with
+/// its `Endpoint` value a table entry is 16.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct InKey {
+    pub(super) remote: Ipv4Addr,
+    pub(super) outside_port: u16,
+    pub(super) remote_port: u16,
+    pub(super) uplink: UplinkId,
+    pub(super) proto: u8,
+}
+
+impl InKey {
+    pub(super) fn new(
+        uplink: UplinkId,
+        proto: u8,
+        outside_port: u16,
+        remote: Ipv4Addr,
+        rport: u16,
+    ) -> InKey {
+        InKey {
+            remote,
+            outside_port,
+            remote_port: rport,
+            uplink,
+            proto,
+        }
+    }
+
+    pub(super) fn of_inbound(key: &InboundKey) -> InKey {
+        InKey::new(
+            key.uplink,
+            key.proto,
+            key.outside_port,
+            key.remote,
+            key.remote_port,
+        )
+    }
+
+    pub(super) fn of(key: OutKey, s: &Session) -> InKey {
+        InKey::new(
+            s.uplink,
+            key.proto,
+            s.outside_port,
+            key.remote,
+            key.remote_port,
+        )
+    }
+}
+
+impl Hash for InKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(
+            u64::from(self.remote.to_bits()) << 32
+                | u64::from(self.outside_port) << 16
+                | u64::from(self.remote_port),
+        );
+        h.write_u16(u16::from(self.uplink.0) << 8 | u16::from(self.proto));
+    }
+}
+
+/// The longest timeout a session can have: `Tick`s wrap after 49 days, and `Tick::since` reads
+/// past half of that as "not yet". Twenty days leave `expire` days of slack to run.
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(20 * 24 * 60 * 60);
+
+/// A session's last-seen time: milliseconds of the monotonic clock in a wrapping u32, half the
+/// size of an `Instant`. Sessions are expired long before it wraps (`MAX_TIMEOUT`).
+#[derive(Clone, Copy)]
+pub(super) struct Tick(u32);
+
+impl Tick {
+    pub(super) fn of(now: Instant) -> Tick {
+        // Truncating keeps the low bits, all that wrapping arithmetic needs.
+        Tick((now.as_nanos() / 1_000_000) as u32)
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is in fact later (workers read the clock
+    /// before taking the shard lock, so their updates can arrive a little out of order).
+    pub(super) fn since(self, earlier: Tick) -> Duration {
+        let ms = self.0.wrapping_sub(earlier.0);
+        if ms > u32::MAX / 2 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(u64::from(ms))
+        }
+    }
+
+    pub(super) fn later(self, other: Tick) -> Tick {
+        if other.since(self).is_zero() {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+/// Everything a session needs beyond its key: 13 bytes, packed (see `OutKey`). The outside
+/// address is not stored: it is the uplink's current one, and an address change flushes the
+/// uplink's sessions.
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
+pub(super) struct Session {
+    pub(super) last_seen: Tick,
+    /// Last ACK number from the inside host (SPEC 21); meaningful when `ack_seen`.
+    pub(super) inside_ack: u32,
+    pub(super) outside_port: u16,
+    pub(super) uplink: UplinkId,
+    pub(super) state: State,
+    pub(super) ack_seen: bool,
+}
+
+impl Session {
+    pub(super) fn touch(&mut self, now: Tick, dir: Direction, tcp_flags: u8, tcp_ack: Option<u32>) {
+        self.last_seen = self.last_seen.later(now);
+        self.state = self.state.next(dir, tcp_flags);
+        if let Some(ack) = tcp_ack {
+            self.inside_ack = ack;
+            self.ack_seen = true;
+        }
+    }
+
+    pub(super) fn translation(&self, key: OutKey, outside: Ipv4Addr) -> Translation {
+        Translation {
+            uplink: self.uplink,
+            outside,
+            outside_port: self.outside_port,
+            inside: key.inside,
+            inside_port: key.inside_port,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Shard {
+    pub(super) out: HashMap<OutKey, Session, RandomState>,
+    /// Inbound key -> inside endpoint; with the remote from the inbound key that rebuilds the
+    /// `OutKey` of the session.
+    pub(super) inb: HashMap<InKey, Endpoint, RandomState>,
+}
+
+/// A shard per cache line, so workers locking neighbouring shards do not contend.
+#[repr(align(64))]
+#[derive(Default)]
+pub(super) struct PaddedShard(pub(super) Mutex<Shard>);
+
+/// An uplink's NAT address: 0 = none, else 1 << 32 | address, one atomic word read without a
+/// lock. Every lookup reads it, so it has a cache line to itself, apart from the counter and
+/// locks that creations write.
+#[repr(align(64))]
+pub(super) struct AddrCell(pub(super) AtomicU64);
+
+pub(super) struct Uplink {
+    pub(super) addr: AddrCell,
+    pub(super) sessions: AtomicUsize,
+    /// TCP, UDP, ICMP, anything else.
+    pub(super) pools: [Mutex<PortPool>; 4],
+}
+
+impl Uplink {
+    pub(super) fn addr(&self) -> Option<Ipv4Addr> {
+        decode_addr(self.addr.0.load(Ordering::Acquire))
+    }
+
+    pub(super) fn pool(&self, proto: u8) -> &Mutex<PortPool> {
+        let [tcp, udp, icmp, other] = &self.pools;
+        match proto {
+            PROTO_TCP => tcp,
+            PROTO_UDP => udp,
+            PROTO_ICMP => icmp,
+            _ => other,
+        }
+    }
+}
+
+pub(super) fn encode_addr(addr: Option<Ipv4Addr>) -> u64 {
+    addr.map_or(0, |a| 1 << 32 | u64::from(a.to_bits()))
+}
+
+pub(super) fn decode_addr(word: u64) -> Option<Ipv4Addr> {
+    (word >> 32 != 0).then(|| Ipv4Addr::from_bits(word as u32))
+}
