@@ -187,6 +187,7 @@ pub fn build_datagram(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Side;
     use etherparse::{IpHeaders, Ipv4Header, PacketBuilder};
     use proptest::prelude::*;
 
@@ -292,6 +293,29 @@ mod tests {
         assert!(udp.verify_checksum(UPLINK_B, FAR));
         udp.set_dst_port(9);
         assert!(!udp.verify_checksum(UPLINK_B, FAR));
+    }
+
+    #[test]
+    fn nat_rewrite_keeps_zero_and_never_computes_zero() {
+        let full = L4Checksum::Full;
+        let mut seg = [0u8; 10];
+        let mut udp = UdpPacket::new_unchecked(&mut seg[..]);
+        udp.set_len(10);
+        udp.rewrite_endpoint(Side::Src, UPLINK_B, FAR, 7, full);
+        assert_eq!(
+            (udp.src_port(), udp.checksum()),
+            (7, 0),
+            "no checksum stays none"
+        );
+        udp.fill_checksum(UPLINK_B, FAR);
+        // The one new port for which the incremental update comes out as 0.
+        let c = udp.checksum();
+        let zero_port = (0..=u16::MAX)
+            .find(|&p| checksum::update_endpoint(c, (0, 0), (7, p), full) == 0)
+            .unwrap();
+        udp.rewrite_endpoint(Side::Src, UPLINK_B, UPLINK_B, zero_port, full);
+        assert_eq!(udp.checksum(), 0xffff);
+        assert!(udp.verify_checksum(UPLINK_B, FAR));
     }
 
     proptest! {

@@ -133,7 +133,7 @@ struct Case {
     frag: Frag,
     ident: u16,
     payload: Vec<u8>,
-    /// NEEDS_CSUM with a partial checksum, as the kernel hands TCP/UDP to a TAP.
+    /// NEEDS_CSUM with a partial checksum, as the kernel may hand a whole packet to a TAP.
     partial: bool,
     gso: (u8, u16),
     our_mac: bool,
@@ -436,22 +436,38 @@ fn build(c: &Case, s: &Seeded) -> (Iface, Vec<u8>) {
     ip[6..8].copy_from_slice(&flags.to_be_bytes());
     Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
 
-    let whole_l4 = matches!(c.frag, Frag::Whole) && matches!(protocol, proto::TCP | proto::UDP);
-    let csum_offset = if protocol == proto::TCP { 16 } else { 6 };
+    let csum_offset = match protocol {
+        proto::TCP => Some(16),
+        proto::UDP => Some(6),
+        proto::ICMP => Some(2),
+        _ => None,
+    };
     let mut vh = VnetHdr {
         gso_type: c.gso.0,
         gso_size: c.gso.1,
         hdr_len: (ethernet::HEADER_LEN + 40) as u16,
         ..VnetHdr::default()
     };
-    if c.partial && whole_l4 {
-        let l4_len = (ip.len() - 20) as u16;
-        let sum = checksum::pseudo_header_sum(e.src.into(), e.dst.into(), protocol, l4_len);
-        let at = 20 + csum_offset;
-        ip[at..at + 2].copy_from_slice(&checksum::fold(sum).to_be_bytes());
+    if c.partial
+        && matches!(c.frag, Frag::Whole)
+        && let Some(offset) = csum_offset
+    {
+        // The partial field: the pseudo-header sum (TCP, UDP) or zero (ICMP has none).
+        let partial = if protocol == proto::ICMP {
+            0
+        } else {
+            let l4_len = (ip.len() - 20) as u16;
+            checksum::fold(checksum::pseudo_header_sum(
+                e.src.into(),
+                e.dst.into(),
+                protocol,
+                l4_len,
+            ))
+        };
+        ip[20 + offset..20 + offset + 2].copy_from_slice(&partial.to_be_bytes());
         vh.flags = vnet::flags::NEEDS_CSUM;
         vh.csum_start = (ethernet::HEADER_LEN + 20) as u16;
-        vh.csum_offset = csum_offset as u16;
+        vh.csum_offset = offset as u16;
     }
     let dst_mac = match (c.our_mac, ingress) {
         (false, _) => MacAddr([2, 9, 9, 9, 9, 9]),
@@ -473,25 +489,29 @@ fn field(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-/// The transport checksum of the IPv4 packet `ip` is right: finished, or (`partial`) the
-/// pseudo-header sum that completing it over the segment turns into a right one.
-fn l4_checksum_ok(ip: &[u8], partial: bool) -> Result<(), TestCaseError> {
+/// The transport checksum of the IPv4 packet `ip` is right. With `partial` (the offset of a
+/// NEEDS_CSUM field in the segment) it is right once completed as the kernel or NIC would:
+/// the segment summed with the field as it is, the complement written to the field.
+fn l4_checksum_ok(ip: &[u8], partial: Option<usize>) -> Result<(), TestCaseError> {
     let p = Ipv4Packet::new_checked(ip).unwrap();
     let (src, dst, protocol) = (p.src(), p.dst(), p.protocol());
-    let seg = p.payload();
-    let len = seg.len() as u16;
-    let pseudo = checksum::pseudo_header_sum(src, dst, protocol, len);
+    let mut seg = p.payload().to_vec();
+    if let Some(at) = partial {
+        let c = checksum::checksum(&seg);
+        seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    let pseudo = checksum::pseudo_header_sum(src, dst, protocol, seg.len() as u16);
     match protocol {
-        proto::TCP | proto::UDP => {
-            let at = if protocol == proto::TCP { 16 } else { 6 };
-            if partial {
-                prop_assert_eq!(field(seg, at), checksum::fold(pseudo), "partial checksum");
-            } else if !(protocol == proto::UDP && field(seg, at) == 0) {
-                let total = checksum::add(pseudo, checksum::sum(seg));
-                prop_assert_eq!(checksum::fold(total), 0xffff, "L4 checksum");
-            }
+        proto::TCP => {
+            let total = checksum::add(pseudo, checksum::sum(&seg));
+            prop_assert_eq!(checksum::fold(total), 0xffff, "TCP checksum");
         }
-        proto::ICMP => prop_assert_eq!(checksum::checksum(seg), 0, "ICMP checksum"),
+        // Zero: the sender computed no checksum.
+        proto::UDP if field(&seg, 6) != 0 => {
+            let total = checksum::add(pseudo, checksum::sum(&seg));
+            prop_assert_eq!(checksum::fold(total), 0xffff, "UDP checksum");
+        }
+        proto::ICMP => prop_assert_eq!(checksum::checksum(&seg), 0, "ICMP checksum"),
         _ => {}
     }
     Ok(())
@@ -516,7 +536,7 @@ fn check(
             prop_assert!(reply.verify_checksum(), "reply IP checksum");
             prop_assert_eq!(reply.dst(), old.src(), "reply goes back to the sender");
             prop_assert_eq!(reply.total_len(), len - IP_OFFSET);
-            l4_checksum_ok(&scratch[IP_OFFSET..len], false)?;
+            l4_checksum_ok(&scratch[IP_OFFSET..len], None)?;
             let e = EthernetFrame::new_unchecked(&scratch[ETH_OFFSET..]);
             prop_assert_eq!(
                 e.dst(),
@@ -563,7 +583,8 @@ fn check(
     let vh = VnetHdr::parse(after).unwrap();
     prop_assert_eq!((vh.gso_type, vh.gso_size), (vh_in.gso_type, vh_in.gso_size));
     if !old.is_fragment() {
-        let partial = vh.needs_csum() && vh.csum_start as usize == ethernet::HEADER_LEN + 20;
+        let partial = (vh.needs_csum() && vh.csum_start as usize == ethernet::HEADER_LEN + 20)
+            .then_some(vh.csum_offset as usize);
         l4_checksum_ok(&after[IP_OFFSET..], partial)?;
         if new.protocol() == proto::UDP {
             let udp = UdpPacket::new_checked(new.payload()).unwrap();
