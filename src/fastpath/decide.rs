@@ -58,7 +58,7 @@ impl FastPath {
         if snap.is_local(ip.dst) {
             return Ok(Verdict::Punt);
         }
-        let key = outbound_key(&ip, f.l4);
+        let key = outbound_key(ip, f.l4);
         let (flags, ack) = f.l4.tcp_state();
         // One lookup per packet of an established flow: it also refreshes the session.
         if let Some(key) = key
@@ -108,7 +108,7 @@ impl FastPath {
                         (L4::IcmpError, _) => Nat::ErrorOut(error_out_session(env, f)?),
                         (L4::Fragment, _) => Nat::Source(
                             env.frags
-                                .lookup(&frag_key(&ip), env.now)
+                                .lookup(&frag_key(ip), env.now)
                                 .ok_or(DropReason::FragmentWithoutState)?,
                         ),
                         (_, Some(key)) => Nat::Create(key, uplink),
@@ -211,7 +211,7 @@ impl FastPath {
             }
             L4::Fragment => Some(
                 env.frags
-                    .lookup(&frag_key(&ip), env.now)
+                    .lookup(&frag_key(ip), env.now)
                     .ok_or(DropReason::FragmentWithoutState)?,
             ),
             L4::Echo { request: true, .. } | L4::Other => None,
@@ -298,7 +298,7 @@ impl FastPath {
             && ip.first_frag
             && let Nat::Source(t) | Nat::Dest(t) = nat
         {
-            env.frags.insert(frag_key(&ip), t, env.now);
+            env.frags.insert(frag_key(ip), t, env.now);
         }
         let held = if vh.needs_csum() && vh.csum_start as usize == ethernet::HEADER_LEN + ip.hlen {
             L4Checksum::Partial
@@ -313,30 +313,30 @@ impl FastPath {
                     addr: t.outside,
                     port: t.outside_port,
                 };
-                rewrite::rewrite_endpoint(ipb, &ip, l4, Side::Src, to, held)
+                rewrite::rewrite_endpoint(ipb, ip, l4, Side::Src, to, held)
             }
             Nat::Dest(t) => {
                 let to = Endpoint {
                     addr: t.inside,
                     port: t.inside_port,
                 };
-                rewrite::rewrite_endpoint(ipb, &ip, l4, Side::Dst, to, held)
+                rewrite::rewrite_endpoint(ipb, ip, l4, Side::Dst, to, held)
             }
             Nat::ErrorOut(t) => {
                 let to = Endpoint {
                     addr: t.outside,
                     port: t.outside_port,
                 };
-                rewrite::translate_error(ipb, &ip, Side::Src, Side::Dst, to);
-                clear_needs_csum(f.buf, &vh);
+                rewrite::translate_error(ipb, ip, Side::Src, Side::Dst, to);
+                clear_needs_csum(f.buf, vh);
             }
             Nat::ErrorIn(t) => {
                 let to = Endpoint {
                     addr: t.inside,
                     port: t.inside_port,
                 };
-                rewrite::translate_error(ipb, &ip, Side::Dst, Side::Src, to);
-                clear_needs_csum(f.buf, &vh);
+                rewrite::translate_error(ipb, ip, Side::Dst, Side::Src, to);
+                clear_needs_csum(f.buf, vh);
             }
         }
         let ipb = &mut f.buf[IP_OFFSET..IP_OFFSET + ip.total];
@@ -366,6 +366,7 @@ impl FastPath {
 }
 
 /// The ICMP message (header on) of the ICMP packet in `f`.
+#[inline]
 fn icmp_message<'a>(f: &'a Frame) -> &'a [u8] {
     &f.buf[IP_OFFSET + f.ip.hlen..IP_OFFSET + f.ip.total]
 }
@@ -399,6 +400,7 @@ fn error_in_session(env: &Env, f: &Frame, u: UplinkId) -> Option<Translation> {
 }
 
 /// The MSS clamp for a SYN crossing from `ingress` to `egress`: the lower of the two sides'.
+#[inline]
 fn mss_clamp(snap: &Snapshot, ingress: Iface, egress: Iface) -> Option<u16> {
     let clamp_of = |i: Iface| match i {
         Iface::Uplink(u) => snap.uplink(u).and_then(|u| u.mss_clamp),

@@ -50,6 +50,7 @@ pub(super) enum L4 {
 
 impl L4 {
     /// TCP flags and acknowledgement number (zero and None for anything but TCP).
+    #[inline]
     pub(super) fn tcp_state(self) -> (u8, Option<u32>) {
         match self {
             L4::Ports { flags, ack, .. } => (flags, ack),
@@ -81,6 +82,7 @@ pub(super) fn parse_ip(buf: &[u8]) -> Result<Ip, DropReason> {
     })
 }
 
+#[inline]
 pub(super) fn check_martian(ip: &Ip) -> Result<(), DropReason> {
     let s = ip.src.octets();
     let bad_src = s[0] == 0 || s[0] == 127 || s[0] >= 224;
@@ -158,6 +160,7 @@ pub(super) fn parse_l4_kind(frame: &[u8], ip: &Ip) -> L4 {
 }
 
 /// The session key of an outbound packet that can open one (TCP, UDP, echo request).
+#[inline]
 pub(super) fn outbound_key(ip: &Ip, l4: L4) -> Option<FlowKey> {
     let (inside_port, remote_port) = match l4 {
         L4::Ports { sport, dport, .. } => (sport, dport),
@@ -176,6 +179,7 @@ pub(super) fn outbound_key(ip: &Ip, l4: L4) -> Option<FlowKey> {
     })
 }
 
+#[inline]
 pub(super) fn frag_key(ip: &Ip) -> FragKey {
     FragKey {
         src: ip.src,

@@ -59,7 +59,7 @@ impl FastPath {
     ) -> Result<Verdict, DropReason> {
         let reason = msg.reason;
         // Never answer an ICMP error with an error, nor a non-first fragment (RFC 1812 4.3.2.7).
-        if matches!(parse_l4_kind(f.buf, &f.ip), L4::IcmpError | L4::Fragment)
+        if matches!(parse_l4_kind(f.buf, f.ip), L4::IcmpError | L4::Fragment)
             || !self.errors.take(env.now)
         {
             return Err(reason);

@@ -112,6 +112,7 @@ pub fn complete_checksum(frame: &mut [u8]) {
 }
 
 /// After a full checksum recompute the kernel must not "complete" it again.
+#[inline]
 pub(super) fn clear_needs_csum(frame: &mut [u8], vh: &VnetHdr) {
     if vh.needs_csum() {
         let mut h = *vh;

@@ -101,6 +101,7 @@ pub enum L4Checksum {
 /// The checksum field of a TCP/UDP segment after NAT moved one endpoint: its address (in the
 /// pseudo-header) from `addr.0` to `addr.1` and its port from `port.0` to `port.1`.
 /// UDP callers handle the zero field as [`update16`] says.
+#[inline]
 pub fn update_endpoint(check: u16, addr: (u32, u32), port: (u16, u16), held: L4Checksum) -> u16 {
     match held {
         L4Checksum::Partial => update_partial32(check, addr.0, addr.1),

@@ -26,9 +26,12 @@ const B_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
 const FRAG_OUT: u16 = 0x4242;
 const FRAG_IN: u16 = 0x4343;
 
-/// The NAT sessions seeded before each case: (proto, inside, inside port, remote, remote port,
-/// uplink). HOST2 has no neighbour entry, so replies to it wait for ARP.
-const FLOWS: [(u8, [u8; 4], u16, [u8; 4], u16, u8); 5] = [
+/// (proto, inside, inside port, remote, remote port, uplink).
+type Flow = (u8, [u8; 4], u16, [u8; 4], u16, u8);
+
+/// The NAT sessions seeded before each case. HOST2 has no neighbour entry, so replies to it
+/// wait for ARP.
+const FLOWS: [Flow; 5] = [
     (proto::TCP, HOST, 40000, SERVER, 80, 0),
     (proto::UDP, HOST, 5353, SERVER, 53, 0),
     (proto::ICMP, HOST, 777, SERVER, 0, 0),
