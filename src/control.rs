@@ -579,20 +579,8 @@ impl Control {
                     continue;
                 };
                 let sent = self.send_ip(Iface::Lan, mac, |out| {
-                    let ip = OwnHeader {
-                        src: f.key.remote,
-                        dst: f.key.inside,
-                        ttl: 64,
-                        dscp: 0,
-                    };
-                    let rst = TcpRepr {
-                        sport: f.key.remote_port,
-                        dport: f.key.inside_port,
-                        seq: f.inside_ack,
-                        ack: 0,
-                        flags: tcp::flags::RST,
-                        window: 0,
-                    };
+                    let ip = OwnHeader::new(f.key.remote, f.key.inside);
+                    let rst = TcpRepr::rst(f.key.remote_port, f.key.inside_port, f.inside_ack);
                     tcp::build_segment(out, &ip, &rst).ok()
                 });
                 resets += usize::from(sent);
@@ -722,12 +710,7 @@ impl Control {
             return;
         };
         self.send_ip(ingress, peer_mac, |out| {
-            let ip = OwnHeader {
-                src: dst,
-                dst: src,
-                ttl: 64,
-                dscp: 0,
-            };
+            let ip = OwnHeader::new(dst, src);
             let echo = EchoRepr {
                 msg_type: types::ECHO_REPLY,
                 ident,
@@ -753,21 +736,8 @@ impl Control {
             return;
         };
         self.send_ip(iface, mac, |out| {
-            let ip = OwnHeader {
-                src: addr,
-                dst: target,
-                ttl: 64,
-                dscp: 0,
-            };
-            let rst = TcpRepr {
-                sport,
-                dport: tcp_port,
-                seq,
-                ack: 0,
-                flags: tcp::flags::RST,
-                window: 0,
-            };
-            tcp::build_segment(out, &ip, &rst).ok()
+            let rst = TcpRepr::rst(sport, tcp_port, seq);
+            tcp::build_segment(out, &OwnHeader::new(addr, target), &rst).ok()
         });
     }
 

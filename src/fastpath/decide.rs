@@ -42,6 +42,17 @@ struct Hop {
     nat: Nat,
 }
 
+impl Hop {
+    /// Inbound to the inside host of session `t`, translated by `nat`.
+    fn to_inside(nat: Nat, t: Translation) -> Hop {
+        Hop {
+            egress: Iface::Lan,
+            next_hop: t.inside,
+            nat,
+        }
+    }
+}
+
 impl FastPath {
     /// From the LAN: anti-spoofing, then the packet's NAT session if it has one, else the route
     /// table (and a session to open if the route's uplink translates).
@@ -157,46 +168,32 @@ impl FastPath {
                 DropReason::UplinkTransit
             });
         }
-        let nat = env.nat;
+        // To (our address, outside port) from (the sender, remote port).
+        let inbound = |proto, outside_port, remote_port| InboundKey {
+            uplink: u,
+            proto,
+            outside_port,
+            remote: ip.src,
+            remote_port,
+        };
         let t = match f.l4 {
             L4::Ports {
                 sport,
                 dport,
                 flags,
                 ..
-            } => {
-                let key = InboundKey {
-                    uplink: u,
-                    proto: ip.proto,
-                    outside_port: dport,
-                    remote: ip.src,
-                    remote_port: sport,
-                };
-                nat.lookup_inbound(&key, env.now, flags)
-            }
+            } => env
+                .nat
+                .lookup_inbound(&inbound(ip.proto, dport, sport), env.now, flags),
             L4::Echo {
                 request: false,
                 ident,
-            } => {
-                let key = InboundKey {
-                    uplink: u,
-                    proto: proto::ICMP,
-                    outside_port: ident,
-                    remote: ip.src,
-                    remote_port: 0,
-                };
-                nat.lookup_inbound(&key, env.now, 0)
-            }
+            } => env
+                .nat
+                .lookup_inbound(&inbound(proto::ICMP, ident, 0), env.now, 0),
             L4::IcmpError => {
                 return match error_in_session(env, f, u) {
-                    Some(t) => {
-                        let hop = Hop {
-                            egress: Iface::Lan,
-                            next_hop: t.inside,
-                            nat: Nat::ErrorIn(t),
-                        };
-                        self.forward(env, f, hop)
-                    }
+                    Some(t) => self.forward(env, f, Hop::to_inside(Nat::ErrorIn(t), t)),
                     // An error about one of the router's own packets (a probe), or unsolicited.
                     None => {
                         let about_probe = quoted(icmp_message(f))
@@ -217,14 +214,7 @@ impl FastPath {
             L4::Echo { request: true, .. } | L4::Other => None,
         };
         match t {
-            Some(t) => {
-                let hop = Hop {
-                    egress: Iface::Lan,
-                    next_hop: t.inside,
-                    nat: Nat::Dest(t),
-                };
-                self.forward(env, f, hop)
-            }
+            Some(t) => self.forward(env, f, Hop::to_inside(Nat::Dest(t), t)),
             // Pings to the router (rate limited) and what may answer a probe (it comes from a
             // probe's target) go to the control plane; the rest is unsolicited. Filtering here
             // keeps a scan or flood from filling the punt queue and starving probe replies.
@@ -309,33 +299,17 @@ impl FastPath {
         match nat {
             Nat::None | Nat::Create(..) => {}
             Nat::Source(t) => {
-                let to = Endpoint {
-                    addr: t.outside,
-                    port: t.outside_port,
-                };
-                rewrite::rewrite_endpoint(ipb, ip, l4, Side::Src, to, held)
+                rewrite::rewrite_endpoint(ipb, ip, l4, Side::Src, Endpoint::outside(&t), held)
             }
             Nat::Dest(t) => {
-                let to = Endpoint {
-                    addr: t.inside,
-                    port: t.inside_port,
-                };
-                rewrite::rewrite_endpoint(ipb, ip, l4, Side::Dst, to, held)
+                rewrite::rewrite_endpoint(ipb, ip, l4, Side::Dst, Endpoint::inside(&t), held)
             }
             Nat::ErrorOut(t) => {
-                let to = Endpoint {
-                    addr: t.outside,
-                    port: t.outside_port,
-                };
-                rewrite::translate_error(ipb, ip, Side::Src, Side::Dst, to);
+                rewrite::translate_error(ipb, ip, Side::Src, Side::Dst, Endpoint::outside(&t));
                 clear_needs_csum(f.buf, vh);
             }
             Nat::ErrorIn(t) => {
-                let to = Endpoint {
-                    addr: t.inside,
-                    port: t.inside_port,
-                };
-                rewrite::translate_error(ipb, ip, Side::Dst, Side::Src, to);
+                rewrite::translate_error(ipb, ip, Side::Dst, Side::Src, Endpoint::inside(&t));
                 clear_needs_csum(f.buf, vh);
             }
         }

@@ -100,20 +100,8 @@ impl FastPath {
             return Err(reason);
         }
         // From the segment's destination back to its source.
-        let ip = OwnHeader {
-            src: f.ip.dst,
-            dst: f.ip.src,
-            ttl: 64,
-            dscp: 0,
-        };
-        let rst = TcpRepr {
-            sport: dport,
-            dport: sport,
-            seq: ack,
-            ack: 0,
-            flags: tcp::flags::RST,
-            window: 0,
-        };
+        let ip = OwnHeader::new(f.ip.dst, f.ip.src);
+        let rst = TcpRepr::rst(dport, sport, ack);
         let Ok(n) = tcp::build_segment(&mut f.scratch[IP_OFFSET..], &ip, &rst) else {
             return Err(reason);
         };

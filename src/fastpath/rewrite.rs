@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 
 use super::parse::{Ip, L4};
+use crate::nat::Translation;
 use crate::wire::Side;
 use crate::wire::checksum::{self, L4Checksum};
 use crate::wire::field::set_u16;
@@ -20,6 +21,24 @@ use crate::wire::vnet::{self, VnetHdr};
 pub(super) struct Endpoint {
     pub addr: Ipv4Addr,
     pub port: u16,
+}
+
+impl Endpoint {
+    /// The session's face on its uplink: what outbound packets are given.
+    pub(super) fn outside(t: &Translation) -> Endpoint {
+        Endpoint {
+            addr: t.outside,
+            port: t.outside_port,
+        }
+    }
+
+    /// The inside host's endpoint: what inbound packets are given back.
+    pub(super) fn inside(t: &Translation) -> Endpoint {
+        Endpoint {
+            addr: t.inside,
+            port: t.inside_port,
+        }
+    }
 }
 
 /// Rewrites the endpoint on `side` of the IP packet `ipb` (header to `total_len`) with

@@ -23,6 +23,8 @@ const HOST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 9, 9]);
 const HOST: [u8; 4] = [192, 168, 0, 10];
 const SERVER: [u8; 4] = [172, 18, 0, 6];
 const OUTSIDE: [u8; 4] = [172, 16, 1, 1];
+/// ISP A's router: the next hop and a probe target.
+const PE_A_IP: [u8; 4] = [172, 16, 1, 2];
 
 fn p(s: &str) -> Ipv4Prefix {
     s.parse().unwrap()
@@ -296,21 +298,22 @@ fn mss_is_clamped_on_syn() {
     assert_eq!(mss, Some(1400));
 }
 
-#[test]
-fn partial_checksum_follows_the_pseudo_header() {
-    // A GSO/NEEDS_CSUM frame from the TAP: the TCP field holds the folded pseudo-header sum.
-    let w = world(1500);
-    let mut ip = packet(Kind::Tcp, (HOST, 40000), (SERVER, 80), 64, &[7; 100], false);
-    let tcp_len = (ip.len() - 20) as u16;
-    let pseudo = |src: [u8; 4], dst: [u8; 4]| {
-        checksum::fold(checksum::pseudo_header_sum(
-            src.into(),
-            dst.into(),
-            6,
-            tcp_len,
-        ))
-    };
-    ip[20 + 16..20 + 18].copy_from_slice(&pseudo(HOST, SERVER).to_be_bytes());
+/// The folded pseudo-header sum of a TCP segment of `len` bytes: what a partial
+/// (NEEDS_CSUM) checksum field holds.
+fn tcp_pseudo(src: [u8; 4], dst: [u8; 4], len: usize) -> u16 {
+    checksum::fold(checksum::pseudo_header_sum(
+        src.into(),
+        dst.into(),
+        6,
+        len as u16,
+    ))
+}
+
+/// A frame from the LAN host as a TAP gives it when the host offloads checksums: the TCP
+/// packet `ip` (HOST to SERVER) with its checksum field partial and NEEDS_CSUM set.
+fn partial_frame(mut ip: Vec<u8>) -> Vec<u8> {
+    let pseudo = tcp_pseudo(HOST, SERVER, ip.len() - 20);
+    ip[20 + 16..20 + 18].copy_from_slice(&pseudo.to_be_bytes());
     let mut f = eth(LAN_MAC, HOST_MAC, &ip);
     VnetHdr {
         flags: vnet::flags::NEEDS_CSUM,
@@ -320,6 +323,15 @@ fn partial_checksum_follows_the_pseudo_header() {
     }
     .write(&mut f)
     .unwrap();
+    f
+}
+
+#[test]
+fn partial_checksum_follows_the_pseudo_header() {
+    let w = world(1500);
+    let ip = packet(Kind::Tcp, (HOST, 40000), (SERVER, 80), 64, &[7; 100], false);
+    let tcp_len = ip.len() - 20;
+    let mut f = partial_frame(ip);
     assert_eq!(
         run(&w, &mut f, Iface::Lan).0,
         Verdict::Forward {
@@ -327,7 +339,7 @@ fn partial_checksum_follows_the_pseudo_header() {
         }
     );
     let field = u16::from_be_bytes([f[IP_OFFSET + 36], f[IP_OFFSET + 37]]);
-    assert_eq!(field, pseudo(OUTSIDE, SERVER));
+    assert_eq!(field, tcp_pseudo(OUTSIDE, SERVER, tcp_len));
 }
 
 #[test]
@@ -426,85 +438,53 @@ fn without_df_over_mtu_is_fragmented() {
 
 #[test]
 fn complete_checksum_finishes_a_partial_one() {
-    let mut ip = packet(Kind::Tcp, (HOST, 40000), (SERVER, 80), 64, &[7; 100], false);
-    let good = ip.clone();
-    let pseudo = checksum::fold(checksum::pseudo_header_sum(
-        HOST.into(),
-        SERVER.into(),
-        6,
-        (ip.len() - 20) as u16,
-    ));
-    ip[20 + 16..20 + 18].copy_from_slice(&pseudo.to_be_bytes());
-    let mut f = eth(LAN_MAC, HOST_MAC, &ip);
-    VnetHdr {
-        flags: vnet::flags::NEEDS_CSUM,
-        csum_start: 34,
-        csum_offset: 16,
-        ..VnetHdr::default()
-    }
-    .write(&mut f)
-    .unwrap();
+    let good = packet(Kind::Tcp, (HOST, 40000), (SERVER, 80), 64, &[7; 100], false);
+    let mut f = partial_frame(good.clone());
     complete_checksum(&mut f);
     assert_eq!(&f[IP_OFFSET..], &good[..]);
     assert!(!VnetHdr::parse(&f).unwrap().needs_csum());
 }
 
+/// The verdict on `ip_packet` arriving on `ingress` from its usual neighbour: the LAN host, or
+/// ISP A's router.
+fn verdict(w: &World, ingress: Iface, ip_packet: &[u8]) -> Verdict {
+    let mut f = match ingress {
+        Iface::Lan => eth(LAN_MAC, HOST_MAC, ip_packet),
+        Iface::Uplink(_) => eth(A_MAC, PE_A, ip_packet),
+    };
+    run(w, &mut f, ingress).0
+}
+
 #[test]
 fn filters_spoofed_unsolicited_and_transit() {
     let w = world(1500);
-    let mut f = eth(
-        LAN_MAC,
-        HOST_MAC,
-        &packet(Kind::Udp, ([10, 0, 0, 1], 1), (SERVER, 2), 64, &[], false),
-    );
+    let a = Iface::Uplink(UplinkId(0));
+    let spoofed = packet(Kind::Udp, ([10, 0, 0, 1], 1), (SERVER, 2), 64, &[], false);
     assert_eq!(
-        run(&w, &mut f, Iface::Lan).0,
+        verdict(&w, Iface::Lan, &spoofed),
         Verdict::Drop(DropReason::Spoofed)
     );
-    let mut f = eth(
-        A_MAC,
-        PE_A,
-        &packet(Kind::Tcp, (SERVER, 80), (OUTSIDE, 40000), 64, &[], false),
-    );
+    let unsolicited = packet(Kind::Tcp, (SERVER, 80), (OUTSIDE, 40000), 64, &[], false);
     assert_eq!(
-        run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+        verdict(&w, a, &unsolicited),
         Verdict::Drop(DropReason::NatUnsolicited),
         "unsolicited from a non-target is dropped in the fast path"
     );
-    let mut f = eth(
-        A_MAC,
-        PE_A,
-        &packet(
-            Kind::Tcp,
-            ([172, 16, 1, 2], 80),
-            (OUTSIDE, 40000),
-            64,
-            &[],
-            true,
-        ),
-    );
+    let from_target = packet(Kind::Tcp, (PE_A_IP, 80), (OUTSIDE, 40000), 64, &[], true);
     assert_eq!(
-        run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+        verdict(&w, a, &from_target),
         Verdict::Punt,
         "from a probe target: maybe a probe reply"
     );
-    let mut f = eth(
-        A_MAC,
-        PE_A,
-        &packet(Kind::Echo, (SERVER, 9), (OUTSIDE, 0), 64, &[], false),
-    );
+    let ping = packet(Kind::Echo, (SERVER, 9), (OUTSIDE, 0), 64, &[], false);
     assert_eq!(
-        run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+        verdict(&w, a, &ping),
         Verdict::Punt,
         "pings to the router are answered"
     );
-    let mut f = eth(
-        A_MAC,
-        PE_A,
-        &packet(Kind::Udp, (SERVER, 1), (HOST, 2), 64, &[], false),
-    );
+    let transit = packet(Kind::Udp, (SERVER, 1), (HOST, 2), 64, &[], false);
     assert_eq!(
-        run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+        verdict(&w, a, &transit),
         Verdict::Drop(DropReason::UplinkTransit)
     );
     let mut f = eth(

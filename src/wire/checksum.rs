@@ -5,6 +5,8 @@
 
 use std::net::Ipv4Addr;
 
+use super::field::{set_u16, try_u16_at};
+
 /// One's-complement accumulation of `data` as big-endian 16-bit words, an odd trailing byte
 /// padded with zero. Not folded: for any IPv4-sized buffer (< 128 KiB) this is the plain sum; a
 /// larger buffer has its carries folded back in only as far as needed to fit a `u32`.
@@ -107,6 +109,38 @@ pub fn update_endpoint(check: u16, addr: (u32, u32), port: (u16, u16), held: L4C
         L4Checksum::Partial => update_partial32(check, addr.0, addr.1),
         L4Checksum::Full => update16(update32(check, addr.0, addr.1), port.0, port.1),
     }
+}
+
+/// NAT of one endpoint of the TCP or UDP header in `segment`: the port at `port_at` becomes
+/// `port`, and the checksum at `csum_at` follows it and the address change `addr` (old, new)
+/// in the pseudo-header. `udp`: a zero full checksum means none and stays zero, and a computed
+/// zero is sent as 0xffff. Works on a quoted header too: a missing port leaves the segment
+/// alone, a missing checksum is skipped.
+#[inline]
+pub(super) fn rewrite_endpoint_at(
+    segment: &mut [u8],
+    (port_at, csum_at): (usize, usize),
+    addr: (u32, u32),
+    port: u16,
+    held: L4Checksum,
+    udp: bool,
+) {
+    let Some(old_port) = try_u16_at(segment, port_at) else {
+        return;
+    };
+    set_u16(segment, port_at, port);
+    let Some(c) = try_u16_at(segment, csum_at) else {
+        return;
+    };
+    let full = held == L4Checksum::Full;
+    if udp && full && c == 0 {
+        return;
+    }
+    let mut c = update_endpoint(c, addr, (old_port, port), held);
+    if udp && full && c == 0 {
+        c = 0xffff;
+    }
+    set_u16(segment, csum_at, c);
 }
 
 fn split32(value: u32) -> [u32; 2] {

@@ -212,10 +212,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// returns the address it replaced (for the L4 pseudo-header update).
     #[inline]
     pub fn rewrite_addr(&mut self, side: Side, addr: Ipv4Addr) -> Ipv4Addr {
-        let at = match side {
-            Side::Src => offset::SRC,
-            Side::Dst => offset::DST,
-        };
+        let at = side.pick(offset::SRC, offset::DST);
         let buf = self.buffer.as_mut();
         let old = try_u32_at(buf, at).unwrap_or(0);
         let new = addr.to_bits();
@@ -268,6 +265,16 @@ pub struct OwnHeader {
 }
 
 impl OwnHeader {
+    /// TTL 64 and DSCP 0: the header of the router's answers (echo replies, RSTs).
+    pub fn new(src: Ipv4Addr, dst: Ipv4Addr) -> OwnHeader {
+        OwnHeader {
+            src,
+            dst,
+            ttl: 64,
+            dscp: 0,
+        }
+    }
+
     pub(super) fn repr(&self, protocol: u8, payload_len: usize) -> Ipv4Repr {
         Ipv4Repr {
             src: self.src,

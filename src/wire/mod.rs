@@ -23,6 +23,16 @@ pub enum Side {
     Dst,
 }
 
+impl Side {
+    /// `src` or `dst`, whichever is this side's (a field offset, typically).
+    pub(crate) fn pick<T>(self, src: T, dst: T) -> T {
+        match self {
+            Side::Src => src,
+            Side::Dst => dst,
+        }
+    }
+}
+
 /// Why a buffer could not be viewed or built as the requested format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

@@ -193,8 +193,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 
     /// NAT: sets the port on `side` and updates the checksum for it and for that side's
-    /// address having changed from `old_addr` to `new_addr` in the pseudo-header. Works on a
-    /// quoted header too: a missing port leaves the segment alone, a missing checksum is skipped.
+    /// address having changed from `old_addr` to `new_addr` in the pseudo-header (see
+    /// `checksum::rewrite_endpoint_at`).
     #[inline]
     pub fn rewrite_endpoint(
         &mut self,
@@ -204,20 +204,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         port: u16,
         held: L4Checksum,
     ) {
-        let buf = self.buffer.as_mut();
-        let port_at = match side {
-            Side::Src => offset::SRC_PORT,
-            Side::Dst => offset::DST_PORT,
-        };
-        let Some(old_port) = try_u16_at(buf, port_at) else {
-            return;
-        };
-        set_u16(buf, port_at, port);
-        if let Some(c) = try_u16_at(buf, offset::CHECKSUM) {
-            let addr = (old_addr.to_bits(), new_addr.to_bits());
-            let c = checksum::update_endpoint(c, addr, (old_port, port), held);
-            set_u16(buf, offset::CHECKSUM, c);
-        }
+        let at = (
+            side.pick(offset::SRC_PORT, offset::DST_PORT),
+            offset::CHECKSUM,
+        );
+        let addr = (old_addr.to_bits(), new_addr.to_bits());
+        checksum::rewrite_endpoint_at(self.buffer.as_mut(), at, addr, port, held, false);
     }
 
     /// Lowers the MSS option to `max` if it is above it (Cisco "ip tcp adjust-mss"); a partial
@@ -251,6 +243,21 @@ pub struct TcpRepr {
     pub ack: u32,
     pub flags: u8,
     pub window: u16,
+}
+
+impl TcpRepr {
+    /// A RST without ACK and with sequence number `seq`: RFC 793's answer to a segment that
+    /// acknowledged `seq`, and how the router ends a connection it will no longer carry.
+    pub fn rst(sport: u16, dport: u16, seq: u32) -> TcpRepr {
+        TcpRepr {
+            sport,
+            dport,
+            seq,
+            ack: 0,
+            flags: flags::RST,
+            window: 0,
+        }
+    }
 }
 
 /// Builds an IPv4+TCP segment, checksums filled: RSTs toward LAN hosts and SYN probes.

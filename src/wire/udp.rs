@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum::{self, L4Checksum};
-use super::field::{set_u16, slice, slice_mut, try_u16_at, u16_at};
+use super::field::{set_u16, slice, slice_mut, u16_at};
 use super::ipv4::{self, OwnHeader, proto};
 use super::{Result, Side, WireError};
 
@@ -113,8 +113,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 
     /// NAT: sets the port on `side` and updates the checksum for it and for that side's
-    /// address having changed from `old_addr` to `new_addr` in the pseudo-header. A zero (absent)
-    /// full checksum stays absent; a computed 0 is sent as 0xffff. Works on a quoted header too.
+    /// address having changed from `old_addr` to `new_addr` in the pseudo-header (see
+    /// `checksum::rewrite_endpoint_at` for the zero checksum).
     #[inline]
     pub fn rewrite_endpoint(
         &mut self,
@@ -124,27 +124,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         port: u16,
         held: L4Checksum,
     ) {
-        let buf = self.buffer.as_mut();
-        let port_at = match side {
-            Side::Src => offset::SRC_PORT,
-            Side::Dst => offset::DST_PORT,
-        };
-        let Some(old_port) = try_u16_at(buf, port_at) else {
-            return;
-        };
-        set_u16(buf, port_at, port);
-        let Some(c) = try_u16_at(buf, offset::CHECKSUM) else {
-            return;
-        };
-        if held == L4Checksum::Full && c == 0 {
-            return;
-        }
+        let at = (
+            side.pick(offset::SRC_PORT, offset::DST_PORT),
+            offset::CHECKSUM,
+        );
         let addr = (old_addr.to_bits(), new_addr.to_bits());
-        let mut c = checksum::update_endpoint(c, addr, (old_port, port), held);
-        if held == L4Checksum::Full && c == 0 {
-            c = 0xffff;
-        }
-        set_u16(buf, offset::CHECKSUM, c);
+        checksum::rewrite_endpoint_at(self.buffer.as_mut(), at, addr, port, held, true);
     }
 
     /// Full checksum over the pseudo header and the datagram; a computed 0 is sent as 0xffff

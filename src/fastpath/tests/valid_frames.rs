@@ -19,7 +19,7 @@ use crate::wire::vnet::gso;
 
 const HOST2: [u8; 4] = [192, 168, 0, 20];
 const OUTSIDE_B: [u8; 4] = [172, 17, 3, 1];
-const PROBE_TARGET: [u8; 4] = [172, 16, 1, 2];
+
 const LAN_ROUTER: [u8; 4] = [192, 168, 0, 1];
 const B_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
 /// Idents of the fragmented datagrams the fragment table knows, outbound and inbound.
@@ -149,7 +149,7 @@ fn addr() -> impl Strategy<Value = [u8; 4]> {
         Just(SERVER),
         Just(OUTSIDE),
         Just(OUTSIDE_B),
-        Just(PROBE_TARGET),
+        Just(PE_A_IP),
         Just(LAN_ROUTER),
         any::<[u8; 4]>(),
     ]
@@ -354,7 +354,7 @@ fn build(c: &Case, s: &Seeded) -> (Iface, Vec<u8>) {
                     let from = if c.ends.sport & 1 == 0 {
                         k.remote.octets()
                     } else {
-                        PROBE_TARGET
+                        PE_A_IP
                     };
                     let q = Ends {
                         src: t.outside.octets(),
