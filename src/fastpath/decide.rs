@@ -17,7 +17,7 @@ use crate::wire::checksum::L4Checksum;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
 use crate::wire::ipv4::{Ipv4Packet, proto};
-use crate::wire::tcp;
+use crate::wire::{tcp, udp};
 use crate::{Iface, UplinkId};
 
 /// How a forwarded packet is translated.
@@ -244,7 +244,8 @@ impl FastPath {
         let wire_size = if vh.is_gso() {
             let l4h = match l4 {
                 L4::Ports { hlen, .. } => hlen,
-                _ => 8,
+                // GSO is TCP or UDP; anything else is counted as an 8-byte header.
+                _ => udp::HEADER_LEN,
             };
             ip.hlen + l4h + vh.gso_size as usize
         } else {
