@@ -359,7 +359,12 @@ mod tests {
 
     fn echo(src: Ipv4Addr, msg_type: u8, ident: u16, seq: u16) -> Vec<u8> {
         let mut out = [0u8; 200];
-        let n = icmp::build_echo(&mut out, src, ME, 64, 0, msg_type, ident, seq, &[]).unwrap();
+        let echo = EchoRepr {
+            msg_type,
+            ident,
+            seq,
+        };
+        let n = icmp::build_echo(&mut out, &OwnHeader::new(src, ME), &echo, &[]).unwrap();
         out[..n].to_vec()
     }
 
@@ -445,10 +450,15 @@ mod tests {
 
     fn tcp_answer(sport: u16, dport: u16, ack: u32, flags: u8) -> Vec<u8> {
         let mut out = [0u8; 100];
-        let n = tcp::build_segment(
-            &mut out, TARGET, ME, sport, dport, 7, ack, flags, 100, 64, 0,
-        )
-        .unwrap();
+        let answer = TcpRepr {
+            sport,
+            dport,
+            seq: 7,
+            ack,
+            flags,
+            window: 100,
+        };
+        let n = tcp::build_segment(&mut out, &OwnHeader::new(TARGET, ME), &answer).unwrap();
         out[..n].to_vec()
     }
 
@@ -509,7 +519,8 @@ mod tests {
             d[..2].copy_from_slice(&id.to_be_bytes());
             d[2] = flags;
             let mut out = [0u8; 400];
-            let n = udp::build_datagram(&mut out, TARGET, ME, 53, sport, 64, 0, &d).unwrap();
+            let ip = OwnHeader::new(TARGET, ME);
+            let n = udp::build_datagram(&mut out, &ip, (53, sport), &d).unwrap();
             out[..n].to_vec()
         };
         assert_eq!(
