@@ -49,9 +49,12 @@ struct Seeded {
 }
 
 /// A world with uplink A's MTU at 1400 (so large packets fragment or get "fragmentation
-/// needed"), the sessions of `FLOWS` and a fragmented UDP datagram each way.
+/// needed"), uplink B not translating HOST, the sessions of `FLOWS` and a fragmented UDP
+/// datagram each way.
 fn seeded() -> Seeded {
-    let world = world(1400);
+    let mut world = world(1400);
+    // Uplink B translates HOST2 but not HOST, whose replies it routes as they are (SPEC 10).
+    world.snap.uplinks[1].nat_sources = vec![p("192.168.0.16/28")];
     let flows: Vec<_> = FLOWS
         .iter()
         .map(
@@ -523,6 +526,7 @@ fn l4_checksum_ok(ip: &[u8], partial: Option<usize>) -> Result<(), TestCaseError
 /// What the outcome of each case must satisfy.
 fn check(
     s: &Seeded,
+    ingress: Iface,
     before: &[u8],
     after: &[u8],
     verdict: Verdict,
@@ -578,9 +582,31 @@ fn check(
         (old.dont_frag(), old.more_frags(), old.frag_offset())
     );
     match egress {
-        // Translated (both uplinks do NAT): nothing leaves with a LAN address.
-        Iface::Uplink(u) => prop_assert_eq!(new.src(), snap.uplink(u).unwrap().address.addr()),
+        // Nothing leaves with a LAN address the uplink translates (a session may translate
+        // one it does not).
+        Iface::Uplink(u) => {
+            let up = snap.uplink(u).unwrap();
+            let translated = new.src() == up.address.addr();
+            prop_assert!(
+                translated || (new.src() == old.src() && !up.translates(old.src())),
+                "{} left {:?} untranslated",
+                old.src(),
+                u
+            );
+        }
         Iface::Lan => prop_assert!(snap.lan.address.contains(new.dst())),
+    }
+    // Inbound to a LAN address unchanged: only what the uplink does not translate (SPEC 10).
+    if let Iface::Uplink(u) = ingress
+        && new.dst() == old.dst()
+    {
+        let up = snap.uplink(u).unwrap();
+        prop_assert!(
+            !up.translates(old.dst()),
+            "transit to {} via {:?}",
+            old.dst(),
+            u
+        );
     }
     let vh_in = VnetHdr::parse(before).unwrap();
     let vh = VnetHdr::parse(after).unwrap();
@@ -616,8 +642,13 @@ fn check(
 }
 
 /// Names of what `verdict` and the rewrite did, for `every_outcome_is_reached`.
-fn outcomes(before: &[u8], after: &[u8], verdict: Verdict) -> Vec<&'static str> {
+fn outcomes(ingress: Iface, before: &[u8], after: &[u8], verdict: Verdict) -> Vec<&'static str> {
     let mut out = vec![match verdict {
+        Verdict::Forward { egress: Iface::Lan }
+            if ingress != Iface::Lan && same_ends(before, after) =>
+        {
+            "untranslated to the LAN"
+        }
         Verdict::Forward { egress: Iface::Lan } => "forward to the LAN",
         Verdict::Forward { .. } => "forward to an uplink",
         Verdict::Fragment { .. } => "fragment",
@@ -668,13 +699,20 @@ fn outcomes(before: &[u8], after: &[u8], verdict: Verdict) -> Vec<&'static str> 
     out
 }
 
+/// Source and destination addresses unchanged.
+fn same_ends(before: &[u8], after: &[u8]) -> bool {
+    let old = Ipv4Packet::new_checked(&before[IP_OFFSET..]).unwrap();
+    let new = Ipv4Packet::new_checked(&after[IP_OFFSET..]).unwrap();
+    (old.src(), old.dst()) == (new.src(), new.dst())
+}
+
 fn run_case(c: &Case) -> Result<Vec<&'static str>, TestCaseError> {
     let s = seeded();
     let (ingress, before) = build(c, &s);
     let mut after = before.clone();
     let (verdict, scratch) = run(&s.world, &mut after, ingress);
-    check(&s, &before, &after, verdict, &scratch)?;
-    Ok(outcomes(&before, &after, verdict))
+    check(&s, ingress, &before, &after, verdict, &scratch)?;
+    Ok(outcomes(ingress, &before, &after, verdict))
 }
 
 proptest! {
@@ -699,6 +737,7 @@ fn every_outcome_is_reached() {
     println!("{seen:#?}");
     let all = [
         "forward to the LAN",
+        "untranslated to the LAN",
         "forward to an uplink",
         "fragment",
         "TCP reset",
