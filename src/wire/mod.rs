@@ -1,9 +1,13 @@
 //! Wire formats: typed, zero-copy views over packet bytes, checksum arithmetic and frame builders.
 //!
 //! Every view follows one pattern: `new_checked` validates the lengths once, after which the
-//! accessors read fixed offsets; setters exist when the buffer is mutable. Nothing here panics on
+//! accessors read fixed offsets; setters exist when the buffer is mutable. The `rewrite_*`
+//! setters (and `decrement_ttl`, `clamp_mss`) are what the fast path rewrites with: they update
+//! the checksums incrementally, or keep a partial (NEEDS_CSUM) one partial. Builders take a Repr
+//! struct (`Ipv4Repr`, `OwnHeader`, `TcpRepr`, `EchoRepr`, `ErrorRepr`). Nothing here panics on
 //! any input, not even after `new_unchecked` on a short buffer (see `field.rs`), and nothing
 //! allocates: builders write into a caller-provided buffer and return the length written.
+//! `frame.rs` has the layout of a frame buffer (virtio_net_hdr, Ethernet, IPv4).
 
 pub mod arp;
 pub mod checksum;
