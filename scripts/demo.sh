@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The lab demo: builds the release binary, brings up the reference-site lab (prefix mh-),
+# The lab demo: installs what the lab needs (scripts/setup.sh), builds the release binary, brings up the reference-site lab (prefix mh-),
 # starts the router with scripts/lab.toml, then shows it working. The lab stays up for you to
 # explore; `scripts/demo.sh down` removes it.
 set -euo pipefail
@@ -12,8 +12,9 @@ if [ "${1:-}" = down ]; then
     exit 0
 fi
 
+"$here/setup.sh"
 (cd "$here/.." && cargo build --release)
-export MHROUTER_BIN="$here/../target/release/mhrouter"
+export MHROUTER_BIN="${CARGO_TARGET_DIR:-$here/../target}/release/mhrouter"
 lab up
 lab router start
 echo "== waiting for the probes to bring the primary route up"

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Provisioning for the lab, the demo and the tests: checks the Rust toolchain against
+# Cargo.toml's rust-version and every tool the lab needs, and on Debian installs (apt-get, as
+# root) only the packages whose tools are missing. Idempotent: with everything present it
+# installs nothing and prints one line.
+#
+#   scripts/setup.sh              check Rust, install missing lab tools
+#   scripts/setup.sh --rust-only  check Rust only (for unprivileged test runs, which need no lab)
+#
+# Elsewhere than Debian it names the missing tools on one line and exits 1.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+# tool:package. dnsmasq comes from dnsmasq-base: the binary without the system-wide service,
+# which would otherwise start and hold port 53 on the host.
+TOOLS="ip:iproute2 ss:iproute2 bridge:iproute2 tc:iproute2 iperf3:iperf3 nft:nftables
+ethtool:ethtool tcpdump:tcpdump dnsmasq:dnsmasq-base ping:iputils-ping traceroute:traceroute
+python3:python3 setpriv:util-linux sysctl:procps timeout:coreutils jq:jq"
+
+say() { echo "mhrouter setup: $*"; }
+
+# Root's tools live in sbin, which an unprivileged PATH may lack.
+have() { PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
+
+check_rust() {
+    local want have_v
+    want=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$here/../Cargo.toml")
+    if ! have cargo || ! have rustc; then
+        say "Rust is missing: install it with rustup (https://rustup.rs), version $want or later"
+        exit 1
+    fi
+    have_v=$(rustc --version | awk '{print $2}')
+    if [ "$(printf '%s\n%s\n' "$want" "$have_v" | sort -V | head -1)" != "$want" ]; then
+        say "rustc $have_v is older than the $want this crate needs: rustup update stable"
+        exit 1
+    fi
+}
+
+missing_tools() {
+    local pair
+    for pair in $TOOLS; do
+        have "${pair%%:*}" || printf '%s ' "$pair"
+    done
+}
+
+check_rust
+[ "${1:-}" = --rust-only ] && exit 0
+
+missing=$(missing_tools)
+if [ -z "$missing" ]; then
+    say "ok (rustc $(rustc --version | awk '{print $2}'), all lab tools present)"
+    exit 0
+fi
+names=$(for p in $missing; do printf '%s ' "${p%%:*}"; done)
+packages=$(for p in $missing; do echo "${p#*:}"; done | sort -u | tr '\n' ' ')
+if ! have apt-get; then
+    say "missing tools: ${names% } (not a Debian host: install them with your package manager)"
+    exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+    say "missing tools: ${names% } (as root: apt-get install ${packages% })"
+    exit 1
+fi
+say "installing ${packages% } (for ${names% })"
+export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp)
+# shellcheck disable=SC2086 # one word per package
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends $packages; } >"$log" 2>&1; then
+    cat "$log"
+    rm -f "$log"
+    say "apt-get failed (its output is above)"
+    exit 1
+fi
+rm -f "$log"
+missing=$(missing_tools)
+if [ -n "$missing" ]; then
+    say "still missing after apt-get: $missing"
+    exit 1
+fi
+say "ok (installed ${packages% })"
