@@ -27,6 +27,7 @@ use crate::prefix::Ipv4Prefix;
 use crate::probe::schedule::{ProbeSet, Source};
 use crate::route::{self, FlowTuple, Health, RouteTable};
 use crate::snapshot::{LanState, Snapshot, UplinkState};
+use crate::systemd;
 use crate::track::{TrackDef, TrackEvent, TrackSet, TrackSource, TrackState};
 use crate::views;
 use crate::wire::arp::{self, ArpPacket};
@@ -850,6 +851,13 @@ impl Control {
     /// the running one stays. NAT flows are kept: routes, policies, probes, tracks, failover and
     /// per-uplink forwarding settings change live.
     pub fn reload(&mut self) -> Result<String, String> {
+        systemd::notify(&systemd::reloading());
+        let result = self.apply_config_file();
+        systemd::notify(systemd::READY);
+        result
+    }
+
+    fn apply_config_file(&mut self) -> Result<String, String> {
         let now = Instant::now();
         let result = Config::from_file(&self.config_path)
             .map_err(|e| e.to_string())

@@ -176,8 +176,24 @@ pub struct Pending {
     pub reply: Sender<Result<String, String>>,
 }
 
-/// Binds the socket (mode 0600, replacing a stale one) and serves it on a thread of its own.
-pub fn serve(path: &Path, to_control: Sender<Pending>, waker: Arc<Waker>) -> io::Result<()> {
+impl Request {
+    /// Whether the request changes the router; only root and the router's own user may send
+    /// those, members of the control group only look.
+    pub fn changes_router(&self) -> bool {
+        matches!(self, Request::Reload)
+    }
+}
+
+/// Binds the socket (replacing a stale one) and serves it on a thread of its own. The socket
+/// is the router user's alone (0600), or with `group` also that group's (0660, read-only
+/// requests only).
+pub fn serve(
+    path: &Path,
+    group: Option<&str>,
+    to_control: Sender<Pending>,
+    waker: Arc<Waker>,
+) -> io::Result<()> {
+    let gid = group.map(group_id).transpose()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -191,8 +207,17 @@ pub fn serve(path: &Path, to_control: Sender<Pending>, waker: Arc<Waker>) -> io:
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Created owner-only, so no one else can connect before the group is set: no chmod window.
+    // SAFETY: umask only swaps the process's file-creation mask; restored right after bind.
+    let old_mask = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old_mask) };
+    let listener = bound?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    }
     std::thread::Builder::new()
         .name("ctl".into())
         .spawn(move || {
@@ -206,6 +231,76 @@ pub fn serve(path: &Path, to_control: Sender<Pending>, waker: Arc<Waker>) -> io:
     Ok(())
 }
 
+/// The gid of a group name, from the system's group database.
+fn group_id(name: &str) -> io::Result<libc::gid_t> {
+    let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    let mut grp = std::mem::MaybeUninit::<libc::group>::zeroed();
+    let mut buf = vec![0 as libc::c_char; 16384];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to a live buffer of the stated size; the result points
+    // into `grp` or is null.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            grp.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if found.is_null() {
+        return Err(if rc != 0 {
+            io::Error::from_raw_os_error(rc)
+        } else {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("control_group '{name}' is not a group on this host"),
+            )
+        });
+    }
+    // SAFETY: getgrnam_r found the group and filled `grp`.
+    Ok(unsafe { grp.assume_init() }.gr_gid)
+}
+
+/// The uid of the process at the other end of a Unix socket (SO_PEERCRED).
+fn peer_uid(stream: &UnixStream) -> io::Result<libc::uid_t> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `cred`, which we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// Root and the router's own user may change the router; the control group only looks.
+fn may_change_router(stream: &UnixStream) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    let own = unsafe { libc::geteuid() };
+    match peer_uid(stream) {
+        Ok(uid) if uid == 0 || uid == own => Ok(()),
+        Ok(uid) => Err(format!(
+            "permission denied: only root or the router's user may do that (you are uid {uid})"
+        )),
+        Err(e) => Err(format!(
+            "permission denied: cannot tell who is asking ({e})"
+        )),
+    }
+}
+
 fn handle(stream: UnixStream, to_control: &Sender<Pending>, waker: &Waker) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
@@ -216,25 +311,35 @@ fn handle(stream: UnixStream, to_control: &Sender<Pending>, waker: &Waker) {
         Ok(_) if line.len() > MAX_REQUEST => {
             Err(format!("request longer than {MAX_REQUEST} bytes"))
         }
-        Ok(_) => match Request::parse(&line) {
-            Err(e) => Err(e.to_string()),
-            Ok(request) => {
-                let (tx, rx) = bounded(1);
-                if to_control.try_send(Pending { request, reply: tx }).is_err() {
-                    Err("router busy".to_string())
-                } else {
-                    waker.wake();
-                    rx.recv_timeout(Duration::from_secs(10))
-                        .unwrap_or_else(|_| Err("router did not answer".to_string()))
+        Ok(_) => Request::parse(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|request| {
+                if request.changes_router() {
+                    may_change_router(&stream)?;
                 }
-            }
-        },
+                ask_control(request, to_control, waker)
+            }),
     };
     let mut out = &stream;
     let _ = match answer {
         Ok(body) => write!(out, "ok\n{body}"),
         Err(e) => writeln!(out, "error: {e}"),
     };
+}
+
+/// Hands a request to the control thread and waits for its answer.
+fn ask_control(
+    request: Request,
+    to_control: &Sender<Pending>,
+    waker: &Waker,
+) -> Result<String, String> {
+    let (tx, rx) = bounded(1);
+    if to_control.try_send(Pending { request, reply: tx }).is_err() {
+        return Err("router busy".to_string());
+    }
+    waker.wake();
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| Err("router did not answer".to_string()))
 }
 
 /// Client side: sends `request` and returns the body, or the router's error message.

@@ -4,7 +4,8 @@
 //! (TCP segments merged into GSO super-frames for the LAN), `route`,
 //! `nat`, `neigh` (ARP cache), `track`, `probe`, `config`. Platform I/O: `io` (TAP, packet
 //! sockets, netlink, epoll). Threads: `dataplane` (workers), `control` (control thread),
-//! `ctl` (control socket), `router` (start-up and shutdown).
+//! `ctl` (control socket), `router` (start-up and shutdown), `systemd` (readiness
+//! notifications to the service manager).
 
 pub mod clock;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod probe;
 pub mod route;
 pub mod router;
 pub mod snapshot;
+pub mod systemd;
 pub mod track;
 pub mod views;
 pub mod wire;

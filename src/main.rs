@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mhrouter::config::Config;
 use mhrouter::ctl;
+use mhrouter::systemd;
 
 /// Userspace IPv4 router for a small site with two or more ISP uplinks and no BGP: static
 /// routes with administrative distance, health probes (IP SLA), object tracking with up/down
@@ -147,8 +148,20 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .format_target(false)
-        .init();
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if systemd::stderr_is_journal() {
+        // The journal stamps each line itself and reads its priority from the `<N>` prefix.
+        builder.format(|out, record| {
+            writeln!(
+                out,
+                "<{}>{}",
+                systemd::priority(record.level()),
+                record.args()
+            )
+        });
+    } else {
+        builder.format_timestamp_millis().format_target(false);
+    }
+    builder.init();
 }

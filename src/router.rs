@@ -24,6 +24,7 @@ use crate::io::poll::{Epoll, Waker};
 use crate::io::tap::Tap;
 use crate::metrics;
 use crate::nat::{FragTable, NatParams, NatTable, Timeouts};
+use crate::systemd;
 use crate::wire::ethernet::MacAddr;
 
 #[derive(Debug, thiserror::Error)]
@@ -246,9 +247,12 @@ pub fn run(
             .map_err(|source| StartError::Metrics { addr, source })?;
         log::info!("metrics on http://{bound}/metrics");
     }
-    ctl::serve(&socket_path, req_tx, ctl_waker.clone()).map_err(|source| StartError::Socket {
-        path: socket_path.clone(),
-        source,
+    let group = cfg.router.control_group.as_deref();
+    ctl::serve(&socket_path, group, req_tx, ctl_waker.clone()).map_err(|source| {
+        StartError::Socket {
+            path: socket_path.clone(),
+            source,
+        }
     })?;
     let mut links = LinkWatcher::new().map_err(io_err("netlink"))?;
 
@@ -288,6 +292,8 @@ pub fn run(
     ep.add(links.as_raw_fd(), T_LINK).map_err(io_err("epoll"))?;
     ep.add(signals.as_raw_fd(), T_SIG)
         .map_err(io_err("epoll"))?;
+    // Interfaces, workers and both sockets are up: the service manager may start what needs us.
+    systemd::notify(systemd::READY);
     let mut ready = Vec::new();
     loop {
         let timeout = control.timeout(Instant::now(), Duration::from_millis(500));
@@ -302,6 +308,7 @@ pub fn run(
                 }
             } else {
                 log::info!("signal {sig}: shutting down");
+                systemd::notify(systemd::STOPPING);
                 break;
             }
         }

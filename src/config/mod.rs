@@ -37,6 +37,9 @@ pub struct RouterConfig {
     /// Data-plane worker threads, 1..=256 (a TAP device has at most 256 queues).
     pub workers: usize,
     pub control_socket: PathBuf,
+    /// Group whose members may use the read-only commands (`show`, `explain`) on the control
+    /// socket (mode 0660); without it the socket is the router user's alone (0600).
+    pub control_group: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
     /// Pass GSO super-frames and partial checksums through (virtio-net header offloads).
     pub offload: bool,

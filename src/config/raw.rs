@@ -39,6 +39,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawRouter {
     pub workers: Option<S<i64>>,
     pub control_socket: Option<S<String>>,
+    pub control_group: Option<S<String>>,
     pub metrics_listen: Option<S<String>>,
     pub offload: Option<bool>,
 }

@@ -451,6 +451,16 @@ fn bad_metrics_listen() {
 }
 
 #[test]
+fn control_group() {
+    let c = ok(&base("[router]\ncontrol_group = \"mhrouter\"\n"));
+    assert_eq!(c.router.control_group.as_deref(), Some("mhrouter"));
+    check(
+        &base("[router]\ncontrol_group = \"ops team\"  # <-\n"),
+        "control_group: 'ops team' is not a valid name (1 to 32 of A-Z a-z 0-9 _ . -)",
+    );
+}
+
+#[test]
 fn empty_control_socket() {
     check(
         &base("[router]\ncontrol_socket = \"\"  # <-\n"),

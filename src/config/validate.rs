@@ -223,6 +223,14 @@ fn router(cx: &Ctx, r: &RawRouter, default_workers: usize) -> Result<RouterConfi
         Some(s) => PathBuf::from(s.get_ref()),
         None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
     };
+    let control_group = match &r.control_group {
+        Some(g) => {
+            values::name(g.get_ref())
+                .map_err(|m| cx.err(g.span(), format!("control_group: {m}")))?;
+            Some(g.get_ref().clone())
+        }
+        None => None,
+    };
     let metrics_listen = match &r.metrics_listen {
         Some(s) => Some(s.get_ref().parse::<SocketAddr>().map_err(|_| {
             let v = s.get_ref().escape_debug();
@@ -236,6 +244,7 @@ fn router(cx: &Ctx, r: &RawRouter, default_workers: usize) -> Result<RouterConfi
     Ok(RouterConfig {
         workers,
         control_socket,
+        control_group,
         metrics_listen,
         offload: r.offload.unwrap_or(true),
     })
