@@ -8,14 +8,14 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::Receiver;
 
 use crate::clock::Instant;
 use crate::config::{Config, Failback, TrackSource as CfgTrackSource};
 use crate::counters::{Counters, DropReason, Totals};
-use crate::ctl::{Pending, Request};
+use crate::ctl::{Pending, Request, View};
 use crate::dataplane::{Punt, Shared};
 use crate::hooks::{self, HookEvent};
 use crate::io::MAX_FRAME;
@@ -72,6 +72,11 @@ pub struct Control {
     failback_due: Option<Instant>,
     /// Set when something the snapshot depends on changed.
     dirty: bool,
+    /// `clear counters`: the totals `show` counts from.
+    counters_cleared: Totals,
+    /// Whether the last load of the configuration (start or reload) succeeded, and when the
+    /// last one that did was applied, for the metrics.
+    last_load: (bool, SystemTime),
 }
 
 /// Route inputs derived from the configuration.
@@ -239,6 +244,8 @@ impl Control {
             next_neigh_poll: now,
             failback_due: None,
             dirty: true,
+            counters_cleared: Totals::default(),
+            last_load: (true, SystemTime::now()),
             config_path: p.config_path,
             cfg,
         };
@@ -570,7 +577,9 @@ impl Control {
         }
     }
 
-    fn flush_uplink(&mut self, u: UplinkId, why: &str) {
+    /// Removes the uplink's NAT flows, resetting their TCP ends (with `reset_tcp`); returns
+    /// how many were removed.
+    fn flush_uplink(&mut self, u: UplinkId, why: &str) -> usize {
         let (removed, flushed) = self.shared.nat.flush_uplink(u);
         let name = self.cfg.uplinks[u.0 as usize].name.clone();
         let mut resets = 0;
@@ -590,6 +599,7 @@ impl Control {
         log::warn!(
             "uplink {name}: {why}; {removed} NAT flows removed, {resets} TCP resets sent to the LAN"
         );
+        removed
     }
 
     fn handle_punt(&mut self, p: Punt, now: Instant) {
@@ -833,7 +843,7 @@ impl Control {
             cfg: &self.cfg,
             snap: self.shared.snapshot.load_full(),
             carrier: &self.carrier,
-            totals: self.totals(),
+            totals: self.totals().since(&self.counters_cleared),
             nat: &self.shared.nat,
             probes: &self.probes.probes,
             tracks: &self.tracks,
@@ -853,6 +863,10 @@ impl Control {
     pub fn reload(&mut self) -> Result<String, String> {
         systemd::notify(&systemd::reloading());
         let result = self.apply_config_file();
+        self.last_load = match result {
+            Ok(_) => (true, SystemTime::now()),
+            Err(_) => (false, self.last_load.1),
+        };
         systemd::notify(systemd::READY);
         result
     }
@@ -926,7 +940,33 @@ impl Control {
     /// Answers a control-socket request.
     fn answer(&mut self, req: Request, now: Instant) -> Result<String, String> {
         match req {
+            Request::Show {
+                view: View::Nat {
+                    uplink: Some(name), ..
+                },
+                ..
+            }
+            | Request::ClearNat { uplink: Some(name) }
+                if self.cfg.uplink_index(&name).is_none() =>
+            {
+                Err(format!("no uplink named '{name}'"))
+            }
             Request::Show { view, json } => Ok(views::show(&self.view_state(now), view, json)),
+            Request::ClearCounters => {
+                self.counters_cleared = self.totals();
+                log::info!("counters cleared");
+                Ok("counters cleared\n".into())
+            }
+            Request::ClearNat { uplink } => {
+                let uplinks = match uplink.and_then(|n| self.cfg.uplink_index(&n)) {
+                    Some(u) => u..u + 1,
+                    None => 0..self.cfg.uplinks.len(),
+                };
+                let removed: usize = uplinks
+                    .map(|u| self.flush_uplink(UplinkId(u as u8), "NAT cleared by the operator"))
+                    .sum();
+                Ok(format!("{removed} NAT flows removed\n"))
+            }
             Request::Explain {
                 src,
                 dst,

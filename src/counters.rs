@@ -256,6 +256,29 @@ impl Totals {
         t
     }
 
+    /// What was counted since `base` (an earlier sum of the same counters: `clear counters`).
+    pub fn since(&self, base: &Totals) -> Totals {
+        let mut t = self.clone();
+        for ((_, n), (_, b)) in t.drops.iter_mut().zip(&base.drops) {
+            *n = n.saturating_sub(*b);
+        }
+        for (i, b) in t.ifaces.iter_mut().zip(&base.ifaces) {
+            i.rx_packets = i.rx_packets.saturating_sub(b.rx_packets);
+            i.rx_bytes = i.rx_bytes.saturating_sub(b.rx_bytes);
+            i.rx_dropped = i.rx_dropped.saturating_sub(b.rx_dropped);
+            i.tx_packets = i.tx_packets.saturating_sub(b.tx_packets);
+            i.tx_bytes = i.tx_bytes.saturating_sub(b.tx_bytes);
+        }
+        t.forwarded = t.forwarded.saturating_sub(base.forwarded);
+        t.punted = t.punted.saturating_sub(base.punted);
+        t.icmp_errors_sent = t.icmp_errors_sent.saturating_sub(base.icmp_errors_sent);
+        t.batches = t.batches.saturating_sub(base.batches);
+        t.batch_packets = t.batch_packets.saturating_sub(base.batch_packets);
+        t.gro_frames = t.gro_frames.saturating_sub(base.gro_frames);
+        t.gro_segments = t.gro_segments.saturating_sub(base.gro_segments);
+        t
+    }
+
     pub fn drop_count(&self, name: &str) -> u64 {
         self.drops
             .iter()
@@ -290,5 +313,28 @@ mod tests {
         assert_eq!(t.drop_count("bad_ip_checksum"), 2);
         assert_eq!(t.ifaces[2].rx_bytes, 100);
         assert_eq!(t.drop_count("truncated"), 0);
+    }
+
+    #[test]
+    fn since_counts_from_a_clear() {
+        let c = Counters::new(2);
+        c.dropped(DropReason::NoRoute);
+        c.rx(1, 100);
+        bump(&c.forwarded, 3);
+        let cleared = Totals::sum([&c]);
+        c.dropped(DropReason::NoRoute);
+        c.rx(1, 40);
+        let t = Totals::sum([&c]).since(&cleared);
+        assert_eq!(t.drop_count("no_route"), 1);
+        assert_eq!(t.ifaces[1].rx_packets, 1);
+        assert_eq!(t.ifaces[1].rx_bytes, 40);
+        assert_eq!(t.forwarded, 0);
+        // Nothing cleared: the totals themselves.
+        assert_eq!(
+            Totals::sum([&c])
+                .since(&Totals::default())
+                .drop_count("no_route"),
+            2
+        );
     }
 }

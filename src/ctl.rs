@@ -19,6 +19,10 @@ use crate::io::poll::Waker;
 /// Longest request accepted, in bytes.
 pub const MAX_REQUEST: usize = 4096;
 
+/// Rows `show nat` prints unless given `limit N`: a full table (262144 flows by default) would
+/// hold the control thread for long.
+pub const NAT_ROWS: usize = 1000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum View {
     Route,
@@ -28,6 +32,8 @@ pub enum View {
     Nat {
         uplink: Option<String>,
         address: Option<Ipv4Addr>,
+        /// At most this many rows; the reply also says how many matched.
+        limit: usize,
     },
     Arp,
     Counters,
@@ -48,6 +54,12 @@ pub enum Request {
         json: bool,
     },
     Reload,
+    /// `clear counters`: `show counters` and `show uplinks` count from now on.
+    ClearCounters,
+    /// `clear nat [uplink NAME]`: remove the NAT flows (of one uplink).
+    ClearNat {
+        uplink: Option<String>,
+    },
     /// The Prometheus text, for the metrics listener; not part of the socket's text protocol.
     Metrics,
 }
@@ -56,7 +68,7 @@ pub enum Request {
 pub enum RequestError {
     #[error("empty request")]
     Empty,
-    #[error("unknown command '{0}' (expected show, explain or reload)")]
+    #[error("unknown command '{0}' (expected show, explain, reload or clear)")]
     UnknownCommand(String),
     #[error("unknown view '{0}' (expected route, uplinks, probes, tracks, nat, arp or counters)")]
     UnknownView(String),
@@ -89,6 +101,7 @@ impl Request {
                     "nat" => {
                         let mut uplink = None;
                         let mut address = None;
+                        let mut limit = NAT_ROWS;
                         let mut it = args.iter();
                         while let Some(&k) = it.next() {
                             let v = it.next().ok_or_else(|| {
@@ -103,15 +116,26 @@ impl Request {
                                         ))
                                     })?)
                                 }
+                                "limit" => {
+                                    limit = v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                                        RequestError::Syntax(format!(
+                                            "limit '{v}' is not a positive number"
+                                        ))
+                                    })?
+                                }
                                 _ => {
                                     return Err(RequestError::Syntax(format!(
-                                        "unknown nat filter '{k}' (uplink NAME, address IP)"
+                                        "unknown nat filter '{k}' (uplink NAME, address IP, limit N)"
                                     )));
                                 }
                             }
                         }
                         return Ok(Request::Show {
-                            view: View::Nat { uplink, address },
+                            view: View::Nat {
+                                uplink,
+                                address,
+                                limit,
+                            },
                             json,
                         });
                     }
@@ -165,6 +189,16 @@ impl Request {
             }
             "reload" if rest.is_empty() => Ok(Request::Reload),
             "reload" => Err(RequestError::Syntax("reload takes no arguments".into())),
+            "clear" => match rest {
+                ["counters"] => Ok(Request::ClearCounters),
+                ["nat"] => Ok(Request::ClearNat { uplink: None }),
+                ["nat", "uplink", name] => Ok(Request::ClearNat {
+                    uplink: Some(name.to_string()),
+                }),
+                _ => Err(RequestError::Syntax(
+                    "usage: clear counters | clear nat [uplink NAME]".into(),
+                )),
+            },
             other => Err(RequestError::UnknownCommand(other.to_string())),
         }
     }
@@ -180,7 +214,10 @@ impl Request {
     /// Whether the request changes the router; only root and the router's own user may send
     /// those, members of the control group only look.
     pub fn changes_router(&self) -> bool {
-        matches!(self, Request::Reload)
+        matches!(
+            self,
+            Request::Reload | Request::ClearCounters | Request::ClearNat { .. }
+        )
     }
 }
 
@@ -390,7 +427,8 @@ mod tests {
             Ok(Request::Show {
                 view: View::Nat {
                     uplink: Some("isp-a".into()),
-                    address: Some(Ipv4Addr::new(192, 168, 0, 10))
+                    address: Some(Ipv4Addr::new(192, 168, 0, 10)),
+                    limit: NAT_ROWS,
                 },
                 json: true
             })
@@ -407,6 +445,26 @@ mod tests {
             })
         );
         assert_eq!(Request::parse("reload"), Ok(Request::Reload));
+        assert_eq!(
+            Request::parse("show nat limit 5"),
+            Ok(Request::Show {
+                view: View::Nat {
+                    uplink: None,
+                    address: None,
+                    limit: 5
+                },
+                json: false
+            })
+        );
+        assert_eq!(Request::parse("clear counters"), Ok(Request::ClearCounters));
+        assert_eq!(
+            Request::parse("clear nat uplink isp-b"),
+            Ok(Request::ClearNat {
+                uplink: Some("isp-b".into())
+            })
+        );
+        assert!(Request::parse("clear nat").unwrap().changes_router());
+        assert!(!Request::parse("show route").unwrap().changes_router());
     }
 
     #[test]
@@ -425,6 +483,10 @@ mod tests {
         assert!(Request::parse("explain 1.2.3.4 5.6.7.8 tcp 1").is_err());
         assert!(Request::parse("explain 1.2.3.4 5.6.7.999 tcp").is_err());
         assert!(Request::parse("reload now").is_err());
+        assert!(Request::parse("show nat limit 0").is_err());
+        assert!(Request::parse("show nat limit many").is_err());
+        assert!(Request::parse("clear everything").is_err());
+        assert!(Request::parse("clear nat isp-a").is_err());
     }
 
     proptest::proptest! {

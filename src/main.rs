@@ -1,11 +1,11 @@
 //! The `mhrouter` command: run the router, check a config, and query a running router.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use mhrouter::config::Config;
+use clap::{CommandFactory, Parser, Subcommand};
+use mhrouter::config::{Config, DEFAULT_PATH};
 use mhrouter::ctl;
 use mhrouter::systemd;
 
@@ -18,14 +18,15 @@ use mhrouter::systemd;
 #[command(
     name = "mhrouter",
     version,
-    after_help = "Examples:\n  mhrouter check-config /etc/mhrouter.toml\n  mhrouter run --config /etc/mhrouter.toml\n  mhrouter show route\n  mhrouter show nat uplink isp-a --json\n  mhrouter explain 192.168.0.10 172.18.0.6 tcp 40000 443"
+    after_help = "Examples:\n  mhrouter check-config\n  mhrouter check-config -c /etc/mhrouter/mhrouter.toml.new\n  mhrouter run\n  mhrouter show route\n  mhrouter show nat uplink isp-a limit 50 --json\n  mhrouter explain 192.168.0.10 172.18.0.6 tcp 40000 443\n  mhrouter clear nat uplink isp-a"
 )]
 struct Cli {
     /// Control socket of the router to talk to (default: the config's control_socket, else
     /// $MHROUTER_SOCKET, else /run/mhrouter/mhrouter.sock).
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Configuration file; `run` starts from it, other commands take its control socket.
+    /// Configuration file (default for run and check-config: /etc/mhrouter/mhrouter.toml);
+    /// other commands take its control socket.
     #[arg(long, short, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -34,15 +35,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the router with --config FILE; stops cleanly on SIGINT/SIGTERM.
+    /// Start the router from the configuration; stops cleanly on SIGINT/SIGTERM, re-reads the
+    /// configuration on SIGHUP.
     Run,
-    /// Validate a configuration file; prints "FILE:LINE: what is wrong" and exits 1 on error.
+    /// Validate the configuration (FILE, else --config, else the default); prints
+    /// "FILE:LINE: what is wrong" and exits 1 on error.
     CheckConfig {
         #[arg(value_name = "FILE")]
-        file: PathBuf,
+        file: Option<PathBuf>,
     },
     /// Show a view of the running router: route, uplinks, probes, tracks, nat [uplink NAME]
-    /// [address IP], arp, counters.
+    /// [address IP] [limit N] (default 1000 rows), arp, counters.
     Show {
         #[arg(required = true, num_args = 1.., value_name = "VIEW")]
         what: Vec<String>,
@@ -61,32 +64,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Re-read the configuration and apply it; a bad config is rejected and the running one stays.
+    /// Re-read the configuration and apply it; a bad config is rejected (exit 1) and the running
+    /// one stays.
     Reload,
+    /// Reset what `show counters` counts from (metrics stay monotonic), or remove NAT flows:
+    /// counters, nat [uplink NAME].
+    Clear {
+        #[arg(required = true, num_args = 1.., value_name = "WHAT")]
+        what: Vec<String>,
+    },
+    /// Print the man page (man) or a shell completion script (completions SHELL).
+    Generate {
+        #[command(subcommand)]
+        what: Generated,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generated {
+    /// The man page, mhrouter(1), in roff.
+    Man,
+    /// Completions for bash, zsh, fish, elvish or powershell.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match Config::from_file(&file) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok ({} uplinks, {} routes, {} probes, {} tracks)",
-                    file.display(),
-                    cfg.uplinks.len(),
-                    cfg.routes.len(),
-                    cfg.probes.len(),
-                    cfg.tracks.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(e),
-        },
+        Command::CheckConfig { file } => {
+            let file = file.or(cli.config).unwrap_or_else(|| DEFAULT_PATH.into());
+            check_config(&file)
+        }
         Command::Run => {
             init_logging();
-            let Some(path) = cli.config else {
-                return fail("run needs --config FILE");
-            };
+            let path = cli.config.unwrap_or_else(|| DEFAULT_PATH.into());
             let cfg = match Config::from_file(&path) {
                 Ok(c) => c,
                 Err(e) => return fail(e),
@@ -123,6 +134,43 @@ fn main() -> ExitCode {
             query(cli.socket, cli.config, &req)
         }
         Command::Reload => query(cli.socket, cli.config, "reload"),
+        Command::Clear { what } => {
+            query(cli.socket, cli.config, &format!("clear {}", what.join(" ")))
+        }
+        Command::Generate { what } => {
+            // Rendered in memory first: a closed pipe (`| head`) is then an error, not a panic.
+            let mut text = Vec::new();
+            match what {
+                Generated::Man => {
+                    let rendered = clap_mangen::Man::new(Cli::command()).render(&mut text);
+                    rendered.expect("writing to memory");
+                }
+                Generated::Completions { shell } => {
+                    clap_complete::generate(shell, &mut Cli::command(), "mhrouter", &mut text);
+                }
+            }
+            match std::io::stdout().write_all(&text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match Config::from_file(file) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} uplinks, {} routes, {} probes, {} tracks)",
+                file.display(),
+                cfg.uplinks.len(),
+                cfg.routes.len(),
+                cfg.probes.len(),
+                cfg.tracks.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }
 

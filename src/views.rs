@@ -200,19 +200,19 @@ pub fn show(st: &State, view: View, json: bool) -> String {
             }
             s
         }
-        View::Nat { uplink, address } => {
+        View::Nat {
+            uplink,
+            address,
+            limit,
+        } => {
+            // The control thread answers an unknown uplink with an error before we get here.
             let filter = uplink
                 .as_deref()
                 .and_then(|n| st.cfg.uplink_index(n))
                 .map(|u| UplinkId(u as u8));
-            if uplink.is_some() && filter.is_none() {
-                return format!("no uplink named '{}'\n", uplink.unwrap_or_default());
-            }
-            let sessions: Vec<serde_json::Value> = st
-                .nat
-                .sessions(filter, now)
+            let (rows, matched) = st.nat.sessions_matching(filter, address, limit, now);
+            let sessions: Vec<serde_json::Value> = rows
                 .into_iter()
-                .filter(|s| address.is_none_or(|a| s.key.inside == a || s.key.remote == a || s.translation.outside == a))
                 .map(|s| {
                     serde_json::json!({
                         "uplink": st.cfg.uplinks.get(s.translation.uplink.0 as usize).map(|u| u.name.clone()),
@@ -229,6 +229,7 @@ pub fn show(st: &State, view: View, json: bool) -> String {
             let c = st.nat.counters();
             let totals = serde_json::json!({
                 "sessions": st.nat.len(),
+                "matched": matched,
                 "shown": sessions.len(),
                 "created": c.created, "expired": c.expired, "flushed": c.flushed,
                 "table_full": c.table_full, "ports_exhausted": c.ports_exhausted,
@@ -253,8 +254,9 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                 );
             }
             s += &format!(
-                "Total sessions: {} (shown {}); created {}, expired {}, flushed {}, table full {}, ports exhausted {}\n",
+                "Total sessions: {} ({} matched, shown {}); created {}, expired {}, flushed {}, table full {}, ports exhausted {}\n",
                 totals["sessions"],
+                totals["matched"],
                 totals["shown"],
                 totals["created"],
                 totals["expired"],

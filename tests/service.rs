@@ -223,3 +223,105 @@ fn runs_unprivileged_with_net_admin_and_net_raw_only() {
     );
     assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
 }
+
+/// `show nat` pages a large table and counts what matched, an unknown uplink is an error, and
+/// `clear nat` / `clear counters` do what they say.
+#[test]
+fn operator_commands_page_and_clear() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("svc2-");
+    lab.start_router(&static_config(""));
+    lab.wait_for("default via isp-a [10]", Duration::from_secs(10), || {
+        lab.ctl(&["show", "route"])
+            .contains("[10/0] via 172.16.1.2, isp-a")
+    });
+    // Each ping process has its own ICMP id, so its own NAT session.
+    for _ in 0..3 {
+        assert!(lab.ping("lan", "172.18.0.6"));
+    }
+    let all = lab.ctl_json(&["show", "nat"]);
+    let flows = all["totals"]["matched"].as_u64().unwrap();
+    assert!(flows >= 3, "{all}");
+    let page = lab.ctl_json(&["show", "nat", "limit", "2"]);
+    assert_eq!(page["totals"]["shown"], 2, "{page}");
+    assert_eq!(page["totals"]["matched"], flows, "{page}");
+    assert_eq!(page["sessions"].as_array().unwrap().len(), 2);
+    let text_page = lab.ctl(&["show", "nat", "limit", "1"]);
+    assert!(
+        text_page.contains(&format!("({flows} matched, shown 1)")),
+        "{text_page}"
+    );
+
+    let nosuch = lab.sh(&["ctl", "show", "nat", "uplink", "nosuch", "--json"]);
+    assert!(!nosuch.status.success(), "{}", text(&nosuch));
+    assert!(
+        text(&nosuch).contains("no uplink named 'nosuch'"),
+        "{}",
+        text(&nosuch)
+    );
+    assert!(
+        !lab.sh(&["ctl", "clear", "nat", "uplink", "nosuch"])
+            .status
+            .success()
+    );
+
+    assert_eq!(
+        lab.ctl(&["clear", "nat", "uplink", "isp-b"]),
+        "0 NAT flows removed\n"
+    );
+    assert_eq!(
+        lab.ctl(&["clear", "nat", "uplink", "isp-a"]),
+        format!("{flows} NAT flows removed\n")
+    );
+    let after = lab.ctl_json(&["show", "nat"]);
+    assert_eq!(after["totals"]["sessions"], 0, "{after}");
+    assert!(lab.log().contains("NAT cleared by the operator"));
+
+    let before = lab.ctl_json(&["show", "counters"])["forwarded"]
+        .as_u64()
+        .unwrap();
+    // The first echo may wait for ARP in the control thread, so not all six count.
+    assert!(before >= 4, "three pings forwarded both ways: {before}");
+    assert_eq!(lab.ctl(&["clear", "counters"]), "counters cleared\n");
+    assert_eq!(lab.ctl_json(&["show", "counters"])["forwarded"], 0);
+    assert!(lab.ping("lan", "172.18.0.6"));
+    let since = lab.ctl_json(&["show", "counters"])["forwarded"]
+        .as_u64()
+        .unwrap();
+    assert!((2..before).contains(&since), "{since} since the clear");
+}
+
+/// The man page and the completions are generated from the CLI definition itself.
+#[test]
+fn man_page_and_completions_come_from_the_cli() {
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_mhrouter"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let man = run(&["generate", "man"]);
+    assert!(man.contains(".TH mhrouter 1"), "{man}");
+    for sub in [
+        "check\\-config",
+        "show",
+        "explain",
+        "reload",
+        "clear",
+        "generate",
+    ] {
+        assert!(man.contains(sub), "man page lacks {sub}");
+    }
+    assert!(man.contains("/etc/mhrouter/mhrouter.toml"));
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["generate", "completions", shell]);
+        assert!(
+            script.contains("check-config") && script.contains("--config"),
+            "{shell}: {script}"
+        );
+    }
+}

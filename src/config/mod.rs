@@ -32,6 +32,9 @@ pub struct Config {
     pub failover: FailoverConfig,
 }
 
+/// Where `run` and `check-config` read the configuration when not given `--config`.
+pub const DEFAULT_PATH: &str = "/etc/mhrouter/mhrouter.toml";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouterConfig {
     /// Data-plane worker threads, 1..=256 (a TAP device has at most 256 queues).

@@ -29,7 +29,6 @@ use interfaces::{policies, routes, uplinks};
 type S<T> = Spanned<T>;
 type Result<T> = std::result::Result<T, ConfigError>;
 
-const DEFAULT_CONTROL_SOCKET: &str = "/run/mhrouter/mhrouter.sock";
 /// A TAP device has at most 256 queues, one per worker.
 const MAX_WORKERS: i64 = 256;
 /// Uplinks are numbered by `UplinkId(u8)`.
@@ -221,7 +220,7 @@ fn router(cx: &Ctx, r: &RawRouter, default_workers: usize) -> Result<RouterConfi
             return Err(cx.err(s.span(), "control_socket is empty"));
         }
         Some(s) => PathBuf::from(s.get_ref()),
-        None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        None => PathBuf::from(crate::ctl::DEFAULT_SOCKET),
     };
     let control_group = match &r.control_group {
         Some(g) => {

@@ -416,27 +416,54 @@ impl NatTable {
     /// For `show nat`: a copy of the sessions (of one uplink, or all), with state and age.
     /// Sessions of an uplink whose address is being removed are left out, as they are going.
     pub fn sessions(&self, uplink: Option<UplinkId>, now: Instant) -> Vec<SessionInfo> {
+        self.sessions_matching(uplink, None, usize::MAX, now).0
+    }
+
+    /// At most `limit` sessions of `uplink` (or all) that involve `address` (inside, outside or
+    /// remote; or any), and how many matched: `show nat` on a full table copies a page, not
+    /// the table.
+    pub fn sessions_matching(
+        &self,
+        uplink: Option<UplinkId>,
+        address: Option<Ipv4Addr>,
+        limit: usize,
+        now: Instant,
+    ) -> (Vec<SessionInfo>, usize) {
         let timeouts = self.params.timeouts;
         let now = Tick::of(now);
         let mut out = Vec::new();
+        let mut matched = 0;
         for shard in &self.shards {
             let shard = shard.0.lock();
-            let matching = shard
+            for (&key, s) in shard
                 .out
                 .iter()
-                .filter(|(_, s)| uplink.is_none_or(|u| s.uplink == u));
-            out.extend(matching.filter_map(|(&key, s)| {
-                let idle = now.since(s.last_seen);
-                Some(SessionInfo {
-                    key: key.flow_key(),
-                    translation: self.translation(key, s)?,
-                    state: s.state.label(),
-                    idle,
-                    expires_in: timeouts.for_state(s.state).saturating_sub(idle),
-                })
-            }));
+                .filter(|(_, s)| uplink.is_none_or(|u| s.uplink == u))
+            {
+                let Some(translation) = self.translation(key, s) else {
+                    continue;
+                };
+                let flow = key.flow_key();
+                let involved = address.is_none_or(|a| {
+                    flow.inside == a || flow.remote == a || translation.outside == a
+                });
+                if !involved {
+                    continue;
+                }
+                matched += 1;
+                if out.len() < limit {
+                    let idle = now.since(s.last_seen);
+                    out.push(SessionInfo {
+                        key: flow,
+                        translation,
+                        state: s.state.label(),
+                        idle,
+                        expires_in: timeouts.for_state(s.state).saturating_sub(idle),
+                    });
+                }
+            }
         }
-        out
+        (out, matched)
     }
 
     /// Approximate heap bytes of the sessions and mappings: hash-table buckets (entry plus
