@@ -994,6 +994,7 @@ impl Control {
                 nat: &self.shared.nat,
                 probes: &self.probes.probes,
                 tracks: &self.tracks,
+                last_load: self.last_load,
             }))),
         }
     }

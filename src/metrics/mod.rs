@@ -9,6 +9,7 @@ pub use http::{MAX_HEAD, serve};
 pub use render::render;
 
 use std::net::Ipv4Addr;
+use std::time::SystemTime;
 
 use crate::UplinkId;
 use crate::config::Config;
@@ -39,6 +40,27 @@ pub struct MetricsInput {
     pub probes: Vec<ProbeMetrics>,
     pub tracks: Vec<TrackMetrics>,
     pub nat: NatMetrics,
+    /// Static routes, in configuration order.
+    pub routes: Vec<RouteMetrics>,
+    pub config: ConfigMetrics,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RouteMetrics {
+    pub name: String,
+    pub prefix: String,
+    pub uplink: String,
+    pub distance: u8,
+    /// In the forwarding table now (the lowest eligible distance for its prefix).
+    pub installed: bool,
+}
+
+/// The outcome of the last configuration load (start or reload).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConfigMetrics {
+    pub last_load_ok: bool,
+    /// When the last successful load was applied, in seconds since the Unix epoch.
+    pub last_success_unix_seconds: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -92,6 +114,8 @@ pub struct Sources<'a> {
     pub nat: &'a NatTable,
     pub probes: &'a [Probe],
     pub tracks: &'a TrackSet,
+    /// Whether the last load succeeded, and when the last successful one was applied.
+    pub last_load: (bool, SystemTime),
 }
 
 /// Gathers a scrape from the control thread's state; keeps that glue out of `control.rs`.
@@ -146,7 +170,28 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
             changes: s.tracks.change_count(t),
         })
         .collect();
+    let routes = s
+        .routes
+        .entries()
+        .into_iter()
+        .filter(|r| r.kind == "static")
+        .map(|r| RouteMetrics {
+            name: r.name,
+            prefix: r.prefix,
+            uplink: r.uplink,
+            distance: r.distance,
+            installed: r.installed,
+        })
+        .collect();
+    let (last_load_ok, last_success) = s.last_load;
     MetricsInput {
+        routes,
+        config: ConfigMetrics {
+            last_load_ok,
+            last_success_unix_seconds: last_success
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        },
         interfaces,
         drops,
         forwarded,
@@ -259,6 +304,7 @@ target = "172.18.0.6"
             nat: &nat,
             probes: &probes.probes,
             tracks: &tracks,
+            last_load: (false, SystemTime::UNIX_EPOCH + Duration::from_secs(1000)),
         });
         let names: Vec<_> = m.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["lan", "isp-a", "isp-b"]);
@@ -277,5 +323,11 @@ target = "172.18.0.6"
         assert_eq!(m.tracks[0].name, "b-carrier");
         assert_eq!(m.nat.max_entries, cfg.nat.max_entries);
         assert!(render(&m).contains("mhrouter_uplink_usable{uplink=\"isp-b\"} 1\n"));
+        assert!(!m.config.last_load_ok);
+        assert_eq!(m.config.last_success_unix_seconds, 1000.0);
+        assert!(
+            m.routes.is_empty(),
+            "connected prefixes are not routes here"
+        );
     }
 }

@@ -6,11 +6,27 @@ use std::fmt::{self, Write};
 
 use super::{MetricsInput, ProbeMetrics, UplinkMetrics};
 use crate::counters::IfaceTotals;
-use crate::probe::stats::ProbeStatsView;
+use crate::probe::stats::{ProbeStatsView, RTT_BUCKETS};
 
 /// The text a scrape returns.
 pub fn render(m: &MetricsInput) -> String {
     let mut e = Exposition::default();
+
+    e.gauge(
+        "mhrouter_build_info",
+        "Always 1; the labels say which build is running.",
+    )
+    .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1u64);
+    e.gauge(
+        "mhrouter_config_last_reload_successful",
+        "1 when the last configuration load (start or reload) succeeded, 0 when it was rejected.",
+    )
+    .sample(&[], m.config.last_load_ok);
+    e.gauge(
+        "mhrouter_config_last_reload_success_timestamp_seconds",
+        "When the running configuration was applied, in seconds since the Unix epoch.",
+    )
+    .sample(&[], m.config.last_success_unix_seconds);
 
     let traffic: [Getter<IfaceTotals, u64>; 5] = [
         (
@@ -174,6 +190,20 @@ pub fn render(m: &MetricsInput) -> String {
             }
         }
     }
+    let mut f = e.histogram(
+        "mhrouter_probe_rtt_seconds",
+        "Round-trip times of the probe's replies (timeouts have none).",
+    );
+    for (p, t) in probes() {
+        let [a, b, c, d] = probe_labels(p, t);
+        let h = &p.stats.rtt_histogram;
+        for (le, n) in RTT_BUCKETS.iter().zip(h.buckets) {
+            f.sample_of("_bucket", &[a, b, c, d, ("le", &le.to_string())], n);
+        }
+        f.sample_of("_bucket", &[a, b, c, d, ("le", "+Inf")], h.count);
+        f.sample_of("_sum", &[a, b, c, d], h.sum_seconds);
+        f.sample_of("_count", &[a, b, c, d], h.count);
+    }
     let mut f = e.gauge(
         "mhrouter_probe_loss_ratio",
         "Share of the recent attempts (the loss window) that timed out, 0 to 1.",
@@ -201,6 +231,23 @@ pub fn render(m: &MetricsInput) -> String {
     );
     for t in &m.tracks {
         f.sample(&[("track", &t.name)], t.changes);
+    }
+
+    let mut f = e.gauge(
+        "mhrouter_route_installed",
+        "1 when the static route is in the forwarding table (lowest eligible distance), else 0.",
+    );
+    for r in &m.routes {
+        let distance = r.distance.to_string();
+        f.sample(
+            &[
+                ("route", &r.name),
+                ("prefix", &r.prefix),
+                ("uplink", &r.uplink),
+                ("distance", &distance),
+            ],
+            r.installed,
+        );
     }
 
     let n = &m.nat;
@@ -317,6 +364,11 @@ impl Exposition {
         self.family(name, "gauge", help)
     }
 
+    /// Samples go through [`Family::sample_of`] with `_bucket`, `_sum` and `_count`.
+    fn histogram(&mut self, name: &'static str, help: &str) -> Family<'_> {
+        self.family(name, "histogram", help)
+    }
+
     fn family(&mut self, name: &'static str, kind: &str, help: &str) -> Family<'_> {
         let help = Escaped {
             s: help,
@@ -339,7 +391,13 @@ struct Family<'a> {
 
 impl Family<'_> {
     fn sample(&mut self, labels: &[(&str, &str)], value: impl Into<Value>) {
+        self.sample_of("", labels, value);
+    }
+
+    /// A sample of one of the family's series, `name` + `suffix` (a histogram's `_bucket`...).
+    fn sample_of(&mut self, suffix: &str, labels: &[(&str, &str)], value: impl Into<Value>) {
         self.out.push_str(self.name);
+        self.out.push_str(suffix);
         for (i, (k, v)) in labels.iter().enumerate() {
             let open = if i == 0 { '{' } else { ',' };
             let v = Escaped { s: v, quote: true };
@@ -379,8 +437,9 @@ mod tests {
 
     use super::*;
     use crate::counters::DropReason;
-    use crate::metrics::{InterfaceMetrics, NatMetrics, TrackMetrics};
+    use crate::metrics::{ConfigMetrics, InterfaceMetrics, NatMetrics, RouteMetrics, TrackMetrics};
     use crate::nat::NatCounters;
+    use crate::probe::stats::RttHistogram;
 
     fn traffic(rx_packets: u64, rx_bytes: u64, tx_packets: u64, tx_bytes: u64) -> IfaceTotals {
         IfaceTotals {
@@ -410,6 +469,7 @@ mod tests {
             loss_percent: 0.0,
             consecutive_timeouts: 0,
             consecutive_replies: 0,
+            rtt_histogram: RttHistogram::default(),
         }
     }
 
@@ -422,6 +482,14 @@ mod tests {
         a.max_rtt_ms = Some(12.0);
         a.jitter_ms = Some(0.5);
         a.window_attempts = 10;
+        // Ten replies: eight up to 2.5 ms, one up to 5 ms, the over-threshold one at 12 ms.
+        let mut buckets = [10; RTT_BUCKETS.len()];
+        buckets[..4].copy_from_slice(&[1, 4, 8, 9]);
+        a.rtt_histogram = RttHistogram {
+            buckets,
+            sum_seconds: 0.02,
+            count: 10,
+        };
         let mut b = stats(8, 6, 0, 2);
         b.window_attempts = 8;
         b.window_lost = 2;
@@ -510,6 +578,26 @@ mod tests {
                     ports_exhausted: 2,
                 },
             },
+            routes: vec![
+                RouteMetrics {
+                    name: "a-e2e".into(),
+                    prefix: "0.0.0.0/0".into(),
+                    uplink: "isp-a".into(),
+                    distance: 10,
+                    installed: true,
+                },
+                RouteMetrics {
+                    name: "b-e2e".into(),
+                    prefix: "0.0.0.0/0".into(),
+                    uplink: "isp-b".into(),
+                    distance: 11,
+                    installed: false,
+                },
+            ],
+            config: ConfigMetrics {
+                last_load_ok: true,
+                last_success_unix_seconds: 1_790_000_000.5,
+            },
         }
     }
 
@@ -570,6 +658,11 @@ mod tests {
                 let (name, mut rest) = line.split_at(end);
                 match families.last() {
                     Some((f, _)) if f == name => {}
+                    Some((f, kind))
+                        if kind == "histogram"
+                            && ["_bucket", "_sum", "_count"]
+                                .iter()
+                                .any(|s| name.strip_suffix(s) == Some(f.as_str())) => {}
                     _ => return err("sample outside its family"),
                 }
                 if let Some(labels) = rest.strip_prefix('{') {
@@ -612,7 +705,7 @@ mod tests {
         for m in [filled(), MetricsInput::default()] {
             let text = render(&m);
             let families = strict_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(families.len(), 33, "{families:?}");
+            assert_eq!(families.len(), 38, "{families:?}");
             for (name, kind) in &families {
                 assert!(name.starts_with("mhrouter_"), "{name}");
                 assert_eq!(
@@ -710,6 +803,43 @@ mod tests {
             ("type", "icmp-echo"),
         ];
         assert_eq!(get("mhrouter_probe_sent_total", &a), [V::Counter(10.0)]);
+        let V::Histogram(h) = &get("mhrouter_probe_rtt_seconds", &a)[0] else {
+            panic!("the RTT is a histogram");
+        };
+        let le = |bound: f64| h.iter().find(|c| c.less_than == bound).map(|c| c.count);
+        assert_eq!(le(0.0005), Some(1.0));
+        assert_eq!(le(0.005), Some(9.0));
+        assert_eq!(le(2.5), Some(10.0));
+        assert_eq!(le(f64::INFINITY), Some(10.0));
+        let text_a = "{probe=\"a-e2e\",uplink=\"isp-a\",target=\"172.18.0.6\",type=\"icmp-echo\"}";
+        assert!(text.contains(&format!("mhrouter_probe_rtt_seconds_count{text_a} 10\n")));
+        assert!(text.contains(&format!("mhrouter_probe_rtt_seconds_sum{text_a} 0.02\n")));
+        assert_eq!(
+            get(
+                "mhrouter_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))]
+            ),
+            [V::Gauge(1.0)]
+        );
+        assert_eq!(
+            get("mhrouter_config_last_reload_successful", &[]),
+            [V::Gauge(1.0)]
+        );
+        assert_eq!(
+            get("mhrouter_config_last_reload_success_timestamp_seconds", &[]),
+            [V::Gauge(1_790_000_000.5)]
+        );
+        assert_eq!(
+            get(
+                "mhrouter_route_installed",
+                &[("route", "b-e2e"), ("uplink", "isp-b"), ("distance", "11")]
+            ),
+            [V::Gauge(0.0)]
+        );
+        assert_eq!(
+            get("mhrouter_route_installed", &[("route", "a-e2e")]),
+            [V::Gauge(1.0)]
+        );
         assert_eq!(
             get("mhrouter_probe_rtt_last_seconds", &a),
             [V::Gauge(0.0015)]
@@ -757,9 +887,19 @@ mod tests {
         // Every sample's family was declared with HELP.
         let families: HashMap<_, _> = scrape.docs.iter().collect();
         for s in &scrape.samples {
-            assert!(families.contains_key(&s.metric), "{} has no HELP", s.metric);
+            // The parser reports a histogram's _sum and _count as untyped samples of their own.
+            let family = ["_sum", "_count"]
+                .iter()
+                .find_map(|x| s.metric.strip_suffix(x))
+                .filter(|f| families.contains_key(&f.to_string()))
+                .unwrap_or(&s.metric);
             assert!(
-                !matches!(s.value, V::Untyped(_)),
+                families.contains_key(&family.to_string()),
+                "{} has no HELP",
+                s.metric
+            );
+            assert!(
+                family != s.metric || !matches!(s.value, V::Untyped(_)),
                 "{} has no TYPE",
                 s.metric
             );

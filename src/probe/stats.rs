@@ -45,6 +45,13 @@ impl ProbeResult {
     }
 }
 
+/// Upper bounds (seconds) of the RTT histogram's buckets, from a LAN-side next hop (well under
+/// a millisecond) to a satellite or congested path (seconds). Replies slower than the last
+/// bound count only in the total.
+pub const RTT_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
 /// Statistics of SPEC 14 for one probe.
 ///
 /// RTT figures (last/avg/min/max/jitter) cover replies only (ok and over-threshold); loss counts
@@ -65,6 +72,8 @@ pub struct ProbeStats {
     rtt_sum_ns: u128,
     /// Smoothed jitter in nanoseconds, present from the second reply on.
     jitter_ns: Option<f64>,
+    /// Replies per [`RTT_BUCKETS`] bucket: index i counts RTTs in (bound i-1, bound i].
+    rtt_buckets: [u64; RTT_BUCKETS.len()],
     sent: u64,
     ok: u64,
     over: u64,
@@ -87,6 +96,7 @@ impl ProbeStats {
             max_rtt: None,
             rtt_sum_ns: 0,
             jitter_ns: None,
+            rtt_buckets: [0; RTT_BUCKETS.len()],
             sent: 0,
             ok: 0,
             over: 0,
@@ -134,6 +144,10 @@ impl ProbeStats {
         self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
         self.max_rtt = Some(self.max_rtt.map_or(rtt, |m| m.max(rtt)));
         self.rtt_sum_ns += rtt.as_nanos();
+        let secs = rtt.as_secs_f64();
+        if let Some(i) = RTT_BUCKETS.iter().position(|&le| secs <= le) {
+            self.rtt_buckets[i] += 1;
+        }
     }
 
     /// The most recent attempt's result.
@@ -230,8 +244,32 @@ impl ProbeStats {
             loss_percent: self.loss_percent(),
             consecutive_timeouts: self.consecutive_timeouts,
             consecutive_replies: self.consecutive_replies,
+            rtt_histogram: self.rtt_histogram(),
         }
     }
+
+    fn rtt_histogram(&self) -> RttHistogram {
+        let mut buckets = [0; RTT_BUCKETS.len()];
+        let mut below = 0;
+        for (cumulative, n) in buckets.iter_mut().zip(&self.rtt_buckets) {
+            below += n;
+            *cumulative = below;
+        }
+        RttHistogram {
+            buckets,
+            sum_seconds: self.rtt_sum_ns as f64 / 1e9,
+            count: self.ok + self.over,
+        }
+    }
+}
+
+/// The RTT distribution in Prometheus' histogram shape: cumulative counts per bucket bound of
+/// [`RTT_BUCKETS`], the sum of all RTTs and the number of replies (the `+Inf` bucket).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RttHistogram {
+    pub buckets: [u64; RTT_BUCKETS.len()],
+    pub sum_seconds: f64,
+    pub count: u64,
 }
 
 /// Stable, flat JSON shape of [`ProbeStats`]; the internal ring and sums stay private.
@@ -254,6 +292,9 @@ pub struct ProbeStatsView {
     pub loss_percent: f64,
     pub consecutive_timeouts: u32,
     pub consecutive_replies: u32,
+    /// For the metrics; `show probes` has min/avg/max.
+    #[serde(skip)]
+    pub rtt_histogram: RttHistogram,
 }
 
 impl Serialize for ProbeStats {
@@ -329,6 +370,30 @@ mod tests {
         assert_eq!(s.loss_percent(), 25.0);
         assert_eq!(s.consecutive_timeouts(), 0);
         assert_eq!(s.consecutive_replies(), 2);
+    }
+
+    #[test]
+    fn rtt_histogram_is_cumulative_with_the_slow_ones_only_in_the_count() {
+        let mut s = ProbeStats::new(10);
+        for rtt in [ms(1), ms(3), ms(3), ms(700), ms(4000)] {
+            s.record(ProbeResult::Ok(rtt));
+        }
+        s.record(ProbeResult::Timeout);
+        let h = s.view().rtt_histogram;
+        let at = |le: f64| h.buckets[RTT_BUCKETS.iter().position(|&b| b == le).unwrap()];
+        assert_eq!(at(0.0005), 0);
+        assert_eq!(
+            at(0.001),
+            1,
+            "1 ms falls in le=0.001 (bounds are inclusive)"
+        );
+        assert_eq!(at(0.0025), 1);
+        assert_eq!(at(0.005), 3);
+        assert_eq!(at(0.5), 3);
+        assert_eq!(at(1.0), 4);
+        assert_eq!(at(2.5), 4, "4 s is above the last bound");
+        assert_eq!(h.count, 5, "replies only: the timeout has no RTT");
+        assert!((h.sum_seconds - 4.707).abs() < 1e-9, "{}", h.sum_seconds);
     }
 
     #[test]
