@@ -246,6 +246,12 @@ pub fn run(
         let bound = metrics::serve(addr, req_tx.clone(), ctl_waker.clone())
             .map_err(|source| StartError::Metrics { addr, source })?;
         log::info!("metrics on http://{bound}/metrics");
+        if !bound.ip().is_loopback() {
+            log::warn!(
+                "metrics on {bound} answer anyone who can reach that address, unauthenticated: \
+                 bind a loopback or management address, or filter the port"
+            );
+        }
     }
     let group = cfg.router.control_group.as_deref();
     ctl::serve(&socket_path, group, req_tx, ctl_waker.clone()).map_err(|source| {

@@ -1,11 +1,13 @@
-//! The metrics listener: just enough HTTP/1.x for a Prometheus scrape. One connection at a time,
-//! one request per connection. The thread only frames requests and asks the control thread over
-//! the control socket's channel (never blocking on it), so a slow or hostile client costs at most
-//! its own time budget and never stalls the router.
+//! The metrics listener: just enough HTTP/1.x for a Prometheus scrape, one request per
+//! connection. Each connection gets a thread of its own (at most [`MAX_CLIENTS`] at once), so a
+//! slow scraper never delays another. Those threads only frame requests and ask the control
+//! thread over the control socket's channel (never blocking on it), so a slow or hostile client
+//! costs at most its own time budget and never stalls the router.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, bounded};
@@ -13,6 +15,9 @@ use crossbeam_channel::{Sender, bounded};
 use crate::ctl::{Pending, Request};
 use crate::io::poll::Waker;
 
+/// Connections served at once; more are closed unanswered (a scraper retries at its next
+/// interval), which bounds the threads a connection flood can cost.
+pub const MAX_CLIENTS: usize = 8;
 /// Longest request head (request line and headers) accepted, in bytes.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Time a client has to send its whole head.
@@ -70,9 +75,10 @@ pub fn serve(
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
+            let active = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming() {
                 match conn {
-                    Ok(s) => handle(s, &to_control, &waker),
+                    Ok(s) => serve_one(s, &active, &to_control, &waker),
                     Err(e) => {
                         log::warn!("metrics listener: accept failed: {e}");
                         // E.g. out of file descriptors: do not spin on it.
@@ -82,6 +88,40 @@ pub fn serve(
             }
         })?;
     Ok(bound)
+}
+
+/// Counts a connection thread for as long as it lives.
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Hands the connection to a thread of its own, unless [`MAX_CLIENTS`] are busy.
+fn serve_one(
+    stream: TcpStream,
+    active: &Arc<AtomicUsize>,
+    to_control: &Sender<Pending>,
+    waker: &Arc<Waker>,
+) {
+    if active.fetch_add(1, Ordering::Relaxed) >= MAX_CLIENTS {
+        active.fetch_sub(1, Ordering::Relaxed);
+        log::debug!("metrics listener: {MAX_CLIENTS} connections busy, closing a new one");
+        return;
+    }
+    let guard = Active(active.clone());
+    let (to_control, waker) = (to_control.clone(), waker.clone());
+    let spawned = std::thread::Builder::new()
+        .name("metrics-conn".into())
+        .spawn(move || {
+            let _guard = guard;
+            handle(stream, &to_control, &waker);
+        });
+    if let Err(e) = spawned {
+        log::warn!("metrics listener: no thread for a connection: {e}");
+    }
 }
 
 fn handle(mut stream: TcpStream, to_control: &Sender<Pending>, waker: &Waker) {
@@ -385,6 +425,55 @@ mod tests {
         s.read_to_string(&mut reply).expect("reply");
         assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
         assert!(start.elapsed() < HEAD_TIMEOUT + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_slow_client_does_not_hold_up_a_scrape() {
+        let addr = server(true);
+        let mut slow = TcpStream::connect(addr).expect("connect");
+        slow.write_all(b"GET /metrics HTTP/1.1\r\n").expect("send");
+        let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(ok.ends_with(BODY), "{ok}");
+        // The slow one is still waiting for its head, not answered or cut off yet.
+        slow.set_nonblocking(true).expect("nonblocking");
+        let pending = slow.read(&mut [0u8; 64]).map_err(|e| e.kind());
+        assert_eq!(pending, Err(io::ErrorKind::WouldBlock));
+    }
+
+    #[test]
+    fn connections_beyond_the_bound_are_closed() {
+        let addr = server(true);
+        let mut held: Vec<TcpStream> = (0..MAX_CLIENTS)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        // Each held connection has sent part of a head, so its thread exists and waits.
+        for s in &mut held {
+            s.write_all(b"GET /metrics").expect("send");
+        }
+        let mut extra = TcpStream::connect(addr).expect("connect");
+        extra
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+        let mut reply = Vec::new();
+        let _ = extra.read_to_end(&mut reply);
+        assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
+        drop(held);
+        // Threads end as their clients go; the listener serves again.
+        let scrape = || -> io::Result<String> {
+            let mut s = TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply)?;
+            Ok(reply)
+        };
+        let mut tries = 0;
+        while !scrape().is_ok_and(|r| r.ends_with(BODY)) {
+            tries += 1;
+            assert!(tries < 100, "the listener never recovered");
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]
