@@ -906,6 +906,70 @@ mod tests {
         }
     }
 
+    /// Every expression string of the dashboard (panel targets and template queries).
+    fn dashboard_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match v {
+                        serde_json::Value::String(s) if k == "expr" || k == "query" => {
+                            out.push(s.clone())
+                        }
+                        _ => dashboard_exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| dashboard_exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_exported_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../scripts/grafana-dashboard.json"))
+                .expect("the dashboard is JSON");
+        let mut exprs = Vec::new();
+        dashboard_exprs(&dashboard, &mut exprs);
+        let families = strict_check(&render(&filled())).expect("valid exposition");
+        let exported = |name: &str| {
+            families.iter().any(|(f, kind)| {
+                f == name
+                    || kind == "histogram"
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|x| name.strip_suffix(x) == Some(f.as_str()))
+            })
+        };
+        let mut used = HashSet::new();
+        for e in &exprs {
+            for (i, _) in e.match_indices("mhrouter_") {
+                let name: String = e[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    exported(&name),
+                    "the dashboard queries {name}, which is not exported: {e}"
+                );
+                used.insert(name);
+            }
+        }
+        // At a glance: uplinks, the installed route, probe RTT and loss, track changes.
+        for needed in [
+            "mhrouter_uplink_usable",
+            "mhrouter_route_installed",
+            "mhrouter_probe_rtt_seconds_bucket",
+            "mhrouter_probe_loss_ratio",
+            "mhrouter_track_changes_total",
+        ] {
+            assert!(
+                used.contains(needed),
+                "the dashboard does not show {needed}"
+            );
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn any_names_render_valid_text(name in "\\PC{0,12}", extra in "[\\\\\"\n a-z]{0,12}") {
