@@ -248,8 +248,8 @@ pub fn run(
         log::info!("metrics on http://{bound}/metrics");
         if !bound.ip().is_loopback() {
             log::warn!(
-                "metrics on {bound} answer anyone who can reach that address, unauthenticated: \
-                 bind a loopback or management address, or filter the port"
+                "metrics on {bound} are open to anyone who can reach that address (no \
+                 authentication): filter the port if that is wider than intended"
             );
         }
     }
