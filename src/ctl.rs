@@ -252,7 +252,10 @@ pub fn serve(
     unsafe { libc::umask(old_mask) };
     let listener = bound?;
     if let Some(gid) = gid {
-        std::os::unix::fs::chown(path, None, Some(gid))?;
+        // SAFETY: getegid has no preconditions.
+        if gid != unsafe { libc::getegid() } {
+            std::os::unix::fs::chown(path, None, Some(gid))?;
+        }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     }
     std::thread::Builder::new()
