@@ -202,15 +202,6 @@ impl Request {
             other => Err(RequestError::UnknownCommand(other.to_string())),
         }
     }
-}
-
-/// A request handed to the control thread, with where to send the answer.
-pub struct Pending {
-    pub request: Request,
-    pub reply: Sender<Result<String, String>>,
-}
-
-impl Request {
     /// Whether the request changes the router; only root and the router's own user may send
     /// those, members of the control group only look.
     pub fn changes_router(&self) -> bool {
@@ -219,6 +210,12 @@ impl Request {
             Request::Reload | Request::ClearCounters | Request::ClearNat { .. }
         )
     }
+}
+
+/// A request handed to the control thread, with where to send the answer.
+pub struct Pending {
+    pub request: Request,
+    pub reply: Sender<Result<String, String>>,
 }
 
 /// Binds the socket (replacing a stale one) and serves it on a thread of its own. The socket
