@@ -5,6 +5,10 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 lab() { "$here/lab.sh" --prefix "${MH_LAB_PREFIX:-mh-}" "$@"; }
+if [ "$(id -u)" != 0 ]; then
+    echo "mhrouter demo: run it as root (it builds network namespaces)" >&2
+    exit 1
+fi
 
 if [ "${1:-}" = down ]; then
     lab router stop || true
