@@ -11,9 +11,10 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-# tool:package. dnsmasq comes from dnsmasq-base: the binary without the system-wide service,
-# which would otherwise start and hold port 53 on the host.
-TOOLS="ip:iproute2 ss:iproute2 bridge:iproute2 tc:iproute2 iperf3:iperf3 nft:nftables
+# tool:package[+package]. dnsmasq comes from dnsmasq-base: the binary without the system-wide
+# service, which would otherwise start and hold port 53 on the host. cc is the linker rustc
+# needs (rustup does not bring one).
+TOOLS="cc:gcc+libc6-dev ip:iproute2 ss:iproute2 bridge:iproute2 tc:iproute2 iperf3:iperf3 nft:nftables
 ethtool:ethtool tcpdump:tcpdump dnsmasq:dnsmasq-base ping:iputils-ping traceroute:traceroute
 python3:python3 setpriv:util-linux sysctl:procps timeout:coreutils jq:jq"
 
@@ -44,7 +45,10 @@ missing_tools() {
 }
 
 check_rust
-[ "${1:-}" = --rust-only ] && exit 0
+if [ "${1:-}" = --rust-only ]; then
+    have cc || { say "no C linker (cc) for rustc: apt-get install gcc libc6-dev"; exit 1; }
+    exit 0
+fi
 
 missing=$(missing_tools)
 if [ -z "$missing" ]; then
@@ -52,7 +56,7 @@ if [ -z "$missing" ]; then
     exit 0
 fi
 names=$(for p in $missing; do printf '%s ' "${p%%:*}"; done)
-packages=$(for p in $missing; do echo "${p#*:}"; done | sort -u | tr '\n' ' ')
+packages=$(for p in $missing; do echo "${p#*:}" | tr '+' '\n'; done | sort -u | tr '\n' ' ')
 if ! have apt-get; then
     say "missing tools: ${names% } (not a Debian host: install them with your package manager)"
     exit 1
