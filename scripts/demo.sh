@@ -21,8 +21,8 @@ fi
 export MHROUTER_BIN="${CARGO_TARGET_DIR:-$here/../target}/release/mhrouter"
 lab up
 lab router start
-echo "== waiting for the probes to bring the primary route up"
-for _ in $(seq 1 50); do
+echo "== waiting for the probes to bring the primary route up (tracks: delay up 20 s)"
+for _ in $(seq 1 200); do
     lab ctl show route | grep -q '\[10/0\]' && break
     sleep 0.2
 done
