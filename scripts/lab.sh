@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The mhrouter lab: five network namespaces wired as the reference site, with reversible faults.
-# Users, tests and benchmarks all drive the router through this one script (DESIGN.md "The lab").
+# Users, tests and benchmarks all drive the router through this one script (docs/lab.md).
 # Everything it creates lives inside its own namespaces; the root namespace is never touched, and
 # every process it starts is recorded by pid in the state dir and stopped by that pid.
 set -euo pipefail

@@ -182,7 +182,7 @@ impl Gro {
         // `append` kept the datagram within MAX_IP_LEN.
         ip.set_total_len((end - IP_OFFSET) as u16);
         ip.fill_checksum();
-        // The partial checksum the kernel completes (DESIGN: NEEDS_CSUM holds the folded,
+        // The partial checksum the kernel completes (docs/architecture.md: NEEDS_CSUM holds the folded,
         // uncomplemented pseudo-header sum).
         let pseudo =
             checksum::pseudo_header_sum(ip.src(), ip.dst(), proto::TCP, (end - TCP_OFFSET) as u16);
