@@ -25,7 +25,7 @@ use mhrouter::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict};
 use mhrouter::nat::{FlowKey, FragTable, NatParams, NatTable, PROTO_TCP};
 use mhrouter::prefix::Ipv4Prefix;
 use mhrouter::route::{Health, Interfaces, RouteTable, StaticRoute, UplinkIf};
-use mhrouter::snapshot::{LanState, Snapshot, UplinkState};
+use mhrouter::snapshot::{LanState, Neighbours, Snapshot, UplinkState};
 use mhrouter::wire::ethernet::{HEADER_LEN, MacAddr};
 use mhrouter::wire::vnet::{self, VnetHdr};
 use mhrouter::{Iface, UplinkId};
@@ -92,12 +92,11 @@ fn snapshot() -> Snapshot {
         carrier: vec![true, true],
         tracks: Vec::new(),
     };
-    let uplink = |name: &str, address, mac, next_hop, next_hop_mac| UplinkState {
+    let uplink = |name: &str, address, mac, next_hop| UplinkState {
         name: name.into(),
         address: prefix(address, 30),
         mac,
         next_hop,
-        next_hop_mac: Some(next_hop_mac),
         mtu: 1500,
         mss_clamp: None,
         nat: true,
@@ -112,12 +111,18 @@ fn snapshot() -> Snapshot {
             mtu: 1500,
         },
         uplinks: vec![
-            uplink("isp-a", WAN_A, WAN_A_MAC, PE_A, PE_A_MAC),
-            uplink("isp-b", WAN_B, WAN_B_MAC, PE_B, PE_B_MAC),
+            uplink("isp-a", WAN_A, WAN_A_MAC, PE_A),
+            uplink("isp-b", WAN_B, WAN_B_MAC, PE_B),
         ],
-        neighbours: [((Iface::Lan, HOST), HOST_MAC)].into_iter().collect(),
         probe_targets: Vec::new(),
     }
+}
+
+fn neighbours() -> Neighbours {
+    Neighbours::new(
+        [((Iface::Lan, HOST), HOST_MAC)].into_iter().collect(),
+        vec![(PE_A, Some(PE_A_MAC)), (PE_B, Some(PE_B_MAC))],
+    )
 }
 
 fn nat_table() -> NatTable {
@@ -210,9 +215,11 @@ fn bench_forward(
 fn fastpath(c: &mut Criterion) {
     let snap = snapshot();
     let nat = nat_table();
+    let neighbours = neighbours();
     let frags = FragTable::default();
     let env = Env {
         snap: &snap,
+        neighbours: &neighbours,
         nat: &nat,
         frags: &frags,
         now: Instant::now(),
@@ -296,13 +303,19 @@ fn fastpath(c: &mut Criterion) {
     let mut g = c.benchmark_group("fastpath");
     g.throughput(Throughput::Elements(1));
     g.bench_function("new_flow", |b| {
-        b.iter_custom(|iters| new_flows(&snap, &frags, &syn, iters))
+        b.iter_custom(|iters| new_flows(&snap, &neighbours, &frags, &syn, iters))
     });
     g.finish();
 }
 
 /// Sends `iters` SYNs from distinct source ports; returns the time spent in `process` alone.
-fn new_flows(snap: &Snapshot, frags: &FragTable, syn: &[u8], iters: u64) -> Duration {
+fn new_flows(
+    snap: &Snapshot,
+    neighbours: &Neighbours,
+    frags: &FragTable,
+    syn: &[u8],
+    iters: u64,
+) -> Duration {
     // Source port at: vnet header, Ethernet header, 20-byte IP header.
     let sport_at = vnet::LEN + HEADER_LEN + 20;
     let mut fp = FastPath::default();
@@ -314,6 +327,7 @@ fn new_flows(snap: &Snapshot, frags: &FragTable, syn: &[u8], iters: u64) -> Dura
         let nat = nat_table();
         let env = Env {
             snap,
+            neighbours,
             nat: &nat,
             frags,
             now: Instant::now(),

@@ -1,13 +1,13 @@
 //! Worker threads (DESIGN "Shape"): each owns one TAP queue and one packet socket per uplink,
-//! waits in epoll, drains a batch, runs the fast path to completion and sends in batches. The
-//! only shared state is the published snapshot, the sharded NAT table and the punt channel.
+//! waits in epoll, drains a batch, runs the fast path to completion and sends in batches. What
+//! they share with the other threads is in `shared`: the published snapshot and neighbours, the
+//! sharded NAT table and the punt queues.
 
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use arc_swap::ArcSwap;
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::clock::Instant;
@@ -18,8 +18,7 @@ use crate::io::MAX_FRAME;
 use crate::io::packet::{PacketSocket, RecvBatch, send_all};
 use crate::io::poll::{Epoll, Waker};
 use crate::io::tap::TapQueue;
-use crate::nat::{FragTable, NatTable};
-use crate::snapshot::Snapshot;
+use crate::shared::{Punt, Shared};
 use crate::wire::frame::IP_OFFSET;
 use crate::wire::ipv4;
 use crate::wire::vnet::VnetHdr;
@@ -27,25 +26,6 @@ use crate::{Iface, UplinkId};
 
 /// Frames drained from one source before moving to the next.
 pub const BATCH: usize = 32;
-
-/// A frame for the control plane, with its virtio_net_hdr.
-pub struct Punt {
-    pub ingress: Iface,
-    /// Set when the frame is ready to go out but its next hop's MAC is unknown.
-    pub resolve: Option<(Iface, Ipv4Addr)>,
-    pub frame: Vec<u8>,
-}
-
-/// State shared by the workers and the control thread.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub nat: NatTable,
-    pub frags: FragTable,
-    pub stop: AtomicBool,
-    pub punt: Sender<Punt>,
-    /// Wakes the control thread when punts are queued.
-    pub control_waker: Waker,
-}
 
 pub struct Worker {
     pub id: usize,
@@ -86,8 +66,10 @@ impl Worker {
             // report them again anyway, and this keeps batches full under load.
             loop {
                 let snap = self.shared.snapshot.load();
+                let neighbours = self.shared.neighbours.load();
                 let env = Env {
                     snap: &snap,
+                    neighbours: &neighbours,
                     nat: &self.shared.nat,
                     frags: &self.shared.frags,
                     now: Instant::now(),
@@ -202,13 +184,20 @@ impl Worker {
         }
     }
 
-    fn punt(&self, ingress: Iface, resolve: Option<(Iface, Ipv4Addr)>, frame: &[u8]) -> bool {
+    fn punt(
+        &self,
+        queue: &Sender<Punt>,
+        ingress: Iface,
+        resolve: Option<(Iface, Ipv4Addr)>,
+        frame: &[u8],
+    ) -> bool {
         let p = Punt {
             ingress,
+            received: Instant::now(),
             resolve,
             frame: frame.to_vec(),
         };
-        match self.shared.punt.try_send(p) {
+        match queue.try_send(p) {
             Ok(()) => {
                 bump(&self.counters.punted, 1);
                 true
@@ -226,6 +215,7 @@ struct Outbox {
     lan: Vec<usize>,
     uplinks: Vec<Vec<usize>>,
     punted: bool,
+    probe_punted: bool,
     /// Present when LAN-bound frames are merged before they are written to the TAP.
     gro: Option<Gro>,
     fragment: FragmentBufs,
@@ -243,6 +233,7 @@ impl Outbox {
             lan: Vec::with_capacity(BATCH),
             uplinks: (0..uplinks).map(|_| Vec::with_capacity(BATCH)).collect(),
             punted: false,
+            probe_punted: false,
             gro: gro.then(Gro::default),
             fragment: FragmentBufs {
                 packet: vec![0; MAX_FRAME],
@@ -286,9 +277,12 @@ impl Outbox {
                 bump(&w.counters.forwarded, 1);
                 w.send_fragments(egress, frame, mtu, &mut self.fragment);
             }
-            Verdict::Punt => self.punted |= w.punt(ingress, None, frame),
+            Verdict::Punt if w.shared.snapshot.load().from_probe_target(ingress, frame) => {
+                self.probe_punted |= w.punt(&w.shared.probe_punt, ingress, None, frame)
+            }
+            Verdict::Punt => self.punted |= w.punt(&w.shared.punt, ingress, None, frame),
             Verdict::NeedsNeighbour { egress, next_hop } => {
-                self.punted |= w.punt(ingress, Some((egress, next_hop)), frame)
+                self.punted |= w.punt(&w.shared.punt, ingress, Some((egress, next_hop)), frame)
             }
             Verdict::Drop(d) => w.counters.rx_dropped(ingress.index(), d),
         }
@@ -327,6 +321,9 @@ impl Outbox {
         }
         if std::mem::take(&mut self.punted) {
             w.shared.control_waker.wake();
+        }
+        if std::mem::take(&mut self.probe_punted) {
+            w.shared.probe_waker.wake();
         }
     }
 }

@@ -2,16 +2,16 @@
 //!
 //! Pure logic (no I/O): `wire` (packet formats), `fastpath` (per-packet decisions), `gro`
 //! (TCP segments merged into GSO super-frames for the LAN), `route`,
-//! `nat`, `neigh` (ARP cache), `track`, `probe`, `config`. Platform I/O: `io` (TAP, packet
-//! sockets, netlink, epoll). Threads: `dataplane` (workers), `control` (control thread),
-//! `ctl` (control socket), `router` (start-up and shutdown), `systemd` (readiness
-//! notifications to the service manager).
+//! `nat`, `neigh` (ARP cache), `track`, `probe`, `config`, and the control plane's protocol
+//! engines in `control` (ARP, echo, probes, failover). Platform I/O: `io` (TAP, packet sockets,
+//! netlink, epoll). Threads: `dataplane` (workers), `control` (the control thread, the probe
+//! thread, the control socket), `router` (start-up and shutdown); `shared` is what they share;
+//! `systemd` (readiness notifications to the service manager).
 
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod counters;
-pub mod ctl;
 pub mod dataplane;
 pub mod fastpath;
 #[cfg(fuzzing)]
@@ -26,6 +26,7 @@ pub mod prefix;
 pub mod probe;
 pub mod route;
 pub mod router;
+pub mod shared;
 pub mod snapshot;
 pub mod systemd;
 pub mod track;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use mhrouter::config::{Config, DEFAULT_PATH};
-use mhrouter::ctl;
+use mhrouter::control;
 use mhrouter::systemd;
 
 /// Userspace IPv4 router for a small site with two or more ISP uplinks and no BGP: static
@@ -180,8 +180,8 @@ fn query(socket: Option<PathBuf>, config: Option<PathBuf>, request: &str) -> Exi
         Some(Err(e)) => return fail(e),
         None => None,
     };
-    let path = ctl::socket_path(socket, from_config);
-    match ctl::call(&path, request) {
+    let path = control::socket::socket_path(socket, from_config);
+    match control::socket::call(&path, request) {
         Ok(body) => {
             let _ = std::io::stdout().write_all(body.as_bytes());
             ExitCode::SUCCESS

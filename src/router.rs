@@ -10,20 +10,23 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, unbounded};
 
 use crate::clock::Instant;
 use crate::config::Config;
-use crate::control::{Control, ControlParts, UplinkIo, build_snapshot};
+use crate::control::probe_thread::ProbeThread;
+use crate::control::socket;
+use crate::control::{Control, ControlParts, UplinkIo};
 use crate::counters::Counters;
-use crate::ctl;
-use crate::dataplane::{Shared, Worker};
+use crate::dataplane::Worker;
 use crate::io::link::{self, LinkWatcher};
 use crate::io::packet::{PacketOptions, PacketSocket};
 use crate::io::poll::{Epoll, Waker};
 use crate::io::tap::Tap;
 use crate::metrics;
 use crate::nat::{FragTable, NatParams, NatTable, Timeouts};
+use crate::shared::{Shared, build_snapshot};
+use crate::snapshot::Neighbours;
 use crate::systemd;
 use crate::wire::ethernet::MacAddr;
 
@@ -56,6 +59,8 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
 
 /// Size of the punt queue (frames waiting for the control thread).
 const PUNT_QUEUE: usize = 4096;
+/// Size of the queue of frames from probe targets (waiting for the probe thread).
+const PROBE_QUEUE: usize = 1024;
 
 /// The LAN MAC when the config sets none: locally administered, derived from the LAN address
 /// so it is stable across restarts (hosts' ARP caches stay right).
@@ -116,23 +121,28 @@ pub fn run(
         .unwrap_or_else(|| default_lan_mac(&cfg));
 
     let mut uplink_io = Vec::new();
+    let mut probe_sockets = Vec::new();
     let mut carrier = Vec::new();
     for (u, info) in cfg.uplinks.iter().zip(&infos) {
-        let tx = PacketSocket::open(
-            info.ifindex,
-            &PacketOptions {
-                vnet_hdr: true,
-                receive: false,
-                fanout_group: None,
-                rcvbuf: 0,
-                sndbuf: 1 << 20,
-            },
-        )
-        .map_err(|source| StartError::Uplink {
-            uplink: u.name.clone(),
-            interface: u.interface.clone(),
-            source,
-        })?;
+        let send_only = || {
+            PacketSocket::open(
+                info.ifindex,
+                &PacketOptions {
+                    vnet_hdr: true,
+                    receive: false,
+                    fanout_group: None,
+                    rcvbuf: 0,
+                    sndbuf: 1 << 20,
+                },
+            )
+            .map_err(|source| StartError::Uplink {
+                uplink: u.name.clone(),
+                interface: u.interface.clone(),
+                source,
+            })
+        };
+        let tx = send_only()?;
+        probe_sockets.push(send_only()?);
         uplink_io.push(UplinkIo {
             mac: MacAddr(info.mac),
             nic_mtu: info.mtu,
@@ -169,7 +179,9 @@ pub fn run(
         &uplink_addrs,
     );
     let (punt_tx, punt_rx) = bounded(PUNT_QUEUE);
+    let (probe_punt_tx, probe_punt_rx) = bounded(PROBE_QUEUE);
     let control_waker = Waker::new().map_err(io_err("eventfd"))?;
+    let probe_waker = Waker::new().map_err(io_err("eventfd"))?;
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(build_snapshot(
             &cfg,
@@ -178,11 +190,15 @@ pub fn run(
             &carrier,
             vec![false; cfg.tracks.len()],
         )),
+        neighbours: ArcSwap::from_pointee(Neighbours::default()),
         nat,
         frags: FragTable::default(),
         stop: AtomicBool::new(false),
         punt: punt_tx,
         control_waker,
+        probe_punt: probe_punt_tx,
+        probe_waker,
+        probe_health: ArcSwap::from_pointee(Vec::new()),
     });
 
     let queues: Vec<Arc<_>> = tap.take_queues().into_iter().map(Arc::new).collect();
@@ -239,6 +255,31 @@ pub fn run(
         handles.push(h);
     }
 
+    let (report_tx, report_rx) = unbounded();
+    let (probe_config_tx, probe_config_rx) = unbounded();
+    let probe_counters = Arc::new(Counters::new(1 + cfg.uplinks.len()));
+    worker_counters.push(probe_counters.clone());
+    let prober = ProbeThread {
+        shared: shared.clone(),
+        replies: probe_punt_rx,
+        configs: probe_config_rx,
+        reports: report_tx,
+        uplink_names: cfg.uplinks.iter().map(|u| u.name.clone()).collect(),
+        sockets: probe_sockets,
+        counters: probe_counters,
+    };
+    let probes = cfg.probes.clone();
+    handles.push(
+        std::thread::Builder::new()
+            .name("probes".into())
+            .spawn(move || {
+                if let Err(e) = prober.run(probes) {
+                    log::error!("probe thread stopped: {e}");
+                }
+            })
+            .map_err(io_err("spawning the probe thread"))?,
+    );
+
     let (req_tx, req_rx) = bounded(16);
     let ctl_waker = Arc::new(Waker::new().map_err(io_err("eventfd"))?);
     // Scrapes travel the control socket's channel: the control thread answers both alike.
@@ -254,7 +295,7 @@ pub fn run(
         }
     }
     let group = cfg.router.control_group.as_deref();
-    ctl::serve(&socket_path, group, req_tx, ctl_waker.clone()).map_err(|source| {
+    socket::serve(&socket_path, group, req_tx, ctl_waker.clone()).map_err(|source| {
         StartError::Socket {
             path: socket_path.clone(),
             source,
@@ -284,6 +325,8 @@ pub fn run(
         uplinks: uplink_io,
         carrier,
         workers: worker_counters,
+        probe_reports: report_rx,
+        probe_configs: probe_config_tx,
     });
 
     let ep = Epoll::new().map_err(io_err("epoll"))?;
@@ -349,6 +392,7 @@ pub fn run(
     for w in &wakers {
         w.wake();
     }
+    shared.probe_waker.wake();
     for h in handles {
         let _ = h.join();
     }

@@ -1,20 +1,21 @@
 //! The forwarding state the control plane publishes to the workers: immutable, swapped whole
-//! (arc-swap), loaded by each worker once per batch.
+//! (arc-swap), loaded by each worker once per batch. Routes and interfaces (`Snapshot`) and
+//! neighbours (`Neighbours`) are published apart: ARP changes far more often than routes.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use crate::prefix::Ipv4Prefix;
 use crate::route::RouteTable;
-use crate::wire::ethernet::MacAddr;
+use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
+use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
+use crate::wire::ipv4::Ipv4Packet;
 use crate::{Iface, UplinkId};
 
 pub struct Snapshot {
     pub routes: RouteTable,
     pub lan: LanState,
     pub uplinks: Vec<UplinkState>,
-    /// Resolved neighbours (ARP), by interface.
-    pub neighbours: HashMap<(Iface, Ipv4Addr), MacAddr>,
     /// (uplink, target) of every probe: what arrives on an uplink from a probe's target may be
     /// its reply and goes to the control plane; other unsolicited traffic is dropped at once.
     pub probe_targets: Vec<(UplinkId, Ipv4Addr)>,
@@ -32,8 +33,6 @@ pub struct UplinkState {
     pub address: Ipv4Prefix,
     pub mac: MacAddr,
     pub next_hop: Ipv4Addr,
-    /// The next hop's MAC, copied here so established flows need no neighbour lookup.
-    pub next_hop_mac: Option<MacAddr>,
     pub mtu: usize,
     pub mss_clamp: Option<u16>,
     /// Outside interface: NAPT to `address`.
@@ -99,26 +98,54 @@ impl Snapshot {
         self.probe_targets.contains(&(uplink, ip))
     }
 
-    pub fn neighbour(&self, iface: Iface, ip: Ipv4Addr) -> Option<MacAddr> {
+    /// True for an IPv4 frame (vnet header first) that came in on an uplink from one of that
+    /// uplink's probe targets: the probe thread's, not the control thread's.
+    pub fn from_probe_target(&self, ingress: Iface, frame: &[u8]) -> bool {
+        let Iface::Uplink(u) = ingress else {
+            return false;
+        };
+        let ipv4 = EthernetFrame::new_checked(frame.get(ETH_OFFSET..).unwrap_or(&[]))
+            .is_ok_and(|e| e.ethertype() == ethernet::ethertype::IPV4);
+        ipv4 && Ipv4Packet::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[]))
+            .is_ok_and(|ip| self.is_probe_target(u, ip.src()))
+    }
+}
+
+/// Resolved neighbours (ARP), by interface.
+#[derive(Debug, Default)]
+pub struct Neighbours {
+    map: HashMap<(Iface, Ipv4Addr), MacAddr>,
+    /// Per uplink: its next hop and that hop's MAC, checked before the map so established
+    /// flows need no hash lookup.
+    next_hops: Vec<(Ipv4Addr, Option<MacAddr>)>,
+}
+
+impl Neighbours {
+    pub fn new(
+        map: HashMap<(Iface, Ipv4Addr), MacAddr>,
+        next_hops: Vec<(Ipv4Addr, Option<MacAddr>)>,
+    ) -> Neighbours {
+        Neighbours { map, next_hops }
+    }
+
+    pub fn lookup(&self, iface: Iface, ip: Ipv4Addr) -> Option<MacAddr> {
         if let Iface::Uplink(u) = iface
-            && let Some(up) = self.uplink(u)
-            && up.next_hop == ip
-            && up.next_hop_mac.is_some()
+            && let Some(&(next_hop, Some(mac))) = self.next_hops.get(usize::from(u.0))
+            && next_hop == ip
         {
-            return up.next_hop_mac;
+            return Some(mac);
         }
-        self.neighbours.get(&(iface, ip)).copied()
+        self.map.get(&(iface, ip)).copied()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::fixtures::{NH_A, ifaces, p};
     use crate::route::{Health, Interfaces};
-
-    fn p(s: &str) -> Ipv4Prefix {
-        s.parse().unwrap()
-    }
+    use crate::wire::icmp::{self, EchoRepr, types};
+    use crate::wire::ipv4::OwnHeader;
 
     fn uplink(nat: bool, nat_sources: &[&str]) -> UplinkState {
         UplinkState {
@@ -126,7 +153,6 @@ mod tests {
             address: p("172.16.1.1/30"),
             mac: MacAddr([2, 0, 0, 0, 0, 1]),
             next_hop: Ipv4Addr::new(172, 16, 1, 2),
-            next_hop_mac: None,
             mtu: 1500,
             mss_clamp: None,
             nat,
@@ -166,7 +192,6 @@ mod tests {
                 mtu: 1500,
             },
             uplinks: vec![uplink(false, &[])],
-            neighbours: HashMap::new(),
             probe_targets: vec![],
         };
         let host = |s: &str| snap.is_lan_host(s.parse().unwrap());
@@ -180,5 +205,68 @@ mod tests {
         ] {
             assert!(!host(not), "{not}");
         }
+    }
+
+    const A: Iface = Iface::Uplink(UplinkId(0));
+    const B: Iface = Iface::Uplink(UplinkId(1));
+    const PE_A: MacAddr = MacAddr([2, 0, 0, 0, 1, 0xa]);
+    const HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
+    const HOST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
+    const TARGET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+    #[test]
+    fn next_hops_are_found_before_the_map_and_only_on_their_uplink() {
+        let n = Neighbours::new(
+            HashMap::from([((Iface::Lan, HOST), HOST_MAC)]),
+            vec![(NH_A, Some(PE_A)), (Ipv4Addr::new(172, 17, 3, 2), None)],
+        );
+        assert_eq!(n.lookup(A, NH_A), Some(PE_A));
+        assert_eq!(n.lookup(B, NH_A), None);
+        assert_eq!(n.lookup(Iface::Lan, HOST), Some(HOST_MAC));
+        assert_eq!(n.lookup(A, HOST), None);
+        assert_eq!(n.lookup(B, Ipv4Addr::new(172, 17, 3, 2)), None);
+    }
+
+    fn snapshot() -> Snapshot {
+        let health = Health {
+            carrier: vec![true, true],
+            tracks: Vec::new(),
+        };
+        Snapshot {
+            routes: RouteTable::build(ifaces(), Vec::new(), Vec::new(), &health),
+            lan: LanState {
+                address: p("192.168.0.1/24"),
+                mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                mtu: 1500,
+            },
+            uplinks: Vec::new(),
+            probe_targets: vec![(UplinkId(0), TARGET)],
+        }
+    }
+
+    fn frame(ethertype: u16, src: Ipv4Addr) -> Vec<u8> {
+        let mut f = vec![0u8; IP_OFFSET + 40];
+        EthernetFrame::new_unchecked(&mut f[ETH_OFFSET..]).set_ethertype(ethertype);
+        let dst = Ipv4Addr::new(172, 16, 1, 1);
+        let echo = EchoRepr {
+            msg_type: types::ECHO_REPLY,
+            ident: 1,
+            seq: 1,
+        };
+        icmp::build_echo(&mut f[IP_OFFSET..], &OwnHeader::new(src, dst), &echo, &[]).unwrap();
+        f
+    }
+
+    #[test]
+    fn only_ipv4_from_a_probe_target_on_its_uplink_goes_to_the_probe_thread() {
+        let s = snapshot();
+        let from_target = frame(ethernet::ethertype::IPV4, TARGET);
+        assert!(s.from_probe_target(A, &from_target));
+        assert!(!s.from_probe_target(B, &from_target), "another uplink's");
+        assert!(!s.from_probe_target(Iface::Lan, &from_target));
+        let other = frame(ethernet::ethertype::IPV4, Ipv4Addr::new(198, 51, 100, 2));
+        assert!(!s.from_probe_target(A, &other));
+        assert!(!s.from_probe_target(A, &frame(ethernet::ethertype::ARP, TARGET)));
+        assert!(!s.from_probe_target(A, &from_target[..IP_OFFSET + 10]));
     }
 }

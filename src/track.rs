@@ -35,8 +35,9 @@ impl fmt::Display for ListOp {
     }
 }
 
+/// What a track follows, resolved to indices (the configuration's `TrackSource` names them).
 #[derive(Clone, Debug)]
-pub enum TrackSource {
+pub enum TrackInput {
     Probe {
         probe: usize,
         mode: TrackMode,
@@ -55,7 +56,7 @@ pub enum TrackSource {
 #[derive(Clone, Debug)]
 pub struct TrackDef {
     pub name: String,
-    pub source: TrackSource,
+    pub input: TrackInput,
     pub delay_down: Duration,
     pub delay_up: Duration,
 }
@@ -185,8 +186,8 @@ impl Track {
     }
 
     fn list_members_mut(&mut self) -> Option<&mut Vec<usize>> {
-        match &mut self.def.source {
-            TrackSource::List { members, .. } => Some(members),
+        match &mut self.def.input {
+            TrackInput::List { members, .. } => Some(members),
             _ => None,
         }
     }
@@ -318,7 +319,7 @@ impl TrackSet {
         };
         let reason = probe_reason(probe_name, stats);
         for (i, t) in self.tracks.iter_mut().enumerate() {
-            if let TrackSource::Probe { probe: p, mode } = t.def.source
+            if let TrackInput::Probe { probe: p, mode } = t.def.input
                 && p == probe
             {
                 let up = match (mode, last) {
@@ -352,7 +353,7 @@ impl TrackSet {
             "carrier lost"
         };
         for (i, t) in self.tracks.iter_mut().enumerate() {
-            if let TrackSource::Carrier { uplink: u } = t.def.source
+            if let TrackInput::Carrier { uplink: u } = t.def.input
                 && u == uplink
             {
                 let immediate = !t.settled;
@@ -399,7 +400,7 @@ impl TrackSet {
         let Some(Track {
             def:
                 TrackDef {
-                    source: TrackSource::List { members, op },
+                    input: TrackInput::List { members, op },
                     ..
                 },
             ..
@@ -574,17 +575,17 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    fn def(name: &str, source: TrackSource, down: Duration, up: Duration) -> TrackDef {
+    fn def(name: &str, input: TrackInput, down: Duration, up: Duration) -> TrackDef {
         TrackDef {
             name: name.to_owned(),
-            source,
+            input,
             delay_down: down,
             delay_up: up,
         }
     }
 
-    fn on_probe(probe: usize, mode: TrackMode) -> TrackSource {
-        TrackSource::Probe { probe, mode }
+    fn on_probe(probe: usize, mode: TrackMode) -> TrackInput {
+        TrackInput::Probe { probe, mode }
     }
 
     /// The seed's profile: one reachability track on probe 0, delay down 10 s, up 20 s.
@@ -860,7 +861,7 @@ mod tests {
             .collect();
         defs.push(def(
             "quorum",
-            TrackSource::List {
+            TrackInput::List {
                 members: vec![0, 1, 2],
                 op,
             },
@@ -954,13 +955,13 @@ mod tests {
             vec![
                 def(
                     "wan-a",
-                    TrackSource::Carrier { uplink: 0 },
+                    TrackInput::Carrier { uplink: 0 },
                     Duration::ZERO,
                     secs(2),
                 ),
                 def(
                     "wan-b",
-                    TrackSource::Carrier { uplink: 1 },
+                    TrackInput::Carrier { uplink: 1 },
                     Duration::ZERO,
                     secs(2),
                 ),
@@ -1080,7 +1081,7 @@ mod tests {
 
     #[test]
     fn cyclic_or_dangling_members_are_dropped() {
-        let list = |members: Vec<usize>| TrackSource::List {
+        let list = |members: Vec<usize>| TrackInput::List {
             members,
             op: ListOp::All,
         };
@@ -1090,7 +1091,7 @@ mod tests {
                 def("y", list(vec![0, 2]), Duration::ZERO, Duration::ZERO),
                 def(
                     "c",
-                    TrackSource::Carrier { uplink: 0 },
+                    TrackInput::Carrier { uplink: 0 },
                     Duration::ZERO,
                     Duration::ZERO,
                 ),
@@ -1185,8 +1186,8 @@ mod tests {
                     def(&format!("p{i}"), on_probe(i, mode), delays[i].0, delays[i].1)
                 })
                 .collect();
-            defs.push(def("list", TrackSource::List { members: vec![0, 1, 2], op }, delays[3].0, delays[3].1));
-            defs.push(def("carrier", TrackSource::Carrier { uplink: 0 }, delays[4].0, delays[4].1));
+            defs.push(def("list", TrackInput::List { members: vec![0, 1, 2], op }, delays[3].0, delays[3].1));
+            defs.push(def("carrier", TrackInput::Carrier { uplink: 0 }, delays[4].0, delays[4].1));
             let delay_of = |i: usize, to: TrackState| match to {
                 TrackState::Up => delays[i].1,
                 TrackState::Down => delays[i].0,

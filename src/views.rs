@@ -1,17 +1,25 @@
 //! The `show` and `explain` views of the control socket: the router's state rendered as text
 //! for people and as JSON with a stable schema (README "JSON views"). Pure: the control thread
-//! hands over a `State` and gets a string back.
+//! hands over a `State` and gets a string back. Each view is built as typed rows that serialize
+//! to the JSON and display as the text, so both forms come from the same values.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
 
 use crate::clock::Instant;
-use crate::config::{Config, TrackSource as CfgTrackSource};
+use crate::config::{Config, TrackSource};
+use crate::control::socket::View;
 use crate::counters::Totals;
-use crate::ctl::View;
 use crate::nat::NatTable;
 use crate::neigh::NeighTable;
-use crate::probe::schedule::Probe;
+use crate::probe::schedule::ProbeStatus;
+use crate::probe::stats::ProbeStatsView;
 use crate::route::{self, FlowTuple};
 use crate::snapshot::Snapshot;
-use crate::track::TrackSet;
+use crate::track::{TrackSet, TrackState};
 use crate::wire::ipv4::proto;
 use crate::{Iface, UplinkId};
 
@@ -22,7 +30,7 @@ pub struct State<'a> {
     pub carrier: &'a [bool],
     pub totals: Totals,
     pub nat: &'a NatTable,
-    pub probes: &'a [Probe],
+    pub probes: std::sync::Arc<Vec<ProbeStatus>>,
     pub tracks: &'a TrackSet,
     pub neigh: &'a NeighTable,
     pub now: Instant,
@@ -45,160 +53,91 @@ pub fn show(st: &State, view: View, json: bool) -> String {
     match view {
         View::Route => {
             if json {
-                to_json(&serde_json::json!({
-                    "gateway_of_last_resort": snap.routes.gateway_of_last_resort().map(|(ip, u)| serde_json::json!({"next_hop": ip, "uplink": st.cfg.uplinks.get(u.0 as usize).map(|x| x.name.clone())})),
-                    "routes": snap.routes.entries(),
-                }))
+                to_json(&RouteView {
+                    gateway_of_last_resort: snap.routes.gateway_of_last_resort().map(
+                        |(next_hop, u)| Gateway {
+                            next_hop,
+                            uplink: st.cfg.uplinks.get(u.0 as usize).map(|x| x.name.clone()),
+                        },
+                    ),
+                    routes: snap.routes.entries(),
+                })
             } else {
                 snap.routes.render(&st.tracks.names())
             }
         }
         View::Uplinks => {
-            let totals = st.totals.clone();
             let by_uplink = st.nat.len_by_uplink();
-            let rows: Vec<serde_json::Value> = st
+            let rows: Vec<UplinkRow> = st
                 .cfg
                 .uplinks
                 .iter()
                 .enumerate()
                 .map(|(u, c)| {
+                    let id = UplinkId(u as u8);
                     let s = &snap.uplinks[u];
-                    let t = totals.ifaces.get(1 + u).cloned().unwrap_or_default();
-                    serde_json::json!({
-                        "name": c.name,
-                        "interface": c.interface,
-                        "address": c.address.to_string(),
-                        "next_hop": c.next_hop,
-                        "next_hop_mac": s.next_hop_mac.map(|m| m.to_string()),
-                        "mac": s.mac.to_string(),
-                        "mtu": s.mtu,
-                        "carrier": st.carrier[u],
-                        "usable": snap.routes.uplink_usable(UplinkId(u as u8)),
-                        "nat": c.nat,
-                        "nat_sessions": by_uplink.get(u).copied().unwrap_or(0),
-                        "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_dropped": t.rx_dropped,
-                        "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
-                    })
+                    let t = st.totals.ifaces.get(1 + u).cloned().unwrap_or_default();
+                    UplinkRow {
+                        name: c.name.clone(),
+                        interface: c.interface.clone(),
+                        address: c.address.to_string(),
+                        next_hop: c.next_hop,
+                        next_hop_mac: st
+                            .neigh
+                            .lookup(Iface::Uplink(id), c.next_hop)
+                            .map(|m| m.to_string()),
+                        mac: s.mac.to_string(),
+                        mtu: s.mtu,
+                        carrier: st.carrier[u],
+                        usable: snap.routes.uplink_usable(id),
+                        nat: c.nat,
+                        nat_sessions: by_uplink.get(u).copied().unwrap_or(0),
+                        rx_packets: t.rx_packets,
+                        rx_bytes: t.rx_bytes,
+                        rx_dropped: t.rx_dropped,
+                        tx_packets: t.tx_packets,
+                        tx_bytes: t.tx_bytes,
+                    }
                 })
                 .collect();
-            if json {
-                return to_json(&serde_json::json!({ "uplinks": rows }));
-            }
-            let mut s = String::new();
-            for r in &rows {
-                s += &format!(
-                    "{} ({}): {} next hop {} [{}], carrier {}, {}\n  mac {} mtu {}, NAT {} ({} sessions)\n  rx {} packets {} bytes ({} dropped), tx {} packets {} bytes\n",
-                    r["name"].as_str().unwrap_or(""),
-                    r["interface"].as_str().unwrap_or(""),
-                    r["address"].as_str().unwrap_or(""),
-                    r["next_hop"].as_str().unwrap_or(""),
-                    r["next_hop_mac"].as_str().unwrap_or("unresolved"),
-                    if r["carrier"] == true { "up" } else { "down" },
-                    if r["usable"] == true {
-                        "usable"
-                    } else {
-                        "not usable"
-                    },
-                    r["mac"].as_str().unwrap_or(""),
-                    r["mtu"],
-                    if r["nat"] == true { "on" } else { "off" },
-                    r["nat_sessions"],
-                    r["rx_packets"],
-                    r["rx_bytes"],
-                    r["rx_dropped"],
-                    r["tx_packets"],
-                    r["tx_bytes"],
-                );
-            }
-            s
+            rows_view("uplinks", &rows, json)
         }
         View::Probes => {
-            let rows: Vec<serde_json::Value> = st
+            let rows: Vec<ProbeRow> = st
                 .probes
                 .iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "name": p.def.name,
-                        "type": p.def.kind.name(),
-                        "uplink": p.def.uplink,
-                        "target": p.def.target,
-                        "interval_ms": p.def.interval.as_millis() as u64,
-                        "timeout_ms": p.def.timeout.as_millis() as u64,
-                        "threshold_ms": p.def.threshold.as_millis() as u64,
-                        "stats": p.stats.view(),
-                    })
+                .map(|p| ProbeRow {
+                    name: p.def.name.clone(),
+                    kind: p.def.kind.name(),
+                    uplink: p.def.uplink.clone(),
+                    target: p.def.target,
+                    interval_ms: p.def.interval.as_millis() as u64,
+                    timeout_ms: p.def.timeout.as_millis() as u64,
+                    threshold_ms: p.def.threshold.as_millis() as u64,
+                    stats: p.stats.view(),
                 })
                 .collect();
-            if json {
-                return to_json(&serde_json::json!({ "probes": rows }));
-            }
-            let mut s = String::new();
-            for r in &rows {
-                let st = &r["stats"];
-                s += &format!(
-                    "IP SLA {} ({} to {} via {}), interval {} ms, timeout {} ms, threshold {} ms\n  latest: {}, last rtt {} ms; avg/min/max {}/{}/{} ms, jitter {} ms\n  sent {}, ok {}, over threshold {}, timeouts {}; loss {}/{} ({:.1}%)\n",
-                    r["name"].as_str().unwrap_or(""),
-                    r["type"].as_str().unwrap_or(""),
-                    r["target"].as_str().unwrap_or(""),
-                    r["uplink"].as_str().unwrap_or(""),
-                    r["interval_ms"],
-                    r["timeout_ms"],
-                    r["threshold_ms"],
-                    st["last"].as_str().unwrap_or("none"),
-                    num(&st["last_rtt_ms"]),
-                    num(&st["avg_rtt_ms"]),
-                    num(&st["min_rtt_ms"]),
-                    num(&st["max_rtt_ms"]),
-                    num(&st["jitter_ms"]),
-                    st["sent"],
-                    st["ok"],
-                    st["over_threshold"],
-                    st["timeouts"],
-                    st["window_lost"],
-                    st["window_attempts"],
-                    st["loss_percent"].as_f64().unwrap_or(0.0),
-                );
-            }
-            s
+            rows_view("probes", &rows, json)
         }
         View::Tracks => {
-            let rows: Vec<serde_json::Value> = (0..st.tracks.len())
+            let rows: Vec<TrackRow> = (0..st.tracks.len())
                 .map(|t| {
-                    let pending = st.tracks.pending(t, now);
-                    serde_json::json!({
-                        "name": st.tracks.name(t),
-                        "state": st.tracks.state(t),
-                        "changes": st.tracks.change_count(t),
-                        "source": st.cfg.tracks.get(t).map(|c| describe_source(&c.source)),
-                        "delay_down_ms": st.cfg.tracks.get(t).map(|c| c.delay_down.as_millis() as u64),
-                        "delay_up_ms": st.cfg.tracks.get(t).map(|c| c.delay_up.as_millis() as u64),
-                        "pending": pending.map(|(to, left)| serde_json::json!({"to": to, "left_ms": left.as_millis() as u64})),
-                    })
+                    let cfg = st.cfg.tracks.get(t);
+                    TrackRow {
+                        name: st.tracks.name(t).to_string(),
+                        state: st.tracks.state(t),
+                        changes: st.tracks.change_count(t),
+                        source: cfg.map(|c| describe_source(&c.source)),
+                        delay_down_ms: cfg.map(|c| c.delay_down.as_millis() as u64),
+                        delay_up_ms: cfg.map(|c| c.delay_up.as_millis() as u64),
+                        pending: st.tracks.pending(t, now).map(|(to, left)| PendingChange {
+                            to,
+                            left_ms: left.as_millis() as u64,
+                        }),
+                    }
                 })
                 .collect();
-            if json {
-                return to_json(&serde_json::json!({ "tracks": rows }));
-            }
-            let mut s = String::new();
-            for r in &rows {
-                s += &format!(
-                    "Track {}\n  {}\n  State is {}, {} changes\n  Delay up {} ms, down {} ms\n",
-                    r["name"].as_str().unwrap_or(""),
-                    r["source"].as_str().unwrap_or(""),
-                    r["state"].as_str().unwrap_or(""),
-                    r["changes"],
-                    r["delay_up_ms"],
-                    r["delay_down_ms"],
-                );
-                if let Some(p) = r["pending"].as_object() {
-                    s += &format!(
-                        "  Change to {} pending, {} ms left\n",
-                        p["to"].as_str().unwrap_or(""),
-                        p["left_ms"]
-                    );
-                }
-            }
-            s
+            rows_view("tracks", &rows, json)
         }
         View::Nat {
             uplink,
@@ -211,83 +150,66 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                 .and_then(|n| st.cfg.uplink_index(n))
                 .map(|u| UplinkId(u as u8));
             let (rows, matched) = st.nat.sessions_matching(filter, address, limit, now);
-            let sessions: Vec<serde_json::Value> = rows
+            let sessions: Vec<SessionRow> = rows
                 .into_iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "uplink": st.cfg.uplinks.get(s.translation.uplink.0 as usize).map(|u| u.name.clone()),
-                        "protocol": proto_name(s.key.proto),
-                        "inside": format!("{}:{}", s.key.inside, s.key.inside_port),
-                        "outside": format!("{}:{}", s.translation.outside, s.translation.outside_port),
-                        "remote": format!("{}:{}", s.key.remote, s.key.remote_port),
-                        "state": s.state,
-                        "idle_ms": s.idle.as_millis() as u64,
-                        "expires_in_ms": s.expires_in.as_millis() as u64,
-                    })
+                .map(|s| SessionRow {
+                    uplink: st
+                        .cfg
+                        .uplinks
+                        .get(s.translation.uplink.0 as usize)
+                        .map(|u| u.name.clone()),
+                    protocol: proto_name(s.key.proto),
+                    inside: format!("{}:{}", s.key.inside, s.key.inside_port),
+                    outside: format!("{}:{}", s.translation.outside, s.translation.outside_port),
+                    remote: format!("{}:{}", s.key.remote, s.key.remote_port),
+                    state: s.state,
+                    idle_ms: s.idle.as_millis() as u64,
+                    expires_in_ms: s.expires_in.as_millis() as u64,
                 })
                 .collect();
             let c = st.nat.counters();
-            let totals = serde_json::json!({
-                "sessions": st.nat.len(),
-                "matched": matched,
-                "shown": sessions.len(),
-                "created": c.created, "expired": c.expired, "flushed": c.flushed,
-                "table_full": c.table_full, "ports_exhausted": c.ports_exhausted,
-            });
+            let totals = NatTotals {
+                sessions: st.nat.len(),
+                matched,
+                shown: sessions.len(),
+                created: c.created,
+                expired: c.expired,
+                flushed: c.flushed,
+                table_full: c.table_full,
+                ports_exhausted: c.ports_exhausted,
+            };
             if json {
-                return to_json(&serde_json::json!({ "sessions": sessions, "totals": totals }));
+                return to_json(&NatView { sessions, totals });
             }
             let mut s = format!(
                 "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {}\n",
                 "Pro", "Uplink", "Inside local", "Inside global", "Outside", "State", "Expires"
             );
             for r in &sessions {
-                s += &format!(
-                    "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {} s\n",
-                    r["protocol"].as_str().unwrap_or(""),
-                    r["uplink"].as_str().unwrap_or(""),
-                    r["inside"].as_str().unwrap_or(""),
-                    r["outside"].as_str().unwrap_or(""),
-                    r["remote"].as_str().unwrap_or(""),
-                    r["state"].as_str().unwrap_or(""),
-                    r["expires_in_ms"].as_u64().unwrap_or(0) / 1000,
-                );
+                s += &r.to_string();
             }
-            s += &format!(
-                "Total sessions: {} ({} matched, shown {}); created {}, expired {}, flushed {}, table full {}, ports exhausted {}\n",
-                totals["sessions"],
-                totals["matched"],
-                totals["shown"],
-                totals["created"],
-                totals["expired"],
-                totals["flushed"],
-                totals["table_full"],
-                totals["ports_exhausted"]
-            );
-            s
+            s + &totals.to_string()
         }
         View::Arp => {
-            let v = st.neigh.view(now);
+            let rows: Vec<ArpRow> = st
+                .neigh
+                .view(now)
+                .into_iter()
+                .map(|n| ArpRow {
+                    interface: iface_name(st.cfg, n.iface),
+                    address: n.ip,
+                    mac: n.mac,
+                    age_ms: n.age_ms,
+                    queued: n.queued,
+                })
+                .collect();
             if json {
-                let rows: Vec<serde_json::Value> = v.iter().map(|n| serde_json::json!({
-                    "interface": iface_name(st.cfg, n.iface), "address": n.ip, "mac": n.mac, "age_ms": n.age_ms, "queued": n.queued,
-                })).collect();
-                return to_json(&serde_json::json!({ "arp": rows }));
+                return rows_view("arp", &rows, true);
             }
-            let mut s = format!(
+            format!(
                 "{:<10} {:<16} {:<18} {}\n",
                 "Interface", "Address", "Hardware Addr", "Age (s)"
-            );
-            for n in &v {
-                s += &format!(
-                    "{:<10} {:<16} {:<18} {}\n",
-                    iface_name(st.cfg, n.iface),
-                    n.ip.to_string(),
-                    n.mac.as_deref().unwrap_or("incomplete"),
-                    n.age_ms / 1000
-                );
-            }
-            s
+            ) + &rows_view("arp", &rows, false)
         }
         View::Counters => {
             let t = st.totals.clone();
@@ -330,6 +252,282 @@ pub fn show(st: &State, view: View, json: bool) -> String {
             }
             s
         }
+    }
+}
+
+/// `{ "<key>": [rows] }` as JSON, or the rows' text one after the other.
+fn rows_view<R: Serialize + fmt::Display>(key: &str, rows: &[R], json: bool) -> String {
+    if json {
+        return to_json(&BTreeMap::from([(key, rows)]));
+    }
+    rows.iter().map(R::to_string).collect()
+}
+
+#[derive(Serialize)]
+struct RouteView {
+    gateway_of_last_resort: Option<Gateway>,
+    routes: Vec<route::RouteEntryView>,
+}
+
+#[derive(Serialize)]
+struct Gateway {
+    next_hop: Ipv4Addr,
+    uplink: Option<String>,
+}
+
+/// One uplink in `show uplinks`.
+#[derive(Serialize)]
+struct UplinkRow {
+    name: String,
+    interface: String,
+    address: String,
+    next_hop: Ipv4Addr,
+    next_hop_mac: Option<String>,
+    mac: String,
+    mtu: usize,
+    carrier: bool,
+    usable: bool,
+    nat: bool,
+    nat_sessions: usize,
+    rx_packets: u64,
+    rx_bytes: u64,
+    rx_dropped: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+}
+
+impl fmt::Display for UplinkRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} ({}): {} next hop {} [{}], carrier {}, {}",
+            self.name,
+            self.interface,
+            self.address,
+            self.next_hop,
+            self.next_hop_mac.as_deref().unwrap_or("unresolved"),
+            if self.carrier { "up" } else { "down" },
+            if self.usable { "usable" } else { "not usable" },
+        )?;
+        writeln!(
+            f,
+            "  mac {} mtu {}, NAT {} ({} sessions)",
+            self.mac,
+            self.mtu,
+            if self.nat { "on" } else { "off" },
+            self.nat_sessions
+        )?;
+        writeln!(
+            f,
+            "  rx {} packets {} bytes ({} dropped), tx {} packets {} bytes",
+            self.rx_packets, self.rx_bytes, self.rx_dropped, self.tx_packets, self.tx_bytes
+        )
+    }
+}
+
+/// One probe in `show probes`.
+#[derive(Serialize)]
+struct ProbeRow {
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    uplink: String,
+    target: Ipv4Addr,
+    interval_ms: u64,
+    timeout_ms: u64,
+    threshold_ms: u64,
+    stats: ProbeStatsView,
+}
+
+impl fmt::Display for ProbeRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = &self.stats;
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        writeln!(
+            f,
+            "IP SLA {} ({} to {} via {}), interval {} ms, timeout {} ms, threshold {} ms",
+            self.name,
+            self.kind,
+            self.target,
+            self.uplink,
+            self.interval_ms,
+            self.timeout_ms,
+            self.threshold_ms
+        )?;
+        writeln!(
+            f,
+            "  latest: {}, last rtt {} ms; avg/min/max {}/{}/{} ms, jitter {} ms",
+            st.last.unwrap_or("none"),
+            ms(st.last_rtt_ms),
+            ms(st.avg_rtt_ms),
+            ms(st.min_rtt_ms),
+            ms(st.max_rtt_ms),
+            ms(st.jitter_ms),
+        )?;
+        writeln!(
+            f,
+            "  sent {}, ok {}, over threshold {}, timeouts {}; loss {}/{} ({:.1}%)",
+            st.sent,
+            st.ok,
+            st.over_threshold,
+            st.timeouts,
+            st.window_lost,
+            st.window_attempts,
+            st.loss_percent,
+        )
+    }
+}
+
+/// One track in `show tracks`.
+#[derive(Serialize)]
+struct TrackRow {
+    name: String,
+    state: TrackState,
+    changes: u64,
+    source: Option<String>,
+    delay_down_ms: Option<u64>,
+    delay_up_ms: Option<u64>,
+    pending: Option<PendingChange>,
+}
+
+#[derive(Serialize)]
+struct PendingChange {
+    to: TrackState,
+    left_ms: u64,
+}
+
+impl fmt::Display for TrackRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+        writeln!(
+            f,
+            "Track {}\n  {}\n  State is {}, {} changes\n  Delay up {} ms, down {} ms",
+            self.name,
+            self.source.as_deref().unwrap_or(""),
+            self.state,
+            self.changes,
+            ms(self.delay_up_ms),
+            ms(self.delay_down_ms),
+        )?;
+        if let Some(p) = &self.pending {
+            writeln!(f, "  Change to {} pending, {} ms left", p.to, p.left_ms)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct NatView {
+    sessions: Vec<SessionRow>,
+    totals: NatTotals,
+}
+
+/// One NAT session in `show nat`.
+#[derive(Serialize)]
+struct SessionRow {
+    uplink: Option<String>,
+    protocol: String,
+    inside: String,
+    outside: String,
+    remote: String,
+    state: &'static str,
+    idle_ms: u64,
+    expires_in_ms: u64,
+}
+
+impl fmt::Display for SessionRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {} s",
+            self.protocol,
+            self.uplink.as_deref().unwrap_or(""),
+            self.inside,
+            self.outside,
+            self.remote,
+            self.state,
+            self.expires_in_ms / 1000,
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct NatTotals {
+    sessions: usize,
+    matched: usize,
+    shown: usize,
+    created: u64,
+    expired: u64,
+    flushed: u64,
+    table_full: u64,
+    ports_exhausted: u64,
+}
+
+impl fmt::Display for NatTotals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Total sessions: {} ({} matched, shown {}); created {}, expired {}, flushed {}, table full {}, ports exhausted {}",
+            self.sessions,
+            self.matched,
+            self.shown,
+            self.created,
+            self.expired,
+            self.flushed,
+            self.table_full,
+            self.ports_exhausted
+        )
+    }
+}
+
+/// One neighbour in `show arp`.
+#[derive(Serialize)]
+struct ArpRow {
+    interface: String,
+    address: Ipv4Addr,
+    mac: Option<String>,
+    age_ms: u64,
+    queued: usize,
+}
+
+impl fmt::Display for ArpRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<10} {:<16} {:<18} {}",
+            self.interface,
+            self.address.to_string(),
+            self.mac.as_deref().unwrap_or("incomplete"),
+            self.age_ms / 1000
+        )
+    }
+}
+
+/// `explain` of one flow.
+#[derive(Serialize)]
+struct Explanation {
+    egress: String,
+    next_hop: Option<Ipv4Addr>,
+    decided_by: String,
+    nat: String,
+    session_uplink: Option<String>,
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "  decided by: {}\n  egress: {}",
+            self.decided_by, self.egress
+        )?;
+        if let Some(nh) = self.next_hop {
+            write!(f, " via {nh}")?;
+        }
+        writeln!(f, "\n  nat: {}", self.nat)?;
+        if let Some(u) = &self.session_uplink {
+            writeln!(f, "  (an existing flow stays on {u} for its life)")?;
+        }
+        Ok(())
     }
 }
 
@@ -392,42 +590,37 @@ pub fn explain(st: &State, flow: FlowTuple, json: bool) -> String {
         },
         _ => "not translated".to_string(),
     };
-    let session_uplink = existing.map(|t| iface_name(st.cfg, Iface::Uplink(t.uplink)));
+    let e = Explanation {
+        egress,
+        next_hop: via,
+        decided_by: rule,
+        nat,
+        session_uplink: existing.map(|t| iface_name(st.cfg, Iface::Uplink(t.uplink))),
+    };
     if json {
-        return to_json(&serde_json::json!({
-            "egress": egress, "next_hop": via, "decided_by": rule, "nat": nat, "session_uplink": session_uplink,
-        }));
+        return to_json(&e);
     }
-    let mut s = format!(
-        "flow {} {}:{} -> {}:{}\n",
+    format!(
+        "flow {} {}:{} -> {}:{}\n{e}",
         proto_name(flow.proto),
         flow.src,
         flow.src_port,
         flow.dst,
         flow.dst_port
-    );
-    s += &format!("  decided by: {rule}\n  egress: {egress}");
-    if let Some(nh) = via {
-        s += &format!(" via {nh}");
-    }
-    s += &format!("\n  nat: {nat}\n");
-    if let Some(u) = session_uplink {
-        s += &format!("  (an existing flow stays on {u} for its life)\n");
-    }
-    s
+    )
 }
 
-fn describe_source(s: &CfgTrackSource) -> String {
+fn describe_source(s: &TrackSource) -> String {
     match s {
-        CfgTrackSource::Probe { name, mode } => format!(
+        TrackSource::Probe { name, mode } => format!(
             "IP SLA {name} {}",
             match mode {
                 crate::config::TrackMode::Reachability => "reachability",
                 crate::config::TrackMode::State => "state",
             }
         ),
-        CfgTrackSource::Carrier { uplink } => format!("Interface {uplink} line-protocol"),
-        CfgTrackSource::List { members, op } => format!("List {op} of {}", members.join(", ")),
+        TrackSource::Carrier { uplink } => format!("Interface {uplink} line-protocol"),
+        TrackSource::List { members, op } => format!("List {op} of {}", members.join(", ")),
     }
 }
 
@@ -440,10 +633,84 @@ fn proto_name(p: u8) -> String {
     }
 }
 
-fn num(v: &serde_json::Value) -> String {
-    v.as_f64().map_or("-".to_string(), |f| format!("{f:.2}"))
-}
-
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::probe::stats::{ProbeResult, ProbeStats};
+
+    fn json(v: &impl Serialize) -> serde_json::Value {
+        serde_json::to_value(v).unwrap()
+    }
+
+    #[test]
+    fn probe_row_text_and_json_come_from_the_same_values() {
+        let mut stats = ProbeStats::new(20);
+        stats.record(ProbeResult::Ok(Duration::from_millis(4)));
+        let row = ProbeRow {
+            name: "a-ping".into(),
+            kind: "icmp-echo",
+            uplink: "isp-a".into(),
+            target: Ipv4Addr::new(198, 51, 100, 1),
+            interval_ms: 1000,
+            timeout_ms: 500,
+            threshold_ms: 200,
+            stats: stats.view(),
+        };
+        let j = json(&row);
+        assert_eq!(j["type"], "icmp-echo");
+        assert_eq!(j["target"], "198.51.100.1");
+        assert_eq!(j["stats"]["last"], "ok");
+        assert_eq!(j["stats"]["last_rtt_ms"], 4.0);
+        assert_eq!(
+            row.to_string(),
+            "IP SLA a-ping (icmp-echo to 198.51.100.1 via isp-a), interval 1000 ms, timeout 500 ms, threshold 200 ms\n  latest: ok, last rtt 4.00 ms; avg/min/max 4.00/4.00/4.00 ms, jitter - ms\n  sent 1, ok 1, over threshold 0, timeouts 0; loss 0/1 (0.0%)\n"
+        );
+    }
+
+    #[test]
+    fn track_row_shows_a_pending_change() {
+        let row = TrackRow {
+            name: "a-e2e".into(),
+            state: TrackState::Up,
+            changes: 3,
+            source: Some("IP SLA a-ping reachability".into()),
+            delay_down_ms: Some(2000),
+            delay_up_ms: Some(5000),
+            pending: Some(PendingChange {
+                to: TrackState::Down,
+                left_ms: 1500,
+            }),
+        };
+        let j = json(&row);
+        assert_eq!(j["state"], "up");
+        assert_eq!(j["pending"]["to"], "down");
+        assert_eq!(
+            row.to_string(),
+            "Track a-e2e\n  IP SLA a-ping reachability\n  State is up, 3 changes\n  Delay up 5000 ms, down 2000 ms\n  Change to down pending, 1500 ms left\n"
+        );
+    }
+
+    #[test]
+    fn rows_view_wraps_json_rows_under_their_key() {
+        let rows = vec![ArpRow {
+            interface: "lan".into(),
+            address: Ipv4Addr::new(192, 168, 0, 10),
+            mac: None,
+            age_ms: 2500,
+            queued: 1,
+        }];
+        let j: serde_json::Value = serde_json::from_str(&rows_view("arp", &rows, true)).unwrap();
+        assert_eq!(j["arp"][0]["address"], "192.168.0.10");
+        assert_eq!(j["arp"][0]["mac"], serde_json::Value::Null);
+        assert_eq!(
+            rows_view("arp", &rows, false),
+            "lan        192.168.0.10     incomplete         2\n"
+        );
+    }
 }

@@ -701,3 +701,52 @@ fn flows_stay_while_no_uplink_is_usable_and_reset_tcp_false_sends_none() {
         lab.log()
     );
 }
+
+/// A burst of ARP at the control thread (requests for the router's LAN address from many
+/// senders: each is answered and learned, more than the punt queue holds) does not delay the
+/// probes: their replies have their own queue and thread.
+#[test]
+fn a_burst_of_arp_at_the_control_thread_does_not_delay_the_probes() {
+    if !require_root() {
+        return;
+    }
+    let lab = start("fo8-", "");
+    let frames: Vec<Vec<u8>> = (0..200_000u32)
+        .map(|i| {
+            let mac = [0x02, 0xaa, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            let sender = [192, 168, 0, 2 + (i % 250) as u8];
+            let mut f = vec![0xff; 6];
+            f.extend_from_slice(&mac);
+            f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+            f.extend_from_slice(&mac);
+            f.extend_from_slice(&sender);
+            f.extend_from_slice(&[0; 6]);
+            f.extend_from_slice(&[192, 168, 0, 1]);
+            f.resize(60, 0);
+            f
+        })
+        .collect();
+    let punted = |lab: &Lab| {
+        lab.ctl_json(&["show", "counters"])["punted"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = punted(&lab);
+    send_raw(&format!("{}lan", lab.prefix), "eth0", frames);
+    std::thread::sleep(Duration::from_millis(DOWN_MS + 2 * INTERVAL_MS));
+    let reached = punted(&lab) - before;
+    assert!(
+        reached > 20_000,
+        "only {reached} ARP frames reached the control plane"
+    );
+    eprintln!(
+        "{reached} ARP frames punted, {} dropped for a full punt queue",
+        lab.drops("punt_queue_full")
+    );
+    assert_eq!(installed(&lab), Some(("isp-a".into(), 10)));
+    assert!(
+        !lab.log().contains("down change delayed"),
+        "a probe was lost:\n{}",
+        lab.log()
+    );
+}

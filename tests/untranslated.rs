@@ -12,7 +12,7 @@ use mhrouter::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict};
 use mhrouter::nat::{FragTable, NatParams, NatTable};
 use mhrouter::prefix::Ipv4Prefix;
 use mhrouter::route::{Health, Interfaces, RouteTable, StaticRoute, UplinkIf};
-use mhrouter::snapshot::{LanState, Snapshot, UplinkState};
+use mhrouter::snapshot::{LanState, Neighbours, Snapshot, UplinkState};
 use mhrouter::wire::ethernet::MacAddr;
 use mhrouter::wire::vnet::{self, VnetHdr};
 use mhrouter::{Iface, UplinkId};
@@ -29,7 +29,7 @@ fn p(s: &str) -> Ipv4Prefix {
     s.parse().unwrap()
 }
 
-/// The reference site with uplink A configured as `nat`/`nat_sources`; both LAN hosts resolved.
+/// The reference site with uplink A configured as `nat`/`nat_sources`.
 fn snapshot(nat: bool, nat_sources: &[&str]) -> Snapshot {
     let ifaces = Interfaces {
         lan: p("192.168.0.1/24"),
@@ -64,22 +64,28 @@ fn snapshot(nat: bool, nat_sources: &[&str]) -> Snapshot {
             address: p("172.16.1.1/30"),
             mac: A_MAC,
             next_hop: Ipv4Addr::new(172, 16, 1, 2),
-            next_hop_mac: Some(PE_A),
             mtu: 1500,
             mss_clamp: None,
             nat,
             nat_sources: nat_sources.iter().map(|s| p(s)).collect(),
             carrier: true,
         }],
-        neighbours: HashMap::from([
+        probe_targets: vec![],
+    }
+}
+
+/// Both LAN hosts and A's next hop resolved.
+fn neighbours() -> Neighbours {
+    Neighbours::new(
+        HashMap::from([
             ((Iface::Lan, Ipv4Addr::from(HOST)), HOST_MAC),
             (
                 (Iface::Lan, Ipv4Addr::from(HIGH_HOST)),
                 MacAddr([2, 0, 0, 0, 9, 0xa]),
             ),
         ]),
-        probe_targets: vec![],
-    }
+        vec![(Ipv4Addr::new(172, 16, 1, 2), Some(PE_A))],
+    )
 }
 
 /// A UDP datagram from the server to `dst` as it arrives on uplink A.
@@ -100,8 +106,10 @@ fn inbound(dst: [u8; 4]) -> Vec<u8> {
 fn run(snap: &Snapshot, mut frame: Vec<u8>) -> (Verdict, Vec<u8>, usize) {
     let nat = NatTable::new(NatParams::default(), &[Some(Ipv4Addr::new(172, 16, 1, 1))]);
     let frags = FragTable::default();
+    let neighbours = neighbours();
     let env = Env {
         snap,
+        neighbours: &neighbours,
         nat: &nat,
         frags: &frags,
         now: Instant::from_millis(1000),

@@ -220,7 +220,7 @@ fn router(cx: &Ctx, r: &RawRouter, default_workers: usize) -> Result<RouterConfi
             return Err(cx.err(s.span(), "control_socket is empty"));
         }
         Some(s) => PathBuf::from(s.get_ref()),
-        None => PathBuf::from(crate::ctl::DEFAULT_SOCKET),
+        None => PathBuf::from(crate::control::socket::DEFAULT_SOCKET),
     };
     let control_group = match &r.control_group {
         Some(g) => {

@@ -326,7 +326,7 @@ impl FastPath {
         let src_mac = snap.iface_mac(egress).ok_or(DropReason::NoRoute)?;
         let mut eth = EthernetFrame::new_unchecked(&mut f.buf[ETH_OFFSET..]);
         eth.set_src(src_mac);
-        match snap.neighbour(egress, next_hop) {
+        match env.neighbours.lookup(egress, next_hop) {
             Some(mac) => {
                 eth.set_dst(mac);
                 Ok(if fragment {

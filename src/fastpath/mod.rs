@@ -29,7 +29,7 @@ use crate::Iface;
 use crate::clock::Instant;
 use crate::counters::DropReason;
 use crate::nat::{FragTable, NatTable};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Neighbours, Snapshot};
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
 use crate::wire::vnet::VnetHdr;
@@ -73,6 +73,7 @@ pub enum Verdict {
 /// Everything the fast path reads, loaded once per batch.
 pub struct Env<'a> {
     pub snap: &'a Snapshot,
+    pub neighbours: &'a Neighbours,
     pub nat: &'a NatTable,
     pub frags: &'a FragTable,
     pub now: Instant,

@@ -32,6 +32,7 @@ fn p(s: &str) -> Ipv4Prefix {
 
 struct World {
     snap: Snapshot,
+    neighbours: Neighbours,
     nat: NatTable,
     frags: FragTable,
 }
@@ -70,7 +71,6 @@ fn world(mtu_a: usize) -> World {
         address: p(addr),
         mac,
         next_hop: nh.into(),
-        next_hop_mac: Some(PE_A),
         mtu,
         mss_clamp: Some(1400),
         nat: true,
@@ -95,9 +95,12 @@ fn world(mtu_a: usize) -> World {
                     1500,
                 ),
             ],
-            neighbours: HashMap::from([((Iface::Lan, Ipv4Addr::from(HOST)), HOST_MAC)]),
             probe_targets: vec![(UplinkId(0), Ipv4Addr::new(172, 16, 1, 2))],
         },
+        neighbours: Neighbours::new(
+            HashMap::from([((Iface::Lan, Ipv4Addr::from(HOST)), HOST_MAC)]),
+            vec![(Ipv4Addr::new(172, 16, 1, 2), Some(PE_A)); 2],
+        ),
         nat: NatTable::new(
             NatParams::default(),
             &[Some(OUTSIDE.into()), Some([172, 17, 3, 1].into())],
@@ -109,6 +112,7 @@ fn world(mtu_a: usize) -> World {
 fn run(w: &World, frame: &mut [u8], ingress: Iface) -> (Verdict, Vec<u8>) {
     let env = Env {
         snap: &w.snap,
+        neighbours: &w.neighbours,
         nat: &w.nat,
         frags: &w.frags,
         now: Instant::from_millis(1000),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, bounded};
 
-use crate::ctl::{Pending, Request};
+use crate::control::socket::{Pending, Request};
 use crate::io::poll::Waker;
 
 /// Connections served at once; more are closed unanswered (a scraper retries at its next

@@ -15,7 +15,7 @@ use crate::UplinkId;
 use crate::config::Config;
 use crate::counters::{IfaceTotals, Totals};
 use crate::nat::{NatCounters, NatTable};
-use crate::probe::schedule::Probe;
+use crate::probe::schedule::ProbeStatus;
 use crate::probe::stats::ProbeStatsView;
 use crate::route::RouteTable;
 use crate::track::{TrackSet, TrackState};
@@ -112,13 +112,13 @@ pub struct Sources<'a> {
     pub carrier: &'a [bool],
     pub routes: &'a RouteTable,
     pub nat: &'a NatTable,
-    pub probes: &'a [Probe],
+    pub probes: &'a [ProbeStatus],
     pub tracks: &'a TrackSet,
     /// Whether the last load succeeded, and when the last successful one was applied.
     pub last_load: (bool, SystemTime),
 }
 
-/// Gathers a scrape from the control thread's state; keeps that glue out of `control.rs`.
+/// Gathers a scrape from the control thread's state; keeps that glue out of the control thread.
 pub fn collect(s: Sources<'_>) -> MetricsInput {
     let Totals {
         drops,
@@ -223,7 +223,7 @@ mod tests {
     use crate::probe::schedule::ProbeSet;
     use crate::probe::stats::ProbeResult;
     use crate::route::{Health, Interfaces, UplinkIf};
-    use crate::track::{TrackDef, TrackSource};
+    use crate::track::{TrackDef, TrackInput};
 
     const CONFIG: &str = r#"
 [lan]
@@ -290,7 +290,7 @@ target = "172.18.0.6"
         let tracks = TrackSet::new(
             vec![TrackDef {
                 name: "b-carrier".into(),
-                source: TrackSource::Carrier { uplink: 1 },
+                input: TrackInput::Carrier { uplink: 1 },
                 delay_down: Duration::ZERO,
                 delay_up: Duration::ZERO,
             }],
@@ -302,7 +302,7 @@ target = "172.18.0.6"
             carrier: &carrier,
             routes: &routes,
             nat: &nat,
-            probes: &probes.probes,
+            probes: &probes.probes.iter().map(|p| p.status()).collect::<Vec<_>>(),
             tracks: &tracks,
             last_load: (false, SystemTime::UNIX_EPOCH + Duration::from_secs(1000)),
         });

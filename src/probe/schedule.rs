@@ -1,5 +1,6 @@
 //! IP SLA operations: when each probe is due, the frame it sends, and which received packet
-//! answers it. Pure: the control thread sends the frames and hands over what arrives.
+//! answers it. Pure: the probe engine (`control::probe`) turns its packets into frames and
+//! hands over what arrives.
 //!
 //! Probes are pinned by construction (SPEC 15): the frame carries the uplink's own address and
 //! goes to that uplink's next hop on that uplink's socket; replies are matched by (uplink, id,
@@ -35,6 +36,13 @@ pub struct Probe {
     /// ICMP identifier, or TCP/UDP source port, or DNS id: fixed per probe, random per run.
     ident: u16,
     seq: u16,
+}
+
+/// A probe's definition and statistics as the health table publishes them.
+#[derive(Clone)]
+pub struct ProbeStatus {
+    pub def: ProbeConfig,
+    pub stats: ProbeStats,
 }
 
 #[derive(Clone, Copy)]
@@ -294,6 +302,13 @@ impl ProbeSet {
 }
 
 impl Probe {
+    pub fn status(&self) -> ProbeStatus {
+        ProbeStatus {
+            def: self.def.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
     fn seq_id(&self, seq: u16) -> u16 {
         seq ^ self.ident
     }

@@ -16,6 +16,8 @@
 //!    through to shorter prefixes, as with a withdrawn route.
 
 mod fib;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -334,10 +336,35 @@ impl RouteTable {
 
     /// Whether at least one static route via `uplink` is eligible (carrier up, track up).
     pub fn uplink_has_eligible_route(&self, uplink: UplinkId) -> bool {
+        self.routes_via(uplink).any(|(_, s)| s.eligible())
+    }
+
+    /// The uplinks this table was built for.
+    pub fn uplinks(&self) -> impl Iterator<Item = UplinkId> + use<> {
+        (0..self.ifaces.uplinks.len().min(256)).map(|i| UplinkId(i as u8))
+    }
+
+    /// The static routes via `uplink`, with their states.
+    pub fn routes_via(
+        &self,
+        uplink: UplinkId,
+    ) -> impl Iterator<Item = (&StaticRoute, RouteState)> + '_ {
         self.routes
             .iter()
             .zip(&self.states)
-            .any(|(r, s)| r.uplink == uplink && s.eligible())
+            .filter(move |(r, _)| r.uplink == uplink)
+            .map(|(r, s)| (r, *s))
+    }
+
+    /// Whether at least one static route via `uplink` is installed.
+    pub fn uplink_installed(&self, uplink: UplinkId) -> bool {
+        self.routes_via(uplink)
+            .any(|(_, s)| s == RouteState::Installed)
+    }
+
+    /// Whether any static route is installed: some uplink is left to carry new flows.
+    pub fn any_installed(&self) -> bool {
+        self.states.contains(&RouteState::Installed)
     }
 
     /// Next hop and uplink of the installed default route (the first one when load is shared).

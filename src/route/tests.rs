@@ -1,56 +1,12 @@
+use super::fixtures::*;
 use super::*;
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 
-const A: UplinkId = UplinkId(0);
-const B: UplinkId = UplinkId(1);
-const NH_A: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 2);
-const NH_B: Ipv4Addr = Ipv4Addr::new(172, 17, 3, 2);
 const FAR: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 6);
-
-fn p(s: &str) -> Ipv4Prefix {
-    s.parse().unwrap()
-}
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
-}
-
-/// The reference site of SPEC.md.
-fn ifaces() -> Interfaces {
-    Interfaces {
-        lan: p("192.168.0.1/24"),
-        uplinks: vec![
-            UplinkIf {
-                name: "isp-a".into(),
-                address: p("172.16.1.1/30"),
-                next_hop: NH_A,
-            },
-            UplinkIf {
-                name: "isp-b".into(),
-                address: p("172.17.3.1/30"),
-                next_hop: NH_B,
-            },
-        ],
-    }
-}
-
-fn route(
-    name: &str,
-    prefix: &str,
-    uplink: UplinkId,
-    distance: u8,
-    track: Option<usize>,
-) -> StaticRoute {
-    StaticRoute {
-        name: name.into(),
-        prefix: p(prefix),
-        uplink,
-        next_hop: if uplink == A { NH_A } else { NH_B },
-        distance,
-        weight: 1,
-        track,
-    }
 }
 
 fn healthy(tracks: usize) -> Health {

@@ -10,7 +10,7 @@ use super::{Result, WireError};
 pub const PACKET_LEN: usize = 28;
 
 /// Ethernet frames shorter than this (without FCS) must be padded.
-const MIN_FRAME_LEN: usize = 60;
+pub const MIN_FRAME_LEN: usize = 60;
 
 /// ARP operation codes.
 pub mod op {

@@ -1,0 +1,99 @@
+//! What the control plane derives from the configuration, at start and on every reload: the
+//! tracks' inputs, the router's addresses, the next hops to keep resolved, and what a reload
+//! may not change. Pure.
+
+use super::arp::NextHop;
+use super::{Addressing, IfAddr};
+use crate::config::{Config, TrackSource};
+use crate::track::{TrackDef, TrackInput};
+use crate::wire::ethernet::MacAddr;
+
+/// The tracks' definitions, names resolved to indices.
+pub fn track_defs(cfg: &Config) -> Vec<TrackDef> {
+    cfg.tracks
+        .iter()
+        .map(|t| TrackDef {
+            name: t.name.clone(),
+            input: match &t.source {
+                TrackSource::Probe { name, mode } => TrackInput::Probe {
+                    probe: cfg.probe_index(name).unwrap_or(usize::MAX),
+                    mode: *mode,
+                },
+                TrackSource::Carrier { uplink } => TrackInput::Carrier {
+                    uplink: cfg.uplink_index(uplink).unwrap_or(usize::MAX),
+                },
+                TrackSource::List { members, op } => TrackInput::List {
+                    members: members.iter().filter_map(|m| cfg.track_index(m)).collect(),
+                    op: *op,
+                },
+            },
+            delay_down: t.delay_down,
+            delay_up: t.delay_up,
+        })
+        .collect()
+}
+
+/// What a reload cannot change without a restart (sockets, threads, the TAP, the NAT table).
+pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
+    let why =
+        if old.router.workers != new.router.workers || old.router.offload != new.router.offload {
+            "router.workers and router.offload"
+        } else if old.router.control_socket != new.router.control_socket
+            || old.router.metrics_listen != new.router.metrics_listen
+        {
+            "router.control_socket and router.metrics_listen"
+        } else if old.lan.tap != new.lan.tap
+            || old.lan.bridge != new.lan.bridge
+            || old.lan.address != new.lan.address
+            || old.lan.mac != new.lan.mac
+        {
+            "the LAN's tap, bridge, address and mac"
+        } else if old.uplinks.len() != new.uplinks.len()
+            || old
+                .uplinks
+                .iter()
+                .zip(&new.uplinks)
+                .any(|(a, b)| a.name != b.name || a.interface != b.interface)
+        {
+            "the set of uplinks (names, interfaces, order)"
+        } else if old.nat != new.nat {
+            "the [nat] table settings"
+        } else {
+            return None;
+        };
+    Some(format!("changing {why} needs a restart"))
+}
+
+/// The router's addresses and MACs, from the configuration and the NICs.
+pub fn addressing(cfg: &Config, lan_mac: MacAddr, uplink_macs: &[MacAddr]) -> Addressing {
+    Addressing {
+        lan: IfAddr {
+            prefix: cfg.lan.address,
+            mac: lan_mac,
+        },
+        uplinks: cfg
+            .uplinks
+            .iter()
+            .zip(uplink_macs)
+            .map(|(u, &mac)| IfAddr {
+                prefix: u.address,
+                mac,
+            })
+            .collect(),
+    }
+}
+
+/// Every uplink's next hop, with the uplink's carrier.
+pub fn next_hops(cfg: &Config, carrier: &[bool]) -> Vec<NextHop> {
+    cfg.uplinks
+        .iter()
+        .zip(carrier)
+        .map(|(u, &carrier)| NextHop {
+            addr: u.next_hop,
+            carrier,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

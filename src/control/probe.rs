@@ -1,0 +1,167 @@
+//! Probe engine: sends each probe as a complete frame pinned to its uplink (SPEC 15) and matches
+//! the replies the workers received, timed by when they received them. Pure: the probe thread
+//! gives it the uplinks' state, the replies and the clock, and sends what it queues.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use super::Transmit;
+use crate::clock::Instant;
+use crate::config::{ProbeConfig, ProbeKind};
+use crate::probe::schedule::{Probe, ProbeSet, Source, TcpReset};
+use crate::wire::ethernet::MacAddr;
+use crate::wire::frame::IP_OFFSET;
+use crate::wire::ipv4::OwnHeader;
+use crate::wire::tcp::{self, TcpRepr};
+use crate::{Iface, UplinkId};
+
+/// Room for a probe packet: the largest ICMP payload a probe may carry, plus headers.
+const PACKET_ROOM: usize = 1600;
+
+/// What a probe needs from its uplink to go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeUplink {
+    pub addr: Ipv4Addr,
+    pub mac: MacAddr,
+    /// `None` while the next hop is unresolved.
+    pub next_hop_mac: Option<MacAddr>,
+    pub carrier: bool,
+}
+
+pub struct ProbeEngine {
+    set: ProbeSet,
+    uplinks: Vec<ProbeUplink>,
+    transmits: VecDeque<Transmit>,
+    /// Probes that recorded a result (reply or timeout), in order.
+    results: VecDeque<usize>,
+}
+
+impl ProbeEngine {
+    /// `uplink_of` maps an uplink name to its index.
+    pub fn new(
+        defs: Vec<ProbeConfig>,
+        uplink_of: impl Fn(&str) -> usize,
+        now: Instant,
+    ) -> ProbeEngine {
+        ProbeEngine {
+            set: ProbeSet::new(defs, uplink_of, now),
+            uplinks: Vec::new(),
+            transmits: VecDeque::new(),
+            results: VecDeque::new(),
+        }
+    }
+
+    /// A reload: probes whose name survives keep their statistics and identifiers.
+    pub fn reconfigure(
+        &mut self,
+        defs: Vec<ProbeConfig>,
+        uplink_of: impl Fn(&str) -> usize,
+        now: Instant,
+    ) {
+        let mut set = ProbeSet::new(defs, uplink_of, now);
+        set.carry_over(std::mem::replace(
+            &mut self.set,
+            ProbeSet::new(Vec::new(), |_| 0, now),
+        ));
+        self.set = set;
+        self.results.clear();
+    }
+
+    /// The uplinks' current state, by index.
+    pub fn set_uplinks(&mut self, uplinks: Vec<ProbeUplink>) {
+        self.uplinks = uplinks;
+    }
+
+    /// A frame from one of the probes' targets that arrived on `uplink` at `received`. Returns
+    /// false when it answers no outstanding probe.
+    pub fn handle_reply(&mut self, uplink: UplinkId, frame: &[u8], received: Instant) -> bool {
+        let Some(packet) = frame.get(IP_OFFSET..) else {
+            return false;
+        };
+        let Some((outcome, reset)) = self
+            .set
+            .match_reply(usize::from(uplink.0), packet, received)
+        else {
+            return false;
+        };
+        if let Some(r) = reset {
+            self.reset(uplink, r);
+        }
+        self.results.push_back(outcome.probe);
+        true
+    }
+
+    /// Attempts that timed out by `now`, then probes due to send.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for o in self.set.expire(now) {
+            self.results.push_back(o.probe);
+        }
+        for i in self.set.due(now) {
+            self.send(i, now);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.set.next_deadline()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next probe that recorded a result (its statistics are in [`ProbeEngine::probes`]).
+    pub fn poll_result(&mut self) -> Option<usize> {
+        self.results.pop_front()
+    }
+
+    pub fn probes(&self) -> &[Probe] {
+        &self.set.probes
+    }
+
+    fn send(&mut self, i: usize, now: Instant) {
+        let u = self.set.probes[i].uplink;
+        // An uplink not known yet is down: the attempt still starts, and will time out.
+        let up = self.uplinks.get(u).copied().unwrap_or(ProbeUplink {
+            addr: Ipv4Addr::UNSPECIFIED,
+            mac: MacAddr::ZERO,
+            next_hop_mac: None,
+            carrier: false,
+        });
+        let iface = Iface::Uplink(UplinkId(u as u8));
+        let dst = up.next_hop_mac.unwrap_or(MacAddr::ZERO);
+        let set = &mut self.set;
+        let built = Transmit::ipv4(iface, up.mac, dst, PACKET_ROOM, |out| {
+            set.build(i, Source { addr: up.addr }, out, now)
+        });
+        // Without carrier or next hop the attempt still counts: it will time out.
+        if let Some(t) = built
+            && up.carrier
+            && up.next_hop_mac.is_some()
+        {
+            self.transmits.push_back(t);
+        }
+    }
+
+    /// After a TCP probe's SYN-ACK, the RST that closes the half-open connection.
+    fn reset(&mut self, uplink: UplinkId, r: TcpReset) {
+        let p = &self.set.probes[r.probe];
+        let ProbeKind::Tcp { port } = p.def.kind else {
+            return;
+        };
+        let target = p.def.target;
+        let Some(up) = self.uplinks.get(usize::from(uplink.0)).copied() else {
+            return;
+        };
+        let Some(mac) = up.next_hop_mac else {
+            return;
+        };
+        let rst = Transmit::ipv4(Iface::Uplink(uplink), up.mac, mac, PACKET_ROOM, |out| {
+            let rst = TcpRepr::rst(r.sport, port, r.seq);
+            tcp::build_segment(out, &OwnHeader::new(up.addr, target), &rst).ok()
+        });
+        self.transmits.extend(rst);
+    }
+}
+
+#[cfg(test)]
+mod tests;

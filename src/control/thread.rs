@@ -1,0 +1,601 @@
+//! The control thread (DESIGN "Shape"): owns the LAN and uplink send sockets, the clock and the
+//! control-socket requests, and dispatches to the engines (ARP, echo, failover). It feeds the
+//! probe thread's results to the tracks, rebuilds and publishes the route table when anything
+//! changes, expires NAT sessions, and answers the control socket.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::arp::{ArpEngine, ArpEvent};
+use super::failover::{Action, Failover};
+use super::icmp::EchoResponder;
+use super::inputs::{addressing, next_hops, restart_needed, track_defs};
+use super::probe_thread::ProbeReport;
+use super::socket::{Pending, Request, View};
+use super::{Addressing, Transmit};
+use crate::clock::Instant;
+use crate::config::{Config, ProbeConfig, TrackSource};
+use crate::counters::{Counters, DropReason, Totals};
+use crate::hooks::{self, HookEvent};
+use crate::io::packet::PacketSocket;
+use crate::io::tap::TapQueue;
+use crate::metrics;
+use crate::neigh::NeighParams;
+use crate::route::{FlowTuple, RouteTable};
+use crate::shared::{Punt, Shared, build_neighbours, build_snapshot};
+use crate::systemd;
+use crate::track::{TrackEvent, TrackSet, TrackState};
+use crate::views;
+use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
+use crate::wire::frame::ETH_OFFSET;
+use crate::wire::ipv4::OwnHeader;
+use crate::wire::tcp::{self, TcpRepr};
+use crate::{Iface, UplinkId};
+
+/// Room for the IPv4 packets the control thread builds (RSTs).
+const PACKET_ROOM: usize = 1600;
+
+/// The pieces of an uplink the control thread needs besides its config.
+pub struct UplinkIo {
+    pub mac: MacAddr,
+    /// The NIC's own MTU, used when the config sets none.
+    pub nic_mtu: u32,
+    pub ifindex: u32,
+    /// Send-only socket on the uplink's NIC.
+    pub tx: PacketSocket,
+}
+
+pub struct Control {
+    cfg: Config,
+    config_path: PathBuf,
+    shared: Arc<Shared>,
+    punts: Receiver<Punt>,
+    requests: Receiver<Pending>,
+    tap: Arc<TapQueue>,
+    lan_mac: MacAddr,
+    uplinks: Vec<UplinkIo>,
+    carrier: Vec<bool>,
+    arp: ArpEngine,
+    echo: EchoResponder,
+    tracks: TrackSet,
+    /// Results from the probe thread, and where its new definitions go on reload.
+    probe_reports: Receiver<ProbeReport>,
+    probe_configs: Sender<Vec<ProbeConfig>>,
+    /// The control thread's own drops (ARP, local traffic, resolution).
+    counters: Arc<Counters>,
+    workers: Vec<Arc<Counters>>,
+    next_nat_expire: Instant,
+    failover: Failover,
+    /// Set when something the route snapshot depends on changed.
+    dirty: bool,
+    /// Set when a neighbour was learned or removed.
+    neighbours_dirty: bool,
+    /// `clear counters`: the totals `show` counts from.
+    counters_cleared: Totals,
+    /// Whether the last load of the configuration (start or reload) succeeded, and when the
+    /// last one that did was applied, for the metrics.
+    last_load: (bool, SystemTime),
+}
+
+/// Everything the control thread is handed at start.
+pub struct ControlParts {
+    pub cfg: Config,
+    /// Where `reload` reads the configuration again.
+    pub config_path: PathBuf,
+    pub shared: Arc<Shared>,
+    pub punts: Receiver<Punt>,
+    pub requests: Receiver<Pending>,
+    pub tap: Arc<TapQueue>,
+    pub lan_mac: MacAddr,
+    pub uplinks: Vec<UplinkIo>,
+    pub carrier: Vec<bool>,
+    /// Counters of the workers and the probe thread, summed with the control thread's own.
+    pub workers: Vec<Arc<Counters>>,
+    pub probe_reports: Receiver<ProbeReport>,
+    pub probe_configs: Sender<Vec<ProbeConfig>>,
+}
+
+impl Control {
+    pub fn new(p: ControlParts) -> Control {
+        let now = Instant::now();
+        let tracks = TrackSet::new(track_defs(&p.cfg), now);
+        let cfg = p.cfg;
+        let ifaces = 1 + cfg.uplinks.len();
+        let macs: Vec<MacAddr> = p.uplinks.iter().map(|u| u.mac).collect();
+        let addressing = addressing(&cfg, p.lan_mac, &macs);
+        let arp = ArpEngine::new(
+            addressing.clone(),
+            next_hops(&cfg, &p.carrier),
+            NeighParams::default(),
+            now,
+        );
+        let mut c = Control {
+            shared: p.shared,
+            punts: p.punts,
+            requests: p.requests,
+            tap: p.tap,
+            lan_mac: p.lan_mac,
+            uplinks: p.uplinks,
+            carrier: p.carrier,
+            arp,
+            echo: EchoResponder::new(addressing),
+            tracks,
+            probe_reports: p.probe_reports,
+            probe_configs: p.probe_configs,
+            counters: Arc::new(Counters::new(ifaces)),
+            workers: p.workers,
+            next_nat_expire: now,
+            failover: Failover::new(cfg.failover.clone()),
+            dirty: true,
+            neighbours_dirty: true,
+            counters_cleared: Totals::default(),
+            last_load: (true, SystemTime::now()),
+            config_path: p.config_path,
+            cfg,
+        };
+        for u in 0..c.carrier.len() {
+            let up = c.carrier[u];
+            let events = c.tracks.on_carrier(u, up, now);
+            c.track_events(events);
+        }
+        c.arp.announce(now);
+        c.drain_engines();
+        c
+    }
+
+    /// Time until the control thread must act again, at most `cap`.
+    pub fn timeout(&self, now: Instant, cap: Duration) -> Duration {
+        let mut next = now + cap;
+        for t in [
+            self.tracks.next_deadline(),
+            Some(self.next_nat_expire),
+            self.arp.poll_timeout(),
+            self.failover.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            next = next.min(t);
+        }
+        next.saturating_since(now)
+    }
+
+    /// One round of work: queued punts, control requests, timers, then publication.
+    pub fn run_once(&mut self) {
+        let now = Instant::now();
+        for _ in 0..4096 {
+            match self.punts.try_recv() {
+                Ok(p) => {
+                    self.handle_punt(p, now);
+                    self.drain_engines();
+                }
+                Err(_) => break,
+            }
+        }
+        while let Ok(p) = self.requests.try_recv() {
+            let answer = self.answer(p.request, now);
+            let _ = p.reply.send(answer);
+        }
+        self.probe_reports(now);
+        self.timers(now);
+        self.drain_engines();
+        if self.neighbours_dirty {
+            self.publish_neighbours();
+        }
+        if self.dirty {
+            self.publish(now);
+        }
+    }
+
+    pub fn link_changed(&mut self, ifindex: u32, carrier: bool) {
+        let now = Instant::now();
+        let Some(u) = self.uplinks.iter().position(|io| io.ifindex == ifindex) else {
+            return;
+        };
+        if self.carrier[u] == carrier {
+            return;
+        }
+        self.carrier[u] = carrier;
+        log::warn!(
+            "uplink {}: carrier {}",
+            self.cfg.uplinks[u].name,
+            if carrier { "up" } else { "down" }
+        );
+        let events = self.tracks.on_carrier(u, carrier, now);
+        self.track_events(events);
+        self.arp.set_carrier(UplinkId(u as u8), carrier, now);
+        self.drain_engines();
+        self.dirty = true;
+    }
+
+    fn timers(&mut self, now: Instant) {
+        let events = self.tracks.poll(now);
+        self.track_events(events);
+        self.arp.handle_timeout(now);
+        let actions = self.failover.handle_timeout(
+            now,
+            &self.shared.snapshot.load().routes,
+            &self.shared.nat.len_by_uplink(),
+        );
+        self.failover_actions(actions);
+        if now >= self.next_nat_expire {
+            self.next_nat_expire = now + Duration::from_secs(1);
+            self.shared.nat.expire(now);
+            self.shared.frags.expire(now);
+        }
+    }
+
+    /// Results the probe thread reported, in order.
+    fn probe_reports(&mut self, now: Instant) {
+        while let Ok(r) = self.probe_reports.try_recv() {
+            let Some(i) = self.cfg.probe_index(&r.name) else {
+                continue;
+            };
+            let events = self.tracks.on_probe(i, &r.name, &r.stats, now);
+            self.track_events(events);
+        }
+    }
+
+    fn track_events(&mut self, events: Vec<TrackEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let names = self.tracks.names();
+        for ev in &events {
+            log::warn!("{}", ev.log_line(&names));
+            if let TrackEvent::Changed {
+                track,
+                from,
+                to,
+                change_no,
+                reason,
+            } = ev
+            {
+                self.dirty = true;
+                let Some(tc) = self.cfg.tracks.get(*track) else {
+                    continue;
+                };
+                let hook = match to {
+                    TrackState::Up => &tc.on_up,
+                    TrackState::Down => &tc.on_down,
+                };
+                if let Some(hook) = hook {
+                    let uplink = self.track_uplink(*track).unwrap_or_default();
+                    hooks::run(
+                        hook,
+                        &HookEvent {
+                            track: &tc.name,
+                            old: &from.to_string(),
+                            new: &to.to_string(),
+                            uplink: &uplink,
+                            reason,
+                            change: *change_no,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The uplink a track watches, for hooks: its probe's or carrier's uplink.
+    fn track_uplink(&self, track: usize) -> Option<String> {
+        match &self.cfg.tracks.get(track)?.source {
+            TrackSource::Probe { name, .. } => self
+                .cfg
+                .probes
+                .iter()
+                .find(|p| &p.name == name)
+                .map(|p| p.uplink.clone()),
+            TrackSource::Carrier { uplink } => Some(uplink.clone()),
+            TrackSource::List { .. } => None,
+        }
+    }
+
+    /// Rebuilds the route table and snapshot; on an uplink losing all its installed routes,
+    /// removes its NAT flows and resets their TCP connections (SPEC 21).
+    fn publish(&mut self, now: Instant) {
+        self.dirty = false;
+        let snap = build_snapshot(
+            &self.cfg,
+            self.lan_mac,
+            &self.uplinks,
+            &self.carrier,
+            self.tracks.states(),
+        );
+        let old = self.shared.snapshot.load_full();
+        for line in RouteTable::diff(&old.routes, &snap.routes) {
+            log::warn!("{line}");
+        }
+        let actions = self
+            .failover
+            .on_routes_changed(&old.routes, &snap.routes, now);
+        self.shared.snapshot.store(Arc::new(snap));
+        self.failover_actions(actions);
+    }
+
+    fn publish_neighbours(&mut self) {
+        self.neighbours_dirty = false;
+        let neighbours = build_neighbours(&self.cfg, self.arp.resolved());
+        self.shared.neighbours.store(Arc::new(neighbours));
+    }
+
+    fn failover_actions(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Flush {
+                    uplink,
+                    reset_tcp,
+                    reason,
+                } => {
+                    self.flush_uplink(uplink, reset_tcp, &reason.to_string());
+                }
+                Action::FailbackScheduled { grace } => log::warn!(
+                    "failback: flows on backup uplinks move in {} s",
+                    grace.as_secs_f64()
+                ),
+            }
+        }
+    }
+
+    /// Removes the uplink's NAT flows, resetting their TCP ends (with `reset_tcp`); returns
+    /// how many were removed.
+    fn flush_uplink(&mut self, u: UplinkId, reset_tcp: bool, why: &str) -> usize {
+        let (removed, flushed) = self.shared.nat.flush_uplink(u);
+        let name = self.cfg.uplinks[u.0 as usize].name.clone();
+        let mut resets = 0;
+        if reset_tcp {
+            let lan_mac = self.lan_mac;
+            for f in &flushed {
+                let Some(mac) = self.arp.lookup(Iface::Lan, f.key.inside) else {
+                    continue;
+                };
+                let rst = Transmit::ipv4(Iface::Lan, lan_mac, mac, PACKET_ROOM, |out| {
+                    let ip = OwnHeader::new(f.key.remote, f.key.inside);
+                    let rst = TcpRepr::rst(f.key.remote_port, f.key.inside_port, f.inside_ack);
+                    tcp::build_segment(out, &ip, &rst).ok()
+                });
+                if let Some(t) = rst {
+                    self.send(t);
+                    resets += 1;
+                }
+            }
+        }
+        log::warn!(
+            "uplink {name}: {why}; {removed} NAT flows removed, {resets} TCP resets sent to the LAN"
+        );
+        removed
+    }
+
+    fn handle_punt(&mut self, p: Punt, now: Instant) {
+        if let Some((egress, nh)) = p.resolve {
+            self.arp.send_via(egress, nh, p.frame, now);
+            return;
+        }
+        let Ok(eth) = EthernetFrame::new_checked(p.frame.get(ETH_OFFSET..).unwrap_or(&[])) else {
+            self.counters.dropped(DropReason::Truncated);
+            return;
+        };
+        match eth.ethertype() {
+            ethernet::ethertype::ARP => self.arp.handle_frame(p.ingress, &p.frame, now),
+            ethernet::ethertype::IPV4 => self.handle_local(p.ingress, &p.frame),
+            _ => self.counters.dropped(DropReason::NotIpv4),
+        }
+    }
+
+    /// Sends what the engines queued and acts on what they report.
+    fn drain_engines(&mut self) {
+        while let Some(t) = self.arp.poll_transmit() {
+            self.send(t);
+        }
+        while let Some(t) = self.echo.poll_transmit() {
+            self.send(t);
+        }
+        while let Some(ev) = self.arp.poll_event() {
+            match ev {
+                ArpEvent::Learned { iface, ip, mac } => {
+                    log::info!("arp: {ip} is-at {mac} on {}", self.iface_name(iface));
+                    self.neighbours_dirty = true;
+                }
+                ArpEvent::Removed => self.neighbours_dirty = true,
+                ArpEvent::Dropped(reason) => self.counters.dropped(reason),
+            }
+        }
+    }
+
+    /// Packets for the router itself: pings are answered; the rest is counted and dropped.
+    fn handle_local(&mut self, ingress: Iface, frame: &[u8]) {
+        if let Err(reason) = self.echo.handle_frame(ingress, frame) {
+            self.counters.dropped(reason);
+        }
+    }
+
+    /// The one send path of the control thread.
+    fn send(&self, t: Transmit) {
+        let r = match t.iface {
+            Iface::Lan => self.tap.write(&t.frame),
+            Iface::Uplink(u) => match self.uplinks.get(u.0 as usize) {
+                Some(io) => io.tx.send(&t.frame),
+                None => return,
+            },
+        };
+        match r {
+            Ok(()) => self.counters.tx(t.iface.index(), t.frame.len()),
+            Err(e) => {
+                log::debug!("send on {} failed: {e}", self.iface_name(t.iface));
+                self.counters.dropped(DropReason::TxError);
+            }
+        }
+    }
+
+    fn addressing(&self) -> Addressing {
+        let macs: Vec<MacAddr> = self.uplinks.iter().map(|u| u.mac).collect();
+        addressing(&self.cfg, self.lan_mac, &macs)
+    }
+
+    fn iface_name(&self, iface: Iface) -> String {
+        views::iface_name(&self.cfg, iface)
+    }
+
+    fn view_state(&self, now: Instant) -> views::State<'_> {
+        views::State {
+            cfg: &self.cfg,
+            snap: self.shared.snapshot.load_full(),
+            carrier: &self.carrier,
+            totals: self.totals().since(&self.counters_cleared),
+            nat: &self.shared.nat,
+            probes: self.shared.probe_health.load_full(),
+            tracks: &self.tracks,
+            neigh: self.arp.table(),
+            now,
+        }
+    }
+
+    /// Reads the configuration file again and applies it (SIGHUP, `mhrouter reload`). A config
+    /// that does not validate, or that changes what only a restart can change, is rejected and
+    /// the running one stays. NAT flows are kept: routes, policies, probes, tracks, failover and
+    /// per-uplink forwarding settings change live.
+    pub fn reload(&mut self) -> Result<String, String> {
+        systemd::notify(&systemd::reloading());
+        let result = self.apply_config_file();
+        self.last_load = match result {
+            Ok(_) => (true, SystemTime::now()),
+            Err(_) => (false, self.last_load.1),
+        };
+        systemd::notify(systemd::READY);
+        result
+    }
+
+    fn apply_config_file(&mut self) -> Result<String, String> {
+        let now = Instant::now();
+        let result = Config::from_file(&self.config_path)
+            .map_err(|e| e.to_string())
+            .and_then(|new| restart_needed(&self.cfg, &new).map_or(Ok(new), Err));
+        let new = match result {
+            Ok(new) => new,
+            Err(e) => {
+                let msg = format!("reload rejected, running configuration kept: {e}");
+                log::error!("{msg}");
+                return Err(msg);
+            }
+        };
+        for (u, (old, new)) in self.cfg.uplinks.iter().zip(&new.uplinks).enumerate() {
+            if old.address != new.address || old.nat != new.nat {
+                // Flows translated to the old address cannot continue.
+                self.shared
+                    .nat
+                    .set_uplink_addr(UplinkId(u as u8), new.nat.then(|| new.address.addr()));
+            }
+        }
+        self.tracks.reconfigure(track_defs(&new), now);
+        let _ = self.probe_configs.send(new.probes.clone());
+        self.shared.probe_waker.wake();
+        self.failover.reconfigure(new.failover.clone());
+        self.cfg = new;
+        let addressing = self.addressing();
+        self.arp
+            .reconfigure(addressing.clone(), next_hops(&self.cfg, &self.carrier));
+        self.echo.reconfigure(addressing);
+        self.publish_neighbours();
+        for u in 0..self.carrier.len() {
+            let events = self.tracks.on_carrier(u, self.carrier[u], now);
+            self.track_events(events);
+        }
+        let events = self.tracks.poll(now);
+        self.track_events(events);
+        self.publish(now);
+        let msg = format!(
+            "reload: {} applied ({} routes, {} policies, {} probes, {} tracks)",
+            self.config_path.display(),
+            self.cfg.routes.len(),
+            self.cfg.policies.len(),
+            self.cfg.probes.len(),
+            self.cfg.tracks.len()
+        );
+        log::warn!("{msg}");
+        Ok(msg + "\n")
+    }
+
+    /// Stops the data plane: workers see the flag at their next wakeup.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn totals(&self) -> Totals {
+        Totals::sum(
+            self.workers
+                .iter()
+                .map(|c| &**c)
+                .chain(std::iter::once(&*self.counters)),
+        )
+    }
+
+    /// Answers a control-socket request.
+    fn answer(&mut self, req: Request, now: Instant) -> Result<String, String> {
+        match req {
+            Request::Show {
+                view: View::Nat {
+                    uplink: Some(name), ..
+                },
+                ..
+            }
+            | Request::ClearNat { uplink: Some(name) }
+                if self.cfg.uplink_index(&name).is_none() =>
+            {
+                Err(format!("no uplink named '{name}'"))
+            }
+            Request::Show { view, json } => Ok(views::show(&self.view_state(now), view, json)),
+            Request::ClearCounters => {
+                self.counters_cleared = self.totals();
+                log::info!("counters cleared");
+                Ok("counters cleared\n".into())
+            }
+            Request::ClearNat { uplink } => {
+                let uplinks = match uplink.and_then(|n| self.cfg.uplink_index(&n)) {
+                    Some(u) => u..u + 1,
+                    None => 0..self.cfg.uplinks.len(),
+                };
+                let reset_tcp = self.cfg.failover.reset_tcp;
+                let removed: usize = uplinks
+                    .map(|u| {
+                        let why = "NAT cleared by the operator";
+                        self.flush_uplink(UplinkId(u as u8), reset_tcp, why)
+                    })
+                    .sum();
+                Ok(format!("{removed} NAT flows removed\n"))
+            }
+            Request::Explain {
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                json,
+            } => Ok(views::explain(
+                &self.view_state(now),
+                FlowTuple {
+                    src,
+                    dst,
+                    proto,
+                    src_port: sport,
+                    dst_port: dport,
+                },
+                json,
+            )),
+            Request::Reload => self.reload(),
+            Request::Metrics => Ok(metrics::render(&metrics::collect(metrics::Sources {
+                probes: &self.shared.probe_health.load(),
+                cfg: &self.cfg,
+                totals: self.totals(),
+                carrier: &self.carrier,
+                routes: &self.shared.snapshot.load().routes,
+                nat: &self.shared.nat,
+                tracks: &self.tracks,
+                last_load: self.last_load,
+            }))),
+        }
+    }
+}
