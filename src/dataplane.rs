@@ -1,4 +1,4 @@
-//! Worker threads (DESIGN "Shape"): each owns one TAP queue and one packet socket per uplink,
+//! Worker threads (docs/architecture.md): each owns one TAP queue and one packet socket per uplink,
 //! waits in epoll, drains a batch, runs the fast path to completion and sends in batches. What
 //! they share with the other threads is in `shared`: the published snapshot and neighbours, the
 //! sharded NAT table and the punt queues.

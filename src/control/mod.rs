@@ -1,4 +1,4 @@
-//! The control plane (DESIGN "Shape"): everything that is not per-packet, as I/O-free protocol
+//! The control plane (docs/architecture.md): everything that is not per-packet, as I/O-free protocol
 //! engines driven by thin threads.
 //!
 //! Engines take `(input, now)` and queue what to send; they never read the clock or touch a

@@ -1,4 +1,4 @@
-//! The probe thread (DESIGN "Shape": "a health table updated by probe threads"): runs the probe
+//! The probe thread (docs/architecture.md, "Threads"): runs the probe
 //! engine with its own clock, its own send socket on each uplink and its own queue of replies
 //! from the workers, so nothing the control thread does (a large `show nat`, a reload, a burst
 //! of ARP) can delay a probe, its reply or its timeout. It publishes every probe's statistics

@@ -1,4 +1,4 @@
-//! The control thread (DESIGN "Shape"): owns the LAN and uplink send sockets, the clock and the
+//! The control thread (docs/architecture.md): owns the LAN and uplink send sockets, the clock and the
 //! control-socket requests, and dispatches to the engines (ARP, echo, failover). It feeds the
 //! probe thread's results to the tracks, rebuilds and publishes the route table when anything
 //! changes, expires NAT sessions, and answers the control socket.
