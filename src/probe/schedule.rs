@@ -49,6 +49,8 @@ pub struct ProbeStatus {
 struct Outstanding {
     seq: u16,
     sent: Instant,
+    /// The uplink address it left from: a reply must come back to it.
+    src: Ipv4Addr,
     /// Source port of this attempt (TCP/DNS).
     sport: u16,
 }
@@ -170,12 +172,11 @@ impl ProbeSet {
         p.seq = p.seq.wrapping_add(1);
         // Schedule from the planned time, not from now, so intervals do not drift.
         p.next_send = (p.next_send + p.def.interval).max(now);
-        let tos = p.def.dscp << 2;
         let ip = OwnHeader {
             src: src.addr,
             dst: p.def.target,
             ttl: 64,
-            dscp: tos,
+            dscp: p.def.dscp,
         };
         let (n, sport) = match &p.def.kind {
             ProbeKind::IcmpEcho { payload_size } => {
@@ -217,6 +218,7 @@ impl ProbeSet {
         p.outstanding = Some(Outstanding {
             seq: p.seq,
             sent: now,
+            src: src.addr,
             sport,
         });
         Some(n)
@@ -236,7 +238,7 @@ impl ProbeSet {
         }
         let (i, reset) = self.probes.iter().enumerate().find_map(|(i, p)| {
             let o = p.outstanding?;
-            if p.uplink != uplink || ip.src() != p.def.target {
+            if p.uplink != uplink || ip.src() != p.def.target || ip.dst() != o.src {
                 return None;
             }
             match (&p.def.kind, ip.protocol()) {
@@ -373,13 +375,17 @@ mod tests {
     }
 
     fn echo(src: Ipv4Addr, msg_type: u8, ident: u16, seq: u16) -> Vec<u8> {
+        echo_to(src, ME, msg_type, ident, seq)
+    }
+
+    fn echo_to(src: Ipv4Addr, dst: Ipv4Addr, msg_type: u8, ident: u16, seq: u16) -> Vec<u8> {
         let mut out = [0u8; 200];
         let echo = EchoRepr {
             msg_type,
             ident,
             seq,
         };
-        let n = icmp::build_echo(&mut out, &OwnHeader::new(src, ME), &echo, &[]).unwrap();
+        let n = icmp::build_echo(&mut out, &OwnHeader::new(src, dst), &echo, &[]).unwrap();
         out[..n].to_vec()
     }
 
@@ -401,9 +407,11 @@ mod tests {
     fn echo_reply_matches_only_its_own_attempt() {
         let (mut set, req) = sent(ProbeKind::IcmpEcho { payload_size: 8 });
         let (ident, seq) = echo_ids(&req);
-        // Forgeries: another id, another sequence, another source, another uplink, a request.
+        // Forgeries: another id, another sequence, another source, another destination (found
+        // by the probe_reply fuzz target), another uplink, a request.
         for (uplink, pkt) in [
             (0, echo(TARGET, types::ECHO_REPLY, ident ^ 1, seq)),
+            (0, echo_to(TARGET, ELSEWHERE, types::ECHO_REPLY, ident, seq)),
             (
                 0,
                 echo(TARGET, types::ECHO_REPLY, ident, seq.wrapping_sub(1)),
@@ -419,6 +427,21 @@ mod tests {
         // A duplicate of the answered reply counts nothing more.
         assert_eq!(matched(&mut set, 0, &reply, 8), None);
         assert_eq!(set.probes[0].stats.last(), ok(7));
+    }
+
+    /// The configured DSCP is what leaves in the TOS byte (46, EF, is 0xb8), not shifted twice.
+    #[test]
+    fn probes_carry_their_dscp() {
+        let mut d = def(ProbeKind::IcmpEcho { payload_size: 0 });
+        d.dscp = 46;
+        let mut set = ProbeSet::new(vec![d], |_| 0, Instant::ZERO);
+        let mut out = [0u8; 200];
+        let n = set
+            .build(0, Source { addr: ME }, &mut out, Instant::from_millis(1000))
+            .unwrap();
+        let ip = Ipv4Packet::new_checked(&out[..n]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(out[1], 0xb8);
     }
 
     #[test]
