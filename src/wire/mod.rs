@@ -19,6 +19,7 @@ pub mod ipv4;
 pub mod tcp;
 pub mod udp;
 pub mod vnet;
+pub mod vrrp;
 
 /// Which end of a packet a rewrite touches: its source or its destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
