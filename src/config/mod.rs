@@ -30,6 +30,8 @@ pub struct Config {
     pub probes: Vec<ProbeConfig>,
     pub tracks: Vec<TrackConfig>,
     pub failover: FailoverConfig,
+    /// VRRP groups on the LAN, distinct VRIDs (SPEC 29).
+    pub vrrp: Vec<VrrpConfig>,
 }
 
 /// Where `run` and `check-config` read the configuration when not given `--config`.
@@ -243,6 +245,35 @@ pub struct FailoverConfig {
     /// Send RSTs to the LAN ends of TCP flows on a dead uplink (SPEC 21).
     pub reset_tcp: bool,
     pub failback: Failback,
+}
+
+/// The priority of the router that owns the virtual addresses (RFC 5798 §5.2.4).
+pub const VRRP_OWNER_PRIORITY: u8 = 255;
+
+/// One VRRPv3 virtual router on the LAN (SPEC 29, RFC 5798).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VrrpConfig {
+    /// 1..=255.
+    pub vrid: u8,
+    /// Non-empty, distinct, inside the LAN prefix, none the LAN's network or broadcast address.
+    pub addresses: Vec<Ipv4Addr>,
+    /// 1..=254; 255 exactly when the LAN address is one of `addresses` (the owner).
+    pub priority: u8,
+    /// Advertisement interval in centiseconds, 10..=4095.
+    pub advert_interval_cs: u16,
+    pub preempt: bool,
+    /// How long a lower-priority master is tolerated before a preempting backup takes over.
+    pub preempt_delay: Duration,
+    /// Tracks that lower the priority while they are down; names of defined tracks, distinct.
+    pub tracks: Vec<VrrpTrack>,
+}
+
+/// `standby track N decrement D`: while `track` is down the priority is `decrement` lower.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpTrack {
+    pub track: String,
+    /// 1..=254.
+    pub decrement: u8,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     pub track: Vec<RawTrack>,
     #[serde(default)]
     pub failover: RawFailover,
+    #[serde(default)]
+    pub vrrp: Vec<RawVrrp>,
 }
 
 #[derive(Deserialize, Default)]
@@ -175,6 +177,26 @@ pub(super) struct RawFailover {
     pub reset_tcp: Option<bool>,
     pub failback: Option<RawFailback>,
     pub failback_grace: Option<S<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVrrp {
+    pub vrid: S<i64>,
+    pub addresses: S<Vec<S<String>>>,
+    pub priority: Option<S<i64>>,
+    pub advert_interval: Option<S<Scalar>>,
+    pub preempt: Option<bool>,
+    pub preempt_delay: Option<S<Scalar>>,
+    #[serde(default)]
+    pub track: Vec<RawVrrpTrack>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVrrpTrack {
+    pub track: S<String>,
+    pub decrement: S<i64>,
 }
 
 /// A value that may be written either as a string or as an integer (durations, protocols,

@@ -1273,3 +1273,189 @@ fn nat_timeouts_are_bounded() {
         other => panic!("accepted: {other:?}"),
     }
 }
+
+// --- [[vrrp]] ---
+
+/// BASE (LAN address 192.168.0.1) plus a probe track "a-e2e"; groups are appended.
+fn vrrp(text: &str) -> String {
+    tracks(&format!(
+        "[[track]]\nname = \"a-e2e\"\nprobe = \"p\"\n{text}"
+    ))
+}
+
+#[test]
+fn vrrp_group_parses() {
+    let c = ok(&vrrp(
+        "[[vrrp]]\nvrid = 51\naddresses = [\"192.168.0.254\", \"192.168.0.253\"]\npriority = 150\n\
+         advert_interval = \"100ms\"\npreempt = false\npreempt_delay = \"5s\"\n\
+         track = [{ track = \"a-e2e\", decrement = 60 }]\n",
+    ));
+    assert_eq!(
+        c.vrrp,
+        vec![VrrpConfig {
+            vrid: 51,
+            addresses: vec![
+                Ipv4Addr::new(192, 168, 0, 254),
+                Ipv4Addr::new(192, 168, 0, 253)
+            ],
+            priority: 150,
+            advert_interval_cs: 10,
+            preempt: false,
+            preempt_delay: secs(5),
+            tracks: vec![VrrpTrack {
+                track: "a-e2e".into(),
+                decrement: 60
+            }],
+        }]
+    );
+}
+
+#[test]
+fn vrrp_defaults() {
+    assert!(ok(BASE).vrrp.is_empty());
+    let c = ok(&vrrp(
+        "[[vrrp]]\nvrid = 1\naddresses = [\"192.168.0.254\"]\n",
+    ));
+    let g = &c.vrrp[0];
+    assert_eq!(
+        (g.priority, g.advert_interval_cs, g.preempt, g.preempt_delay),
+        (100, 100, true, Duration::ZERO)
+    );
+    assert!(g.tracks.is_empty());
+    // The LAN address among the virtual addresses: the owner, priority 255.
+    let c = ok(&vrrp("[[vrrp]]\nvrid = 2\naddresses = [\"192.168.0.1\"]\n"));
+    assert_eq!(c.vrrp[0].priority, VRRP_OWNER_PRIORITY);
+    let c = ok(&vrrp(
+        "[[vrrp]]\nvrid = 2\naddresses = [\"192.168.0.1\"]\npriority = 255\n",
+    ));
+    assert_eq!(c.vrrp[0].priority, 255);
+    let c = ok(&vrrp(
+        "[[vrrp]]\nvrid = 2\naddresses = [\"192.168.0.9\"]\nadvert_interval = \"40950ms\"\n",
+    ));
+    assert_eq!(c.vrrp[0].advert_interval_cs, 4095);
+}
+
+#[test]
+fn vrrp_vrid_checks() {
+    check(
+        &vrrp("[[vrrp]]\nvrid = 0  # <-\naddresses = [\"192.168.0.254\"]"),
+        "vrid 0 is out of range 1..=255",
+    );
+    check(
+        &vrrp(
+            "[[vrrp]]\nvrid = 7\naddresses = [\"192.168.0.254\"]\n\
+             [[vrrp]]\nvrid = 7  # <-\naddresses = [\"192.168.0.253\"]",
+        ),
+        "vrrp vrid 7 is defined twice (first at line 19)",
+    );
+}
+
+#[test]
+fn vrrp_address_checks() {
+    let group = |addrs: &str| vrrp(&format!("[[vrrp]]\nvrid = 1\naddresses = {addrs}  # <-"));
+    check(&group("[]"), "addresses is empty");
+    check(
+        &group("[\"10.0.0.1\"]"),
+        "address 10.0.0.1 is outside the LAN prefix 192.168.0.0/24",
+    );
+    check(
+        &group("[\"192.168.0.255\"]"),
+        "address 192.168.0.255 is the network or broadcast address of 192.168.0.0/24",
+    );
+    check(
+        &group("[\"192.168.0.0\"]"),
+        "address 192.168.0.0 is the network or broadcast address of 192.168.0.0/24",
+    );
+    check(
+        &group("[\"192.168.0.9\", \"192.168.0.9\"]"),
+        "address 192.168.0.9 appears twice",
+    );
+    check(
+        &group("[\"gateway\"]"),
+        "addresses: 'gateway' is not an IPv4 address",
+    );
+    check(
+        &vrrp(
+            "[[vrrp]]\nvrid = 1\naddresses = [\"192.168.0.9\"]\n\
+             [[vrrp]]\nvrid = 2\naddresses = [\"192.168.0.9\"]  # <-",
+        ),
+        "address 192.168.0.9 is already in vrrp 1",
+    );
+}
+
+#[test]
+fn vrrp_priority_checks() {
+    let group = |addr: &str, priority: &str| {
+        vrrp(&format!(
+            "[[vrrp]]\nvrid = 1\naddresses = [\"{addr}\"]\npriority = {priority}  # <-"
+        ))
+    };
+    check(
+        &group("192.168.0.254", "255"),
+        "priority 255 is for the owner of the virtual addresses (the LAN address is not one of them)",
+    );
+    check(
+        &group("192.168.0.254", "0"),
+        "priority 0 is out of range 1..=254",
+    );
+    check(
+        &group("192.168.0.1", "200"),
+        "priority must be 255: the LAN address 192.168.0.1 is a virtual address (owner)",
+    );
+}
+
+#[test]
+fn vrrp_interval_checks() {
+    let group = |interval: &str| {
+        vrrp(&format!(
+            "[[vrrp]]\nvrid = 1\naddresses = [\"192.168.0.254\"]\nadvert_interval = {interval}  # <-"
+        ))
+    };
+    for bad in ["\"50ms\"", "\"105ms\"", "41", "\"0s\""] {
+        let text = group(bad);
+        let (line, message) = err(&text);
+        assert_eq!(line, 21, "{bad}");
+        assert!(
+            message.starts_with("advert_interval ")
+                && message.ends_with("is not a whole number of centiseconds from 100ms to 40.95s"),
+            "{bad}: {message}"
+        );
+    }
+    check(
+        &group("\"soon\""),
+        "advert_interval: 'soon' is not a duration (expected e.g. \"200ms\", \"3s\", \"5m\", \"2h\" or an integer number of seconds)",
+    );
+}
+
+#[test]
+fn vrrp_track_checks() {
+    let group = |tracks: &str| {
+        vrrp(&format!(
+            "[[vrrp]]\nvrid = 1\naddresses = [\"192.168.0.254\"]\ntrack = [{tracks}]  # <-"
+        ))
+    };
+    check(
+        &group("{ track = \"b-e2e\", decrement = 20 }"),
+        "track 'b-e2e' is not defined",
+    );
+    check(
+        &group("{ track = \"a-e2e\", decrement = 20 }, { track = \"a-e2e\", decrement = 5 }"),
+        "track 'a-e2e' appears twice in vrrp 1",
+    );
+    check(
+        &group("{ track = \"a-e2e\", decrement = 255 }"),
+        "decrement 255 is out of range 1..=254",
+    );
+    check(
+        &vrrp(
+            "[[vrrp]]\nvrid = 1\naddresses = [\"192.168.0.1\"]\n\
+             track = [{ track = \"a-e2e\", decrement = 20 }]  # <-",
+        ),
+        "track cannot lower the owner's priority 255",
+    );
+    let (line, message) = err(&vrrp(
+        "[[vrrp]]\nvrid = 1\naddresses = [\"192.168.0.254\"]\nweight = 3\n",
+    ));
+    assert_eq!(line, 21);
+    assert!(message.starts_with("unknown field `weight`"), "{message}");
+}

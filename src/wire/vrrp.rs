@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use super::checksum;
 use super::ethernet::{self, EthernetFrame, MacAddr};
 use super::field::{ipv4_at, set_ipv4, set_u8, set_u16, u8_at, u16_at};
-use super::ipv4::{self, Ipv4Packet};
+use super::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use super::{Result, WireError};
 
 /// IP protocol number of VRRP.
@@ -28,7 +28,7 @@ pub const MULTICAST_MAC: MacAddr = MacAddr([0x01, 0x00, 0x5e, 0x00, 0x00, 0x12])
 /// Sent with TTL 255; receivers drop anything else, so an advertisement never crossed a router.
 pub const TTL: u8 = 255;
 /// DSCP CS6 (network control), as keepalived sends it.
-const DSCP_ECN: u8 = 0xc0;
+const DSCP_CS6: u8 = 48;
 /// Version 3, type 1 (advertisement).
 const VERSION: u8 = 3;
 const TYPE_ADVERTISEMENT: u8 = 1;
@@ -262,19 +262,18 @@ impl VrrpRepr {
         eth.set_src(virtual_mac(self.vrid));
         eth.set_ethertype(ethernet::ethertype::IPV4);
         let ip = eth.payload_mut();
-        ipv4::write_header(
-            ip,
+        let header = Ipv4Repr {
             src,
-            MULTICAST_ADDR,
-            PROTOCOL,
-            TTL,
-            0,
-            false,
-            self.buffer_len(),
-        )?;
+            dst: MULTICAST_ADDR,
+            protocol: PROTOCOL,
+            ttl: TTL,
+            dscp: DSCP_CS6,
+            ident: 0,
+            dont_frag: false,
+            payload_len: self.buffer_len(),
+        };
+        ipv4::write_header(ip, &header)?;
         let mut packet = Ipv4Packet::new_unchecked(&mut *ip);
-        packet.set_dscp_ecn(DSCP_ECN);
-        packet.fill_checksum();
         self.emit(packet.payload_mut(), src, MULTICAST_ADDR)?;
         Ok(len)
     }
@@ -301,7 +300,10 @@ mod tests {
             vrid: 51,
             priority: 150,
             max_adver_int: 100,
-            addrs: vec![Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(192, 168, 0, 254)],
+            addrs: vec![
+                Ipv4Addr::new(192, 168, 0, 1),
+                Ipv4Addr::new(192, 168, 0, 254),
+            ],
         }
     }
 
@@ -311,7 +313,10 @@ mod tests {
         assert_eq!(eth.src(), virtual_mac(51));
         assert_eq!(eth.dst(), MULTICAST_MAC);
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-        assert_eq!((ip.protocol(), ip.ttl(), ip.dst()), (PROTOCOL, TTL, MULTICAST_ADDR));
+        assert_eq!(
+            (ip.protocol(), ip.ttl(), ip.dst()),
+            (PROTOCOL, TTL, MULTICAST_ADDR)
+        );
         let packet = VrrpPacket::new_checked(ip.payload()).unwrap();
         assert_eq!((packet.version(), packet.kind()), (3, 1));
         assert_eq!(packet.checksum(), 0x14d7);
