@@ -31,6 +31,7 @@ pub mod snapshot;
 pub mod systemd;
 pub mod track;
 pub mod views;
+pub mod vrrp;
 pub mod wire;
 
 /// Index of an uplink in the configuration's uplink list (0-based).
