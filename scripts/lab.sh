@@ -8,6 +8,9 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$SCRIPT_DIR")
 ROLES=(lan rtr ispa ispb net)
+# `up --redundant`: a second router namespace; `down` removes whichever exist.
+REDUNDANT_ROLES=(lan rtr rtr2 ispa ispb net)
+ALL_ROLES=(lan rtr rtr2 ispa ispb net)
 SERVER_IP=172.18.0.6
 STOP_TIMEOUT_S=5
 SOCKET_TIMEOUT_S=10
@@ -30,22 +33,35 @@ ${MH_LAB_STATE:-/run/mhlab}/<P>/.
   <P>net   central site: 172.18.0.6 (iperf3 on 5201, DNS on 53: probe.lab -> 172.18.0.6)
 IPv6 is disabled in every lab namespace. Nothing routes to 192.168.0.0/24: only NAT reaches it.
 
+The redundant topology (`up --redundant`, SPEC 29) adds <P>rtr2 and splits the ISPs:
+  <P>rtr   router 1: br-lan and wan-a (ISP A); LAN address 192.168.0.2
+  <P>rtr2  router 2: its own br-lan, joined to <P>rtr's by a veth (lan1 -- lan2), and wan-b
+           (ISP B); LAN address 192.168.0.3
+The LAN host's gateway 192.168.0.1 is the VRRP virtual address (VRID 1) the routers share;
+the default configs (scripts/lab-redundant-1.toml, -2.toml) make router 1 master.
+
 Verbs:
-  up                 Create the lab and start the servers in <P>net. Idempotent: on an existing
+  up [--redundant]   Create the lab and start the servers in <P>net. Idempotent: on an existing
                      lab it checks every piece, repairs what is missing and keeps the rest.
-  down               Stop every recorded process (router, fault loops, servers), delete the five
-                     namespaces and the state dir. Harmless when the lab does not exist.
+                     A lab up in the other topology must be taken down first.
+  down               Stop every recorded process (routers, fault loops, servers), delete the
+                     namespaces of both topologies and the state dir. Harmless when the lab does
+                     not exist.
   status             Namespaces and their addresses, router and servers alive or not, active
                      faults. Exit status 0 if all five namespaces exist, 1 otherwise.
-  router start [--config FILE] [-- EXTRA...]
+  router start [N] [--config FILE] [-- EXTRA...]
+                     Router N (1 or 2, default 1; 2 only in the redundant topology). Below,
+                     router 2 uses router2.toml, router2.log, ctl2.sock and <P>rtr2, and its
+                     default FILE is scripts/lab-redundant-2.toml (router 1's is
+                     scripts/lab-redundant-1.toml in the redundant topology).
                      Copy FILE (default scripts/lab.toml) to STATE/router.toml and run
                      `mhrouter run --config STATE/router.toml --socket STATE/ctl.sock EXTRA...`
                      in <P>rtr, in the background, RUST_LOG=${RUST_LOG:-info}, output to
                      STATE/router.log. Waits up to 10 s for the control socket; on failure prints
                      the log tail, stops the router and exits non-zero.
                      Binary: $MHROUTER_BIN, else target/release/mhrouter, else target/debug.
-  router stop        SIGTERM the recorded router, SIGKILL after 5 s; remove its pid file.
-  router log         Print STATE/router.log.
+  router stop [N]    SIGTERM the recorded router N, SIGKILL after 5 s; remove its pid file.
+  router log [N]     Print router N's log.
   fault SIDE KIND    Inject a fault on uplink SIDE (a or b); each kind is undone by `heal`:
       link           carrier down: rtr0 down in the PE, so wan-x loses carrier
       nexthop        the PE silently drops everything from the router (ARP included), carrier up
@@ -59,8 +75,9 @@ Verbs:
                      sch_netem, nftables in the PE (loss) and scripts/lab_delay.py in the PE
                      (delay, 2 x MS on the PE-to-router direction only).
   heal SIDE          Undo every fault on SIDE (idempotent).
-  exec NS CMD...     Run CMD in <P>NS (NS: lan rtr ispa ispb net).
-  ctl ARGS...        Run `mhrouter --socket STATE/ctl.sock ARGS...` in <P>rtr.
+  exec NS CMD...     Run CMD in <P>NS (NS: lan rtr rtr2 ispa ispb net).
+  ctl [N] ARGS...    Run `mhrouter --socket STATE/ctl.sock ARGS...` in <P>rtr (router N: 1 or
+                     2, default 1; router 2: STATE/ctl2.sock in <P>rtr2).
   help, --help, -h   This text.
 
 Example: lab.sh --prefix t1- up; lab.sh --prefix t1- router start;
@@ -90,11 +107,37 @@ ns_exists() {
     grep -qxF -- "$1" <<<"$names"
 }
 
+# "redundant" or "default": what `up` built, recorded in the state dir.
+topology() {
+    if [[ $(cat "$STATE/topology" 2>/dev/null) == redundant ]]; then
+        echo redundant
+    else
+        echo default
+    fi
+}
+
+roles() {
+    if [[ $(topology) == redundant ]]; then
+        echo "${REDUNDANT_ROLES[@]}"
+    else
+        echo "${ROLES[@]}"
+    fi
+}
+
 lab_exists() {
     local role
-    for role in "${ROLES[@]}"; do
+    for role in $(roles); do
         ns_exists "$(ns "$role")" || return 1
     done
+}
+
+# The namespace of the router that has uplink SIDE's wan-SIDE.
+side_router() { # side
+    if [[ $1 == b && $(topology) == redundant ]]; then
+        echo rtr2
+    else
+        echo rtr
+    fi
 }
 
 require_lab() {
@@ -240,7 +283,13 @@ links_up() { # role ifname...
 # lab to be operationally up, so the first ARP of a fresh lab is not one of them.
 wait_links_up() {
     local deadline=$((SECONDS + 3)) spec role dev state
-    for spec in lan:eth0 rtr:lan0 rtr:wan-a rtr:wan-b ispa:rtr0 ispa:net0 ispb:rtr0 ispb:net0 net:isp-a net:isp-b; do
+    local -a specs=(lan:eth0 rtr:lan0 rtr:wan-a rtr:wan-b ispa:rtr0 ispa:net0 ispb:rtr0 ispb:net0
+        net:isp-a net:isp-b)
+    if [[ $(topology) == redundant ]]; then
+        specs=(lan:eth0 rtr:lan0 rtr:lan2 rtr:wan-a rtr2:lan1 rtr2:wan-b ispa:rtr0 ispa:net0
+            ispb:rtr0 ispb:net0 net:isp-a net:isp-b)
+    fi
+    for spec in "${specs[@]}"; do
         role=${spec%%:*}
         dev=${spec#*:}
         while :; do
@@ -285,15 +334,31 @@ start_servers() {
 }
 
 cmd_up() {
-    local role
+    local role want=default
+    case ${1:-} in
+    "") ;;
+    --redundant) want=redundant ;;
+    *) die "up: unexpected argument '$1' (only --redundant)" ;;
+    esac
+    if ns_exists "$(ns rtr)" && [[ $(topology) != "$want" ]]; then
+        die "lab '${PREFIX}' is up in the $(topology) topology; run: lab.sh --prefix ${PREFIX} down"
+    fi
     mkdir -p "$STATE"
-    for role in "${ROLES[@]}"; do
+    echo "$want" >"$STATE/topology"
+    for role in $(roles); do
         ensure_ns "$role"
     done
 
     ensure_veth lan eth0 rtr lan0
     ensure_veth rtr wan-a ispa rtr0
-    ensure_veth rtr wan-b ispb rtr0
+    if [[ $want == redundant ]]; then
+        ensure_veth rtr2 wan-b ispb rtr0
+        # The two routers' bridges form one LAN segment.
+        ensure_veth rtr lan2 rtr2 lan1
+        ensure_link rtr2 br-lan bridge
+    else
+        ensure_veth rtr wan-b ispb rtr0
+    fi
     ensure_veth ispa net0 net isp-a
     ensure_veth ispb net0 net isp-b
     ensure_link rtr br-lan bridge
@@ -301,7 +366,15 @@ cmd_up() {
     ip -n "$(ns rtr)" link set lan0 master br-lan
 
     links_up lan eth0
-    links_up rtr lan0 br-lan wan-a wan-b
+    if [[ $want == redundant ]]; then
+        ip -n "$(ns rtr)" link set lan2 master br-lan
+        ip -n "$(ns rtr2)" link set lan1 master br-lan
+        links_up rtr lan0 lan2 br-lan wan-a
+        links_up rtr2 lan1 br-lan wan-b
+        in_ns rtr2 sysctl -qw net.ipv4.ip_forward=0
+    else
+        links_up rtr lan0 br-lan wan-a wan-b
+    fi
     # A physical NIC has GRO on by default, a veth has not: turn it on for the router's LAN
     # port so the lab behaves like a real box (the kernel baseline of bench/ gets the same).
     in_ns rtr ethtool -K lan0 gro on >/dev/null 2>&1 || true
@@ -342,14 +415,15 @@ cmd_up() {
 
 cmd_down() {
     local role name side pids
-    stop_router
+    stop_router 1
+    stop_router 2
     for side in a b; do
         stop_pidfile "$STATE/flap-$side.pid" group
         stop_pidfile "$STATE/delay-$side.pid"
     done
     stop_pidfile "$STATE/dnsmasq.pid"
     stop_pidfile "$STATE/iperf3.pid"
-    for role in "${ROLES[@]}"; do
+    for role in "${ALL_ROLES[@]}"; do
         name=$(ns "$role")
         ns_exists "$name" || continue
         pids=$(ip netns pids "$name" 2>/dev/null | tr '\n' ' ')
@@ -376,9 +450,9 @@ print_pid_state() { # label pidfile
 
 cmd_status() {
     local role name side up=0
-    echo "lab '${PREFIX}' (state: $STATE)"
+    echo "lab '${PREFIX}' (state: $STATE, $(topology) topology)"
     echo "namespaces:"
-    for role in "${ROLES[@]}"; do
+    for role in $(roles); do
         name=$(ns "$role")
         if ns_exists "$name"; then
             printf '  %s\n' "$name"
@@ -390,6 +464,9 @@ cmd_status() {
     done
     echo "processes:"
     print_pid_state router "$STATE/router.pid"
+    if [[ $(topology) == redundant ]]; then
+        print_pid_state router2 "$STATE/router2.pid"
+    fi
     print_pid_state iperf3 "$STATE/iperf3.pid"
     print_pid_state dnsmasq "$STATE/dnsmasq.pid"
     echo "faults:"
@@ -418,15 +495,40 @@ router_bin() {
     fi
 }
 
-stop_router() {
-    stop_pidfile "$STATE/router.pid"
+# Router N's files and namespace: router 1 keeps the names of the default topology.
+router_suffix() { # n
+    if [[ $1 != 1 ]]; then
+        echo "$1"
+    fi
+}
+
+# Consumes an optional router number; sets ROUTER_N (1 or 2) and ROUTER_SFX.
+router_number() { # first-arg
+    ROUTER_N=1
+    if [[ ${1:-} =~ ^[0-9]+$ ]]; then
+        [[ $1 == 1 || $1 == 2 ]] || die "router number must be 1 or 2, not '$1'"
+        ROUTER_N=$1
+    fi
+    if [[ $ROUTER_N == 2 && $(topology) != redundant ]]; then
+        die "router 2 exists only in the redundant topology (lab.sh up --redundant)"
+    fi
+    ROUTER_SFX=$(router_suffix "$ROUTER_N")
+}
+
+stop_router() { # n
+    local sfx
+    sfx=$(router_suffix "$1")
+    stop_pidfile "$STATE/router$sfx.pid"
     # A router killed hard leaves its socket behind; nothing else may be listening on it.
-    rm -f "$STATE/ctl.sock"
+    rm -f "$STATE/ctl$sfx.sock"
 }
 
 cmd_router_start() {
-    local config=$SCRIPT_DIR/lab.toml bin pid deadline
+    local config=$SCRIPT_DIR/lab.toml bin pid deadline sfx=$ROUTER_SFX
     local -a extra=()
+    if [[ $(topology) == redundant ]]; then
+        config=$SCRIPT_DIR/lab-redundant-$ROUTER_N.toml
+    fi
     while (($#)); do
         case $1 in
         --config)
@@ -449,32 +551,32 @@ cmd_router_start() {
     require_lab
     [[ -r $config ]] || die "router start: cannot read config $config"
     bin=$(router_bin)
-    if pid=$(live_pid "$STATE/router.pid"); then
-        die "router already running (pid $pid); run: lab.sh --prefix ${PREFIX} router stop"
+    if pid=$(live_pid "$STATE/router$sfx.pid"); then
+        die "router $ROUTER_N already running (pid $pid); run: lab.sh --prefix ${PREFIX} router stop $ROUTER_N"
     fi
-    rm -f "$STATE/router.pid" "$STATE/ctl.sock"
-    cp -- "$config" "$STATE/router.toml"
-    : >"$STATE/router.log"
-    RUST_LOG=${RUST_LOG:-info} spawn "$STATE/router.pid" "$STATE/router.log" \
-        ip netns exec "$(ns rtr)" "$bin" run --config "$STATE/router.toml" \
-        --socket "$STATE/ctl.sock" "${extra[@]}"
-    pid=$(head -n1 "$STATE/router.pid")
+    rm -f "$STATE/router$sfx.pid" "$STATE/ctl$sfx.sock"
+    cp -- "$config" "$STATE/router$sfx.toml"
+    : >"$STATE/router$sfx.log"
+    RUST_LOG=${RUST_LOG:-info} spawn "$STATE/router$sfx.pid" "$STATE/router$sfx.log" \
+        ip netns exec "$(ns "rtr$sfx")" "$bin" run --config "$STATE/router$sfx.toml" \
+        --socket "$STATE/ctl$sfx.sock" "${extra[@]}"
+    pid=$(head -n1 "$STATE/router$sfx.pid")
     deadline=$((${EPOCHREALTIME/./} + SOCKET_TIMEOUT_S * 1000000))
     while ((${EPOCHREALTIME/./} < deadline)); do
-        if [[ -S $STATE/ctl.sock ]]; then
-            echo "router running (pid $pid), log: $STATE/router.log"
+        if [[ -S $STATE/ctl$sfx.sock ]]; then
+            echo "router running (pid $pid), log: $STATE/router$sfx.log"
             return 0
         fi
-        live_pid "$STATE/router.pid" >/dev/null || break
+        live_pid "$STATE/router$sfx.pid" >/dev/null || break
         sleep 0.1
     done
-    if live_pid "$STATE/router.pid" >/dev/null; then
+    if live_pid "$STATE/router$sfx.pid" >/dev/null; then
         echo "lab.sh: router gave no control socket within ${SOCKET_TIMEOUT_S}s; log tail:" >&2
     else
         echo "lab.sh: router exited before its control socket appeared; log tail:" >&2
     fi
-    tail -n 30 "$STATE/router.log" >&2 || true
-    stop_router
+    tail -n 30 "$STATE/router$sfx.log" >&2 || true
+    stop_router "$ROUTER_N"
     exit 1
 }
 
@@ -482,15 +584,21 @@ cmd_router() {
     (($#)) || die "router: expected start, stop or log"
     local sub=$1
     shift
+    router_number "${1:-}"
+    if [[ ${1:-} =~ ^[0-9]+$ ]]; then
+        shift
+    fi
     case $sub in
     start) cmd_router_start "$@" ;;
     stop)
-        stop_router
+        (($# == 0)) || die "router stop: unexpected argument '$1'"
+        stop_router "$ROUTER_N"
         echo "router stopped"
         ;;
     log)
-        [[ -e $STATE/router.log ]] || die "no router log at $STATE/router.log"
-        cat "$STATE/router.log"
+        (($# == 0)) || die "router log: unexpected argument '$1'"
+        [[ -e $STATE/router$ROUTER_SFX.log ]] || die "no router log at $STATE/router$ROUTER_SFX.log"
+        cat "$STATE/router$ROUTER_SFX.log"
         ;;
     *) die "router: unknown sub-command '$sub' (start, stop, log)" ;;
     esac
@@ -525,7 +633,7 @@ apply_impairment() { # side
         [[ -z $loss ]] || args+=(loss "$loss%")
         [[ -z $delay ]] || args+=(delay "${delay}ms")
         in_ns "isp$side" tc qdisc replace dev rtr0 root netem "${args[@]}"
-        in_ns rtr tc qdisc replace dev "wan-$side" root netem "${args[@]}"
+        in_ns "$(side_router "$side")" tc qdisc replace dev "wan-$side" root netem "${args[@]}"
         return 0
     fi
     if [[ -n $loss ]]; then
@@ -681,7 +789,8 @@ cmd_heal() {
     done
     ip -n "$pe" link del dly0 2>/dev/null || true
     ip netns exec "$pe" tc qdisc del dev rtr0 root 2>/dev/null || true
-    ip netns exec "$(ns rtr)" tc qdisc del dev "wan-$side" root 2>/dev/null || true
+    ip netns exec "$(ns "$(side_router "$side")")" tc qdisc del dev "wan-$side" root 2>/dev/null ||
+        true
     ip -n "$pe" link set rtr0 up
     rm -f "$STATE/faults-$side"
     echo "side $side healed"
@@ -694,8 +803,8 @@ cmd_exec() {
     local role=$1
     shift
     case $role in
-    lan | rtr | ispa | ispb | net) ;;
-    *) die "exec: namespace must be one of ${ROLES[*]}, not '$role'" ;;
+    lan | rtr | rtr2 | ispa | ispb | net) ;;
+    *) die "exec: namespace must be one of ${ALL_ROLES[*]}, not '$role'" ;;
     esac
     ns_exists "$(ns "$role")" || die "namespace $(ns "$role") does not exist"
     exec ip netns exec "$(ns "$role")" "$@"
@@ -704,8 +813,12 @@ cmd_exec() {
 cmd_ctl() {
     local bin
     require_lab
+    router_number "${1:-}"
+    if [[ ${1:-} =~ ^[0-9]+$ ]]; then
+        shift
+    fi
     bin=$(router_bin)
-    exec ip netns exec "$(ns rtr)" "$bin" --socket "$STATE/ctl.sock" "$@"
+    exec ip netns exec "$(ns "rtr$ROUTER_SFX")" "$bin" --socket "$STATE/ctl$ROUTER_SFX.sock" "$@"
 }
 
 # --- main --------------------------------------------------------------------------------------
@@ -742,10 +855,11 @@ STATE=${MH_LAB_STATE:-/run/mhlab}/$PREFIX
 verb=$1
 shift
 case $verb in
-up | down | status) (($# == 0)) || die "$verb takes no arguments" ;;
+down | status) (($# == 0)) || die "$verb takes no arguments" ;;
+up) (($# <= 1)) || die "up takes at most --redundant" ;;
 esac
 case $verb in
-up) cmd_up ;;
+up) cmd_up "$@" ;;
 down) cmd_down ;;
 status) cmd_status ;;
 router) cmd_router "$@" ;;

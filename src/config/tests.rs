@@ -1459,3 +1459,18 @@ fn vrrp_track_checks() {
     assert_eq!(line, 21);
     assert!(message.starts_with("unknown field `weight`"), "{message}");
 }
+
+#[test]
+fn redundant_lab_configs_make_router_1_master() {
+    let one = ok(include_str!("../../scripts/lab-redundant-1.toml"));
+    let two = ok(include_str!("../../scripts/lab-redundant-2.toml"));
+    let gateway = vec![Ipv4Addr::new(192, 168, 0, 1)];
+    assert_eq!((one.vrrp[0].vrid, two.vrrp[0].vrid), (1, 1));
+    assert_eq!((&one.vrrp[0].addresses, &two.vrrp[0].addresses), (&gateway, &gateway));
+    assert!(one.vrrp[0].priority > two.vrrp[0].priority);
+    // Router 1 with its track down falls below router 2.
+    let decrement = one.vrrp[0].tracks[0].decrement;
+    assert!(one.vrrp[0].priority - decrement < two.vrrp[0].priority);
+    assert_eq!(one.lan.address.addr(), Ipv4Addr::new(192, 168, 0, 2));
+    assert_eq!(two.lan.address.addr(), Ipv4Addr::new(192, 168, 0, 3));
+}
