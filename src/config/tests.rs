@@ -1466,7 +1466,10 @@ fn redundant_lab_configs_make_router_1_master() {
     let two = ok(include_str!("../../scripts/lab-redundant-2.toml"));
     let gateway = vec![Ipv4Addr::new(192, 168, 0, 1)];
     assert_eq!((one.vrrp[0].vrid, two.vrrp[0].vrid), (1, 1));
-    assert_eq!((&one.vrrp[0].addresses, &two.vrrp[0].addresses), (&gateway, &gateway));
+    assert_eq!(
+        (&one.vrrp[0].addresses, &two.vrrp[0].addresses),
+        (&gateway, &gateway)
+    );
     assert!(one.vrrp[0].priority > two.vrrp[0].priority);
     // Router 1 with its track down falls below router 2.
     let decrement = one.vrrp[0].tracks[0].decrement;
