@@ -144,7 +144,7 @@ fn readme_examples_parse() {
         .skip(1)
         .filter_map(|b| b.split("```").next())
         .collect();
-    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks.len(), 3);
     assert_eq!(
         blocks[0], EXAMPLE,
         "README's complete example is example.toml"
@@ -165,6 +165,13 @@ fn readme_examples_parse() {
         TrackSource::Carrier {
             uplink: "isp-a".into()
         }
+    );
+    // The VRRP example is for a router whose own LAN address is not the virtual one.
+    let site = EXAMPLE.replace("\"192.168.0.1/24\"", "\"192.168.0.2/24\"");
+    let c = ok(&format!("{site}{}", blocks[2]));
+    assert_eq!(
+        (c.vrrp[0].priority, c.vrrp[0].advert_interval_cs),
+        (150, 10)
     );
 }
 
