@@ -633,3 +633,16 @@ fn two_routers_elect_fail_over_and_preempt_back() {
     assert!(at >= earliest && at <= latest, "preempted at {at:?}");
     assert_eq!(to, Master);
 }
+
+#[test]
+fn preempting_backup_accepts_a_master_of_equal_priority() {
+    // RFC 5798 §6.4.2: "greater than or equal to the local Priority" resets the timer, whatever
+    // the sender's address (the tie-break is only for masters).
+    let mut v = started(cfg(100), ms(0));
+    for t in (0..10_000).step_by(1000) {
+        v.handle_timeout(ms(t));
+        v.handle_packet(&advert(LOW_PEER, 100, 100), ms(t));
+    }
+    assert_eq!(state(&v), Backup);
+    assert_eq!(v.status()[0].master, Some(LOW_PEER));
+}
