@@ -78,7 +78,7 @@ fn snapshot() -> Snapshot {
     let default_via = |name: &str, uplink: u8, next_hop: Ipv4Addr, distance: u8| StaticRoute {
         name: name.into(),
         prefix: prefix(Ipv4Addr::UNSPECIFIED, 0),
-        uplink: UplinkId(uplink),
+        egress: Iface::Uplink(UplinkId(uplink)),
         next_hop,
         distance,
         weight: 1,
@@ -109,6 +109,8 @@ fn snapshot() -> Snapshot {
             address: prefix(LAN_ADDR, 24),
             mac: LAN_MAC,
             mtu: 1500,
+            virtual_macs: vec![],
+            vrrp: false,
         },
         uplinks: vec![
             uplink("isp-a", WAN_A, WAN_A_MAC, PE_A),

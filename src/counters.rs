@@ -56,10 +56,13 @@ pub enum DropReason {
     LocalUnhandled,
     /// The kernel refused to send the frame.
     TxError,
+    /// VRRP packet not used: TTL not 255, malformed, bad checksum, unknown VRID or other
+    /// virtual addresses (RFC 5798 §7.1).
+    BadVrrp,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::Truncated,
         DropReason::BadVnetHeader,
         DropReason::NotIpv4,
@@ -86,6 +89,7 @@ impl DropReason {
         DropReason::PingRateLimited,
         DropReason::LocalUnhandled,
         DropReason::TxError,
+        DropReason::BadVrrp,
     ];
 
     /// Stable snake_case name used in `show counters`, JSON and metrics.
@@ -117,6 +121,7 @@ impl DropReason {
             DropReason::PingRateLimited => "ping_rate_limited",
             DropReason::LocalUnhandled => "local_unhandled",
             DropReason::TxError => "tx_error",
+            DropReason::BadVrrp => "bad_vrrp",
         }
     }
 }

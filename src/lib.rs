@@ -3,7 +3,7 @@
 //! Pure logic (no I/O): `wire` (packet formats), `fastpath` (per-packet decisions), `gro`
 //! (TCP segments merged into GSO super-frames for the LAN), `route`,
 //! `nat`, `neigh` (ARP cache), `track`, `probe`, `config`, and the control plane's protocol
-//! engines in `control` (ARP, echo, probes, failover). Platform I/O: `io` (TAP, packet sockets,
+//! engines in `control` (ARP, echo, probes, failover, VRRP). Platform I/O: `io` (TAP, packet sockets,
 //! netlink, epoll). Threads: `dataplane` (workers), `control` (the control thread, the probe
 //! thread, the control socket), `router` (start-up and shutdown); `shared` is what they share;
 //! `systemd` (readiness notifications to the service manager).
@@ -31,7 +31,6 @@ pub mod snapshot;
 pub mod systemd;
 pub mod track;
 pub mod views;
-pub mod vrrp;
 pub mod wire;
 
 /// Index of an uplink in the configuration's uplink list (0-based).

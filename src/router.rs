@@ -388,6 +388,7 @@ pub fn run(
         }
         control.run_once();
     }
+    control.shutdown();
     control.stop();
     for w in &wakers {
         w.wake();

@@ -78,7 +78,11 @@ fn route_inputs(
         .map(|r| route::StaticRoute {
             name: r.name.clone(),
             prefix: r.prefix,
-            uplink: uplink(&r.uplink),
+            egress: if r.uplink == crate::config::LAN_EGRESS {
+                Iface::Lan
+            } else {
+                Iface::Uplink(uplink(&r.uplink))
+            },
             next_hop: r.next_hop,
             distance: r.distance,
             weight: r.weight,
@@ -120,6 +124,8 @@ pub fn build_snapshot(
             address: cfg.lan.address,
             mac: lan_mac,
             mtu: cfg.lan.mtu as usize,
+            virtual_macs: Vec::new(),
+            vrrp: !cfg.vrrp.is_empty(),
         },
         uplinks: cfg
             .uplinks

@@ -26,6 +26,18 @@ pub struct LanState {
     pub address: Ipv4Prefix,
     pub mac: MacAddr,
     pub mtu: usize,
+    /// Virtual MACs of the VRRP groups this router is master of: frames to them are forwarded
+    /// like frames to `mac` (SPEC 29).
+    pub virtual_macs: Vec<MacAddr>,
+    /// VRRP is configured: advertisements (to the VRRP group MAC) go to the control plane.
+    pub vrrp: bool,
+}
+
+impl LanState {
+    /// A frame to `mac` is for the router: its own MAC, or a virtual MAC while master.
+    pub fn accepts(&self, mac: MacAddr) -> bool {
+        mac == self.mac || self.virtual_macs.contains(&mac)
+    }
 }
 
 pub struct UplinkState {
@@ -190,6 +202,8 @@ mod tests {
                 address: p("192.168.0.1/24"),
                 mac: MacAddr([2, 0, 0, 0, 0, 2]),
                 mtu: 1500,
+                virtual_macs: vec![],
+                vrrp: false,
             },
             uplinks: vec![uplink(false, &[])],
             probe_targets: vec![],
@@ -227,6 +241,15 @@ mod tests {
         assert_eq!(n.lookup(B, Ipv4Addr::new(172, 17, 3, 2)), None);
     }
 
+    #[test]
+    fn lan_accepts_its_mac_and_the_virtual_macs_it_is_master_of() {
+        let lan = snapshot().lan;
+        assert!(lan.accepts(MacAddr([2, 0, 0, 0, 0, 1])));
+        assert!(lan.accepts(crate::wire::vrrp::virtual_mac(1)));
+        assert!(!lan.accepts(crate::wire::vrrp::virtual_mac(2)));
+        assert!(!lan.accepts(HOST_MAC));
+    }
+
     fn snapshot() -> Snapshot {
         let health = Health {
             carrier: vec![true, true],
@@ -238,6 +261,8 @@ mod tests {
                 address: p("192.168.0.1/24"),
                 mac: MacAddr([2, 0, 0, 0, 0, 1]),
                 mtu: 1500,
+                virtual_macs: vec![crate::wire::vrrp::virtual_mac(1)],
+                vrrp: true,
             },
             uplinks: Vec::new(),
             probe_targets: vec![(UplinkId(0), TARGET)],

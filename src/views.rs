@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::clock::Instant;
 use crate::config::{Config, TrackSource};
 use crate::control::socket::View;
+use crate::control::vrrp::GroupStatus;
 use crate::counters::Totals;
 use crate::nat::NatTable;
 use crate::neigh::NeighTable;
@@ -21,6 +22,7 @@ use crate::route::{self, FlowTuple};
 use crate::snapshot::Snapshot;
 use crate::track::{TrackSet, TrackState};
 use crate::wire::ipv4::proto;
+use crate::wire::vrrp::virtual_mac;
 use crate::{Iface, UplinkId};
 
 /// Everything a view reads.
@@ -33,6 +35,7 @@ pub struct State<'a> {
     pub probes: std::sync::Arc<Vec<ProbeStatus>>,
     pub tracks: &'a TrackSet,
     pub neigh: &'a NeighTable,
+    pub vrrp: Vec<GroupStatus>,
     pub now: Instant,
 }
 
@@ -55,9 +58,9 @@ pub fn show(st: &State, view: View, json: bool) -> String {
             if json {
                 to_json(&RouteView {
                     gateway_of_last_resort: snap.routes.gateway_of_last_resort().map(
-                        |(next_hop, u)| Gateway {
+                        |(next_hop, egress)| Gateway {
                             next_hop,
-                            uplink: st.cfg.uplinks.get(u.0 as usize).map(|x| x.name.clone()),
+                            uplink: Some(iface_name(st.cfg, egress)),
                         },
                     ),
                     routes: snap.routes.entries(),
@@ -252,7 +255,39 @@ pub fn show(st: &State, view: View, json: bool) -> String {
             }
             s
         }
+        View::Vrrp => rows_view("vrrp", &vrrp_rows(st), json),
     }
+}
+
+/// `show vrrp`: the engine's status of each group with its tracks (SPEC 29).
+fn vrrp_rows(st: &State) -> Vec<VrrpRow> {
+    st.vrrp
+        .iter()
+        .map(|g| VrrpRow {
+            virtual_mac: virtual_mac(g.vrid).to_string(),
+            local: g.master == Some(st.cfg.lan.address.addr()),
+            tracks: st
+                .cfg
+                .vrrp
+                .iter()
+                .find(|c| c.vrid == g.vrid)
+                .map(|c| {
+                    c.tracks
+                        .iter()
+                        .map(|t| VrrpTrackRow {
+                            track: t.track.clone(),
+                            state: st
+                                .cfg
+                                .track_index(&t.track)
+                                .map_or(TrackState::Down, |i| st.tracks.state(i)),
+                            decrement: t.decrement,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            group: g.clone(),
+        })
+        .collect()
 }
 
 /// `{ "<key>": [rows] }` as JSON, or the rows' text one after the other.
@@ -261,6 +296,80 @@ fn rows_view<R: Serialize + fmt::Display>(key: &str, rows: &[R], json: bool) -> 
         return to_json(&BTreeMap::from([(key, rows)]));
     }
     rows.iter().map(R::to_string).collect()
+}
+
+#[derive(Serialize)]
+struct VrrpRow {
+    #[serde(flatten)]
+    group: GroupStatus,
+    virtual_mac: String,
+    /// The master is this router.
+    local: bool,
+    tracks: Vec<VrrpTrackRow>,
+}
+
+#[derive(Serialize)]
+struct VrrpTrackRow {
+    track: String,
+    state: TrackState,
+    decrement: u8,
+}
+
+/// IOS `show vrrp`.
+impl fmt::Display for VrrpRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = &self.group;
+        let secs = |cs: u16| f64::from(cs) / 100.0;
+        writeln!(f, "Lan - Group {}\n  State is {}", g.vrid, g.state)?;
+        for a in &g.addresses {
+            writeln!(f, "  Virtual IP address is {a}")?;
+        }
+        writeln!(f, "  Virtual MAC address is {}", self.virtual_mac)?;
+        writeln!(
+            f,
+            "  Advertisement interval is {:.3} sec",
+            secs(g.advert_interval_cs)
+        )?;
+        if g.preempt {
+            writeln!(
+                f,
+                "  Preemption enabled, delay {:.3} sec",
+                g.preempt_delay_ms as f64 / 1000.0
+            )?;
+        } else {
+            writeln!(f, "  Preemption disabled")?;
+        }
+        writeln!(
+            f,
+            "  Priority is {} (configured {})",
+            g.priority, g.configured_priority
+        )?;
+        for t in &self.tracks {
+            writeln!(
+                f,
+                "    Track {} state {} decrement {}",
+                t.track, t.state, t.decrement
+            )?;
+        }
+        match (g.master, g.master_priority) {
+            (Some(m), Some(p)) => {
+                let local = if self.local { " (local)" } else { "" };
+                writeln!(f, "  Master Router is {m}{local}, priority is {p}")?;
+            }
+            _ => writeln!(f, "  Master Router is unknown")?,
+        }
+        writeln!(
+            f,
+            "  Master Advertisement interval is {:.3} sec\n  Master Down interval is {:.3} sec",
+            secs(g.master_adver_interval_cs),
+            g.master_down_interval_ms as f64 / 1000.0
+        )?;
+        writeln!(
+            f,
+            "  {} state changes, {} advertisements sent, {} received",
+            g.transitions, g.adverts_sent, g.adverts_received
+        )
+    }
 }
 
 #[derive(Serialize)]
@@ -531,6 +640,21 @@ impl fmt::Display for Explanation {
     }
 }
 
+/// What decided a route lookup, as `explain` says it.
+fn route_rule(st: &State, r: route::RouteRef) -> String {
+    match r {
+        route::RouteRef::Connected => "connected uplink prefix".to_string(),
+        route::RouteRef::Static(i) => format!(
+            "route {}",
+            st.cfg.routes.get(i).map_or("?", |r| r.name.as_str())
+        ),
+        route::RouteRef::Policy { policy, .. } => format!(
+            "policy {}",
+            st.cfg.policies.get(policy).map_or("?", |p| p.name.as_str())
+        ),
+    }
+}
+
 /// Which rule, route and uplink a flow would take now, and its NAT entry.
 pub fn explain(st: &State, flow: FlowTuple, json: bool) -> String {
     let snap = &st.snap;
@@ -551,6 +675,9 @@ pub fn explain(st: &State, flow: FlowTuple, json: bool) -> String {
             None,
             "no eligible route: ICMP unreachable".to_string(),
         ),
+        route::Decision::Peer { next_hop, route: r } => {
+            ("lan".to_string(), Some(next_hop), route_rule(st, r))
+        }
         route::Decision::Uplink {
             uplink,
             next_hop,
@@ -558,17 +685,7 @@ pub fn explain(st: &State, flow: FlowTuple, json: bool) -> String {
         } => (
             iface_name(st.cfg, Iface::Uplink(uplink)),
             Some(next_hop),
-            match r {
-                route::RouteRef::Connected => "connected uplink prefix".to_string(),
-                route::RouteRef::Static(i) => format!(
-                    "route {}",
-                    st.cfg.routes.get(i).map_or("?", |r| r.name.as_str())
-                ),
-                route::RouteRef::Policy { policy, .. } => format!(
-                    "policy {}",
-                    st.cfg.policies.get(policy).map_or("?", |p| p.name.as_str())
-                ),
-            },
+            route_rule(st, r),
         ),
     };
     let nat = match (existing, decision) {
@@ -588,6 +705,9 @@ pub fn explain(st: &State, flow: FlowTuple, json: bool) -> String {
             ),
             _ => "not translated (uplink without NAT)".to_string(),
         },
+        (None, route::Decision::Peer { .. }) => {
+            "not translated here: the router on the LAN translates".to_string()
+        }
         _ => "not translated".to_string(),
     };
     let e = Explanation {

@@ -42,7 +42,7 @@ fn snapshot(nat: bool, nat_sources: &[&str]) -> Snapshot {
     let routes = vec![StaticRoute {
         name: "default".into(),
         prefix: p("0.0.0.0/0"),
-        uplink: UplinkId(0),
+        egress: Iface::Uplink(UplinkId(0)),
         next_hop: Ipv4Addr::new(172, 16, 1, 2),
         distance: 10,
         weight: 1,
@@ -58,6 +58,8 @@ fn snapshot(nat: bool, nat_sources: &[&str]) -> Snapshot {
             address: p("192.168.0.1/24"),
             mac: LAN_MAC,
             mtu: 1500,
+            virtual_macs: vec![],
+            vrrp: false,
         },
         uplinks: vec![UplinkState {
             name: "isp-a".into(),

@@ -97,9 +97,10 @@ pub struct RouteConfig {
     pub name: String,
     /// Has no host bits set.
     pub prefix: Ipv4Prefix,
-    /// Name of a defined uplink.
+    /// Name of a defined uplink, or [`LAN_EGRESS`].
     pub uplink: String,
-    /// The uplink's next hop unless configured; always inside the uplink's prefix.
+    /// The uplink's next hop unless configured; always inside the uplink's prefix (the LAN's
+    /// for a route via the LAN, where it is required).
     pub next_hop: Ipv4Addr,
     pub distance: u8,
     pub weight: u8,
@@ -246,6 +247,10 @@ pub struct FailoverConfig {
     pub reset_tcp: bool,
     pub failback: Failback,
 }
+
+/// The `uplink` of a route whose next hop is a router on the LAN (SPEC 29); no uplink may have
+/// this name.
+pub const LAN_EGRESS: &str = "lan";
 
 /// The priority of the router that owns the virtual addresses (RFC 5798 §5.2.4).
 pub const VRRP_OWNER_PRIORITY: u8 = 255;

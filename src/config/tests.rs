@@ -799,6 +799,40 @@ fn route_next_hop_outside_uplink() {
 }
 
 #[test]
+fn route_via_the_lan() {
+    let c = ok(&route(
+        "prefix = \"0.0.0.0/0\"\nuplink = \"lan\"\nnext_hop = \"192.168.0.3\"\ndistance = 200",
+    ));
+    let r = &c.routes[0];
+    assert_eq!(
+        (r.uplink.as_str(), r.next_hop, r.distance),
+        ("lan", Ipv4Addr::new(192, 168, 0, 3), 200)
+    );
+    check(
+        &route("prefix = \"0.0.0.0/0\"\nuplink = \"lan\"  # <-"),
+        "route 'r' via the LAN needs a next_hop",
+    );
+    check(
+        &route("prefix = \"0.0.0.0/0\"\nuplink = \"lan\"\nnext_hop = \"192.168.0.1\"  # <-"),
+        "next_hop 192.168.0.1 is the LAN's own address",
+    );
+    for bad in ["172.16.1.2", "192.168.0.255", "192.168.0.0"] {
+        check(
+            &route(&format!(
+                "prefix = \"0.0.0.0/0\"\nuplink = \"lan\"\nnext_hop = \"{bad}\"  # <-"
+            )),
+            &format!("next_hop {bad} is not a host of the LAN prefix 192.168.0.0/24"),
+        );
+    }
+    check(
+        &base(
+            "[[uplink]]\nname = \"lan\"  # <-\ninterface = \"wan-b\"\naddress = \"172.17.3.1/30\"\nnext_hop = \"172.17.3.2\"\n",
+        ),
+        "uplink name 'lan' is reserved for routes via the LAN",
+    );
+}
+
+#[test]
 fn route_numbers_out_of_range() {
     check(
         &route("prefix = \"0.0.0.0/0\"\nuplink = \"isp-a\"\ndistance = 0  # <-"),

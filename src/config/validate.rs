@@ -49,7 +49,7 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
     let nat = nat(&cx, &raw.nat)?;
     let (probes, probe_names) = probes(&cx, &raw.probe, &uplink_names)?;
     let (tracks, track_names) = tracks(&cx, &raw.track, &uplink_names, &probe_names, &probes)?;
-    let routes = routes(&cx, &raw.route, &uplink_names, &uplinks, &track_names)?;
+    let routes = routes(&cx, &raw.route, &uplink_names, &uplinks, &lan, &track_names)?;
     let policies = policies(&cx, &raw.policy, &uplink_names)?;
     let failover = failover(&cx, &raw.failover)?;
     let vrrp = vrrp::groups(&cx, &raw.vrrp, &lan, &track_names)?;

@@ -45,6 +45,9 @@ pub struct NextHop {
 
 pub struct ArpEngine {
     addressing: Addressing,
+    /// LAN addresses answered with a virtual MAC: those of the VRRP groups this router is
+    /// master of (SPEC 29).
+    virtual_addrs: Vec<(Ipv4Addr, MacAddr)>,
     next_hops: Vec<NextHop>,
     neigh: NeighTable,
     next_poll: Instant,
@@ -61,6 +64,7 @@ impl ArpEngine {
     ) -> ArpEngine {
         ArpEngine {
             addressing,
+            virtual_addrs: Vec::new(),
             next_hops,
             neigh: NeighTable::new(params),
             next_poll: now,
@@ -73,6 +77,11 @@ impl ArpEngine {
     pub fn reconfigure(&mut self, addressing: Addressing, next_hops: Vec<NextHop>) {
         self.addressing = addressing;
         self.next_hops = next_hops;
+    }
+
+    /// The virtual addresses (and their MACs) to answer for on the LAN from now on.
+    pub fn set_virtual(&mut self, addrs: Vec<(Ipv4Addr, MacAddr)>) {
+        self.virtual_addrs = addrs;
     }
 
     /// Gratuitous ARP on every interface, and a request for each uplink's next hop (SPEC 2).
@@ -111,7 +120,16 @@ impl ArpEngine {
         };
         let my_ip = me.prefix.addr();
         let (sip, smac) = (a.sender_ip(), a.sender_mac());
-        let request_for_us = a.target_ip() == my_ip && a.operation() == arp::op::REQUEST;
+        let is_request = a.operation() == arp::op::REQUEST;
+        let virtual_mac = match ingress {
+            Iface::Lan => self
+                .virtual_addrs
+                .iter()
+                .find(|(ip, _)| *ip == a.target_ip())
+                .map(|&(_, mac)| mac),
+            Iface::Uplink(_) => None,
+        };
+        let request_for_us = is_request && (a.target_ip() == my_ip || virtual_mac.is_some());
         // Learn only plausible neighbours: on-link senders with a unicast MAC.
         if me.prefix.contains(sip) && sip != my_ip && smac.is_unicast() {
             let (changed, held) = self.neigh.learn(ingress, sip, smac, request_for_us, now);
@@ -127,8 +145,18 @@ impl ArpEngine {
                     .push_back(Transmit::resolved(ingress, f, smac));
             }
         }
-        if request_for_us {
-            self.send_arp(ingress, smac, arp::op::REPLY, smac, sip);
+        match virtual_mac {
+            Some(vmac) if is_request => {
+                self.send_arp_as(
+                    ingress,
+                    smac,
+                    arp::op::REPLY,
+                    (vmac, a.target_ip()),
+                    (smac, sip),
+                );
+            }
+            _ if request_for_us => self.send_arp(ingress, smac, arp::op::REPLY, smac, sip),
+            _ => {}
         }
     }
 
@@ -236,15 +264,27 @@ impl ArpEngine {
         let Some(me) = self.addressing.get(iface) else {
             return;
         };
+        self.send_arp_as(iface, eth_dst, op, (me.mac, me.prefix.addr()), (tmac, tip));
+    }
+
+    /// An ARP frame from `sender` (MAC, address) to `target`.
+    fn send_arp_as(
+        &mut self,
+        iface: Iface,
+        eth_dst: MacAddr,
+        op: u16,
+        sender: (MacAddr, Ipv4Addr),
+        target: (MacAddr, Ipv4Addr),
+    ) {
         let mut frame = vec![0u8; ETH_OFFSET + arp::MIN_FRAME_LEN];
         let built = arp::build_frame(
             &mut frame[ETH_OFFSET..],
             eth_dst,
             op,
-            me.mac,
-            me.prefix.addr(),
-            tmac,
-            tip,
+            sender.0,
+            sender.1,
+            target.0,
+            target.1,
         );
         if built.is_ok() && VnetHdr::default().write(&mut frame).is_ok() {
             self.transmits.push_back(Transmit { iface, frame });

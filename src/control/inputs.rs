@@ -58,6 +58,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
             "the set of uplinks (names, interfaces, order)"
         } else if old.nat != new.nat {
             "the [nat] table settings"
+        } else if old.vrrp != new.vrrp {
+            "the [[vrrp]] groups"
         } else {
             return None;
         };

@@ -8,10 +8,11 @@
 //! - `icmp`: echo responder for the router's own addresses;
 //! - `probe`: probes as complete frames pinned to their uplink, and their replies (SPEC 15);
 //! - `failover`: what happens to NAT flows when the route table changes (SPEC 21, 22);
+//! - `vrrp`: VRRPv3 groups on the LAN, priority from the tracks (SPEC 29);
 //! - `inputs`: what they are built from, derived from the configuration at start and reload.
 //!
 //! Threads own the sockets and the clock and dispatch to the engines:
-//! - `thread`: the control thread (punted frames, ARP, pings, tracks, route rebuild and
+//! - `thread`: the control thread (punted frames, ARP, pings, VRRP, tracks, route rebuild and
 //!   publication, failover, reload, control-socket requests);
 //! - `probe_thread`: the probes, on their own sockets and reply queue, so the control thread
 //!   never delays them;
@@ -25,6 +26,7 @@ pub mod probe;
 pub mod probe_thread;
 pub mod socket;
 pub mod thread;
+pub mod vrrp;
 
 #[cfg(test)]
 mod fixtures;

@@ -37,6 +37,7 @@ pub enum View {
     },
     Arp,
     Counters,
+    Vrrp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +71,9 @@ pub enum RequestError {
     Empty,
     #[error("unknown command '{0}' (expected show, explain, reload or clear)")]
     UnknownCommand(String),
-    #[error("unknown view '{0}' (expected route, uplinks, probes, tracks, nat, arp or counters)")]
+    #[error(
+        "unknown view '{0}' (expected route, uplinks, probes, tracks, nat, arp, counters or vrrp)"
+    )]
     UnknownView(String),
     #[error("{0}")]
     Syntax(String),
@@ -88,7 +91,8 @@ impl Request {
             "show" => {
                 let (&what, args) = rest.split_first().ok_or_else(|| {
                     RequestError::Syntax(
-                        "show what? (route, uplinks, probes, tracks, nat, arp, counters)".into(),
+                        "show what? (route, uplinks, probes, tracks, nat, arp, counters, vrrp)"
+                            .into(),
                     )
                 })?;
                 let view = match what {
@@ -98,6 +102,7 @@ impl Request {
                     "tracks" | "track" => View::Tracks,
                     "arp" => View::Arp,
                     "counters" => View::Counters,
+                    "vrrp" => View::Vrrp,
                     "nat" => {
                         let mut uplink = None;
                         let mut address = None;

@@ -16,6 +16,7 @@ use super::icmp::EchoResponder;
 use super::inputs::{addressing, next_hops, restart_needed, track_defs};
 use super::probe_thread::ProbeReport;
 use super::socket::{Pending, Request, View};
+use super::vrrp::{Vrrp, VrrpEvent};
 use super::{Addressing, Transmit};
 use crate::clock::Instant;
 use crate::config::{Config, ProbeConfig, TrackSource};
@@ -31,9 +32,11 @@ use crate::systemd;
 use crate::track::{TrackEvent, TrackSet, TrackState};
 use crate::views;
 use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
-use crate::wire::frame::ETH_OFFSET;
-use crate::wire::ipv4::OwnHeader;
+use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
+use crate::wire::ipv4::{Ipv4Packet, OwnHeader};
 use crate::wire::tcp::{self, TcpRepr};
+use crate::wire::vnet::VnetHdr;
+use crate::wire::vrrp;
 use crate::{Iface, UplinkId};
 
 /// Room for the IPv4 packets the control thread builds (RSTs).
@@ -61,6 +64,7 @@ pub struct Control {
     carrier: Vec<bool>,
     arp: ArpEngine,
     echo: EchoResponder,
+    vrrp: Vrrp,
     tracks: TrackSet,
     /// Results from the probe thread, and where its new definitions go on reload.
     probe_reports: Receiver<ProbeReport>,
@@ -123,6 +127,7 @@ impl Control {
             carrier: p.carrier,
             arp,
             echo: EchoResponder::new(addressing),
+            vrrp: Vrrp::new(cfg.vrrp.clone(), cfg.lan.address.addr()),
             tracks,
             probe_reports: p.probe_reports,
             probe_configs: p.probe_configs,
@@ -143,8 +148,26 @@ impl Control {
             c.track_events(events);
         }
         c.arp.announce(now);
+        c.vrrp_priority(now);
+        c.vrrp.startup(now);
         c.drain_engines();
         c
+    }
+
+    /// The router is stopping: a VRRP master hands over at once (priority 0, RFC 5798 §6.4.3).
+    pub fn shutdown(&mut self) {
+        self.vrrp.shutdown(Instant::now());
+        self.drain_engines();
+    }
+
+    /// VRRP priorities follow the tracks that are down.
+    fn vrrp_priority(&mut self, now: Instant) {
+        let (cfg, tracks) = (&self.cfg, &self.tracks);
+        let is_down = |name: &str| {
+            cfg.track_index(name)
+                .is_some_and(|t| tracks.state(t) == TrackState::Down)
+        };
+        self.vrrp.set_down_tracks(is_down, now);
     }
 
     /// Time until the control thread must act again, at most `cap`.
@@ -155,6 +178,7 @@ impl Control {
             Some(self.next_nat_expire),
             self.arp.poll_timeout(),
             self.failover.poll_timeout(),
+            self.vrrp.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -182,6 +206,7 @@ impl Control {
         }
         self.probe_reports(now);
         self.timers(now);
+        self.vrrp_priority(now);
         self.drain_engines();
         if self.neighbours_dirty {
             self.publish_neighbours();
@@ -208,6 +233,7 @@ impl Control {
         let events = self.tracks.on_carrier(u, carrier, now);
         self.track_events(events);
         self.arp.set_carrier(UplinkId(u as u8), carrier, now);
+        self.vrrp_priority(now);
         self.drain_engines();
         self.dirty = true;
     }
@@ -216,6 +242,7 @@ impl Control {
         let events = self.tracks.poll(now);
         self.track_events(events);
         self.arp.handle_timeout(now);
+        self.vrrp.handle_timeout(now);
         let actions = self.failover.handle_timeout(
             now,
             &self.shared.snapshot.load().routes,
@@ -299,7 +326,7 @@ impl Control {
     /// removes its NAT flows and resets their TCP connections (SPEC 21).
     fn publish(&mut self, now: Instant) {
         self.dirty = false;
-        let snap = build_snapshot(
+        let mut snap = build_snapshot(
             &self.cfg,
             self.lan_mac,
             &self.uplinks,
@@ -313,6 +340,7 @@ impl Control {
         let actions = self
             .failover
             .on_routes_changed(&old.routes, &snap.routes, now);
+        snap.lan.virtual_macs = self.vrrp.mastered().map(|(mac, _)| mac).collect();
         self.shared.snapshot.store(Arc::new(snap));
         self.failover_actions(actions);
     }
@@ -381,6 +409,9 @@ impl Control {
         };
         match eth.ethertype() {
             ethernet::ethertype::ARP => self.arp.handle_frame(p.ingress, &p.frame, now),
+            ethernet::ethertype::IPV4 if is_vrrp(p.ingress, &p.frame) => self
+                .vrrp
+                .handle_packet(p.frame.get(IP_OFFSET..).unwrap_or(&[]), now),
             ethernet::ethertype::IPV4 => self.handle_local(p.ingress, &p.frame),
             _ => self.counters.dropped(DropReason::NotIpv4),
         }
@@ -393,6 +424,33 @@ impl Control {
         }
         while let Some(t) = self.echo.poll_transmit() {
             self.send(t);
+        }
+        while let Some(eth) = self.vrrp.poll_transmit() {
+            let mut frame = vec![0u8; ETH_OFFSET];
+            if VnetHdr::default().write(&mut frame).is_ok() {
+                frame.extend_from_slice(&eth);
+                self.send(Transmit {
+                    iface: Iface::Lan,
+                    frame,
+                });
+            }
+        }
+        while let Some(ev) = self.vrrp.poll_event() {
+            match ev {
+                VrrpEvent::Dropped(_) => self.counters.dropped(DropReason::BadVrrp),
+                VrrpEvent::StateChange { .. } => {
+                    log::warn!("{}", ev.log_line());
+                    // Answer ARP for, and forward frames to, the virtual MACs we are master of.
+                    let mastered = self
+                        .vrrp
+                        .mastered()
+                        .flat_map(|(mac, addrs)| addrs.iter().map(move |&a| (a, mac)))
+                        .collect();
+                    self.arp.set_virtual(mastered);
+                    self.dirty = true;
+                }
+                VrrpEvent::PriorityChange { .. } => log::warn!("{}", ev.log_line()),
+            }
         }
         while let Some(ev) = self.arp.poll_event() {
             match ev {
@@ -450,6 +508,7 @@ impl Control {
             probes: self.shared.probe_health.load_full(),
             tracks: &self.tracks,
             neigh: self.arp.table(),
+            vrrp: self.vrrp.status(),
             now,
         }
     }
@@ -595,7 +654,16 @@ impl Control {
                 nat: &self.shared.nat,
                 tracks: &self.tracks,
                 last_load: self.last_load,
+                vrrp: self.vrrp.status(),
             }))),
         }
     }
+}
+
+/// A VRRP advertisement (or anything else sent to the VRRP protocol) received on the LAN.
+fn is_vrrp(ingress: Iface, frame: &[u8]) -> bool {
+    ingress == Iface::Lan
+        && frame
+            .get(IP_OFFSET..)
+            .is_some_and(|ip| Ipv4Packet::new_unchecked(ip).protocol() == vrrp::PROTOCOL)
 }

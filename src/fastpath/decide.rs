@@ -107,6 +107,15 @@ impl FastPath {
                 };
                 self.forward(env, f, hop)
             }
+            // A router on the LAN (the VRRP peer) translates: forwarded as it came (SPEC 29).
+            Decision::Peer { next_hop, .. } => {
+                let hop = Hop {
+                    egress: Iface::Lan,
+                    next_hop,
+                    nat: Nat::None,
+                };
+                self.forward(env, f, hop)
+            }
             Decision::Unreachable => self.icmp_error(env, f, ErrorMsg::NET_UNREACH),
             Decision::Uplink {
                 uplink, next_hop, ..

@@ -33,6 +33,7 @@ use crate::snapshot::{Neighbours, Snapshot};
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
 use crate::wire::vnet::VnetHdr;
+use crate::wire::vrrp;
 use parse::{Ip, L4, check_martian, parse_ip, parse_l4};
 use ratelimit::RateLimit;
 pub use rewrite::complete_checksum;
@@ -140,7 +141,14 @@ impl FastPath {
             return Ok(Verdict::Punt);
         }
         let dst_mac = eth.dst();
-        if dst_mac != my_mac {
+        let ours = match ingress {
+            Iface::Lan => env.snap.lan.accepts(dst_mac),
+            Iface::Uplink(_) => dst_mac == my_mac,
+        };
+        if !ours {
+            if ingress == Iface::Lan && env.snap.lan.vrrp && dst_mac == vrrp::MULTICAST_MAC {
+                return Ok(Verdict::Punt);
+            }
             return Err(if dst_mac.is_multicast() {
                 DropReason::Broadcast
             } else {

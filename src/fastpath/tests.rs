@@ -56,7 +56,7 @@ fn world(mtu_a: usize) -> World {
     let routes = vec![StaticRoute {
         name: "default".into(),
         prefix: p("0.0.0.0/0"),
-        uplink: UplinkId(0),
+        egress: Iface::Uplink(UplinkId(0)),
         next_hop: Ipv4Addr::new(172, 16, 1, 2),
         distance: 10,
         weight: 1,
@@ -84,6 +84,8 @@ fn world(mtu_a: usize) -> World {
                 address: p("192.168.0.1/24"),
                 mac: LAN_MAC,
                 mtu: 1500,
+                virtual_macs: vec![],
+                vrrp: false,
             },
             uplinks: vec![
                 uplink("isp-a", "172.16.1.1/30", [172, 16, 1, 2], A_MAC, mtu_a),
@@ -546,6 +548,116 @@ fn icmp_error_from_the_internet_is_translated_back() {
         33434,
         "quoted port restored"
     );
+}
+
+/// SPEC 29: frames to the virtual MAC of a group this router is master of are forwarded like
+/// frames to its own MAC; other groups' are not; VRRP advertisements go to the control plane
+/// when VRRP is configured, from the LAN only.
+#[test]
+fn virtual_mac_is_ours_while_master_and_adverts_are_punted() {
+    let mut w = world(1500);
+    let syn = packet(Kind::Tcp, (HOST, 40000), (SERVER, 80), 64, &[], false);
+    let vmac = crate::wire::vrrp::virtual_mac(1);
+    let advert = {
+        let repr = crate::wire::vrrp::VrrpRepr {
+            vrid: 1,
+            priority: 100,
+            max_adver_int: 100,
+            addrs: vec![Ipv4Addr::new(192, 168, 0, 1)],
+        };
+        let mut f = vec![0u8; ETH_OFFSET + repr.frame_len()];
+        repr.build_frame(&mut f[ETH_OFFSET..], Ipv4Addr::new(192, 168, 0, 3))
+            .unwrap();
+        f
+    };
+    let mut f = eth(vmac, HOST_MAC, &syn);
+    assert_eq!(
+        run(&w, &mut f, Iface::Lan).0,
+        Verdict::Drop(DropReason::NotOurMac)
+    );
+    assert_eq!(
+        run(&w, &mut advert.clone(), Iface::Lan).0,
+        Verdict::Drop(DropReason::Broadcast)
+    );
+    w.snap.lan.virtual_macs = vec![vmac];
+    w.snap.lan.vrrp = true;
+    let mut f = eth(vmac, HOST_MAC, &syn);
+    assert_eq!(
+        run(&w, &mut f, Iface::Lan).0,
+        Verdict::Forward {
+            egress: Iface::Uplink(UplinkId(0))
+        }
+    );
+    let mut f = eth(crate::wire::vrrp::virtual_mac(2), HOST_MAC, &syn);
+    assert_eq!(
+        run(&w, &mut f, Iface::Lan).0,
+        Verdict::Drop(DropReason::NotOurMac)
+    );
+    assert_eq!(run(&w, &mut advert.clone(), Iface::Lan).0, Verdict::Punt);
+    assert_ne!(
+        run(&w, &mut advert.clone(), Iface::Uplink(UplinkId(0))).0,
+        Verdict::Punt
+    );
+    // The virtual MAC is the LAN's only: not accepted on an uplink.
+    let mut f = eth(
+        vmac,
+        PE_A,
+        &packet(Kind::Tcp, (SERVER, 80), (OUTSIDE, 1024), 64, &[], true),
+    );
+    assert_eq!(
+        run(&w, &mut f, Iface::Uplink(UplinkId(0))).0,
+        Verdict::Drop(DropReason::NotOurMac)
+    );
+}
+
+/// SPEC 29: a route to a router on the LAN forwards back onto the LAN, untranslated, to the
+/// peer's MAC; the peer translates.
+#[test]
+fn route_via_the_peer_forwards_on_the_lan_untranslated() {
+    let mut w = world(1500);
+    let peer = Ipv4Addr::new(192, 168, 0, 3);
+    let peer_mac = MacAddr([2, 0, 0, 0, 0, 3]);
+    let ifaces = Interfaces {
+        lan: p("192.168.0.1/24"),
+        uplinks: vec![],
+    };
+    let via_peer = StaticRoute {
+        name: "via-peer".into(),
+        prefix: p("0.0.0.0/0"),
+        egress: Iface::Lan,
+        next_hop: peer,
+        distance: 200,
+        weight: 1,
+        track: None,
+    };
+    let health = Health {
+        carrier: vec![],
+        tracks: vec![],
+    };
+    w.snap.routes = RouteTable::build(ifaces, vec![via_peer], vec![], &health);
+    let mut f = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(Kind::Tcp, (HOST, 40000), (SERVER, 80), 64, &[], false),
+    );
+    assert_eq!(
+        run(&w, &mut f.clone(), Iface::Lan).0,
+        Verdict::NeedsNeighbour {
+            egress: Iface::Lan,
+            next_hop: peer
+        }
+    );
+    w.neighbours = Neighbours::new(HashMap::from([((Iface::Lan, peer), peer_mac)]), vec![]);
+    assert_eq!(
+        run(&w, &mut f, Iface::Lan).0,
+        Verdict::Forward { egress: Iface::Lan }
+    );
+    let e = EthernetFrame::new_checked(&f[ETH_OFFSET..]).unwrap();
+    assert_eq!((e.dst(), e.src()), (peer_mac, LAN_MAC));
+    let pkt = verify(&f);
+    assert_eq!(addrs(&pkt), (Ipv4Addr::from(HOST), Ipv4Addr::from(SERVER)));
+    assert_eq!(ports(&pkt), (40000, 80));
+    assert_eq!(w.nat.len(), 0);
 }
 
 proptest! {

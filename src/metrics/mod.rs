@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use crate::UplinkId;
 use crate::config::Config;
+use crate::control::vrrp::GroupStatus;
 use crate::counters::{IfaceTotals, Totals};
 use crate::nat::{NatCounters, NatTable};
 use crate::probe::schedule::ProbeStatus;
@@ -43,6 +44,7 @@ pub struct MetricsInput {
     /// Static routes, in configuration order.
     pub routes: Vec<RouteMetrics>,
     pub config: ConfigMetrics,
+    pub vrrp: Vec<GroupStatus>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -116,6 +118,7 @@ pub struct Sources<'a> {
     pub tracks: &'a TrackSet,
     /// Whether the last load succeeded, and when the last successful one was applied.
     pub last_load: (bool, SystemTime),
+    pub vrrp: Vec<GroupStatus>,
 }
 
 /// Gathers a scrape from the control thread's state; keeps that glue out of the control thread.
@@ -209,6 +212,7 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
             max_entries: s.cfg.nat.max_entries,
             counters: s.nat.counters(),
         },
+        vrrp: s.vrrp,
     }
 }
 
@@ -305,6 +309,7 @@ target = "172.18.0.6"
             probes: &probes.probes.iter().map(|p| p.status()).collect::<Vec<_>>(),
             tracks: &tracks,
             last_load: (false, SystemTime::UNIX_EPOCH + Duration::from_secs(1000)),
+            vrrp: Vec::new(),
         });
         let names: Vec<_> = m.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["lan", "isp-a", "isp-b"]);

@@ -5,6 +5,7 @@
 use std::fmt::{self, Write};
 
 use super::{MetricsInput, ProbeMetrics, UplinkMetrics};
+use crate::control::vrrp::{GroupStatus, VrrpState};
 use crate::counters::IfaceTotals;
 use crate::probe::stats::{ProbeStatsView, RTT_BUCKETS};
 
@@ -248,6 +249,42 @@ pub fn render(m: &MetricsInput) -> String {
             ],
             r.installed,
         );
+    }
+    let vrid = |g: &GroupStatus| g.vrid.to_string();
+    let mut f = e.gauge(
+        "mhrouter_vrrp_master",
+        "1 while the router is master of the VRRP group (SPEC 29).",
+    );
+    for g in &m.vrrp {
+        f.sample(&[("vrid", &vrid(g))], g.state == VrrpState::Master);
+    }
+    let mut f = e.gauge(
+        "mhrouter_vrrp_priority",
+        "Effective VRRP priority: configured minus the decrements of the tracks down.",
+    );
+    for g in &m.vrrp {
+        f.sample(&[("vrid", &vrid(g))], u64::from(g.priority));
+    }
+    let mut f = e.counter(
+        "mhrouter_vrrp_transitions_total",
+        "VRRP state changes of the group.",
+    );
+    for g in &m.vrrp {
+        f.sample(&[("vrid", &vrid(g))], g.transitions);
+    }
+    let mut f = e.counter(
+        "mhrouter_vrrp_adverts_sent_total",
+        "VRRP advertisements sent for the group.",
+    );
+    for g in &m.vrrp {
+        f.sample(&[("vrid", &vrid(g))], g.adverts_sent);
+    }
+    let mut f = e.counter(
+        "mhrouter_vrrp_adverts_received_total",
+        "VRRP advertisements received and used for the group.",
+    );
+    for g in &m.vrrp {
+        f.sample(&[("vrid", &vrid(g))], g.adverts_received);
     }
 
     let n = &m.nat;
@@ -598,6 +635,23 @@ mod tests {
                 last_load_ok: true,
                 last_success_unix_seconds: 1_790_000_000.5,
             },
+            vrrp: vec![GroupStatus {
+                vrid: 1,
+                state: VrrpState::Master,
+                priority: 90,
+                configured_priority: 150,
+                addresses: vec![Ipv4Addr::new(192, 168, 0, 1)],
+                advert_interval_cs: 10,
+                preempt: true,
+                preempt_delay_ms: 3000,
+                master: Some(Ipv4Addr::new(192, 168, 0, 2)),
+                master_priority: Some(90),
+                master_adver_interval_cs: 10,
+                master_down_interval_ms: 341,
+                transitions: 2,
+                adverts_sent: 40,
+                adverts_received: 3,
+            }],
         }
     }
 
@@ -705,7 +759,7 @@ mod tests {
         for m in [filled(), MetricsInput::default()] {
             let text = render(&m);
             let families = strict_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(families.len(), 38, "{families:?}");
+            assert_eq!(families.len(), 43, "{families:?}");
             for (name, kind) in &families {
                 assert!(name.starts_with("mhrouter_"), "{name}");
                 assert_eq!(
@@ -714,6 +768,20 @@ mod tests {
                     "{name} is a {kind}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn vrrp_groups_by_vrid() {
+        let text = render(&filled());
+        for line in [
+            "mhrouter_vrrp_master{vrid=\"1\"} 1\n",
+            "mhrouter_vrrp_priority{vrid=\"1\"} 90\n",
+            "mhrouter_vrrp_transitions_total{vrid=\"1\"} 2\n",
+            "mhrouter_vrrp_adverts_sent_total{vrid=\"1\"} 40\n",
+            "mhrouter_vrrp_adverts_received_total{vrid=\"1\"} 3\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
         }
     }
 

@@ -2,8 +2,8 @@
 //! searched by binary search. No allocation and no hashing per lookup.
 
 use super::StaticRoute;
-use crate::UplinkId;
 use crate::prefix::Ipv4Prefix;
+use crate::{Iface, UplinkId};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -21,7 +21,7 @@ pub(super) struct Group {
 
 pub(super) struct Member {
     pub route: usize,
-    pub uplink: UplinkId,
+    pub egress: Iface,
     pub next_hop: Ipv4Addr,
     /// Sum of the weights up to and including this member.
     cumulative: u32,
@@ -38,7 +38,7 @@ impl Group {
                 total += if all_zero { 1 } else { u32::from(r.weight) };
                 Member {
                     route: i,
-                    uplink: r.uplink,
+                    egress: r.egress,
                     next_hop: r.next_hop,
                     cumulative: total,
                 }

@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 
 use super::{Interfaces, StaticRoute, UplinkIf};
-use crate::UplinkId;
 use crate::prefix::Ipv4Prefix;
+use crate::{Iface, UplinkId};
 
 pub const A: UplinkId = UplinkId(0);
 pub const B: UplinkId = UplinkId(1);
@@ -45,7 +45,7 @@ pub fn route(
     StaticRoute {
         name: name.into(),
         prefix: p(prefix),
-        uplink,
+        egress: Iface::Uplink(uplink),
         next_hop: if uplink == A { NH_A } else { NH_B },
         distance,
         weight: 1,

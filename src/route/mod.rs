@@ -24,8 +24,8 @@ mod tests;
 
 pub use render::RouteEntryView;
 
-use crate::UplinkId;
 use crate::prefix::Ipv4Prefix;
+use crate::{Iface, UplinkId};
 use fib::{Fib, Group, Target};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -35,7 +35,8 @@ use std::net::Ipv4Addr;
 pub struct StaticRoute {
     pub name: String,
     pub prefix: Ipv4Prefix,
-    pub uplink: UplinkId,
+    /// An uplink, or the LAN: a router on the LAN (a VRRP peer) as next hop (SPEC 29).
+    pub egress: Iface,
     pub next_hop: Ipv4Addr,
     pub distance: u8,
     /// Share of new flows among installed routes of equal distance (SPEC 7). A weight of 0 takes
@@ -111,6 +112,8 @@ pub enum Decision {
         next_hop: Ipv4Addr,
         route: RouteRef,
     },
+    /// Send to `next_hop`, a router on the LAN, untranslated: that router translates (SPEC 29).
+    Peer { next_hop: Ipv4Addr, route: RouteRef },
     /// No eligible route: ICMP unreachable.
     Unreachable,
 }
@@ -192,6 +195,11 @@ impl RouteTable {
             .map(|i| health.carrier.get(i).copied().unwrap_or(false))
             .collect();
         let carrier_up = |u: UplinkId| carrier.get(usize::from(u.0)).copied().unwrap_or(false);
+        // The LAN has no carrier to lose.
+        let egress_up = |e: Iface| match e {
+            Iface::Lan => true,
+            Iface::Uplink(u) => carrier_up(u),
+        };
         let track_up =
             |t: Option<usize>| t.is_none_or(|t| health.tracks.get(t).copied().unwrap_or(false));
 
@@ -213,7 +221,7 @@ impl RouteTable {
         let mut states: Vec<RouteState> = routes
             .iter()
             .map(|r| {
-                if !carrier_up(r.uplink) {
+                if !egress_up(r.egress) {
                     RouteState::NoCarrier
                 } else if !track_up(r.track) {
                     RouteState::TrackDown
@@ -240,7 +248,8 @@ impl RouteTable {
 
         let via_uplink = (0..ifaces.uplinks.len())
             .map(|u| {
-                let best = best_by_prefix(&routes, &states, |r| usize::from(r.uplink.0) == u);
+                let via = Iface::Uplink(UplinkId(u as u8));
+                let best = best_by_prefix(&routes, &states, |r| r.egress == via);
                 Fib::build(best.values().map(|b| b.fib_entry(&routes)))
             })
             .collect();
@@ -283,10 +292,16 @@ impl RouteTable {
                 route: RouteRef::Connected,
             },
             Some(Target::Static(group)) => match group.pick(hash) {
-                Some(m) => Decision::Uplink {
-                    uplink: m.uplink,
-                    next_hop: m.next_hop,
-                    route: RouteRef::Static(m.route),
+                Some(m) => match m.egress {
+                    Iface::Uplink(uplink) => Decision::Uplink {
+                        uplink,
+                        next_hop: m.next_hop,
+                        route: RouteRef::Static(m.route),
+                    },
+                    Iface::Lan => Decision::Peer {
+                        next_hop: m.next_hop,
+                        route: RouteRef::Static(m.route),
+                    },
                 },
                 None => Decision::Unreachable,
             },
@@ -352,7 +367,7 @@ impl RouteTable {
         self.routes
             .iter()
             .zip(&self.states)
-            .filter(move |(r, _)| r.uplink == uplink)
+            .filter(move |(r, _)| r.egress == Iface::Uplink(uplink))
             .map(|(r, s)| (r, *s))
     }
 
@@ -367,13 +382,14 @@ impl RouteTable {
         self.states.contains(&RouteState::Installed)
     }
 
-    /// Next hop and uplink of the installed default route (the first one when load is shared).
-    pub fn gateway_of_last_resort(&self) -> Option<(Ipv4Addr, UplinkId)> {
+    /// Next hop and interface of the installed default route (the first one when load is
+    /// shared).
+    pub fn gateway_of_last_resort(&self) -> Option<(Ipv4Addr, Iface)> {
         self.routes
             .iter()
             .zip(&self.states)
             .find(|(r, s)| r.prefix.prefix_len() == 0 && **s == RouteState::Installed)
-            .map(|(r, _)| (r.next_hop, r.uplink))
+            .map(|(r, _)| (r.next_hop, r.egress))
     }
 
     /// The route at `index` (as in [`RouteRef::Static`]) with its state.

@@ -1,8 +1,8 @@
 //! Views of a [`RouteTable`]: `show route` text, the JSON entries, and log lines of a change.
 
 use super::{Policy, PolicyFallback, PrefixKey, RouteState, RouteTable, StaticRoute, key};
-use crate::UplinkId;
 use crate::prefix::Ipv4Prefix;
+use crate::{Iface, UplinkId};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 use std::net::Ipv4Addr;
@@ -210,7 +210,7 @@ impl RouteTable {
                 prefix: route.prefix.network().to_string(),
                 distance: route.distance,
                 weight: route.weight,
-                uplink: self.uplink_name(route.uplink),
+                uplink: self.egress_name(route.egress),
                 next_hop: Some(route.next_hop),
                 track: route.track,
                 eligible: state.eligible(),
@@ -281,7 +281,7 @@ impl RouteTable {
             let vias = group
                 .iter()
                 .map(|r| Via {
-                    uplink: self.uplink_name(r.uplink),
+                    uplink: self.egress_name(r.egress),
                     next_hop: Some(r.next_hop),
                     distance: r.distance,
                 })
@@ -340,7 +340,7 @@ impl RouteTable {
             "[{}/0] via {}, {} ({details})",
             route.distance,
             route.next_hop,
-            self.uplink_name(route.uplink)
+            self.egress_name(route.egress)
         )
     }
 
@@ -373,6 +373,14 @@ impl RouteTable {
         };
         let _ = write!(text, " -> {}; else {fallback}", uplinks.join(", "));
         text
+    }
+
+    /// "lan", or the uplink's name.
+    fn egress_name(&self, egress: Iface) -> String {
+        match egress {
+            Iface::Lan => "lan".to_string(),
+            Iface::Uplink(u) => self.uplink_name(u),
+        }
     }
 
     fn uplink_name(&self, uplink: UplinkId) -> String {

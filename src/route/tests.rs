@@ -230,11 +230,12 @@ fn six_tiers_every_combination() {
             .iter()
             .enumerate()
             .filter(|(_, r)| {
-                health.carrier[usize::from(r.uplink.0)] && r.track.is_none_or(|t| health.tracks[t])
+                health.carrier[usize::from(route_uplink(r).0)]
+                    && r.track.is_none_or(|t| health.tracks[t])
             })
             .min_by_key(|(_, r)| r.distance)
             .map(|(i, r)| Decision::Uplink {
-                uplink: r.uplink,
+                uplink: route_uplink(r),
                 next_hop: r.next_hop,
                 route: RouteRef::Static(i),
             })
@@ -562,16 +563,69 @@ fn uplink_without_address_has_no_connected_prefix() {
     assert_eq!(t.lookup(&flow_to(ip("0.0.0.0"))), Decision::Unreachable);
 }
 
+/// The uplink of a route the tests built via an uplink.
+fn route_uplink(r: &StaticRoute) -> UplinkId {
+    match r.egress {
+        Iface::Uplink(u) => u,
+        Iface::Lan => panic!("route {} is via the LAN", r.name),
+    }
+}
+
+/// SPEC 29: a default route to a router on the LAN (distance 200) takes over when every uplink
+/// route is withdrawn, and counts for no uplink.
+#[test]
+fn route_via_a_lan_peer_backs_up_the_uplinks() {
+    let peer = Ipv4Addr::new(192, 168, 0, 3);
+    let mut routes = six_tier();
+    routes.push(StaticRoute {
+        name: "via-peer".into(),
+        prefix: p("0.0.0.0/0"),
+        egress: Iface::Lan,
+        next_hop: peer,
+        distance: 200,
+        weight: 1,
+        track: None,
+    });
+    let flow = FlowTuple {
+        src: Ipv4Addr::new(192, 168, 0, 10),
+        dst: Ipv4Addr::new(172, 18, 0, 6),
+        proto: 6,
+        src_port: 40000,
+        dst_port: 80,
+    };
+    let t = table(routes.clone(), vec![], &healthy(4));
+    assert!(matches!(t.lookup(&flow), Decision::Uplink { .. }));
+    let no_carrier = Health {
+        carrier: vec![false, false],
+        tracks: vec![true; 4],
+    };
+    let t = table(routes.clone(), vec![], &no_carrier);
+    assert_eq!(
+        t.lookup(&flow),
+        Decision::Peer {
+            next_hop: peer,
+            route: RouteRef::Static(routes.len() - 1),
+        }
+    );
+    assert_eq!(t.gateway_of_last_resort(), Some((peer, Iface::Lan)));
+    assert!(!t.uplink_installed(A) && !t.uplink_installed(B));
+    assert!(
+        t.render(&[]).contains("via 192.168.0.3, lan"),
+        "{}",
+        t.render(&[])
+    );
+}
+
 #[test]
 fn gateway_of_last_resort_follows_installed_default() {
     let t = table(six_tier(), vec![], &healthy(4));
-    assert_eq!(t.gateway_of_last_resort(), Some((NH_A, A)));
+    assert_eq!(t.gateway_of_last_resort(), Some((NH_A, Iface::Uplink(A))));
     let a_down = Health {
         carrier: vec![false, true],
         tracks: vec![true; 4],
     };
     let t = table(six_tier(), vec![], &a_down);
-    assert_eq!(t.gateway_of_last_resort(), Some((NH_B, B)));
+    assert_eq!(t.gateway_of_last_resort(), Some((NH_B, Iface::Uplink(B))));
     let t = table(
         vec![route("ten", "10.0.0.0/8", A, 1, None)],
         vec![],
@@ -744,7 +798,7 @@ fn arb_route() -> impl Strategy<Value = StaticRoute> {
         .prop_map(|(prefix, uplink, distance, weight, track)| StaticRoute {
             name: "r".into(),
             prefix,
-            uplink: UplinkId(uplink),
+            egress: Iface::Uplink(UplinkId(uplink)),
             next_hop: Ipv4Addr::from(0x0101_0101 * u32::from(uplink + 1)),
             distance,
             weight,
@@ -792,7 +846,7 @@ fn three_uplinks() -> Interfaces {
 
 fn eligible(r: &StaticRoute, h: &Health) -> bool {
     h.carrier
-        .get(usize::from(r.uplink.0))
+        .get(usize::from(route_uplink(r).0))
         .copied()
         .unwrap_or(false)
         && r.track
@@ -819,7 +873,7 @@ proptest! {
                 };
                 if let Some(i) = used {
                     let r = &routes[i];
-                    prop_assert_eq!(r.uplink, uplink);
+                    prop_assert_eq!(r.egress, Iface::Uplink(uplink));
                     prop_assert!(eligible(r, &health));
                     prop_assert!(r.prefix.contains(dst));
                 }
@@ -879,6 +933,7 @@ proptest! {
                 prop_assert!(connected_len.is_none_or(|len| len < r.prefix.prefix_len()));
             }
             Decision::Uplink { route: RouteRef::Policy { .. }, .. } => prop_assert!(false, "no policies"),
+            Decision::Peer { .. } => prop_assert!(false, "no routes via the LAN"),
             Decision::Unreachable => {
                 prop_assert!(!is_local && connected_len.is_none() && static_best.is_none());
             }

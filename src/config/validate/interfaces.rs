@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use super::super::raw::{RawPolicy, RawRoute, RawUplink};
 use super::super::values::{self, PROTO_TCP, PROTO_UDP};
-use super::super::{LanConfig, PolicyConfig, RouteConfig, UplinkConfig};
+use super::super::{LAN_EGRESS, LanConfig, PolicyConfig, RouteConfig, UplinkConfig};
 use super::{Ctx, MAX_UPLINKS, MTU_RANGE, Names, Result, S};
 use crate::prefix::Ipv4Prefix;
 
@@ -24,6 +24,12 @@ pub(super) fn uplinks<'a>(
             ));
         }
         let name = names.define(cx, &u.name)?;
+        if name == LAN_EGRESS {
+            return Err(cx.err(
+                u.name.span(),
+                format!("uplink name '{LAN_EGRESS}' is reserved for routes via the LAN"),
+            ));
+        }
         let interface = cx.ifname(&u.interface, "interface")?;
         let ispan = u.interface.span();
         if interface == lan.tap || lan.bridge.as_deref() == Some(interface.as_str()) {
@@ -158,6 +164,7 @@ pub(super) fn routes(
     raw: &[RawRoute],
     uplink_names: &Names,
     uplinks: &[UplinkConfig],
+    lan: &LanConfig,
     tracks: &Names,
 ) -> Result<Vec<RouteConfig>> {
     let mut names = Names::new("route");
@@ -165,23 +172,16 @@ pub(super) fn routes(
     for r in raw {
         let name = names.define(cx, &r.name)?;
         let prefix = cx.network(&r.prefix, "prefix")?;
-        let index = uplink_names.index(cx, &r.uplink)?;
-        let Some(uplink) = uplinks.get(index) else {
-            return Err(cx.err(r.uplink.span(), "uplink is not defined"));
-        };
-        let next_hop = match &r.next_hop {
-            Some(v) => {
-                let hop = cx.addr(v, "next_hop")?;
-                check_next_hop(cx, v, hop, &uplink.address)?;
-                hop
-            }
-            None => uplink.next_hop,
+        let (uplink, next_hop) = if r.uplink.get_ref() == LAN_EGRESS {
+            (LAN_EGRESS.to_string(), lan_next_hop(cx, r, lan)?)
+        } else {
+            uplink_next_hop(cx, r, uplink_names, uplinks)?
         };
         let small = |v: &Option<S<i64>>, key| v.as_ref().map_or(Ok(1), |v| cx.int(v, key, 1..=255));
         out.push(RouteConfig {
             name,
             prefix,
-            uplink: uplink.name.clone(),
+            uplink,
             next_hop,
             distance: small(&r.distance, "distance")?,
             weight: small(&r.weight, "weight")?,
@@ -193,6 +193,50 @@ pub(super) fn routes(
         });
     }
     Ok(out)
+}
+
+/// A route via the LAN goes to another router there (SPEC 29): its next hop is required.
+fn lan_next_hop(cx: &Ctx, r: &RawRoute, lan: &LanConfig) -> Result<Ipv4Addr> {
+    let Some(v) = &r.next_hop else {
+        return Err(cx.err(
+            r.uplink.span(),
+            format!("route '{}' via the LAN needs a next_hop", r.name.get_ref()),
+        ));
+    };
+    let hop = cx.addr(v, "next_hop")?;
+    let net = lan.address.network();
+    if hop == lan.address.addr() {
+        return Err(cx.err(v.span(), format!("next_hop {hop} is the LAN's own address")));
+    }
+    if !lan.address.contains(hop) || hop == net.addr() || hop == lan.address.broadcast() {
+        return Err(cx.err(
+            v.span(),
+            format!("next_hop {hop} is not a host of the LAN prefix {net}"),
+        ));
+    }
+    Ok(hop)
+}
+
+/// (uplink name, next hop) of a route via an uplink.
+fn uplink_next_hop(
+    cx: &Ctx,
+    r: &RawRoute,
+    uplink_names: &Names,
+    uplinks: &[UplinkConfig],
+) -> Result<(String, Ipv4Addr)> {
+    let index = uplink_names.index(cx, &r.uplink)?;
+    let Some(uplink) = uplinks.get(index) else {
+        return Err(cx.err(r.uplink.span(), "uplink is not defined"));
+    };
+    let next_hop = match &r.next_hop {
+        Some(v) => {
+            let hop = cx.addr(v, "next_hop")?;
+            check_next_hop(cx, v, hop, &uplink.address)?;
+            hop
+        }
+        None => uplink.next_hop,
+    };
+    Ok((uplink.name.clone(), next_hop))
 }
 
 pub(super) fn policies(cx: &Ctx, raw: &[RawPolicy], uplinks: &Names) -> Result<Vec<PolicyConfig>> {

@@ -253,3 +253,38 @@ fn next_hops_are_kept_resolved_only_with_carrier() {
         }]
     );
 }
+
+#[test]
+fn virtual_addresses_are_answered_with_their_mac_only_while_set() {
+    let mut e = engine();
+    let vip = Ipv4Addr::new(192, 168, 0, 254);
+    let vmac = crate::wire::vrrp::virtual_mac(1);
+    // Backup: not ours to answer.
+    e.handle_frame(LAN, &arp_in(arp::op::REQUEST, HOST_MAC, HOST, vip), t(0));
+    assert_eq!(sent_arp(&mut e), vec![]);
+    // Master: answered from the virtual MAC.
+    e.set_virtual(vec![(vip, vmac)]);
+    e.handle_frame(LAN, &arp_in(arp::op::REQUEST, HOST_MAC, HOST, vip), t(1));
+    assert_eq!(
+        sent_arp(&mut e),
+        vec![(LAN, HOST_MAC, arp::op::REPLY, vmac, vip, HOST_MAC, HOST)]
+    );
+    // Only on the LAN; the router's own address keeps the real MAC.
+    e.handle_frame(A, &arp_in(arp::op::REQUEST, PE_A_MAC, NH_A, vip), t(2));
+    e.handle_frame(LAN, &arp_in(arp::op::REQUEST, HOST_MAC, HOST, LAN_IP), t(3));
+    assert_eq!(
+        sent_arp(&mut e),
+        vec![(
+            LAN,
+            HOST_MAC,
+            arp::op::REPLY,
+            LAN_MAC,
+            LAN_IP,
+            HOST_MAC,
+            HOST
+        )]
+    );
+    e.set_virtual(vec![]);
+    e.handle_frame(LAN, &arp_in(arp::op::REQUEST, HOST_MAC, HOST, vip), t(4));
+    assert_eq!(sent_arp(&mut e), vec![]);
+}
