@@ -41,9 +41,14 @@ The LAN host's gateway 192.168.0.1 is the VRRP virtual address (VRID 1) the rout
 the default configs (scripts/lab-redundant-1.toml, -2.toml) make router 1 master.
 
 Verbs:
-  up [--redundant]   Create the lab and start the servers in <P>net. Idempotent: on an existing
+  up [--redundant | --dhcp b]
+                     Create the lab and start the servers in <P>net. Idempotent: on an existing
                      lab it checks every piece, repairs what is missing and keeps the rest.
                      A lab up in the other topology must be taken down first.
+                     --dhcp b: PE_B is an ISP that hands out the uplink address by DHCP
+                     (dnsmasq in <P>ispb on rtr0: 172.17.3.1/30, router 172.17.3.2, DNS
+                     172.18.0.6, lease 2m; leases in STATE/ispb-dhcp.leases). The router then
+                     needs `address = "dhcp"` on isp-b (scripts/lab-dhcp-b.toml).
   down               Stop every recorded process (routers, fault loops, servers), delete the
                      namespaces of both topologies and the state dir. Harmless when the lab does
                      not exist.
@@ -75,7 +80,11 @@ Verbs:
                      sch_netem, nftables in the PE (loss) and scripts/lab_delay.py in the PE
                      (delay, 2 x MS on the PE-to-router direction only).
   heal SIDE          Undo every fault on SIDE (idempotent).
-  exec NS CMD...     Run CMD in <P>NS (NS: lan rtr rtr2 ispa ispb net).
+  host add N         Plug one more host into the LAN bridge: namespace <P>hN (N 1..9) with eth0
+                     and no address (for DHCP clients); `down` removes it too. It gets its own
+                     /etc/netns/<P>hN/resolv.conf, which `ip netns exec` shows as
+                     /etc/resolv.conf, so a DHCP client's script never writes the machine's.
+  exec NS CMD...     Run CMD in <P>NS (NS: lan rtr rtr2 ispa ispb net h1..h9).
   ctl [N] ARGS...    Run `mhrouter --socket STATE/ctl.sock ARGS...` in <P>rtr (router N: 1 or
                      2, default 1; router 2: STATE/ctl2.sock in <P>rtr2).
   help, --help, -h   This text.
@@ -333,12 +342,33 @@ start_servers() {
     fi
 }
 
+# PE_B as a DHCP ISP: dnsmasq serving the router's side of 172.17.3.0/30 on rtr0 (DHCP only,
+# port=0 turns its DNS off).
+start_isp_dhcp() {
+    local dnsmasq_bin
+    dnsmasq_bin=$(command -v dnsmasq) || die "--dhcp needs dnsmasq (apt-get install dnsmasq-base)"
+    live_pid "$STATE/ispb-dhcp.pid" >/dev/null && return 0
+    spawn "$STATE/ispb-dhcp.pid" "$STATE/ispb-dhcp.log" \
+        ip netns exec "$(ns ispb)" "$dnsmasq_bin" --no-daemon --conf-file=/dev/null \
+        --no-resolv --no-hosts --port=0 --interface=rtr0 --bind-interfaces \
+        --dhcp-range=172.17.3.1,172.17.3.1,255.255.255.252,2m --dhcp-authoritative \
+        --dhcp-option=option:router,172.17.3.2 --dhcp-option=option:dns-server,"$SERVER_IP" \
+        --dhcp-leasefile="$STATE/ispb-dhcp.leases" --pid-file="$STATE/ispb-dhcp.pid"
+    sleep 0.2
+    live_pid "$STATE/ispb-dhcp.pid" >/dev/null ||
+        die "dnsmasq (DHCP on PE_B) did not start; see $STATE/ispb-dhcp.log"
+}
+
 cmd_up() {
-    local role want=default
+    local role want=default dhcp=
     case ${1:-} in
     "") ;;
     --redundant) want=redundant ;;
-    *) die "up: unexpected argument '$1' (only --redundant)" ;;
+    --dhcp)
+        [[ ${2:-} == b ]] || die "up --dhcp: only side b can serve DHCP"
+        dhcp=b
+        ;;
+    *) die "up: unexpected argument '$1' (--redundant or --dhcp b)" ;;
     esac
     if ns_exists "$(ns rtr)" && [[ $(topology) != "$want" ]]; then
         die "lab '${PREFIX}' is up in the $(topology) topology; run: lab.sh --prefix ${PREFIX} down"
@@ -408,6 +438,7 @@ cmd_up() {
 
     wait_links_up
     start_servers
+    [[ -z $dhcp ]] || start_isp_dhcp
     echo "lab '${PREFIX}' is up (state: $STATE)"
 }
 
@@ -422,14 +453,18 @@ cmd_down() {
         stop_pidfile "$STATE/delay-$side.pid"
     done
     stop_pidfile "$STATE/dnsmasq.pid"
+    stop_pidfile "$STATE/ispb-dhcp.pid"
     stop_pidfile "$STATE/iperf3.pid"
-    for role in "${ALL_ROLES[@]}"; do
+    for role in "${ALL_ROLES[@]}" h1 h2 h3 h4 h5 h6 h7 h8 h9; do
         name=$(ns "$role")
         ns_exists "$name" || continue
         pids=$(ip netns pids "$name" 2>/dev/null | tr '\n' ' ')
         # Not ours to kill: the namespace lives on until they exit.
         [[ -z $pids ]] || warn "processes not started by lab.sh still run in $name: $pids"
         ip netns del "$name"
+    done
+    for role in h1 h2 h3 h4 h5 h6 h7 h8 h9; do
+        rm -rf "/etc/netns/$(ns "$role")"
     done
     rm -rf "$STATE"
     echo "lab '${PREFIX}' is down"
@@ -469,6 +504,7 @@ cmd_status() {
     fi
     print_pid_state iperf3 "$STATE/iperf3.pid"
     print_pid_state dnsmasq "$STATE/dnsmasq.pid"
+    [[ ! -e $STATE/ispb-dhcp.pid ]] || print_pid_state "dnsmasq (DHCP on PE_B)" "$STATE/ispb-dhcp.pid"
     echo "faults:"
     for side in a b; do
         if [[ -s $STATE/faults-$side ]]; then
@@ -796,6 +832,22 @@ cmd_heal() {
     echo "side $side healed"
 }
 
+# --- extra LAN hosts ---------------------------------------------------------------------------
+
+cmd_host() {
+    [[ ${1:-} == add && ${2:-} =~ ^[1-9]$ ]] || die "usage: host add N (N 1..9)"
+    local n=$2
+    require_lab
+    ensure_ns "h$n"
+    mkdir -p "/etc/netns/$(ns "h$n")"
+    touch "/etc/netns/$(ns "h$n")/resolv.conf"
+    ensure_veth "h$n" eth0 rtr "lanh$n"
+    ip -n "$(ns rtr)" link set "lanh$n" master br-lan
+    links_up "h$n" eth0
+    links_up rtr "lanh$n"
+    echo "host $(ns "h$n") is on the LAN (eth0, no address)"
+}
+
 # --- exec / ctl --------------------------------------------------------------------------------
 
 cmd_exec() {
@@ -803,8 +855,8 @@ cmd_exec() {
     local role=$1
     shift
     case $role in
-    lan | rtr | rtr2 | ispa | ispb | net) ;;
-    *) die "exec: namespace must be one of ${ALL_ROLES[*]}, not '$role'" ;;
+    lan | rtr | rtr2 | ispa | ispb | net | h[1-9]) ;;
+    *) die "exec: namespace must be one of ${ALL_ROLES[*]} h1..h9, not '$role'" ;;
     esac
     ns_exists "$(ns "$role")" || die "namespace $(ns "$role") does not exist"
     exec ip netns exec "$(ns "$role")" "$@"
@@ -856,7 +908,7 @@ verb=$1
 shift
 case $verb in
 down | status) (($# == 0)) || die "$verb takes no arguments" ;;
-up) (($# <= 1)) || die "up takes at most --redundant" ;;
+up) (($# <= 2)) || die "up takes --redundant or --dhcp b" ;;
 esac
 case $verb in
 up) cmd_up "$@" ;;
@@ -866,6 +918,7 @@ router) cmd_router "$@" ;;
 fault) cmd_fault "$@" ;;
 heal) cmd_heal "$@" ;;
 exec) cmd_exec "$@" ;;
+host) cmd_host "$@" ;;
 ctl) cmd_ctl "$@" ;;
 *) die "unknown verb '$verb' (see --help)" ;;
 esac

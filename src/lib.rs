@@ -13,6 +13,8 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod dataplane;
+pub mod dhcp;
+pub mod dns;
 pub mod fastpath;
 #[cfg(fuzzing)]
 pub mod fuzz;
@@ -24,6 +26,7 @@ pub mod nat;
 pub mod neigh;
 pub mod prefix;
 pub mod probe;
+pub mod rng;
 pub mod route;
 pub mod router;
 pub mod shared;

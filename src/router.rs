@@ -19,6 +19,7 @@ use crate::control::socket;
 use crate::control::{Control, ControlParts, UplinkIo};
 use crate::counters::Counters;
 use crate::dataplane::Worker;
+use crate::dhcp::leases::{self, Clocks, LeaseFileError};
 use crate::io::link::{self, LinkWatcher};
 use crate::io::packet::{PacketOptions, PacketSocket};
 use crate::io::poll::{Epoll, Waker};
@@ -46,6 +47,10 @@ pub enum StartError {
     Socket { path: PathBuf, source: io::Error },
     #[error("metrics listener {addr}: {source}")]
     Metrics { addr: SocketAddr, source: io::Error },
+    #[error(
+        "DHCP lease file: {0} (fix or remove it; the router does not start over leases clients may still hold)"
+    )]
+    Leases(#[from] LeaseFileError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -75,6 +80,10 @@ pub fn run(
     socket_override: Option<PathBuf>,
 ) -> Result<(), StartError> {
     // Everything is checked before anything is created: a bad environment changes nothing.
+    let dhcp_leases = match cfg.dhcp_server.as_ref().and_then(|d| d.lease_file.as_ref()) {
+        Some(path) => leases::load(path, Clocks::now())?,
+        None => Vec::new(),
+    };
     let mut infos = Vec::new();
     for u in &cfg.uplinks {
         let info = link::link_info(&u.interface).map_err(|source| StartError::Uplink {
@@ -160,7 +169,8 @@ pub fn run(
     let uplink_addrs: Vec<_> = cfg
         .uplinks
         .iter()
-        .map(|u| u.nat.then(|| u.address.addr()))
+        // A DHCP uplink has no address until its lease (SPEC 28).
+        .map(|u| (u.nat && u.dhcp.is_none()).then(|| u.address.addr()))
         .collect();
     let nat = NatTable::new(
         NatParams {
@@ -327,6 +337,7 @@ pub fn run(
         workers: worker_counters,
         probe_reports: report_rx,
         probe_configs: probe_config_tx,
+        dhcp_leases,
     });
 
     let ep = Epoll::new().map_err(io_err("epoll"))?;

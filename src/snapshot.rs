@@ -9,8 +9,10 @@ use crate::prefix::Ipv4Prefix;
 use crate::route::RouteTable;
 use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
 use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
-use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv4::{Ipv4Packet, proto};
+use crate::wire::udp::UdpPacket;
 use crate::{Iface, UplinkId};
+use crate::{dhcp, dns};
 
 pub struct Snapshot {
     pub routes: RouteTable,
@@ -111,15 +113,22 @@ impl Snapshot {
     }
 
     /// True for an IPv4 frame (vnet header first) that came in on an uplink from one of that
-    /// uplink's probe targets: the probe thread's, not the control thread's.
+    /// uplink's probe targets: the probe thread's, not the control thread's. Answers to the DNS
+    /// forwarder (UDP to port 53) and to the uplink's DHCP client (UDP to port 68) stay with the
+    /// control thread, whoever sends them.
     pub fn from_probe_target(&self, ingress: Iface, frame: &[u8]) -> bool {
         let Iface::Uplink(u) = ingress else {
             return false;
         };
         let ipv4 = EthernetFrame::new_checked(frame.get(ETH_OFFSET..).unwrap_or(&[]))
             .is_ok_and(|e| e.ethertype() == ethernet::ethertype::IPV4);
-        ipv4 && Ipv4Packet::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[]))
-            .is_ok_and(|ip| self.is_probe_target(u, ip.src()))
+        ipv4 && Ipv4Packet::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[])).is_ok_and(|ip| {
+            self.is_probe_target(u, ip.src())
+                && !(ip.protocol() == proto::UDP
+                    && UdpPacket::new_checked(ip.payload()).is_ok_and(|d| {
+                        d.dst_port() == dns::PORT || d.dst_port() == dhcp::CLIENT_PORT
+                    }))
+        })
     }
 }
 
@@ -158,6 +167,7 @@ mod tests {
     use crate::route::{Health, Interfaces};
     use crate::wire::icmp::{self, EchoRepr, types};
     use crate::wire::ipv4::OwnHeader;
+    use crate::wire::udp;
 
     fn uplink(nat: bool, nat_sources: &[&str]) -> UplinkState {
         UplinkState {
@@ -293,5 +303,18 @@ mod tests {
         assert!(!s.from_probe_target(A, &other));
         assert!(!s.from_probe_target(A, &frame(ethernet::ethertype::ARP, TARGET)));
         assert!(!s.from_probe_target(A, &from_target[..IP_OFFSET + 10]));
+        // The DNS forwarder's answers are the control thread's, even from a probe target.
+        let mut dns = vec![0u8; IP_OFFSET + 40];
+        EthernetFrame::new_unchecked(&mut dns[ETH_OFFSET..])
+            .set_ethertype(ethernet::ethertype::IPV4);
+        let dst = Ipv4Addr::new(172, 16, 1, 1);
+        let n = udp::build_datagram(
+            &mut dns[IP_OFFSET..],
+            &OwnHeader::new(TARGET, dst),
+            (53, 53),
+            &[0; 12],
+        );
+        assert!(n.is_ok());
+        assert!(!s.from_probe_target(A, &dns));
     }
 }

@@ -14,6 +14,8 @@ use crate::config::{Config, TrackSource};
 use crate::control::socket::View;
 use crate::control::vrrp::GroupStatus;
 use crate::counters::Totals;
+use crate::dhcp::client::Client;
+use crate::dhcp::server::{LeaseState, Server};
 use crate::nat::NatTable;
 use crate::neigh::NeighTable;
 use crate::probe::schedule::ProbeStatus;
@@ -37,6 +39,10 @@ pub struct State<'a> {
     pub tracks: &'a TrackSet,
     pub neigh: &'a NeighTable,
     pub vrrp: Vec<GroupStatus>,
+    /// The LAN's DHCP server, when configured.
+    pub dhcp: Option<&'a Server>,
+    /// Per uplink, its DHCP client (`address = "dhcp"`).
+    pub uplink_dhcp: Vec<Option<&'a Client>>,
     pub now: Instant,
 }
 
@@ -101,6 +107,18 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                         rx_dropped: t.rx_dropped,
                         tx_packets: t.tx_packets,
                         tx_bytes: t.tx_bytes,
+                        dhcp: st.uplink_dhcp.get(u).copied().flatten().map(|c| {
+                            let secs = |t: Instant| t.saturating_since(now).as_secs();
+                            let l = c.lease();
+                            DhcpClientRow {
+                                state: c.state().name(),
+                                server: l.map(|l| l.server),
+                                lease_s: l.map(|l| l.lease_time.as_secs()),
+                                renew_in_s: l.map(|l| secs(l.renew_at())),
+                                rebind_in_s: l.map(|l| secs(l.rebind_at())),
+                                expires_in_s: l.map(|l| secs(l.expires_at())),
+                            }
+                        }),
                     }
                 })
                 .collect();
@@ -215,6 +233,35 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                 "Interface", "Address", "Hardware Addr", "Age (s)"
             ) + &rows_view("arp", &rows, false)
         }
+        View::DhcpLeases => {
+            let rows: Vec<LeaseRow> = st
+                .dhcp
+                .map(Server::leases)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| LeaseRow {
+                    address: l.ip,
+                    mac: l.mac.to_string(),
+                    state: match l.state {
+                        LeaseState::Probing => "probing",
+                        LeaseState::Offered => "offered",
+                        LeaseState::Bound => "bound",
+                    },
+                    expires_in_s: l.expires.saturating_since(now).as_secs(),
+                    hostname: l.hostname,
+                })
+                .collect();
+            if json {
+                return rows_view("leases", &rows, true);
+            }
+            if st.dhcp.is_none() {
+                return "no [dhcp_server] configured\n".to_string();
+            }
+            format!(
+                "{:<16} {:<18} {:<8} {:>10}  {}\n",
+                "Address", "Hardware Addr", "State", "Expires (s)", "Hostname"
+            ) + &rows_view("leases", &rows, false)
+        }
         View::Counters => {
             let t = st.totals.clone();
             if json {
@@ -299,6 +346,18 @@ struct UplinkRow {
     rx_dropped: u64,
     tx_packets: u64,
     tx_bytes: u64,
+    /// With `address = "dhcp"`: the client's state and its lease's timers.
+    dhcp: Option<DhcpClientRow>,
+}
+
+#[derive(Serialize)]
+struct DhcpClientRow {
+    state: &'static str,
+    server: Option<Ipv4Addr>,
+    lease_s: Option<u64>,
+    renew_in_s: Option<u64>,
+    rebind_in_s: Option<u64>,
+    expires_in_s: Option<u64>,
 }
 
 impl fmt::Display for UplinkRow {
@@ -326,7 +385,22 @@ impl fmt::Display for UplinkRow {
             f,
             "  rx {} packets {} bytes ({} dropped), tx {} packets {} bytes",
             self.rx_packets, self.rx_bytes, self.rx_dropped, self.tx_packets, self.tx_bytes
-        )
+        )?;
+        match &self.dhcp {
+            Some(DhcpClientRow {
+                state,
+                server: Some(server),
+                lease_s: Some(lease),
+                renew_in_s: Some(t1),
+                rebind_in_s: Some(t2),
+                expires_in_s: Some(exp),
+            }) => writeln!(
+                f,
+                "  DHCP {state} from {server}: lease {lease} s, renew in {t1} s, rebind in {t2} s, expires in {exp} s"
+            ),
+            Some(d) => writeln!(f, "  DHCP {}, no lease", d.state),
+            None => Ok(()),
+        }
     }
 }
 
@@ -481,6 +555,30 @@ impl fmt::Display for NatTotals {
             self.flushed,
             self.table_full,
             self.ports_exhausted
+        )
+    }
+}
+
+/// One lease (or offer) in `show dhcp leases`.
+#[derive(Serialize)]
+struct LeaseRow {
+    address: Ipv4Addr,
+    mac: String,
+    state: &'static str,
+    expires_in_s: u64,
+    hostname: Option<String>,
+}
+
+impl fmt::Display for LeaseRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<16} {:<18} {:<8} {:>10}  {}",
+            self.address,
+            self.mac,
+            self.state,
+            self.expires_in_s,
+            self.hostname.as_deref().unwrap_or("-")
         )
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::prefix::Ipv4Prefix;
+use crate::wire::ethernet::MacAddr;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -32,6 +33,10 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// VRRP groups on the LAN, distinct VRIDs (SPEC 29).
     pub vrrp: Vec<VrrpConfig>,
+    /// DHCP server on the LAN (SPEC 27); None: no `[dhcp_server]` section.
+    pub dhcp_server: Option<DhcpServerConfig>,
+    /// DNS forwarder on the LAN address (SPEC 30); None: `[dns]` absent or disabled.
+    pub dns: Option<DnsConfig>,
 }
 
 /// Where `run` and `check-config` read the configuration when not given `--config`.
@@ -67,8 +72,10 @@ pub struct LanConfig {
 pub struct UplinkConfig {
     pub name: String,
     pub interface: String,
-    /// The router's address on the uplink, with the link's prefix length.
+    /// The router's address on the uplink, with the link's prefix length; 0.0.0.0/32 (no
+    /// address) with `dhcp`, until a lease gives one.
     pub address: Ipv4Prefix,
+    /// 0.0.0.0 with `dhcp`, until a lease gives one.
     pub next_hop: Ipv4Addr,
     /// None: use the NIC's MTU.
     pub mtu: Option<u32>,
@@ -77,6 +84,96 @@ pub struct UplinkConfig {
     pub nat: bool,
     /// Inside sources that are translated; None: every LAN source.
     pub nat_sources: Option<Vec<Ipv4Prefix>>,
+    /// `address = "dhcp"`: the address, next hop and default route come from a lease (SPEC 28).
+    pub dhcp: Option<DhcpClientConfig>,
+    /// Resolvers the DNS forwarder uses while this uplink carries the default route (SPEC 30).
+    pub dns_servers: Vec<Ipv4Addr>,
+}
+
+/// The DHCP client of an uplink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpClientConfig {
+    /// Option 61; hardware type and MAC unless set.
+    pub client_id: Option<Vec<u8>>,
+    /// Option 12.
+    pub hostname: Option<String>,
+    /// Option 60.
+    pub vendor_class: Option<String>,
+    /// Distance of the default route through the lease's router.
+    pub distance: u8,
+}
+
+/// An inclusive range of addresses, `first <= last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrRange {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+impl AddrRange {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.first <= ip && ip <= self.last
+    }
+
+    /// Number of addresses in the range.
+    pub fn size(&self) -> u64 {
+        u64::from(u32::from(self.last) - u32::from(self.first)) + 1
+    }
+}
+
+/// An address the DHCP server always gives to one MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticLease {
+    pub mac: MacAddr,
+    /// Inside the LAN prefix, not the router's address; unique.
+    pub address: Ipv4Addr,
+    pub hostname: Option<String>,
+}
+
+/// A classless static route handed to clients (DHCP option 121).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRoute {
+    /// Has no host bits set.
+    pub prefix: Ipv4Prefix,
+    pub next_hop: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DhcpServerConfig {
+    /// Inside the LAN prefix; non-empty; pairwise disjoint.
+    pub pools: Vec<AddrRange>,
+    /// Addresses of the pools never handed out dynamically.
+    pub exclude: Vec<AddrRange>,
+    pub static_leases: Vec<StaticLease>,
+    /// Default gateway given to clients (option 3); the LAN address unless set.
+    pub router: Ipv4Addr,
+    /// Option 6; the LAN address unless set.
+    pub dns_servers: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub lease_time: Duration,
+    /// Option 26, only when set.
+    pub mtu: Option<u16>,
+    /// Option 121, sent to clients that ask for it.
+    pub routes: Vec<ClientRoute>,
+    /// Where leases are kept across restarts; None: in memory only.
+    pub lease_file: Option<PathBuf>,
+    /// Bound on offers, conflict checks and leases together.
+    pub max_leases: usize,
+    /// Bound on what one source MAC holds (offers and leases), against pool exhaustion.
+    pub max_per_mac: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    /// Cached answers, at most this many...
+    pub cache_entries: usize,
+    /// ...and at most this many bytes of answers.
+    pub cache_bytes: usize,
+    /// Per-client token bucket: queries per second and burst.
+    pub rate: u32,
+    pub burst: u32,
+    /// How long to wait for one upstream answer before trying the next resolver.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     pub failover: RawFailover,
     #[serde(default)]
     pub vrrp: Vec<RawVrrp>,
+    pub dhcp_server: Option<RawDhcpServer>,
+    pub dns: Option<RawDns>,
 }
 
 #[derive(Deserialize, Default)]
@@ -62,11 +64,16 @@ pub(super) struct RawUplink {
     pub name: S<String>,
     pub interface: S<String>,
     pub address: S<String>,
-    pub next_hop: S<String>,
+    pub next_hop: Option<S<String>>,
     pub mtu: Option<S<i64>>,
     pub mss_clamp: Option<S<i64>>,
     pub nat: Option<S<bool>>,
     pub nat_sources: Option<S<Vec<S<String>>>>,
+    pub dns_servers: Option<Vec<S<String>>>,
+    pub dhcp_client_id: Option<S<String>>,
+    pub dhcp_hostname: Option<S<String>>,
+    pub dhcp_vendor_class: Option<S<String>>,
+    pub dhcp_distance: Option<S<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -197,6 +204,50 @@ pub(super) struct RawVrrp {
 pub(super) struct RawVrrpTrack {
     pub track: S<String>,
     pub decrement: S<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDhcpServer {
+    pub pool: S<Vec<S<String>>>,
+    pub exclude: Option<Vec<S<String>>>,
+    pub router: Option<S<String>>,
+    pub dns_servers: Option<S<Vec<S<String>>>>,
+    pub domain: Option<S<String>>,
+    pub lease_time: Option<S<Scalar>>,
+    pub mtu: Option<S<i64>>,
+    pub routes: Option<Vec<RawClientRoute>>,
+    pub lease_file: Option<S<String>>,
+    pub max_leases: Option<S<i64>>,
+    pub max_per_mac: Option<S<i64>>,
+    #[serde(rename = "static", default)]
+    pub static_leases: Vec<RawStaticLease>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClientRoute {
+    pub prefix: S<String>,
+    pub next_hop: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStaticLease {
+    pub mac: S<String>,
+    pub address: S<String>,
+    pub hostname: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDns {
+    pub enable: Option<bool>,
+    pub cache_entries: Option<S<i64>>,
+    pub cache_bytes: Option<S<i64>>,
+    pub rate: Option<S<i64>>,
+    pub burst: Option<S<i64>>,
+    pub timeout: Option<S<Scalar>>,
 }
 
 /// A value that may be written either as a string or as an integer (durations, protocols,

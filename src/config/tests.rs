@@ -417,9 +417,9 @@ fn missing_lan() {
 fn missing_required_key() {
     check(
         &base(
-            "[[uplink]]  # <-\nname = \"isp-b\"\ninterface = \"wan-b\"\naddress = \"172.17.3.1/30\"\n",
+            "[[uplink]]  # <-\nname = \"isp-b\"\naddress = \"172.17.3.1/30\"\nnext_hop = \"172.17.3.2\"\n",
         ),
-        "missing field `next_hop`",
+        "missing field `interface`",
     );
 }
 
@@ -1517,4 +1517,197 @@ fn redundant_lab_configs_make_router_1_master() {
     assert!(one.vrrp[0].priority - decrement < two.vrrp[0].priority);
     assert_eq!(one.lan.address.addr(), Ipv4Addr::new(192, 168, 0, 2));
     assert_eq!(two.lan.address.addr(), Ipv4Addr::new(192, 168, 0, 3));
+}
+
+#[test]
+fn dhcp_server_and_dns_sections() {
+    let c = ok(&base(
+        r#"
+[dhcp_server]
+pool = ["192.168.0.100-192.168.0.199", "192.168.0.210"]
+exclude = ["192.168.0.150-192.168.0.155"]
+domain = "lan."
+lease_time = "2h"
+mtu = 1400
+routes = [{ prefix = "10.0.0.0/8", next_hop = "192.168.0.254" }]
+lease_file = "/var/lib/mhrouter/dhcp.leases"
+max_per_mac = 3
+
+[[dhcp_server.static]]
+mac = "02:00:00:00:00:50"
+address = "192.168.0.50"
+hostname = "printer"
+
+[dns]
+cache_entries = 100
+rate = 5
+"#,
+    ));
+    let d = c.dhcp_server.expect("dhcp_server");
+    assert_eq!(d.pools.len(), 2);
+    assert_eq!(d.pools[1].size(), 1);
+    assert_eq!(d.exclude[0].last, Ipv4Addr::new(192, 168, 0, 155));
+    assert_eq!(d.router, Ipv4Addr::new(192, 168, 0, 1), "the LAN address");
+    assert_eq!(d.dns_servers, vec![Ipv4Addr::new(192, 168, 0, 1)]);
+    assert_eq!(d.domain.as_deref(), Some("lan"));
+    assert_eq!((d.lease_time, d.mtu), (secs(7200), Some(1400)));
+    assert_eq!(d.routes[0].next_hop, Ipv4Addr::new(192, 168, 0, 254));
+    assert_eq!((d.max_leases, d.max_per_mac), (1024, 3));
+    assert_eq!(d.static_leases[0].hostname.as_deref(), Some("printer"));
+    let dns = c.dns.expect("dns");
+    assert_eq!((dns.cache_entries, dns.cache_bytes), (100, 1 << 20));
+    assert_eq!((dns.rate, dns.burst, dns.timeout), (5, 100, secs(2)));
+    let off = ok(&base("[dns]\nenable = false\n"));
+    assert_eq!((off.dns, off.dhcp_server), (None, None));
+}
+
+#[test]
+fn uplink_dns_servers() {
+    let c = ok(&base("dns_servers = [\"100.64.0.53\", \"100.64.1.53\"]\n"));
+    assert_eq!(c.uplinks[0].dns_servers.len(), 2);
+    check(
+        &base("dns_servers = [\"224.0.0.1\"] # <-\n"),
+        "dns_servers: 224.0.0.1 is not a unicast address",
+    );
+}
+
+#[test]
+fn dhcp_server_errors() {
+    let dns = "[dns]\n";
+    for (section, message) in [
+        (
+            "pool = [\"192.168.1.10-192.168.1.20\"] # <-",
+            "pool 192.168.1.10 is not a host address of the LAN prefix 192.168.0.0/24",
+        ),
+        (
+            "pool = [\"192.168.0.1-192.168.0.20\"] # <-",
+            "pool 192.168.0.1-192.168.0.20 holds the router's LAN address",
+        ),
+        (
+            "pool = [\"192.168.0.20-192.168.0.10\"] # <-",
+            "pool: 192.168.0.20 comes after 192.168.0.10",
+        ),
+        (
+            "pool = [\"192.168.0.10-192.168.0.20\",\n\"192.168.0.15\"] # <-",
+            "pool ranges overlap",
+        ),
+        ("pool = [] # <-", "pool is empty"),
+        (
+            "pool = [\"192.168.0.x\"] # <-",
+            "pool: '192.168.0.x' is not an address range (expected a.b.c.d-e.f.g.h or one address)",
+        ),
+        (
+            "pool = [\"192.168.0.10\"]\nrouter = \"10.0.0.1\" # <-",
+            "router 10.0.0.1 is not a host address of the LAN prefix 192.168.0.0/24",
+        ),
+        (
+            "pool = [\"192.168.0.10\"]\nlease_time = \"30s\" # <-",
+            "lease_time must be between 60s and 136 years",
+        ),
+        (
+            "pool = [\"192.168.0.10\"]\nroutes = [{ prefix = \"10.0.0.1/8\", next_hop = \"192.168.0.9\" }] # <-",
+            "routes prefix 10.0.0.1/8 has host bits set (did you mean 10.0.0.0/8?)",
+        ),
+        (
+            "pool = [\"192.168.0.10\"]\nmax_per_mac = 0 # <-",
+            "max_per_mac 0 is out of range 1..=64",
+        ),
+        (
+            "pool = [\"192.168.0.10\"]\n[[dhcp_server.static]]\nmac = \"02:00:00:00:00:50\"\naddress = \"192.168.0.50\"\n[[dhcp_server.static]]\nmac = \"02:00:00:00:00:51\"\naddress = \"192.168.0.50\" # <-",
+            "address 192.168.0.50 is already a static lease",
+        ),
+        (
+            "pool = [\"192.168.0.10\"]\n[[dhcp_server.static]]\nmac = \"02:00:00:00:00:50\"\naddress = \"192.168.0.1\" # <-",
+            "address is the router's LAN address",
+        ),
+    ] {
+        check(&base(&format!("{dns}[dhcp_server]\n{section}\n")), message);
+    }
+    check(
+        &base("[dhcp_server]\npool = [\"192.168.0.10\"] # <-\n"),
+        "dns_servers is required when [dns] is not enabled (clients would be told to ask the router)",
+    );
+    check(
+        &base("[dns]\ntimeout = \"1m\" # <-\n"),
+        "timeout: at most 30s",
+    );
+}
+
+#[test]
+fn dhcp_uplinks() {
+    let text = r#"
+[lan]
+address = "192.168.0.1/24"
+
+[[uplink]]
+name = "isp-a"
+interface = "wan-a"
+address = "dhcp"
+dhcp_client_id = "01:02:00:00:00:00:0a"
+dhcp_hostname = "site-1"
+dhcp_vendor_class = "mhrouter"
+
+[[uplink]]
+name = "isp-b"
+interface = "wan-b"
+address = "dhcp"
+dhcp_distance = 20
+dhcp_client_id = "site-1-b"
+
+[[route]]
+name = "b-default"
+prefix = "0.0.0.0/0"
+uplink = "isp-b"
+distance = 5
+"#;
+    let c = ok(text);
+    let a = &c.uplinks[0];
+    assert_eq!(a.address, prefix("0.0.0.0/32"));
+    assert_eq!(a.next_hop, Ipv4Addr::UNSPECIFIED);
+    let d = a.dhcp.as_ref().expect("dhcp");
+    assert_eq!(d.client_id.as_deref(), Some(&[1, 2, 0, 0, 0, 0, 10][..]));
+    assert_eq!(d.hostname.as_deref(), Some("site-1"));
+    assert_eq!(d.distance, 254);
+    let b = c.uplinks[1].dhcp.as_ref().expect("dhcp");
+    assert_eq!(b.client_id.as_deref(), Some(&b"site-1-b"[..]));
+    // isp-a gets the implicit default route; isp-b has its own.
+    let names: Vec<_> = c
+        .routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.distance))
+        .collect();
+    assert_eq!(names, [("b-default", 5), ("dhcp:isp-a", 254)]);
+    assert_eq!(c.routes[0].next_hop, Ipv4Addr::UNSPECIFIED);
+
+    let dhcp_uplink = "[[uplink]]\nname = \"isp-b\"\ninterface = \"wan-b\"\naddress = \"dhcp\"\n";
+    check(
+        &base(&format!("{dhcp_uplink}next_hop = \"172.17.3.2\" # <-\n")),
+        "next_hop comes from the DHCP lease (address = \"dhcp\")",
+    );
+    check(
+        &base("dhcp_hostname = \"x\" # <-\n"),
+        "dhcp_* keys need address = \"dhcp\"",
+    );
+    check(
+        &base(&format!(
+            "{dhcp_uplink}[[route]]\nname = \"r\"\nprefix = \"10.0.0.0/8\"\nuplink = \"isp-b\"\nnext_hop = \"10.1.1.1\" # <-\n"
+        )),
+        "next_hop cannot be set on uplink 'isp-b': it comes from the DHCP lease",
+    );
+    check(
+        "[lan]\naddress = \"192.168.0.1/24\"\n[[uplink]]\nname = \"isp-a\" # <-\ninterface = \"wan-a\"\naddress = \"172.16.1.1/30\"\n",
+        "next_hop is required (or address = \"dhcp\")",
+    );
+}
+
+#[test]
+fn lab_dhcp_config_parses() {
+    let c = ok(include_str!("../../scripts/lab-dhcp-b.toml"));
+    assert!(c.uplinks[1].dhcp.is_some());
+    assert_eq!(c.uplinks[1].dns_servers, vec![Ipv4Addr::new(172, 18, 0, 6)]);
+    assert!(
+        c.routes
+            .iter()
+            .all(|r| r.uplink != "isp-b" || r.next_hop.is_unspecified())
+    );
 }

@@ -17,15 +17,19 @@ use toml::Spanned;
 
 use super::raw::{RawConfig, RawFailback, RawFailover, RawLan, RawNat, RawRouter, Scalar};
 use super::values;
-use super::{Config, ConfigError, Failback, FailoverConfig, LanConfig, NatConfig, RouterConfig};
+use super::{
+    AddrRange, Config, ConfigError, Failback, FailoverConfig, LanConfig, NatConfig, RouterConfig,
+};
 use crate::prefix::Ipv4Prefix;
 
 mod health;
 mod interfaces;
+mod services;
 mod vrrp;
 
 use health::{probes, tracks};
 use interfaces::{policies, routes, uplinks};
+use services::{dhcp_server, dns};
 
 type S<T> = Spanned<T>;
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -53,6 +57,21 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
     let policies = policies(&cx, &raw.policy, &uplink_names)?;
     let failover = failover(&cx, &raw.failover)?;
     let vrrp = vrrp::groups(&cx, &raw.vrrp, &lan, &track_names)?;
+    let dns = match &raw.dns {
+        Some(d) => dns(&cx, d)?,
+        None => None,
+    };
+    if dns.is_some() && nat.port_min <= crate::dns::PORT {
+        let span = raw.nat.port_min.as_ref().map_or(0..0, |p| p.span());
+        return Err(cx.err(
+            span,
+            "port_min must be above 53 while [dns] is enabled (the forwarder's queries leave from port 53)",
+        ));
+    }
+    let dhcp_server = match &raw.dhcp_server {
+        Some(d) => Some(dhcp_server(&cx, d, &lan, dns.is_some())?),
+        None => None,
+    };
     Ok(Config {
         router,
         lan,
@@ -64,6 +83,8 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         tracks,
         failover,
         vrrp,
+        dhcp_server,
+        dns,
     })
 }
 
@@ -151,6 +172,26 @@ impl Ctx<'_> {
             ));
         }
         Ok(p)
+    }
+
+    /// "192.168.0.100-192.168.0.199" or one address.
+    fn range(&self, v: &S<String>, key: &str) -> Result<AddrRange> {
+        let text = v.get_ref();
+        let (a, b) = text.split_once('-').unwrap_or((text, text));
+        let parse = |s: &str| s.trim().parse::<Ipv4Addr>().ok();
+        match (parse(a), parse(b)) {
+            (Some(first), Some(last)) if first <= last => Ok(AddrRange { first, last }),
+            (Some(first), Some(last)) => {
+                Err(self.err(v.span(), format!("{key}: {first} comes after {last}")))
+            }
+            _ => Err(self.err(
+                v.span(),
+                format!(
+                    "{key}: '{}' is not an address range (expected a.b.c.d-e.f.g.h or one address)",
+                    text.escape_debug()
+                ),
+            )),
+        }
     }
 
     fn ifname(&self, v: &S<String>, key: &str) -> Result<String> {

@@ -2,9 +2,12 @@
 //! tracks' inputs, the router's addresses, the next hops to keep resolved, and what a reload
 //! may not change. Pure.
 
+use std::net::Ipv4Addr;
+
 use super::arp::NextHop;
 use super::{Addressing, IfAddr};
 use crate::config::{Config, TrackSource};
+use crate::dhcp::client;
 use crate::track::{TrackDef, TrackInput};
 use crate::wire::ethernet::MacAddr;
 
@@ -60,6 +63,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
             "the [nat] table settings"
         } else if old.vrrp != new.vrrp {
             "the [[vrrp]] groups"
+        } else if old.dhcp_server != new.dhcp_server {
+            "[dhcp_server]"
         } else {
             return None;
         };
@@ -92,9 +97,30 @@ pub fn next_hops(cfg: &Config, carrier: &[bool]) -> Vec<NextHop> {
         .zip(carrier)
         .map(|(u, &carrier)| NextHop {
             addr: u.next_hop,
-            carrier,
+            // A DHCP uplink without a lease has no next hop to resolve.
+            carrier: carrier && !u.next_hop.is_unspecified(),
         })
         .collect()
+}
+
+/// `base` with each DHCP uplink's lease applied (SPEC 28): its address and next hop, and the
+/// next hop of the routes through it (which take theirs from the lease). Without a lease: no
+/// address.
+pub fn with_leases(base: &Config, leases: &[Option<client::Lease>]) -> Config {
+    let mut cfg = base.clone();
+    for (u, lease) in cfg.uplinks.iter_mut().zip(leases) {
+        if u.dhcp.is_none() {
+            continue;
+        }
+        if let Some(l) = lease {
+            u.address = l.address;
+            u.next_hop = l.router.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        }
+        for r in cfg.routes.iter_mut().filter(|r| r.uplink == u.name) {
+            r.next_hop = u.next_hop;
+        }
+    }
+    cfg
 }
 
 #[cfg(test)]

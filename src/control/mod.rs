@@ -7,6 +7,9 @@
 //! - `arp`: ARP responder and next-hop resolver, holding frames while it resolves (SPEC 2);
 //! - `icmp`: echo responder for the router's own addresses;
 //! - `probe`: probes as complete frames pinned to their uplink, and their replies (SPEC 15);
+//! - `dhcp`: the LAN's DHCP server (SPEC 27) in frames, around `crate::dhcp::server`;
+//! - `dns`: the DNS forwarder (SPEC 30) in frames, around `crate::dns`;
+//! - `uplink_dhcp`: an uplink's DHCP client (SPEC 28) in frames, around `crate::dhcp::client`;
 //! - `failover`: what happens to NAT flows when the route table changes (SPEC 21, 22);
 //! - `vrrp`: VRRPv3 groups on the LAN, priority from the tracks (SPEC 29);
 //! - `inputs`: what they are built from, derived from the configuration at start and reload.
@@ -19,6 +22,8 @@
 //! - `socket`: the control socket protocol, server and client.
 
 pub mod arp;
+pub mod dhcp;
+pub mod dns;
 pub mod failover;
 pub mod icmp;
 pub mod inputs;
@@ -26,6 +31,7 @@ pub mod probe;
 pub mod probe_thread;
 pub mod socket;
 pub mod thread;
+pub mod uplink_dhcp;
 pub mod vrrp;
 
 #[cfg(test)]
@@ -76,6 +82,14 @@ impl Transmit {
         }
         Transmit { iface, frame }
     }
+}
+
+/// A frame complete but for its destination MAC, to send to `next_hop` on `iface` once the
+/// ARP engine knows its MAC.
+pub struct Outgoing {
+    pub iface: Iface,
+    pub next_hop: Ipv4Addr,
+    pub frame: Vec<u8>,
 }
 
 /// The router's own address (with its prefix length) and MAC on one interface.

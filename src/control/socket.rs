@@ -38,6 +38,7 @@ pub enum View {
     Arp,
     Counters,
     Vrrp,
+    DhcpLeases,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub enum RequestError {
     #[error("unknown command '{0}' (expected show, explain, reload or clear)")]
     UnknownCommand(String),
     #[error(
-        "unknown view '{0}' (expected route, uplinks, probes, tracks, nat, arp, counters or vrrp)"
+        "unknown view '{0}' (expected route, uplinks, probes, tracks, nat, arp, counters, vrrp or dhcp leases)"
     )]
     UnknownView(String),
     #[error("{0}")]
@@ -91,7 +92,7 @@ impl Request {
             "show" => {
                 let (&what, args) = rest.split_first().ok_or_else(|| {
                     RequestError::Syntax(
-                        "show what? (route, uplinks, probes, tracks, nat, arp, counters, vrrp)"
+                        "show what? (route, uplinks, probes, tracks, nat, arp, counters, vrrp, dhcp leases)"
                             .into(),
                     )
                 })?;
@@ -103,6 +104,15 @@ impl Request {
                     "arp" => View::Arp,
                     "counters" => View::Counters,
                     "vrrp" => View::Vrrp,
+                    "dhcp" => match args {
+                        ["leases"] => {
+                            return Ok(Request::Show {
+                                view: View::DhcpLeases,
+                                json,
+                            });
+                        }
+                        _ => return Err(RequestError::Syntax("usage: show dhcp leases".into())),
+                    },
                     "nat" => {
                         let mut uplink = None;
                         let mut address = None;

@@ -11,16 +11,23 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::arp::{ArpEngine, ArpEvent};
+use super::dhcp::DhcpService;
+use super::dns::DnsService;
 use super::failover::{Action, Failover};
 use super::icmp::EchoResponder;
-use super::inputs::{addressing, next_hops, restart_needed, track_defs};
+use super::inputs::{addressing, next_hops, restart_needed, track_defs, with_leases};
 use super::probe_thread::ProbeReport;
 use super::socket::{Pending, Request, View};
+use super::uplink_dhcp::{ClientOutput, UplinkDhcp};
 use super::vrrp::{Vrrp, VrrpEvent};
 use super::{Addressing, Transmit};
 use crate::clock::Instant;
 use crate::config::{Config, ProbeConfig, TrackSource};
 use crate::counters::{Counters, DropReason, Totals};
+use crate::dhcp::client::{self, Client, ClientOptions};
+use crate::dhcp::leases::{self, Clocks};
+use crate::dhcp::server::{Lease, Server};
+use crate::dns::Forwarder;
 use crate::hooks::{self, HookEvent};
 use crate::io::packet::PacketSocket;
 use crate::io::tap::TapQueue;
@@ -53,7 +60,13 @@ pub struct UplinkIo {
 }
 
 pub struct Control {
+    /// The running configuration: `base_cfg` with the uplinks' DHCP leases applied.
     cfg: Config,
+    /// The configuration as read from the file.
+    base_cfg: Config,
+    /// Per uplink: its DHCP client (`address = "dhcp"`) and the lease it holds.
+    uplink_dhcp: Vec<Option<UplinkDhcp>>,
+    uplink_leases: Vec<Option<client::Lease>>,
     config_path: PathBuf,
     shared: Arc<Shared>,
     punts: Receiver<Punt>,
@@ -65,6 +78,10 @@ pub struct Control {
     arp: ArpEngine,
     echo: EchoResponder,
     vrrp: Vrrp,
+    /// The LAN's DHCP server, when configured.
+    dhcp: Option<DhcpService>,
+    /// The DNS forwarder on the LAN address, when configured.
+    dns: Option<DnsService>,
     tracks: TrackSet,
     /// Results from the probe thread, and where its new definitions go on reload.
     probe_reports: Receiver<ProbeReport>,
@@ -101,6 +118,8 @@ pub struct ControlParts {
     pub workers: Vec<Arc<Counters>>,
     pub probe_reports: Receiver<ProbeReport>,
     pub probe_configs: Sender<Vec<ProbeConfig>>,
+    /// The DHCP server's lease file as read at start.
+    pub dhcp_leases: Vec<Lease>,
 }
 
 impl Control {
@@ -117,7 +136,27 @@ impl Control {
             NeighParams::default(),
             now,
         );
+        let uplink_dhcp = cfg
+            .uplinks
+            .iter()
+            .zip(&p.uplinks)
+            .enumerate()
+            .map(|(u, (c, io))| {
+                let d = c.dhcp.as_ref()?;
+                let opts = ClientOptions {
+                    mac: io.mac,
+                    client_id: d.client_id.clone(),
+                    hostname: d.hostname.clone(),
+                    vendor_class: d.vendor_class.clone(),
+                };
+                let client = Client::new(opts, now.as_nanos() ^ u as u64, now);
+                Some(UplinkDhcp::new(UplinkId(u as u8), io.mac, client))
+            })
+            .collect();
         let mut c = Control {
+            base_cfg: cfg.clone(),
+            uplink_leases: vec![None; cfg.uplinks.len()],
+            uplink_dhcp,
             shared: p.shared,
             punts: p.punts,
             requests: p.requests,
@@ -126,6 +165,19 @@ impl Control {
             uplinks: p.uplinks,
             carrier: p.carrier,
             arp,
+            dhcp: cfg.dhcp_server.clone().map(|d| {
+                let mut server = Server::new(d, addressing.lan.prefix);
+                for l in server.restore(p.dhcp_leases, now) {
+                    log::warn!(
+                        "dhcp: lease of {} for {} from the lease file dropped: no longer fits the configuration",
+                        l.ip, l.mac
+                    );
+                }
+                DhcpService::new(server, addressing.lan)
+            }),
+            dns: cfg.dns.clone().map(|d| {
+                DnsService::new(Forwarder::new(d, now.as_nanos()), addressing.clone())
+            }),
             echo: EchoResponder::new(addressing),
             vrrp: Vrrp::new(cfg.vrrp.clone(), cfg.lan.address.addr()),
             tracks,
@@ -179,8 +231,16 @@ impl Control {
             self.arp.poll_timeout(),
             self.failover.poll_timeout(),
             self.vrrp.poll_timeout(),
+            self.dhcp.as_ref().and_then(DhcpService::poll_timeout),
+            self.dns.as_ref().and_then(DnsService::poll_timeout),
         ]
         .into_iter()
+        .chain(
+            self.uplink_dhcp
+                .iter()
+                .flatten()
+                .map(UplinkDhcp::poll_timeout),
+        )
         .flatten()
         {
             next = next.min(t);
@@ -214,6 +274,43 @@ impl Control {
         if self.dirty {
             self.publish(now);
         }
+        self.dns_upstream(now);
+        self.drain_engines();
+    }
+
+    /// Points the DNS forwarder at the resolvers of the uplink that carries the default route
+    /// (SPEC 30); a failover moves it at once.
+    fn dns_upstream(&mut self, now: Instant) {
+        let Some(d) = &mut self.dns else {
+            return;
+        };
+        let gateway = self.shared.snapshot.load().routes.gateway_of_last_resort();
+        // Only an uplink's resolvers: a default route via a LAN peer (SPEC 29) has none.
+        let gateway = gateway.and_then(|(next_hop, egress)| match egress {
+            Iface::Uplink(u) => Some((u, next_hop)),
+            Iface::Lan => None,
+        });
+        if gateway == d.gateway() {
+            return;
+        }
+        // Configured resolvers first, else those of the uplink's DHCP lease.
+        let resolvers = gateway
+            .map(|(u, _)| usize::from(u.0))
+            .map(
+                |u| match (&self.cfg.uplinks[u].dns_servers, &self.uplink_leases[u]) {
+                    (configured, Some(l)) if configured.is_empty() => l.dns_servers.clone(),
+                    (configured, _) => configured.clone(),
+                },
+            )
+            .unwrap_or_default();
+        match gateway {
+            Some((u, _)) => log::info!(
+                "dns: forwarding to {resolvers:?} through uplink {}",
+                self.cfg.uplinks[usize::from(u.0)].name
+            ),
+            None => log::warn!("dns: no uplink carries the default route; answering SERVFAIL"),
+        }
+        d.set_upstream(gateway, resolvers, now);
     }
 
     pub fn link_changed(&mut self, ifindex: u32, carrier: bool) {
@@ -243,6 +340,16 @@ impl Control {
         self.track_events(events);
         self.arp.handle_timeout(now);
         self.vrrp.handle_timeout(now);
+        if let Some(d) = &mut self.dhcp {
+            d.handle_timeout(now);
+        }
+        if let Some(d) = &mut self.dns {
+            d.handle_timeout(now);
+        }
+        for d in self.uplink_dhcp.iter_mut().flatten() {
+            d.handle_timeout(now);
+        }
+        self.lease_events(now);
         let actions = self.failover.handle_timeout(
             now,
             &self.shared.snapshot.load().routes,
@@ -408,17 +515,39 @@ impl Control {
             return;
         };
         match eth.ethertype() {
-            ethernet::ethertype::ARP => self.arp.handle_frame(p.ingress, &p.frame, now),
+            ethernet::ethertype::ARP => {
+                if let (Iface::Lan, Some(d)) = (p.ingress, &mut self.dhcp) {
+                    d.handle_arp(&p.frame, now);
+                }
+                self.arp.handle_frame(p.ingress, &p.frame, now)
+            }
             ethernet::ethertype::IPV4 if is_vrrp(p.ingress, &p.frame) => self
                 .vrrp
                 .handle_packet(p.frame.get(IP_OFFSET..).unwrap_or(&[]), now),
-            ethernet::ethertype::IPV4 => self.handle_local(p.ingress, &p.frame),
+            ethernet::ethertype::IPV4 => self.handle_local(p.ingress, &p.frame, now),
             _ => self.counters.dropped(DropReason::NotIpv4),
         }
     }
 
     /// Sends what the engines queued and acts on what they report.
     fn drain_engines(&mut self) {
+        let now = Instant::now();
+        while let Some(o) = self.dns.as_mut().and_then(DnsService::poll_outgoing) {
+            self.arp.send_via(o.iface, o.next_hop, o.frame, now);
+        }
+        for u in 0..self.uplink_dhcp.len() {
+            while let Some(o) = self.uplink_dhcp[u]
+                .as_mut()
+                .and_then(UplinkDhcp::poll_output)
+            {
+                match o {
+                    ClientOutput::Broadcast(t) => self.send(t),
+                    ClientOutput::Unicast(o) => {
+                        self.arp.send_via(o.iface, o.next_hop, o.frame, now)
+                    }
+                }
+            }
+        }
         while let Some(t) = self.arp.poll_transmit() {
             self.send(t);
         }
@@ -452,6 +581,10 @@ impl Control {
                 VrrpEvent::PriorityChange { .. } => log::warn!("{}", ev.log_line()),
             }
         }
+        while let Some(t) = self.dhcp.as_mut().and_then(DhcpService::poll_transmit) {
+            self.send(t);
+        }
+        self.save_leases();
         while let Some(ev) = self.arp.poll_event() {
             match ev {
                 ArpEvent::Learned { iface, ip, mac } => {
@@ -464,10 +597,140 @@ impl Control {
         }
     }
 
-    /// Packets for the router itself: pings are answered; the rest is counted and dropped.
-    fn handle_local(&mut self, ingress: Iface, frame: &[u8]) {
-        if let Err(reason) = self.echo.handle_frame(ingress, frame) {
+    /// Packets for the router itself: DHCP requests go to the server, pings are answered; the
+    /// rest is counted and dropped.
+    fn handle_local(&mut self, ingress: Iface, frame: &[u8], now: Instant) {
+        if let Iface::Uplink(u) = ingress
+            && let Some(Some(d)) = self.uplink_dhcp.get_mut(usize::from(u.0))
+            && UplinkDhcp::is_reply(frame)
+        {
+            if let Err(reason) = d.handle_frame(frame, now) {
+                self.counters.dropped(reason);
+            }
+            self.lease_events(now);
+            return;
+        }
+        let r = match (&mut self.dhcp, &mut self.dns, ingress) {
+            (_, Some(d), _) if d.wants(ingress, frame) => d.handle_frame(ingress, frame, now),
+            (Some(d), _, Iface::Lan) if DhcpService::is_request(frame) => {
+                d.handle_frame(frame, now)
+            }
+            _ => self.echo.handle_frame(ingress, frame),
+        };
+        if let Err(reason) = r {
             self.counters.dropped(reason);
+        }
+    }
+
+    /// Acts on the uplinks' DHCP clients' lease events: the uplink takes the leased address,
+    /// its routes the lease's router (SPEC 28); a new or lost address removes its flows with
+    /// resets to the LAN (SPEC 21).
+    fn lease_events(&mut self, now: Instant) {
+        let mut changed = false;
+        for u in 0..self.uplink_dhcp.len() {
+            while let Some(ev) = self.uplink_dhcp[u]
+                .as_mut()
+                .and_then(UplinkDhcp::poll_event)
+            {
+                let iface = self.cfg.uplinks[u].interface.clone();
+                match ev {
+                    client::Event::Bound(l) => {
+                        log::warn!(
+                            "%DHCP-6-ADDRESS_ASSIGN: Interface {iface} assigned DHCP address {}, mask {}, router {}, lease {} s (T1 {} s, T2 {} s) from {}",
+                            l.address.addr(),
+                            crate::dhcp::netmask(l.address.prefix_len()),
+                            l.router.map_or("none".to_string(), |r| r.to_string()),
+                            l.lease_time.as_secs(),
+                            l.t1.as_secs(),
+                            l.t2.as_secs(),
+                            l.server
+                        );
+                        self.uplink_leases[u] = Some(l);
+                    }
+                    client::Event::Renewed(l) => {
+                        log::info!(
+                            "dhcp: {iface} renewed {} from {} for {} s",
+                            l.address,
+                            l.server,
+                            l.lease_time.as_secs()
+                        );
+                        self.uplink_leases[u] = Some(l);
+                    }
+                    client::Event::Lost { address } => {
+                        log::warn!(
+                            "%DHCP-4-ADDRESS_LOST: Interface {iface} lost DHCP address {}",
+                            address.addr()
+                        );
+                        self.uplink_leases[u] = None;
+                    }
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            let new = with_leases(&self.base_cfg, &self.uplink_leases);
+            self.apply_addresses(&new);
+            self.cfg = new;
+            self.readdress(now);
+        }
+    }
+
+    /// Flows of an uplink whose address changes cannot continue: removed, with resets.
+    fn apply_addresses(&mut self, new: &Config) {
+        let renumbered: Vec<(usize, String)> = self
+            .cfg
+            .uplinks
+            .iter()
+            .zip(&new.uplinks)
+            .enumerate()
+            .filter(|(_, (old, new))| {
+                old.address != new.address && !old.address.addr().is_unspecified()
+            })
+            .map(|(u, (old, new))| (u, format!("address {} -> {}", old.address, new.address)))
+            .collect();
+        for (u, why) in renumbered {
+            let reset = self.cfg.failover.reset_tcp;
+            self.flush_uplink(UplinkId(u as u8), reset, &why);
+        }
+        for (u, (old, new)) in self.cfg.uplinks.iter().zip(&new.uplinks).enumerate() {
+            if old.address != new.address || old.nat != new.nat {
+                let addr =
+                    (new.nat && !new.address.addr().is_unspecified()).then(|| new.address.addr());
+                self.shared.nat.set_uplink_addr(UplinkId(u as u8), addr);
+            }
+        }
+    }
+
+    /// The engines that know the router's addresses learn the new ones; the snapshot follows.
+    fn readdress(&mut self, now: Instant) {
+        let addressing = self.addressing();
+        self.arp
+            .reconfigure(addressing.clone(), next_hops(&self.cfg, &self.carrier));
+        if let Some(d) = &mut self.dns {
+            d.reconfigure(addressing.clone());
+        }
+        self.echo.reconfigure(addressing);
+        self.publish_neighbours();
+        self.publish(now);
+    }
+
+    /// Rewrites the lease file when bound leases changed. A failed write is logged and retried
+    /// at the next change; the leases stay in memory.
+    fn save_leases(&mut self) {
+        let (Some(d), Some(path)) = (
+            &mut self.dhcp,
+            self.cfg
+                .dhcp_server
+                .as_ref()
+                .and_then(|c| c.lease_file.as_ref()),
+        ) else {
+            return;
+        };
+        if !d.server_mut().take_changed() {
+            return;
+        }
+        if let Err(e) = leases::save(path, &d.server().leases(), Clocks::now()) {
+            log::error!("dhcp: leases not saved: {e}");
         }
     }
 
@@ -509,6 +772,12 @@ impl Control {
             tracks: &self.tracks,
             neigh: self.arp.table(),
             vrrp: self.vrrp.status(),
+            dhcp: self.dhcp.as_ref().map(DhcpService::server),
+            uplink_dhcp: self
+                .uplink_dhcp
+                .iter()
+                .map(|d| d.as_ref().map(UplinkDhcp::client))
+                .collect(),
             now,
         }
     }
@@ -541,14 +810,9 @@ impl Control {
                 return Err(msg);
             }
         };
-        for (u, (old, new)) in self.cfg.uplinks.iter().zip(&new.uplinks).enumerate() {
-            if old.address != new.address || old.nat != new.nat {
-                // Flows translated to the old address cannot continue.
-                self.shared
-                    .nat
-                    .set_uplink_addr(UplinkId(u as u8), new.nat.then(|| new.address.addr()));
-            }
-        }
+        self.base_cfg = new.clone();
+        let new = with_leases(&new, &self.uplink_leases);
+        self.apply_addresses(&new);
         self.tracks.reconfigure(track_defs(&new), now);
         let _ = self.probe_configs.send(new.probes.clone());
         self.shared.probe_waker.wake();
@@ -655,6 +919,8 @@ impl Control {
                 tracks: &self.tracks,
                 last_load: self.last_load,
                 vrrp: self.vrrp.status(),
+                dhcp: self.dhcp.as_ref().map(DhcpService::server),
+                dns: self.dns.as_ref().map(DnsService::forwarder),
             }))),
         }
     }

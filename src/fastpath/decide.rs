@@ -235,6 +235,24 @@ impl FastPath {
                 }
             }
             None if env.snap.is_probe_target(u, ip.src) => Ok(Verdict::Punt),
+            // An uplink's DHCP client renewing by unicast (SPEC 28), and answers to the DNS
+            // forwarder's queries, which leave from port 53 (SPEC 30).
+            None if ip.proto == proto::UDP
+                && matches!(
+                    f.l4,
+                    L4::Ports {
+                        sport: 67,
+                        dport: 68,
+                        ..
+                    } | L4::Ports {
+                        sport: 53,
+                        dport: 53,
+                        ..
+                    }
+                ) =>
+            {
+                Ok(Verdict::Punt)
+            }
             None => Err(DropReason::NatUnsolicited),
         }
     }

@@ -34,7 +34,7 @@ use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
 use crate::wire::vnet::VnetHdr;
 use crate::wire::vrrp;
-use parse::{Ip, L4, check_martian, parse_ip, parse_l4};
+use parse::{Ip, L4, check_martian, is_dhcp, parse_ip, parse_l4};
 use ratelimit::RateLimit;
 pub use rewrite::complete_checksum;
 
@@ -147,6 +147,11 @@ impl FastPath {
         };
         if !ours {
             if ingress == Iface::Lan && env.snap.lan.vrrp && dst_mac == vrrp::MULTICAST_MAC {
+                return Ok(Verdict::Punt);
+            }
+            if dst_mac.is_broadcast() && is_dhcp(buf, ingress) {
+                // DHCP DISCOVERs and most REQUESTs are broadcasts from 0.0.0.0 (SPEC 27), and
+                // so are the answers to an uplink's client without an address (SPEC 28).
                 return Ok(Verdict::Punt);
             }
             return Err(if dst_mac.is_multicast() {

@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::Iface;
 use crate::counters::DropReason;
 use crate::nat::{FlowKey, FragKey};
 use crate::wire::WireError;
@@ -83,6 +84,23 @@ pub(super) fn parse_ip(buf: &[u8]) -> Result<Ip, DropReason> {
 }
 
 #[inline]
+/// An unfragmented IPv4 UDP datagram for the router's DHCP server (port 67, on the LAN) or
+/// an uplink's client (from port 67 to port 68).
+pub(super) fn is_dhcp(frame: &[u8], ingress: Iface) -> bool {
+    let Ok(ip) = parse_ip(&frame[IP_OFFSET..]) else {
+        return false;
+    };
+    let pkt = &frame[IP_OFFSET..IP_OFFSET + ip.total];
+    let ports = match parse_l4(pkt, &ip) {
+        Ok(L4::Ports { sport, dport, .. }) if ip.proto == proto::UDP => (sport, dport),
+        _ => return false,
+    };
+    match ingress {
+        Iface::Lan => ports.1 == 67,
+        Iface::Uplink(_) => ports == (67, 68),
+    }
+}
+
 pub(super) fn check_martian(ip: &Ip) -> Result<(), DropReason> {
     let s = ip.src.octets();
     let bad_src = s[0] == 0 || s[0] == 127 || s[0] >= 224;

@@ -675,3 +675,50 @@ proptest! {
         run(&w, &mut f, ingress);
     }
 }
+
+#[test]
+fn dhcp_broadcasts_and_dns_answers_go_to_the_control_plane() {
+    let w = world(1500);
+    let up = Iface::Uplink(UplinkId(0));
+    let dhcp = |sport, dport| {
+        let p = packet(
+            Kind::Udp,
+            ([0, 0, 0, 0], sport),
+            ([255; 4], dport),
+            64,
+            &[],
+            false,
+        );
+        eth(MacAddr::BROADCAST, HOST_MAC, &p)
+    };
+    assert_eq!(run(&w, &mut dhcp(68, 67), Iface::Lan).0, Verdict::Punt);
+    assert_eq!(
+        run(&w, &mut dhcp(68, 69), Iface::Lan).0,
+        Verdict::Drop(DropReason::Broadcast),
+        "other broadcasts are still dropped"
+    );
+    assert_eq!(
+        run(&w, &mut dhcp(68, 67), up).0,
+        Verdict::Drop(DropReason::Broadcast),
+        "the server serves the LAN only"
+    );
+    assert_eq!(
+        run(&w, &mut dhcp(67, 68), up).0,
+        Verdict::Punt,
+        "an ISP's answer"
+    );
+    let unicast = |sport, dport| {
+        let p = packet(Kind::Udp, (SERVER, sport), (OUTSIDE, dport), 64, &[], false);
+        eth(A_MAC, PE_A, &p)
+    };
+    assert_eq!(run(&w, &mut unicast(53, 53), up).0, Verdict::Punt);
+    assert_eq!(
+        run(&w, &mut unicast(67, 68), up).0,
+        Verdict::Punt,
+        "a renewal's answer"
+    );
+    assert_eq!(
+        run(&w, &mut unicast(53, 40000), up).0,
+        Verdict::Drop(DropReason::NatUnsolicited)
+    );
+}

@@ -15,6 +15,8 @@ use crate::UplinkId;
 use crate::config::Config;
 use crate::control::vrrp::GroupStatus;
 use crate::counters::{IfaceTotals, Totals};
+use crate::dhcp::server::{Drop, LeaseState, Server, ServerCounters};
+use crate::dns::{DnsCounters, Forwarder};
 use crate::nat::{NatCounters, NatTable};
 use crate::probe::schedule::ProbeStatus;
 use crate::probe::stats::ProbeStatsView;
@@ -45,6 +47,12 @@ pub struct MetricsInput {
     pub routes: Vec<RouteMetrics>,
     pub config: ConfigMetrics,
     pub vrrp: Vec<GroupStatus>,
+    /// DHCP server (SPEC 27): leases by state, messages by kind, drops by reason.
+    pub dhcp_leases: Vec<(&'static str, usize)>,
+    pub dhcp_messages: Vec<(&'static str, u64)>,
+    pub dhcp_dropped: Vec<(&'static str, u64)>,
+    /// DNS forwarder (SPEC 30) events by name.
+    pub dns_events: Vec<(&'static str, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -119,6 +127,8 @@ pub struct Sources<'a> {
     /// Whether the last load succeeded, and when the last successful one was applied.
     pub last_load: (bool, SystemTime),
     pub vrrp: Vec<GroupStatus>,
+    pub dhcp: Option<&'a Server>,
+    pub dns: Option<&'a Forwarder>,
 }
 
 /// Gathers a scrape from the control thread's state; keeps that glue out of the control thread.
@@ -213,7 +223,62 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
             counters: s.nat.counters(),
         },
         vrrp: s.vrrp,
+        dhcp_leases: s.dhcp.map(dhcp_leases).unwrap_or_default(),
+        dhcp_messages: s
+            .dhcp
+            .map(|d| dhcp_messages(d.counters()))
+            .unwrap_or_default(),
+        dhcp_dropped: s
+            .dhcp
+            .map(|d| {
+                Drop::ALL
+                    .map(|r| (r.name(), d.counters().dropped(r)))
+                    .to_vec()
+            })
+            .unwrap_or_default(),
+        dns_events: s.dns.map(|d| dns_events(d.counters())).unwrap_or_default(),
     }
+}
+
+fn dhcp_leases(d: &Server) -> Vec<(&'static str, usize)> {
+    let leases = d.leases();
+    let count = |st| leases.iter().filter(|l| l.state == st).count();
+    vec![
+        ("bound", count(LeaseState::Bound)),
+        ("offered", count(LeaseState::Offered)),
+        ("probing", count(LeaseState::Probing)),
+    ]
+}
+
+fn dhcp_messages(c: &ServerCounters) -> Vec<(&'static str, u64)> {
+    vec![
+        ("received", c.received),
+        ("offer", c.offers),
+        ("ack", c.acks),
+        ("nak", c.naks),
+        ("inform", c.informs),
+        ("decline", c.declines),
+        ("release", c.releases),
+        ("arp_probe", c.probes),
+        ("conflict", c.conflicts),
+        ("expired", c.expired),
+    ]
+}
+
+fn dns_events(c: &DnsCounters) -> Vec<(&'static str, u64)> {
+    vec![
+        ("query", c.queries),
+        ("cache_hit", c.cache_hits),
+        ("forwarded", c.forwarded),
+        ("answered", c.answered),
+        ("truncated", c.truncated),
+        ("timeout", c.timeouts),
+        ("no_upstream", c.no_upstream),
+        ("rate_limited", c.rate_limited),
+        ("malformed", c.malformed),
+        ("pending_full", c.pending_full),
+        ("unmatched", c.unmatched),
+    ]
 }
 
 #[cfg(test)]
@@ -306,6 +371,8 @@ target = "172.18.0.6"
             carrier: &carrier,
             routes: &routes,
             nat: &nat,
+            dhcp: None,
+            dns: None,
             probes: &probes.probes.iter().map(|p| p.status()).collect::<Vec<_>>(),
             tracks: &tracks,
             last_load: (false, SystemTime::UNIX_EPOCH + Duration::from_secs(1000)),

@@ -329,6 +329,35 @@ pub fn render(m: &MetricsInput) -> String {
     for (name, help, v) in nat {
         e.counter(name, help).sample(&[], v);
     }
+
+    let mut f = e.gauge(
+        "mhrouter_dhcp_leases",
+        "DHCP server addresses by state (bound, offered, probing).",
+    );
+    for &(state, n) in &m.dhcp_leases {
+        f.sample(&[("state", state)], n);
+    }
+    let mut f = e.counter(
+        "mhrouter_dhcp_messages_total",
+        "DHCP server messages received and sent, ARP probes, conflicts and expiries, by kind.",
+    );
+    for &(kind, n) in &m.dhcp_messages {
+        f.sample(&[("kind", kind)], n);
+    }
+    let mut f = e.counter(
+        "mhrouter_dhcp_dropped_total",
+        "DHCP requests dropped or refused, by reason.",
+    );
+    for &(reason, n) in &m.dhcp_dropped {
+        f.sample(&[("reason", reason)], n);
+    }
+    let mut f = e.counter(
+        "mhrouter_dns_events_total",
+        "DNS forwarder queries, answers, cache hits and failures, by event.",
+    );
+    for &(event, n) in &m.dns_events {
+        f.sample(&[("event", event)], n);
+    }
     e.out
 }
 
@@ -652,6 +681,10 @@ mod tests {
                 adverts_sent: 40,
                 adverts_received: 3,
             }],
+            dhcp_leases: vec![("bound", 3), ("offered", 1), ("probing", 0)],
+            dhcp_messages: vec![("received", 9), ("ack", 3)],
+            dhcp_dropped: vec![("per_mac_limit", 4)],
+            dns_events: vec![("query", 20), ("timeout", 1)],
         }
     }
 
@@ -759,7 +792,7 @@ mod tests {
         for m in [filled(), MetricsInput::default()] {
             let text = render(&m);
             let families = strict_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(families.len(), 43, "{families:?}");
+            assert_eq!(families.len(), 47, "{families:?}");
             for (name, kind) in &families {
                 assert!(name.starts_with("mhrouter_"), "{name}");
                 assert_eq!(
@@ -907,6 +940,21 @@ mod tests {
         assert_eq!(
             get("mhrouter_route_installed", &[("route", "a-e2e")]),
             [V::Gauge(1.0)]
+        );
+        assert_eq!(
+            get("mhrouter_dhcp_leases", &[("state", "bound")]),
+            [V::Gauge(3.0)]
+        );
+        assert_eq!(
+            get(
+                "mhrouter_dhcp_dropped_total",
+                &[("reason", "per_mac_limit")]
+            ),
+            [V::Counter(4.0)]
+        );
+        assert_eq!(
+            get("mhrouter_dns_events_total", &[("event", "timeout")]),
+            [V::Counter(1.0)]
         );
         assert_eq!(
             get("mhrouter_probe_rtt_last_seconds", &a),

@@ -25,6 +25,7 @@ mod tests;
 pub use render::RouteEntryView;
 
 use crate::prefix::Ipv4Prefix;
+use crate::rng::mix;
 use crate::{Iface, UplinkId};
 use fib::{Fib, Group, Target};
 use std::collections::BTreeMap;
@@ -139,6 +140,8 @@ pub enum RouteState {
     TrackDown,
     /// Its uplink has no carrier (checked before the track).
     NoCarrier,
+    /// Its next hop comes from a DHCP lease the uplink does not have (SPEC 28).
+    NoAddress,
 }
 
 impl RouteState {
@@ -148,6 +151,7 @@ impl RouteState {
             RouteState::Backup => "backup",
             RouteState::TrackDown => "track down",
             RouteState::NoCarrier => "no carrier",
+            RouteState::NoAddress => "no address",
         }
     }
 
@@ -223,6 +227,8 @@ impl RouteTable {
             .map(|r| {
                 if !egress_up(r.egress) {
                     RouteState::NoCarrier
+                } else if r.next_hop.is_unspecified() {
+                    RouteState::NoAddress
                 } else if !track_up(r.track) {
                     RouteState::TrackDown
                 } else {
@@ -477,11 +483,4 @@ pub fn flow_hash(flow: &FlowTuple) -> u32 {
     let h = mix(addrs ^ mix(rest ^ 0x9e37_79b9_7f4a_7c15));
     // The high half of a splitmix64 output is as good as the low one; keep it.
     (h >> 32) as u32
-}
-
-/// The splitmix64 finaliser: every input bit affects every output bit.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

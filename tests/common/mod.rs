@@ -69,6 +69,11 @@ impl Lab {
     /// digits of the process id, so concurrent `cargo test` runs of several checkouts never
     /// share a lab (lab prefixes are at most 8 characters).
     pub fn up(prefix: &str) -> Lab {
+        Lab::up_with(prefix, &[])
+    }
+
+    /// As `up`, with arguments for `lab.sh up` (e.g. `--dhcp b`).
+    pub fn up_with(prefix: &str, args: &[&str]) -> Lab {
         let lab = Lab {
             prefix: format!(
                 "{}{:03x}-",
@@ -77,7 +82,7 @@ impl Lab {
             ),
         };
         lab.sh(&["down"]);
-        let o = lab.sh(&["up"]);
+        let o = lab.sh(&[&["up"], args].concat());
         assert!(o.status.success(), "lab up failed:\n{}", text(&o));
         lab
     }

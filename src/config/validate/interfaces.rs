@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 
 use super::super::raw::{RawPolicy, RawRoute, RawUplink};
 use super::super::values::{self, PROTO_TCP, PROTO_UDP};
-use super::super::{LAN_EGRESS, LanConfig, PolicyConfig, RouteConfig, UplinkConfig};
+use super::super::{
+    DhcpClientConfig, LAN_EGRESS, LanConfig, PolicyConfig, RouteConfig, UplinkConfig,
+};
+use super::services::resolvers;
 use super::{Ctx, MAX_UPLINKS, MTU_RANGE, Names, Result, S};
 use crate::prefix::Ipv4Prefix;
 
@@ -45,46 +48,47 @@ pub(super) fn uplinks<'a>(
             ));
         }
 
-        let address = cx.prefix(&u.address, "address")?;
-        let aspan = u.address.span();
-        let net = address.network();
-        if address.prefix_len() <= 30 && address.addr() == net.addr() {
-            return Err(cx.err(
-                aspan,
-                format!("address {} is the network address of {net}", address.addr()),
-            ));
-        }
-        if address.prefix_len() <= 30 && address.addr() == address.broadcast() {
-            return Err(cx.err(
-                aspan,
-                format!(
-                    "address {} is the broadcast address of {net}",
-                    address.addr()
-                ),
-            ));
-        }
-        if address.overlaps(&lan.address) {
-            return Err(cx.err(
-                aspan,
-                format!(
-                    "uplink prefix {net} overlaps the LAN prefix {}",
-                    lan.address.network()
-                ),
-            ));
-        }
-        if let Some(other) = out.iter().find(|o| o.address.overlaps(&address)) {
-            return Err(cx.err(
-                aspan,
-                format!(
-                    "uplink prefix {net} overlaps prefix {} of uplink '{}'",
-                    other.address.network(),
-                    other.name
-                ),
-            ));
-        }
-
-        let next_hop = cx.addr(&u.next_hop, "next_hop")?;
-        check_next_hop(cx, &u.next_hop, next_hop, &address)?;
+        let dhcp_keys = [&u.dhcp_client_id, &u.dhcp_hostname, &u.dhcp_vendor_class];
+        let (address, next_hop, dhcp) = if u.address.get_ref() == "dhcp" {
+            if let Some(hop) = &u.next_hop {
+                return Err(cx.err(
+                    hop.span(),
+                    "next_hop comes from the DHCP lease (address = \"dhcp\")",
+                ));
+            }
+            let text = |v: &Option<S<String>>, key: &str| -> Result<Option<String>> {
+                match v {
+                    Some(v) if v.get_ref().is_empty() || v.get_ref().len() > 255 => {
+                        Err(cx.err(v.span(), format!("{key} must be 1 to 255 characters")))
+                    }
+                    Some(v) => Ok(Some(v.get_ref().clone())),
+                    None => Ok(None),
+                }
+            };
+            let dhcp = DhcpClientConfig {
+                client_id: text(&u.dhcp_client_id, "dhcp_client_id")?.map(|s| client_id(&s)),
+                hostname: text(&u.dhcp_hostname, "dhcp_hostname")?,
+                vendor_class: text(&u.dhcp_vendor_class, "dhcp_vendor_class")?,
+                distance: match &u.dhcp_distance {
+                    Some(d) => cx.int(d, "dhcp_distance", 1..=255)?,
+                    None => 254,
+                },
+            };
+            (
+                Ipv4Prefix::new(Ipv4Addr::UNSPECIFIED, 32).expect("/32"),
+                Ipv4Addr::UNSPECIFIED,
+                Some(dhcp),
+            )
+        } else {
+            if let Some(v) = dhcp_keys.into_iter().flatten().next() {
+                return Err(cx.err(v.span(), "dhcp_* keys need address = \"dhcp\""));
+            }
+            if let Some(d) = &u.dhcp_distance {
+                return Err(cx.err(d.span(), "dhcp_* keys need address = \"dhcp\""));
+            }
+            let (address, next_hop) = static_address(cx, u, lan, &out)?;
+            (address, next_hop, None)
+        };
 
         let mtu = match &u.mtu {
             Some(m) => Some(cx.int(m, "mtu", MTU_RANGE)?),
@@ -122,12 +126,93 @@ pub(super) fn uplinks<'a>(
             mss_clamp,
             nat,
             nat_sources,
+            dhcp,
+            dns_servers: match &u.dns_servers {
+                Some(list) => resolvers(cx, list, "dns_servers")?,
+                None => Vec::new(),
+            },
         });
     }
     if out.is_empty() {
         return Err(cx.err(0..0, "at least one [[uplink]] is required"));
     }
     Ok((out, names))
+}
+
+/// The address and next hop of an uplink with a static address.
+fn static_address(
+    cx: &Ctx,
+    u: &RawUplink,
+    lan: &LanConfig,
+    out: &[UplinkConfig],
+) -> Result<(Ipv4Prefix, Ipv4Addr)> {
+    let address = cx.prefix(&u.address, "address")?;
+    let aspan = u.address.span();
+    let net = address.network();
+    if address.prefix_len() <= 30 && address.addr() == net.addr() {
+        return Err(cx.err(
+            aspan,
+            format!("address {} is the network address of {net}", address.addr()),
+        ));
+    }
+    if address.prefix_len() <= 30 && address.addr() == address.broadcast() {
+        return Err(cx.err(
+            aspan,
+            format!(
+                "address {} is the broadcast address of {net}",
+                address.addr()
+            ),
+        ));
+    }
+    if address.overlaps(&lan.address) {
+        return Err(cx.err(
+            aspan,
+            format!(
+                "uplink prefix {net} overlaps the LAN prefix {}",
+                lan.address.network()
+            ),
+        ));
+    }
+    if let Some(other) = out
+        .iter()
+        .find(|o| o.dhcp.is_none() && o.address.overlaps(&address))
+    {
+        return Err(cx.err(
+            aspan,
+            format!(
+                "uplink prefix {net} overlaps prefix {} of uplink '{}'",
+                other.address.network(),
+                other.name
+            ),
+        ));
+    }
+
+    let Some(hop) = &u.next_hop else {
+        return Err(cx.err(
+            u.name.span(),
+            "next_hop is required (or address = \"dhcp\")",
+        ));
+    };
+    let next_hop = cx.addr(hop, "next_hop")?;
+    check_next_hop(cx, hop, next_hop, &address)?;
+    Ok((address, next_hop))
+}
+
+/// `dhcp_client_id`: colon-separated hex octets ("01:02:00:00:00:00:01") are the bytes of
+/// option 61; any other text is sent as it is.
+fn client_id(s: &str) -> Vec<u8> {
+    let hex: Option<Vec<u8>> = s
+        .split(':')
+        .map(|b| {
+            (b.len() == 2)
+                .then(|| u8::from_str_radix(b, 16).ok())
+                .flatten()
+        })
+        .collect();
+    match hex {
+        Some(bytes) if s.contains(':') => bytes,
+        _ => s.as_bytes().to_vec(),
+    }
 }
 
 /// A next hop must be a neighbour on the uplink's link, and not the router itself.
@@ -192,6 +277,25 @@ pub(super) fn routes(
                 .transpose()?,
         });
     }
+    // A DHCP uplink without a configured default route gets one through the lease's router.
+    // ':' cannot appear in a configured name, so this one never clashes.
+    for u in uplinks {
+        let Some(dhcp) = &u.dhcp else { continue };
+        if !out
+            .iter()
+            .any(|r| r.uplink == u.name && r.prefix.prefix_len() == 0)
+        {
+            out.push(RouteConfig {
+                name: format!("dhcp:{}", u.name),
+                prefix: Ipv4Prefix::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0"),
+                uplink: u.name.clone(),
+                next_hop: Ipv4Addr::UNSPECIFIED,
+                distance: dhcp.distance,
+                weight: 1,
+                track: None,
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -229,6 +333,15 @@ fn uplink_next_hop(
         return Err(cx.err(r.uplink.span(), "uplink is not defined"));
     };
     let next_hop = match &r.next_hop {
+        Some(v) if uplink.dhcp.is_some() => {
+            return Err(cx.err(
+                v.span(),
+                format!(
+                    "next_hop cannot be set on uplink '{}': it comes from the DHCP lease",
+                    uplink.name
+                ),
+            ));
+        }
         Some(v) => {
             let hop = cx.addr(v, "next_hop")?;
             check_next_hop(cx, v, hop, &uplink.address)?;

@@ -1,0 +1,116 @@
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+use super::*;
+use crate::config::DnsConfig;
+use crate::control::Outgoing;
+use crate::control::fixtures::*;
+use crate::wire::ethernet::EthernetFrame;
+use crate::wire::frame::ETH_OFFSET;
+use crate::wire::ipv4::OwnHeader;
+
+const RESOLVER: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 6);
+const A_ID: UplinkId = UplinkId(0);
+const B_ID: UplinkId = UplinkId(1);
+
+fn service() -> DnsService {
+    let cfg = DnsConfig {
+        cache_entries: 16,
+        cache_bytes: 4096,
+        rate: 100,
+        burst: 100,
+        timeout: Duration::from_secs(2),
+    };
+    let mut s = DnsService::new(Forwarder::new(cfg, 5), addressing());
+    s.set_upstream(Some((A_ID, NH_A)), vec![RESOLVER], t(0));
+    s
+}
+
+fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 28 + payload.len()];
+    let n =
+        udp::build_datagram(&mut p, &OwnHeader::new(src, dst), (sport, dport), payload).unwrap();
+    p.truncate(n);
+    ipv4_frame(LAN_MAC, HOST_MAC, &p)
+}
+
+fn query() -> Vec<u8> {
+    let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("probe.lab.").unwrap(),
+        RecordType::A,
+    ));
+    m.to_vec().unwrap()
+}
+
+/// (iface, next hop, IP src, IP dst, UDP sport, dport, payload) of an outgoing frame.
+fn parse(o: &Outgoing) -> (Iface, Ipv4Addr, Ipv4Addr, Ipv4Addr, u16, u16, Vec<u8>) {
+    let ip = Ipv4Packet::new_checked(&o.frame[IP_OFFSET..]).unwrap();
+    assert!(ip.verify_checksum());
+    let u = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert!(u.verify_checksum(ip.src(), ip.dst()));
+    let eth = EthernetFrame::new_checked(&o.frame[ETH_OFFSET..]).unwrap();
+    let me = addressing().get(o.iface).unwrap();
+    assert_eq!(eth.src(), me.mac);
+    (
+        o.iface,
+        o.next_hop,
+        ip.src(),
+        ip.dst(),
+        u.src_port(),
+        u.dst_port(),
+        u.payload().to_vec(),
+    )
+}
+
+#[test]
+fn a_lan_query_leaves_through_the_active_uplink_and_the_answer_comes_back() {
+    let mut s = service();
+    let q = udp_frame(HOST, LAN_IP, 40000, PORT, &query());
+    assert!(s.wants(LAN, &q));
+    s.handle_frame(LAN, &q, t(1)).unwrap();
+    let up = s.poll_outgoing().expect("an upstream query");
+    let (iface, hop, src, dst, sport, dport, payload) = parse(&up);
+    assert_eq!(
+        (iface, hop, src, dst, sport, dport),
+        (A, NH_A, A_IP, RESOLVER, PORT, PORT)
+    );
+    // The resolver answers the rewritten id.
+    let mut answer = Message::from_vec(&payload).unwrap();
+    answer.metadata.message_type = MessageType::Response;
+    let a = udp_frame(RESOLVER, A_IP, PORT, PORT, &answer.to_vec().unwrap());
+    assert!(s.wants(A, &a));
+    s.handle_frame(A, &a, t(2)).unwrap();
+    let back = s.poll_outgoing().expect("the answer");
+    let (iface, hop, src, dst, sport, dport, payload) = parse(&back);
+    assert_eq!(
+        (iface, hop, src, dst, sport, dport),
+        (LAN, HOST, LAN_IP, HOST, PORT, 40000)
+    );
+    assert_eq!(Message::from_vec(&payload).unwrap().metadata.id, 0x4242);
+}
+
+#[test]
+fn after_failover_queries_leave_through_the_new_uplink() {
+    let mut s = service();
+    s.set_upstream(Some((B_ID, NH_B)), vec![RESOLVER], t(1));
+    s.handle_frame(LAN, &udp_frame(HOST, LAN_IP, 40000, PORT, &query()), t(2))
+        .unwrap();
+    let (iface, hop, src, ..) = parse(&s.poll_outgoing().unwrap());
+    assert_eq!((iface, hop, src), (B, NH_B, B_IP));
+}
+
+#[test]
+fn frames_that_are_not_dns_for_the_router_are_not_taken() {
+    let s = service();
+    assert!(!s.wants(LAN, &udp_frame(HOST, LAN_IP, 40000, 54, &query())));
+    assert!(!s.wants(
+        LAN,
+        &udp_frame(HOST, Ipv4Addr::new(8, 8, 8, 8), 40000, PORT, &query())
+    ));
+    // On an uplink, only answers from port 53 to the uplink's own address.
+    assert!(!s.wants(A, &udp_frame(RESOLVER, A_IP, 5353, PORT, &query())));
+    assert!(!s.wants(A, &udp_frame(RESOLVER, B_IP, PORT, PORT, &query())));
+}
