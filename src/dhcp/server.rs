@@ -25,6 +25,11 @@ use crate::config::DhcpServerConfig;
 use crate::prefix::Ipv4Prefix;
 use crate::wire::ethernet::MacAddr;
 
+mod counters;
+mod reply;
+
+pub use counters::{Drop, ServerCounters};
+
 /// How long an offered address waits for the client's REQUEST.
 pub const OFFER_HOLD: Duration = Duration::from_secs(30);
 /// How long the conflict check waits for an ARP answer before offering.
@@ -35,122 +40,6 @@ pub const QUARANTINE: Duration = Duration::from_secs(600);
 const PROBE_ATTEMPTS: u8 = 3;
 /// Longest hostname kept from option 12.
 const MAX_HOSTNAME: usize = 63;
-
-/// Why a request was dropped (or refused with a NAK); one counter each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
-    Malformed,
-    Oversize,
-    TooManyOptions,
-    BadHardware,
-    NotDhcp,
-    NoMessageType,
-    BadLength,
-    /// A BOOTREPLY on the server port.
-    NotRequest,
-    /// Relayed (giaddr set): the server serves its own LAN only.
-    Relayed,
-    /// A message type a server does not take (OFFER, ACK, ...).
-    UnexpectedType,
-    /// REQUEST for an address leased to another client (answered with a NAK).
-    AddressTaken,
-    /// REQUEST for an address this server cannot give (answered with a NAK).
-    WrongAddress,
-    /// REQUEST naming another server, or one the server has no record of (RFC 2131 4.3.2).
-    NotForUs,
-    /// No free address in the pools.
-    PoolExhausted,
-    /// The source MAC already holds `max_per_mac` offers and leases.
-    PerMacLimit,
-    /// `max_leases` offers, probes and leases exist.
-    TotalLimit,
-    /// DECLINE or RELEASE of an address the client does not hold.
-    NotHeld,
-}
-
-impl Drop {
-    pub const ALL: [Drop; 17] = [
-        Drop::Malformed,
-        Drop::Oversize,
-        Drop::TooManyOptions,
-        Drop::BadHardware,
-        Drop::NotDhcp,
-        Drop::NoMessageType,
-        Drop::BadLength,
-        Drop::NotRequest,
-        Drop::Relayed,
-        Drop::UnexpectedType,
-        Drop::AddressTaken,
-        Drop::WrongAddress,
-        Drop::NotForUs,
-        Drop::PoolExhausted,
-        Drop::PerMacLimit,
-        Drop::TotalLimit,
-        Drop::NotHeld,
-    ];
-
-    /// Metric label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Drop::Malformed => "malformed",
-            Drop::Oversize => "oversize",
-            Drop::TooManyOptions => "too_many_options",
-            Drop::BadHardware => "bad_hardware",
-            Drop::NotDhcp => "not_dhcp",
-            Drop::NoMessageType => "no_message_type",
-            Drop::BadLength => "bad_length",
-            Drop::NotRequest => "not_request",
-            Drop::Relayed => "relayed",
-            Drop::UnexpectedType => "unexpected_type",
-            Drop::AddressTaken => "address_taken",
-            Drop::WrongAddress => "wrong_address",
-            Drop::NotForUs => "not_for_us",
-            Drop::PoolExhausted => "pool_exhausted",
-            Drop::PerMacLimit => "per_mac_limit",
-            Drop::TotalLimit => "total_limit",
-            Drop::NotHeld => "not_held",
-        }
-    }
-}
-
-impl From<WireError> for Drop {
-    fn from(e: WireError) -> Drop {
-        match e {
-            WireError::Malformed => Drop::Malformed,
-            WireError::Oversize => Drop::Oversize,
-            WireError::TooManyOptions => Drop::TooManyOptions,
-            WireError::BadHardware => Drop::BadHardware,
-            WireError::NotDhcp => Drop::NotDhcp,
-            WireError::NoMessageType => Drop::NoMessageType,
-            WireError::WrongDirection => Drop::NotRequest,
-            WireError::BadLength => Drop::BadLength,
-        }
-    }
-}
-
-/// What the server did, for `show` and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServerCounters {
-    pub received: u64,
-    pub offers: u64,
-    pub acks: u64,
-    pub naks: u64,
-    pub informs: u64,
-    pub declines: u64,
-    pub releases: u64,
-    pub probes: u64,
-    /// Candidate addresses found in use by the ARP probe.
-    pub conflicts: u64,
-    pub expired: u64,
-    /// Indexed like `Drop::ALL`.
-    pub dropped: [u64; Drop::ALL.len()],
-}
-
-impl ServerCounters {
-    pub fn dropped(&self, reason: Drop) -> u64 {
-        self.dropped[reason as usize]
-    }
-}
 
 /// Who a lease belongs to: the client identifier (option 61) when sent, else the hardware
 /// type and address, which is how RFC 2132 9.14 forms a client identifier from chaddr.
@@ -668,102 +557,6 @@ impl Server {
             }
         }
         None
-    }
-
-    /// Builds a reply to `req` and queues it with its destination (RFC 2131 4.1).
-    fn send(
-        &mut self,
-        req: &Message,
-        kind: MessageType,
-        yiaddr: Ipv4Addr,
-        lease: Option<Duration>,
-    ) {
-        let mut m = Message::new_with_id(
-            req.xid(),
-            if kind == MessageType::Nak {
-                Ipv4Addr::UNSPECIFIED
-            } else {
-                req.ciaddr()
-            },
-            yiaddr,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            req.chaddr(),
-        );
-        m.set_opcode(Opcode::BootReply)
-            .set_htype(HType::Eth)
-            .set_flags(req.flags());
-        let opts = m.opts_mut();
-        opts.insert(DhcpOption::MessageType(kind));
-        opts.insert(DhcpOption::ServerIdentifier(self.lan.addr()));
-        if let Some(DhcpOption::ClientIdentifier(id)) = req.opts().get(OptionCode::ClientIdentifier)
-        {
-            // RFC 6842: echo the client identifier.
-            opts.insert(DhcpOption::ClientIdentifier(id.clone()));
-        }
-        if kind != MessageType::Nak {
-            self.insert_parameters(req, opts);
-        }
-        if let Some(lease) = lease {
-            let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX);
-            opts.insert(DhcpOption::AddressLeaseTime(secs));
-            opts.insert(DhcpOption::Renewal(secs / 2));
-            opts.insert(DhcpOption::Rebinding(secs / 8 * 7));
-        }
-        let Ok(payload) = m.to_vec() else {
-            return self.drop_request(Drop::Malformed);
-        };
-        let mac = MacAddr(req.chaddr().try_into().unwrap_or([0xff; 6]));
-        let (dst_mac, dst_ip) = if kind == MessageType::Nak {
-            (MacAddr::BROADCAST, Ipv4Addr::BROADCAST)
-        } else if !req.ciaddr().is_unspecified() {
-            (mac, req.ciaddr())
-        } else if req.flags().broadcast() {
-            (MacAddr::BROADCAST, Ipv4Addr::BROADCAST)
-        } else {
-            (mac, yiaddr)
-        };
-        self.out.push_back(Output::Reply(Reply {
-            payload,
-            dst_mac,
-            dst_ip,
-        }));
-    }
-
-    fn insert_parameters(&self, req: &Message, opts: &mut dhcproto::v4::DhcpOptions) {
-        opts.insert(DhcpOption::SubnetMask(netmask(self.lan.prefix_len())));
-        opts.insert(DhcpOption::Router(vec![self.cfg.router]));
-        if !self.cfg.dns_servers.is_empty() {
-            opts.insert(DhcpOption::DomainNameServer(self.cfg.dns_servers.clone()));
-        }
-        if let Some(d) = &self.cfg.domain {
-            opts.insert(DhcpOption::DomainName(d.clone()));
-        }
-        if let Some(mtu) = self.cfg.mtu {
-            opts.insert(DhcpOption::InterfaceMtu(mtu));
-        }
-        let asked_routes = matches!(
-            req.opts().get(OptionCode::ParameterRequestList),
-            Some(DhcpOption::ParameterRequestList(l)) if l.contains(&OptionCode::ClasslessStaticRoute)
-        );
-        if asked_routes && !self.cfg.routes.is_empty() {
-            let mut routes: Vec<_> = self
-                .cfg
-                .routes
-                .iter()
-                .filter_map(|r| {
-                    let net = ipnet::Ipv4Net::new(r.prefix.addr(), r.prefix.prefix_len()).ok()?;
-                    Some((net, r.next_hop))
-                })
-                .collect();
-            // RFC 3442: a client that takes option 121 ignores option 3, so the default route
-            // goes into 121 as well.
-            if !self.cfg.routes.iter().any(|r| r.prefix.prefix_len() == 0) {
-                let default = ipnet::Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0");
-                routes.push((default, self.cfg.router));
-            }
-            opts.insert(DhcpOption::ClasslessStaticRoute(routes));
-        }
     }
 }
 
