@@ -37,8 +37,11 @@ pub enum DropReason {
     TooBig,
     NatTableFull,
     NatPortsExhausted,
-    /// Inbound packet on an uplink that matches no NAT session (stateful filter).
+    /// Inbound packet on an uplink that matches no NAT session (stateful filter) nor opens a
+    /// port forward's.
     NatUnsolicited,
+    /// New connection to a port forward from a source its `allow` list leaves out.
+    ForwardRefused,
     /// Non-first IP fragment whose first fragment was not seen.
     FragmentWithoutState,
     /// A protocol the NAT cannot translate (not TCP, UDP or ICMP query/error).
@@ -62,7 +65,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 27] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::Truncated,
         DropReason::BadVnetHeader,
         DropReason::NotIpv4,
@@ -81,6 +84,7 @@ impl DropReason {
         DropReason::NatTableFull,
         DropReason::NatPortsExhausted,
         DropReason::NatUnsolicited,
+        DropReason::ForwardRefused,
         DropReason::FragmentWithoutState,
         DropReason::NatUnsupported,
         DropReason::NatNoFlow,
@@ -113,6 +117,7 @@ impl DropReason {
             DropReason::NatTableFull => "nat_table_full",
             DropReason::NatPortsExhausted => "nat_ports_exhausted",
             DropReason::NatUnsolicited => "nat_unsolicited",
+            DropReason::ForwardRefused => "forward_refused",
             DropReason::FragmentWithoutState => "fragment_without_state",
             DropReason::NatUnsupported => "nat_unsupported",
             DropReason::NatNoFlow => "nat_no_flow",

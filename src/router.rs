@@ -25,7 +25,7 @@ use crate::io::packet::{PacketOptions, PacketSocket};
 use crate::io::poll::{Epoll, Waker};
 use crate::io::tap::Tap;
 use crate::metrics;
-use crate::nat::{FragTable, NatParams, NatTable, Timeouts};
+use crate::nat::{Forward, FragTable, NatParams, NatTable, Timeouts};
 use crate::shared::{Shared, build_snapshot};
 use crate::snapshot::Neighbours;
 use crate::systemd;
@@ -187,7 +187,8 @@ pub fn run(
             },
         },
         &uplink_addrs,
-    );
+    )
+    .with_forwards(Forward::from_config(&cfg));
     let (punt_tx, punt_rx) = bounded(PUNT_QUEUE);
     let (probe_punt_tx, probe_punt_rx) = bounded(PROBE_QUEUE);
     let control_waker = Waker::new().map_err(io_err("eventfd"))?;

@@ -75,6 +75,12 @@ impl Snapshot {
         ip == self.lan.address.addr() || self.uplinks.iter().any(|u| u.address.addr() == ip)
     }
 
+    /// The uplink whose address is `ip`.
+    pub fn uplink_with_addr(&self, ip: Ipv4Addr) -> Option<UplinkId> {
+        let i = self.uplinks.iter().position(|u| u.address.addr() == ip)?;
+        Some(UplinkId(u8::try_from(i).ok()?))
+    }
+
     /// True when `ip` is a host of the LAN prefix other than the router itself.
     pub fn is_lan_host(&self, ip: Ipv4Addr) -> bool {
         let lan = self.lan.address;

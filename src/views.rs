@@ -9,6 +9,8 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
+mod forwards;
+
 use crate::clock::Instant;
 use crate::config::{Config, TrackSource};
 use crate::control::socket::View;
@@ -185,6 +187,10 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                     outside: format!("{}:{}", s.translation.outside, s.translation.outside_port),
                     remote: format!("{}:{}", s.key.remote, s.key.remote_port),
                     state: s.state,
+                    forward: s
+                        .forward
+                        .and_then(|i| st.nat.forwards().get(i))
+                        .map(|f| f.name.clone()),
                     idle_ms: s.idle.as_millis() as u64,
                     expires_in_ms: s.expires_in.as_millis() as u64,
                 })
@@ -204,14 +210,22 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                 return to_json(&NatView { sessions, totals });
             }
             let mut s = format!(
-                "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {}\n",
-                "Pro", "Uplink", "Inside local", "Inside global", "Outside", "State", "Expires"
+                "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {:<8} {}\n",
+                "Pro",
+                "Uplink",
+                "Inside local",
+                "Inside global",
+                "Outside",
+                "State",
+                "Expires",
+                "Forward"
             );
             for r in &sessions {
                 s += &r.to_string();
             }
             s + &totals.to_string()
         }
+        View::Forwards => forwards::show(st, json),
         View::Arp => {
             let rows: Vec<ArpRow> = st
                 .neigh
@@ -510,6 +524,8 @@ struct SessionRow {
     outside: String,
     remote: String,
     state: &'static str,
+    /// The port forward that opened the session.
+    forward: Option<String>,
     idle_ms: u64,
     expires_in_ms: u64,
 }
@@ -518,14 +534,15 @@ impl fmt::Display for SessionRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {} s",
+            "{:<6} {:<8} {:<21} {:<21} {:<21} {:<12} {:<8} {}",
             self.protocol,
             self.uplink.as_deref().unwrap_or(""),
             self.inside,
             self.outside,
             self.remote,
             self.state,
-            self.expires_in_ms / 1000,
+            format!("{} s", self.expires_in_ms / 1000),
+            self.forward.as_deref().unwrap_or(""),
         )
     }
 }
@@ -661,7 +678,15 @@ pub fn explain(st: &State, flow: FlowTuple, json: bool) -> String {
         remote_port: flow.dst_port,
     };
     let existing = st.nat.peek_outbound(&key);
+    // To an uplink's address and a forwarded port: the forward decides (SPEC 13, 31).
+    let forward = match (existing, decision) {
+        (None, route::Decision::Local) => forwards::explain(st, &flow),
+        _ => None,
+    };
     let (egress, via, rule) = match decision {
+        route::Decision::Local if forward.is_some() => {
+            ("lan".to_string(), None, "port forward".to_string())
+        }
         route::Decision::Local => ("router".to_string(), None, "local address".to_string()),
         route::Decision::Lan => ("lan".to_string(), None, "connected LAN".to_string()),
         route::Decision::Unreachable => (
@@ -702,7 +727,7 @@ pub fn explain(st: &State, flow: FlowTuple, json: bool) -> String {
         (None, route::Decision::Peer { .. }) => {
             "not translated here: the router on the LAN translates".to_string()
         }
-        _ => "not translated".to_string(),
+        _ => forward.unwrap_or_else(|| "not translated".to_string()),
     };
     let e = Explanation {
         egress,

@@ -37,6 +37,7 @@ pub struct Config {
     pub dhcp_server: Option<DhcpServerConfig>,
     /// DNS forwarder on the LAN address (SPEC 30); None: `[dns]` absent or disabled.
     pub dns: Option<DnsConfig>,
+    pub forwards: Vec<ForwardConfig>,
 }
 
 /// Where `run` and `check-config` read the configuration when not given `--config`.
@@ -210,6 +211,25 @@ pub struct RouteConfig {
 pub struct PortRange {
     pub first: u16,
     pub last: u16,
+}
+
+/// A port forward (static inbound NAT, SPEC 13 and 31): `port` on each uplink's address goes
+/// to `to`:`to_port`, a range mapping 1:1 onto `to_port`.. . The NAT port pools of those uplinks
+/// leave the forwarded ports out, as IOS reserves the port of a static entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardConfig {
+    pub name: String,
+    /// Defined uplinks with `nat = true`, non-empty, no duplicates ("all": every NAT uplink).
+    pub uplinks: Vec<String>,
+    /// IP protocol numbers: 6, 17 or both.
+    pub protocols: Vec<u8>,
+    pub port: PortRange,
+    /// A LAN host (not the router, the network or broadcast address).
+    pub to: Ipv4Addr,
+    /// First internal port; `to_port + (port.last - port.first)` fits in 1..=65535.
+    pub to_port: u16,
+    /// Sources allowed to use the forward; empty: any.
+    pub allow: Vec<Ipv4Prefix>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -36,6 +36,8 @@ pub(super) struct RawConfig {
     pub vrrp: Vec<RawVrrp>,
     pub dhcp_server: Option<RawDhcpServer>,
     pub dns: Option<RawDns>,
+    #[serde(default)]
+    pub forward: Vec<RawForward>,
 }
 
 #[derive(Deserialize, Default)]
@@ -112,6 +114,26 @@ pub(super) struct RawPolicy {
     pub port: Option<S<Scalar>>,
     pub uplinks: S<Vec<S<String>>>,
     pub fallback: Option<PolicyFallback>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForward {
+    pub name: S<String>,
+    /// A list of uplink names, or "all".
+    pub uplinks: S<RawUplinkSet>,
+    pub protocol: S<String>,
+    pub port: S<Scalar>,
+    pub to: S<String>,
+    pub allow: Option<S<Vec<S<String>>>>,
+}
+
+/// `uplinks = ["isp-a", "isp-b"]` or `uplinks = "all"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawUplinkSet {
+    Named(Vec<String>),
+    Keyword(String),
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -1711,3 +1711,252 @@ fn lab_dhcp_config_parses() {
             .all(|r| r.uplink != "isp-b" || r.next_hop.is_unspecified())
     );
 }
+
+/// A second uplink (B) and a DNS probe on A, for the forward tests.
+const TWO_UPLINKS: &str = r#"
+[[uplink]]
+name = "isp-b"
+interface = "wan-b"
+address = "172.17.3.1/30"
+next_hop = "172.17.3.2"
+
+[[probe]]
+name = "a-dns"
+type = "dns"
+uplink = "isp-a"
+target = "172.18.0.6"
+"#;
+
+fn forwards(extra: &str) -> String {
+    format!("{BASE}{TWO_UPLINKS}{extra}")
+}
+
+#[test]
+fn forwards_parse_with_their_defaults() {
+    let c = ok(&forwards(
+        r#"
+[[forward]]
+name = "web"
+uplinks = "all"
+protocol = "tcp"
+port = 8080
+to = "192.168.0.10"
+
+[[forward]]
+name = "dns"
+uplinks = ["isp-b"]
+protocol = "both"
+port = "5353-5354"
+to = "192.168.0.10:53"
+allow = ["198.51.100.0/24"]
+"#,
+    ));
+    assert_eq!(c.forwards.len(), 2);
+    let web = &c.forwards[0];
+    assert_eq!(web.uplinks, ["isp-a", "isp-b"]);
+    assert_eq!((web.protocols.as_slice(), web.to_port), (&[6u8][..], 8080));
+    assert!(web.allow.is_empty());
+    let dns = &c.forwards[1];
+    assert_eq!(dns.protocols, [6, 17]);
+    assert_eq!(
+        (dns.port.first, dns.port.last, dns.to_port),
+        (5353, 5354, 53)
+    );
+    assert_eq!(dns.to, Ipv4Addr::new(192, 168, 0, 10));
+    assert_eq!(dns.allow, [prefix("198.51.100.0/24")]);
+}
+
+#[test]
+fn forward_errors() {
+    let fwd = |uplinks: &str, protocol: &str, port: &str, to: &str, marked: &str| {
+        let mark = |key: &str| if key == marked { " # <-" } else { "" };
+        forwards(&format!(
+            "\n[[forward]]\nname = \"f\"\nuplinks = {uplinks}{}\nprotocol = \"{protocol}\"{}\nport = {port}{}\nto = \"{to}\"{}\n",
+            mark("uplinks"),
+            mark("protocol"),
+            mark("port"),
+            mark("to"),
+        ))
+    };
+    let cases = [
+        (
+            r#""some""#,
+            "tcp",
+            "80",
+            "192.168.0.10",
+            "uplinks",
+            "uplinks 'some' is neither a list of uplinks nor \"all\"",
+        ),
+        (
+            "[]",
+            "tcp",
+            "80",
+            "192.168.0.10",
+            "uplinks",
+            "uplinks is empty",
+        ),
+        (
+            r#"["isp-c"]"#,
+            "tcp",
+            "80",
+            "192.168.0.10",
+            "uplinks",
+            "uplink 'isp-c' is not defined",
+        ),
+        (
+            r#"["isp-a", "isp-a"]"#,
+            "tcp",
+            "80",
+            "192.168.0.10",
+            "uplinks",
+            "uplink 'isp-a' appears twice in uplinks",
+        ),
+        (
+            r#""all""#,
+            "icmp",
+            "80",
+            "192.168.0.10",
+            "protocol",
+            "protocol 'icmp' is not \"tcp\", \"udp\" or \"both\"",
+        ),
+        (
+            r#""all""#,
+            "tcp",
+            "0",
+            "192.168.0.10",
+            "port",
+            "port '0' is not a number 1..=65535",
+        ),
+        (
+            r#""all""#,
+            "tcp",
+            "80",
+            "10.0.0.1",
+            "to",
+            "to: 10.0.0.1 is not a host of the LAN 192.168.0.0/24",
+        ),
+        (
+            r#""all""#,
+            "tcp",
+            "80",
+            "192.168.0.1",
+            "to",
+            "to: 192.168.0.1 is not a host of the LAN 192.168.0.0/24",
+        ),
+        (
+            r#""all""#,
+            "tcp",
+            "80",
+            "host:80",
+            "to",
+            "to: 'host:80' is not host or host:port (an IPv4 address)",
+        ),
+        (
+            r#""all""#,
+            "tcp",
+            r#""80-81""#,
+            "192.168.0.10:90-92",
+            "to",
+            "to: port range 90-92 has 3 ports, port 80-81 has 2",
+        ),
+        (
+            r#""all""#,
+            "tcp",
+            r#""80-81""#,
+            "192.168.0.10:65535",
+            "to",
+            "to: ports from 65535 for 2 ports run past 65535",
+        ),
+        // The DNS probe on A sends from the dynamic ports.
+        (
+            r#"["isp-a"]"#,
+            "udp",
+            "50000",
+            "192.168.0.10",
+            "port",
+            "udp 50000 on uplink 'isp-a' overlaps the source ports 49152-65535 of probe 'a-dns'",
+        ),
+    ];
+    for (uplinks, protocol, port, to, marked, message) in cases {
+        check(&fwd(uplinks, protocol, port, to, marked), message);
+    }
+    // TCP on the probe's ports is fine (a DNS probe sends UDP), and so is B.
+    ok(&fwd(r#"["isp-a"]"#, "tcp", "50000", "192.168.0.10", ""));
+    ok(&fwd(r#"["isp-b"]"#, "udp", "50000", "192.168.0.10", ""));
+}
+
+#[test]
+fn forwards_may_not_overlap() {
+    check(
+        &forwards(
+            r#"
+[[forward]]
+name = "web"
+uplinks = ["isp-b"]
+protocol = "both"
+port = "8000-8080"
+to = "192.168.0.10"
+
+[[forward]]
+name = "other"
+uplinks = "all"
+protocol = "tcp"
+port = 8080 # <-
+to = "192.168.0.11"
+"#,
+        ),
+        "tcp 8080 on uplink 'isp-b' is already forwarded by 'web' (line 24)",
+    );
+    // Same port on another uplink or protocol is another forward.
+    ok(&forwards(
+        r#"
+[[forward]]
+name = "a"
+uplinks = ["isp-a"]
+protocol = "tcp"
+port = 8080
+to = "192.168.0.10"
+
+[[forward]]
+name = "b"
+uplinks = ["isp-b"]
+protocol = "tcp"
+port = 8080
+to = "192.168.0.11"
+
+[[forward]]
+name = "u"
+uplinks = "all"
+protocol = "udp"
+port = 8080
+to = "192.168.0.11"
+"#,
+    ));
+}
+
+#[test]
+fn forwards_leave_the_nat_pool_a_port() {
+    let text = |last: u16| {
+        forwards(&format!(
+            "\n[nat]\nport_min = 2000\nport_max = 2009\n\n[[forward]]\nname = \"f\"\nuplinks = [\"isp-b\"]\nprotocol = \"tcp\"\nport = \"1990-{last}\" # <-\nto = \"192.168.0.10\"\n"
+        ))
+    };
+    ok(&text(2008));
+    check(
+        &text(2009),
+        "forwards take every NAT port (2000-2009) of tcp on uplink 'isp-b'",
+    );
+}
+
+#[test]
+fn forwards_need_a_nat_uplink() {
+    let text = format!(
+        "{BASE}nat = false\n\n[[forward]]\nname = \"f\"\nuplinks = [\"isp-a\"] # <-\nprotocol = \"tcp\"\nport = 80\nto = \"192.168.0.10\"\n"
+    );
+    check(
+        &text,
+        "uplink 'isp-a' has nat = false: a forward needs its NAT",
+    );
+    let all = text.replace(r#"["isp-a"]"#, r#""all""#);
+    check(&all, "uplinks = \"all\": no uplink has nat = true");
+}

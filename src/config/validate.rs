@@ -4,7 +4,7 @@
 //! Here: the walk over the sections in dependency order (`parse`), the span-to-line context and
 //! name tables every section uses, and the small sections (`[router]`, `[lan]`, `[nat]`,
 //! `[failover]`). `interfaces` checks uplinks, routes and policies; `health` checks probes,
-//! tracks and hooks; `vrrp` checks the VRRP groups.
+//! tracks and hooks; `vrrp` checks the VRRP groups; `forwards` checks port forwards.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -22,11 +22,13 @@ use super::{
 };
 use crate::prefix::Ipv4Prefix;
 
+mod forwards;
 mod health;
 mod interfaces;
 mod services;
 mod vrrp;
 
+use forwards::forwards;
 use health::{probes, tracks};
 use interfaces::{policies, routes, uplinks};
 use services::{dhcp_server, dns};
@@ -72,6 +74,15 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         Some(d) => Some(dhcp_server(&cx, d, &lan, dns.is_some())?),
         None => None,
     };
+    let forwards = forwards(
+        &cx,
+        &raw.forward,
+        &uplink_names,
+        &uplinks,
+        &lan,
+        &nat,
+        &probes,
+    )?;
     Ok(Config {
         router,
         lan,
@@ -85,6 +96,7 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         vrrp,
         dhcp_server,
         dns,
+        forwards,
     })
 }
 

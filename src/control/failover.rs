@@ -9,6 +9,9 @@
 //!   work when the uplink comes back, and there is nowhere else for them to go.
 //! - With `failback = "move"`, a preferred uplink coming back starts a grace period; when it ends,
 //!   flows still on uplinks that carry no installed route are flushed so they reconnect home.
+//! - Connections in through a port forward are flushed only with their uplink's carrier: while
+//!   the link works their replies still leave by it, and no other uplink could carry them (their
+//!   clients reach this uplink's address; SPEC 13).
 
 use std::fmt;
 use std::time::Duration;
@@ -40,10 +43,11 @@ impl fmt::Display for FlushReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Remove the NAT flows of `uplink`; with `reset_tcp`, send a RST to the LAN end of each
-    /// TCP flow.
+    /// TCP flow; with `forwarded`, the connections in through its port forwards too.
     Flush {
         uplink: UplinkId,
         reset_tcp: bool,
+        forwarded: bool,
         reason: FlushReason,
     },
     /// Flows on backup uplinks move home after `grace` (logged; the timer is ours).
@@ -89,7 +93,7 @@ impl Failover {
             actions.extend(
                 new.uplinks()
                     .filter(|&u| withdrawn(old, new, u))
-                    .map(|uplink| self.flush(uplink, FlushReason::Withdrawn)),
+                    .map(|uplink| self.flush(new, uplink, FlushReason::Withdrawn)),
             );
         }
         actions
@@ -114,7 +118,7 @@ impl Failover {
             .uplinks()
             .filter(|&u| !table.uplink_installed(u))
             .filter(|u| flows.get(usize::from(u.0)).is_some_and(|&n| n > 0))
-            .map(|uplink| self.flush(uplink, FlushReason::FailbackGrace))
+            .map(|uplink| self.flush(table, uplink, FlushReason::FailbackGrace))
             .collect()
     }
 
@@ -122,10 +126,12 @@ impl Failover {
         self.move_due
     }
 
-    fn flush(&self, uplink: UplinkId, reason: FlushReason) -> Action {
+    /// The flush of `uplink` in the route table `now`.
+    fn flush(&self, now: &RouteTable, uplink: UplinkId, reason: FlushReason) -> Action {
         Action::Flush {
             uplink,
             reset_tcp: self.cfg.reset_tcp,
+            forwarded: !now.carrier_up(uplink),
             reason,
         }
     }

@@ -59,8 +59,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
                 .any(|(a, b)| a.name != b.name || a.interface != b.interface)
         {
             "the set of uplinks (names, interfaces, order)"
-        } else if old.nat != new.nat {
-            "the [nat] table settings"
+        } else if old.nat != new.nat || old.forwards != new.forwards {
+            "the [nat] table settings and the [[forward]]s (they reserve NAT ports)"
         } else if old.vrrp != new.vrrp {
             "the [[vrrp]] groups"
         } else if old.dhcp_server != new.dhcp_server {

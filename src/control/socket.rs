@@ -39,6 +39,7 @@ pub enum View {
     Counters,
     Vrrp,
     DhcpLeases,
+    Forwards,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +74,7 @@ pub enum RequestError {
     #[error("unknown command '{0}' (expected show, explain, reload or clear)")]
     UnknownCommand(String),
     #[error(
-        "unknown view '{0}' (expected route, uplinks, probes, tracks, nat, arp, counters, vrrp or dhcp leases)"
+        "unknown view '{0}' (expected route, uplinks, probes, tracks, nat, arp, counters, vrrp, forwards or dhcp leases)"
     )]
     UnknownView(String),
     #[error("{0}")]
@@ -92,7 +93,7 @@ impl Request {
             "show" => {
                 let (&what, args) = rest.split_first().ok_or_else(|| {
                     RequestError::Syntax(
-                        "show what? (route, uplinks, probes, tracks, nat, arp, counters, vrrp, dhcp leases)"
+                        "show what? (route, uplinks, probes, tracks, nat, arp, counters, vrrp, forwards, dhcp leases)"
                             .into(),
                     )
                 })?;
@@ -113,6 +114,7 @@ impl Request {
                         }
                         _ => return Err(RequestError::Syntax("usage: show dhcp leases".into())),
                     },
+                    "forwards" | "forward" => View::Forwards,
                     "nat" => {
                         let mut uplink = None;
                         let mut address = None;
@@ -457,6 +459,13 @@ mod tests {
                 sport: 40000,
                 dport: 80,
                 json: false
+            })
+        );
+        assert_eq!(
+            Request::parse("show forwards --json"),
+            Ok(Request::Show {
+                view: View::Forwards,
+                json: true
             })
         );
         assert_eq!(Request::parse("reload"), Ok(Request::Reload));

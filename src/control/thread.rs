@@ -464,9 +464,10 @@ impl Control {
                 Action::Flush {
                     uplink,
                     reset_tcp,
+                    forwarded,
                     reason,
                 } => {
-                    self.flush_uplink(uplink, reset_tcp, &reason.to_string());
+                    self.flush_uplink(uplink, reset_tcp, forwarded, &reason.to_string());
                 }
                 Action::FailbackScheduled { grace } => log::warn!(
                     "failback: flows on backup uplinks move in {} s",
@@ -476,10 +477,14 @@ impl Control {
         }
     }
 
-    /// Removes the uplink's NAT flows, resetting their TCP ends (with `reset_tcp`); returns
-    /// how many were removed.
-    fn flush_uplink(&mut self, u: UplinkId, reset_tcp: bool, why: &str) -> usize {
-        let (removed, flushed) = self.shared.nat.flush_uplink(u);
+    /// Removes the uplink's NAT flows (with `forwarded`, those of its port forwards too),
+    /// resetting their TCP ends (with `reset_tcp`); returns how many were removed.
+    fn flush_uplink(&mut self, u: UplinkId, reset_tcp: bool, forwarded: bool, why: &str) -> usize {
+        let (removed, flushed) = if forwarded {
+            self.shared.nat.flush_uplink(u)
+        } else {
+            self.shared.nat.flush_outbound(u)
+        };
         let name = self.cfg.uplinks[u.0 as usize].name.clone();
         let mut resets = 0;
         if reset_tcp {
@@ -690,7 +695,8 @@ impl Control {
             .collect();
         for (u, why) in renumbered {
             let reset = self.cfg.failover.reset_tcp;
-            self.flush_uplink(UplinkId(u as u8), reset, &why);
+            // The old address is gone: forwarded sessions cannot survive it either.
+            self.flush_uplink(UplinkId(u as u8), reset, true, &why);
         }
         for (u, (old, new)) in self.cfg.uplinks.iter().zip(&new.uplinks).enumerate() {
             if old.address != new.address || old.nat != new.nat {
@@ -885,7 +891,7 @@ impl Control {
                 let removed: usize = uplinks
                     .map(|u| {
                         let why = "NAT cleared by the operator";
-                        self.flush_uplink(UplinkId(u as u8), reset_tcp, why)
+                        self.flush_uplink(UplinkId(u as u8), reset_tcp, true, why)
                     })
                     .sum();
                 Ok(format!("{removed} NAT flows removed\n"))

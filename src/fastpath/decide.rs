@@ -29,6 +29,9 @@ enum Nat {
     Create(FlowKey, UplinkId),
     /// Inbound: restore the inside endpoint.
     Dest(Translation),
+    /// Hairpin (SPEC 31): out through an uplink by the first session (source), straight back
+    /// in to a port forward by the second (destination).
+    Hairpin(Translation, Translation),
     /// ICMP errors: translate the quoted packet too.
     ErrorOut(Translation),
     ErrorIn(Translation),
@@ -67,7 +70,7 @@ impl FastPath {
             return Err(DropReason::Broadcast);
         }
         if snap.is_local(ip.dst) {
-            return Ok(Verdict::Punt);
+            return self.addressed_to_router(env, f);
         }
         let key = outbound_key(ip, f.l4);
         let (flags, ack) = f.l4.tcp_state();
@@ -147,6 +150,67 @@ impl FastPath {
                 self.forward(env, f, hop)
             }
         }
+    }
+
+    /// From the LAN to one of the router's addresses: hairpin NAT when it is an uplink's address
+    /// and a forwarded port (SPEC 31), else the router's own business. A hairpin flow is two
+    /// ordinary sessions of that uplink: the LAN client's outbound one, translating its source to
+    /// the uplink's address, and the forward's inbound one from that address. The server's
+    /// replies find them the other way round, so they need no state of their own.
+    fn addressed_to_router(&mut self, env: &Env, f: &mut Frame) -> Result<Verdict, DropReason> {
+        let ip = f.ip;
+        let L4::Ports {
+            sport,
+            dport,
+            flags,
+            ..
+        } = f.l4
+        else {
+            return Ok(Verdict::Punt);
+        };
+        let Some(u) = env.snap.uplink_with_addr(ip.dst) else {
+            return Ok(Verdict::Punt);
+        };
+        let key = FlowKey {
+            proto: ip.proto,
+            inside: ip.src,
+            inside_port: sport,
+            remote: ip.dst,
+            remote_port: dport,
+        };
+        let (_, ack) = f.l4.tcp_state();
+        let back_in = |out: &Translation| InboundKey {
+            uplink: out.uplink,
+            proto: ip.proto,
+            outside_port: dport,
+            remote: out.outside,
+            remote_port: out.outside_port,
+        };
+        if let Some(out) = env.nat.lookup_outbound(&key, env.now, flags, ack) {
+            let back = env
+                .nat
+                .lookup_inbound(&back_in(&out), env.now, flags)
+                .ok_or(DropReason::NatUnsolicited)?;
+            return self.forward(env, f, Hop::to_inside(Nat::Hairpin(out, back), back));
+        }
+        let Some(fwd) = env.nat.find_forward(u, ip.proto, dport) else {
+            return Ok(Verdict::Punt);
+        };
+        if ip.proto == proto::TCP && flags & tcp::flags::SYN == 0 {
+            return self.tcp_reset(env, f);
+        }
+        if !env.nat.forward_admits(fwd, ip.src) {
+            return Err(DropReason::ForwardRefused);
+        }
+        let out = env
+            .nat
+            .create_outbound(&key, u, env.now, flags, ack)
+            .map_err(nat_drop)?;
+        if out.uplink != u {
+            return Err(DropReason::NoRoute);
+        }
+        let back = open_forward(env, &back_in(&out), fwd, flags)?;
+        self.forward(env, f, Hop::to_inside(Nat::Hairpin(out, back), back))
     }
 
     /// From uplink `u`: replies to LAN hosts the uplink does not translate, and of what is
@@ -234,6 +298,27 @@ impl FastPath {
                     Err(DropReason::PingRateLimited)
                 }
             }
+            // A new connection to a port forward (SPEC 13). Probes never use a forwarded
+            // port as their source (configuration), so this takes no probe reply.
+            None if let L4::Ports {
+                sport,
+                dport,
+                flags,
+                ..
+            } = f.l4
+                && let Some(fwd) = env.nat.find_forward(u, ip.proto, dport) =>
+            {
+                if ip.proto == proto::TCP
+                    && flags & (tcp::flags::SYN | tcp::flags::ACK) != tcp::flags::SYN
+                {
+                    return Err(DropReason::NatUnsolicited);
+                }
+                if !env.nat.forward_admits(fwd, ip.src) {
+                    return Err(DropReason::ForwardRefused);
+                }
+                let t = open_forward(env, &inbound(ip.proto, dport, sport), fwd, flags)?;
+                self.forward(env, f, Hop::to_inside(Nat::Dest(t), t))
+            }
             None if env.snap.is_probe_target(u, ip.src) => Ok(Verdict::Punt),
             // An uplink's DHCP client renewing by unicast (SPEC 28), and answers to the DNS
             // forwarder's queries, which leave from port 53 (SPEC 30).
@@ -296,12 +381,7 @@ impl FastPath {
                 let t = env
                     .nat
                     .create_outbound(&key, uplink, env.now, flags, ack)
-                    .map_err(|e| match e {
-                        NatError::TableFull => DropReason::NatTableFull,
-                        NatError::PortsExhausted | NatError::NoAddress => {
-                            DropReason::NatPortsExhausted
-                        }
-                    })?;
+                    .map_err(nat_drop)?;
                 // A session that raced in on another uplink (its uplink going down) must not
                 // leave here with that uplink's address.
                 if t.uplink != uplink {
@@ -331,6 +411,10 @@ impl FastPath {
             }
             Nat::Dest(t) => {
                 rewrite::rewrite_endpoint(ipb, ip, l4, Side::Dst, Endpoint::inside(&t), held)
+            }
+            Nat::Hairpin(out, back) => {
+                rewrite::rewrite_endpoint(ipb, ip, l4, Side::Src, Endpoint::outside(&out), held);
+                rewrite::rewrite_endpoint(ipb, ip, l4, Side::Dst, Endpoint::inside(&back), held);
             }
             Nat::ErrorOut(t) => {
                 rewrite::translate_error(ipb, ip, Side::Src, Side::Dst, Endpoint::outside(&t));
@@ -365,6 +449,32 @@ impl FastPath {
             None => Ok(Verdict::NeedsNeighbour { egress, next_hop }),
         }
     }
+}
+
+/// Why a session could not be created.
+fn nat_drop(e: NatError) -> DropReason {
+    match e {
+        NatError::TableFull => DropReason::NatTableFull,
+        NatError::PortsExhausted | NatError::NoAddress => DropReason::NatPortsExhausted,
+    }
+}
+
+/// Opens the session of a new connection to forward `fwd` arriving as `key`. A session of the
+/// same flow on another uplink (the LAN host's own) must not take the packet there.
+fn open_forward(
+    env: &Env,
+    key: &InboundKey,
+    fwd: usize,
+    flags: u8,
+) -> Result<Translation, DropReason> {
+    let t = env
+        .nat
+        .create_inbound(key, fwd, env.now, flags)
+        .map_err(nat_drop)?;
+    if t.uplink != key.uplink {
+        return Err(DropReason::NatUnsolicited);
+    }
+    Ok(t)
 }
 
 /// The ICMP message (header on) of the ICMP packet in `f`.

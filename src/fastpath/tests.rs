@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
+mod forwards;
 mod valid_frames;
 
 use super::*;

@@ -17,7 +17,7 @@ use crate::control::vrrp::GroupStatus;
 use crate::counters::{IfaceTotals, Totals};
 use crate::dhcp::server::{Drop, LeaseState, Server, ServerCounters};
 use crate::dns::{DnsCounters, Forwarder};
-use crate::nat::{NatCounters, NatTable};
+use crate::nat::{ForwardStats, NatCounters, NatTable};
 use crate::probe::schedule::ProbeStatus;
 use crate::probe::stats::ProbeStatsView;
 use crate::route::RouteTable;
@@ -53,6 +53,7 @@ pub struct MetricsInput {
     pub dhcp_dropped: Vec<(&'static str, u64)>,
     /// DNS forwarder (SPEC 30) events by name.
     pub dns_events: Vec<(&'static str, u64)>,
+    pub forwards: Vec<ForwardMetrics>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -105,6 +106,13 @@ pub struct TrackMetrics {
     pub up: bool,
     /// Committed state changes since start.
     pub changes: u64,
+}
+
+/// A port forward's use (SPEC 13).
+#[derive(Debug, Clone, Default)]
+pub struct ForwardMetrics {
+    pub name: String,
+    pub stats: ForwardStats,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -237,6 +245,16 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
             })
             .unwrap_or_default(),
         dns_events: s.dns.map(|d| dns_events(d.counters())).unwrap_or_default(),
+        forwards: s
+            .nat
+            .forwards()
+            .iter()
+            .zip(s.nat.forward_stats())
+            .map(|(f, stats)| ForwardMetrics {
+                name: f.name.clone(),
+                stats,
+            })
+            .collect(),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::{self, Write};
 
-use super::{MetricsInput, ProbeMetrics, UplinkMetrics};
+use super::{ForwardMetrics, MetricsInput, ProbeMetrics, UplinkMetrics};
 use crate::control::vrrp::{GroupStatus, VrrpState};
 use crate::counters::IfaceTotals;
 use crate::probe::stats::{ProbeStatsView, RTT_BUCKETS};
@@ -358,6 +358,31 @@ pub fn render(m: &MetricsInput) -> String {
     for &(event, n) in &m.dns_events {
         f.sample(&[("event", event)], n);
     }
+    let forwards: [Getter<ForwardMetrics, u64>; 2] = [
+        (
+            "mhrouter_forward_hits_total",
+            "Connections a port forward opened (its sessions created).",
+            |f| f.stats.hits,
+        ),
+        (
+            "mhrouter_forward_refused_total",
+            "New connections a port forward's allow list refused.",
+            |f| f.stats.refused,
+        ),
+    ];
+    for (name, help, get) in forwards {
+        let mut fam = e.counter(name, help);
+        for f in &m.forwards {
+            fam.sample(&[("forward", &f.name)], get(f));
+        }
+    }
+    let mut fam = e.gauge(
+        "mhrouter_forward_sessions",
+        "NAT sessions a port forward holds open now.",
+    );
+    for f in &m.forwards {
+        fam.sample(&[("forward", &f.name)], f.stats.active);
+    }
     e.out
 }
 
@@ -685,6 +710,14 @@ mod tests {
             dhcp_messages: vec![("received", 9), ("ack", 3)],
             dhcp_dropped: vec![("per_mac_limit", 4)],
             dns_events: vec![("query", 20), ("timeout", 1)],
+            forwards: vec![ForwardMetrics {
+                name: "web".into(),
+                stats: crate::nat::ForwardStats {
+                    hits: 7,
+                    refused: 2,
+                    active: 1,
+                },
+            }],
         }
     }
 
@@ -792,7 +825,7 @@ mod tests {
         for m in [filled(), MetricsInput::default()] {
             let text = render(&m);
             let families = strict_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(families.len(), 47, "{families:?}");
+            assert_eq!(families.len(), 50, "{families:?}");
             for (name, kind) in &families {
                 assert!(name.starts_with("mhrouter_"), "{name}");
                 assert_eq!(
@@ -897,6 +930,13 @@ mod tests {
             get("mhrouter_uplink_nat_sessions", &[("uplink", "isp-a")]),
             [V::Gauge(5.0)]
         );
+        let web = [("forward", "web")];
+        assert_eq!(get("mhrouter_forward_hits_total", &web), [V::Counter(7.0)]);
+        assert_eq!(
+            get("mhrouter_forward_refused_total", &web),
+            [V::Counter(2.0)]
+        );
+        assert_eq!(get("mhrouter_forward_sessions", &web), [V::Gauge(1.0)]);
         let a = [
             ("probe", "a-e2e"),
             ("uplink", "isp-a"),

@@ -11,6 +11,7 @@
 //! each), which a table keeps between 7/16 and 7/8 full. So a session stores no outside address
 //! (it is its uplink's current one) and its last-seen time in coarse ticks (`Tick`).
 
+mod forward;
 mod frag;
 mod ports;
 mod session;
@@ -26,6 +27,8 @@ use parking_lot::Mutex;
 
 use crate::UplinkId;
 use crate::clock::Instant;
+pub use forward::Forward;
+use forward::Forwards;
 pub use frag::{FragKey, FragTable};
 use ports::{Endpoint, PortPool};
 use session::{
@@ -121,6 +124,19 @@ pub struct SessionInfo {
     pub state: &'static str,
     pub idle: Duration,
     pub expires_in: Duration,
+    /// The port forward that opened the session (index into `forwards()`).
+    pub forward: Option<usize>,
+}
+
+/// A port forward's use, for `show forwards` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ForwardStats {
+    /// Sessions it opened.
+    pub hits: u64,
+    /// New connections its `allow` list refused.
+    pub refused: u64,
+    /// Its sessions now.
+    pub active: usize,
 }
 
 /// Snapshot of the table's counters.
@@ -177,6 +193,7 @@ pub struct NatTable {
     counters: AtomicCounters,
     /// Keyed at startup: picks shards and port search starts, which attackers must not predict.
     seed: RandomState,
+    forwards: Forwards,
 }
 
 impl NatTable {
@@ -199,6 +216,140 @@ impl NatTable {
             count: AtomicUsize::new(0),
             counters: AtomicCounters::default(),
             seed: RandomState::default(),
+            forwards: Forwards::default(),
+        }
+    }
+
+    /// The table with these port forwards (SPEC 13): their ports leave the NAT pools of their
+    /// uplinks, so an outbound mapping never takes one.
+    pub fn with_forwards(mut self, forwards: Vec<Forward>) -> NatTable {
+        for f in &forwards {
+            for up in f
+                .uplinks
+                .iter()
+                .filter_map(|u| self.uplinks.get(usize::from(u.0)))
+            {
+                for &proto in &f.protocols {
+                    up.pool(proto).lock().reserve(f.first, f.last);
+                }
+            }
+        }
+        self.forwards = Forwards::new(forwards);
+        self
+    }
+
+    pub fn forwards(&self) -> &[Forward] {
+        &self.forwards.list
+    }
+
+    /// The forward publishing (`uplink`, `proto`, `port`), by index into `forwards()`.
+    pub fn find_forward(&self, uplink: UplinkId, proto: u8, port: u16) -> Option<usize> {
+        self.forwards.find(uplink, proto, port)
+    }
+
+    /// True if forward `index` accepts a new connection from `src`; a refusal is counted.
+    pub fn forward_admits(&self, index: usize, src: Ipv4Addr) -> bool {
+        let ok = self.forwards.list.get(index).is_some_and(|f| f.allows(src));
+        if !ok {
+            self.forwards.refuse(index);
+        }
+        ok
+    }
+
+    /// Use of every forward: counters, and the sessions open now (one pass over the table).
+    pub fn forward_stats(&self) -> Vec<ForwardStats> {
+        let mut stats: Vec<ForwardStats> = (0..self.forwards.list.len())
+            .map(|i| {
+                let (hits, refused) = self.forwards.stats(i);
+                ForwardStats {
+                    hits,
+                    refused,
+                    active: 0,
+                }
+            })
+            .collect();
+        for shard in &self.shards {
+            let shard = shard.0.lock();
+            for (key, s) in &shard.out {
+                if let Some(i) = self.forwards.find(s.uplink, key.proto, s.outside_port)
+                    && let Some(st) = stats.get_mut(i)
+                {
+                    st.active += 1;
+                }
+            }
+        }
+        stats
+    }
+
+    /// SPEC 13: a new connection to forward `forward` arriving as `key` (which no session
+    /// expects): opens a session on the key's uplink whose outside port is the forwarded port
+    /// and whose inside is the forward's LAN host. If a session of that flow exists already
+    /// (another thread, or the LAN host's own flow), that one is returned, whatever its uplink.
+    pub fn create_inbound(
+        &self,
+        key: &InboundKey,
+        forward: usize,
+        now: Instant,
+        tcp_flags: u8,
+    ) -> Result<Translation, NatError> {
+        let f = self.forwards.list.get(forward).ok_or(NatError::NoAddress)?;
+        let up = self
+            .uplinks
+            .get(usize::from(key.uplink.0))
+            .ok_or(NatError::NoAddress)?;
+        let outside = up.addr().ok_or(NatError::NoAddress)?;
+        let max = self.params.max_entries;
+        if self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < max).then_some(c + 1)
+            })
+            .is_err()
+        {
+            increment(&self.counters.table_full);
+            return Err(NatError::TableFull);
+        }
+        let (ip, port) = f.target(key.outside_port);
+        let inside = Endpoint { ip, port };
+        let okey = OutKey::new(key.proto, inside, key.remote, key.remote_port);
+        let outcome = {
+            let mut guard = self.shard(key.proto, key.remote, key.remote_port).lock();
+            let shard = &mut *guard;
+            if let Some(existing) = shard.out.get_mut(&okey) {
+                existing.touch(Tick::of(now), Direction::Inbound, tcp_flags, None);
+                self.translation(okey, existing)
+                    .map_or(Creation::AddressChanged, Creation::Raced)
+            } else if up.addr() != Some(outside) {
+                Creation::AddressChanged
+            } else {
+                let session = Session {
+                    last_seen: Tick::of(now),
+                    inside_ack: 0,
+                    outside_port: key.outside_port,
+                    uplink: key.uplink,
+                    state: State::initial(key.proto, tcp_flags),
+                    ack_seen: false,
+                };
+                shard.inb.insert(InKey::of(okey, &session), inside);
+                shard.out.insert(okey, session);
+                Creation::Created(session.translation(okey, outside))
+            }
+        };
+        match outcome {
+            Creation::Created(t) => {
+                up.sessions.fetch_add(1, Ordering::Relaxed);
+                increment(&self.counters.created);
+                self.forwards.hit(forward);
+                Ok(t)
+            }
+            Creation::Raced(t) => {
+                self.count.fetch_sub(1, Ordering::AcqRel);
+                Ok(t)
+            }
+            Creation::AddressChanged => {
+                self.count.fetch_sub(1, Ordering::AcqRel);
+                Err(NatError::NoAddress)
+            }
         }
     }
 
@@ -303,7 +454,7 @@ impl NatTable {
             return Ok(translation);
         }
         // Not created after all: give back the mapping reference and the slot.
-        up.pool(key.proto).lock().release(inside);
+        up.pool(key.proto).lock().release(inside, outside_port);
         self.count.fetch_sub(1, Ordering::AcqRel);
         match outcome {
             Creation::Raced(translation) | Creation::Created(translation) => Ok(translation),
@@ -365,9 +516,28 @@ impl NatTable {
     /// inside host has sent an ACK (the RST toward it needs that number; a host still in
     /// SYN-SENT retries its SYN and gets a fresh session).
     pub fn flush_uplink(&self, uplink: UplinkId) -> (usize, Vec<FlushedTcp>) {
+        self.flush(uplink, false)
+    }
+
+    /// Like `flush_uplink`, for an uplink whose routes were withdrawn while its link still
+    /// works: connections that came in through its port forwards stay (their clients reach this
+    /// uplink's address, no other uplink can carry them; SPEC 13), and so do the LAN clients'
+    /// halves of hairpin flows, which go to an uplink's own address.
+    pub fn flush_outbound(&self, uplink: UplinkId) -> (usize, Vec<FlushedTcp>) {
+        self.flush(uplink, true)
+    }
+
+    fn flush(&self, uplink: UplinkId, spare_inbound: bool) -> (usize, Vec<FlushedTcp>) {
+        let own: Vec<Ipv4Addr> = self.uplinks.iter().filter_map(|u| u.addr()).collect();
+        let inbound = |key: &OutKey, s: &Session| {
+            self.forwards
+                .find(uplink, key.proto, s.outside_port)
+                .is_some()
+                || own.contains(&key.remote)
+        };
         let mut tcp = Vec::new();
         let n = self.remove_where(
-            |_, s| s.uplink == uplink,
+            |key, s| s.uplink == uplink && !(spare_inbound && inbound(key, s)),
             |r| {
                 if r.key.proto == PROTO_TCP && r.session.ack_seen {
                     tcp.push(FlushedTcp {
@@ -459,6 +629,7 @@ impl NatTable {
                         state: s.state.label(),
                         idle,
                         expires_in: timeouts.for_state(s.state).saturating_sub(idle),
+                        forward: self.forwards.find(s.uplink, key.proto, s.outside_port),
                     });
                 }
             }
@@ -532,7 +703,8 @@ impl NatTable {
             for r in removed.drain(..) {
                 on_removed(&r);
                 if let Some(up) = self.uplinks.get(usize::from(r.session.uplink.0)) {
-                    up.pool(r.key.proto).lock().release(r.key.inside());
+                    let port = r.session.outside_port;
+                    up.pool(r.key.proto).lock().release(r.key.inside(), port);
                     up.sessions.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.count.fetch_sub(1, Ordering::AcqRel);

@@ -86,9 +86,26 @@ impl PortPool {
         Ok(outside_port)
     }
 
-    /// A session of `inside` ended; its mapping (and port) is freed with its last session.
-    pub fn release(&mut self, inside: Endpoint) {
-        let Some(m) = self.mappings.get_mut(&inside) else {
+    /// Takes the ports of `first..=last` inside the range out of the pool for good (the ports
+    /// of port forwards).
+    pub fn reserve(&mut self, first: u16, last: u16) {
+        for port in first..=last {
+            let index = usize::from(port.wrapping_sub(self.port_min));
+            if port >= self.port_min && index < self.range && !self.is_used(index) {
+                self.set_used(index, true);
+                self.in_use += 1;
+            }
+        }
+    }
+
+    /// A session of `inside` mapped to `outside_port` ended; its mapping (and port) is freed
+    /// with its last session. A session on a reserved port (a forward's) holds no mapping.
+    pub fn release(&mut self, inside: Endpoint, outside_port: u16) {
+        let Some(m) = self
+            .mappings
+            .get_mut(&inside)
+            .filter(|m| m.outside_port == outside_port)
+        else {
             return;
         };
         m.sessions = m.sessions.saturating_sub(1);
@@ -127,6 +144,12 @@ impl PortPool {
         None
     }
 
+    fn is_used(&self, index: usize) -> bool {
+        self.used
+            .get(index / 64)
+            .is_some_and(|w| w & 1 << (index % 64) != 0)
+    }
+
     fn set_used(&mut self, index: usize, used: bool) {
         if let Some(word) = self.used.get_mut(index / 64) {
             let bit = 1u64 << (index % 64);
@@ -161,7 +184,7 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(sorted, (1000..1070).collect::<Vec<_>>());
         assert_eq!(pool.acquire(ep(70), &seed), Err(NatError::PortsExhausted));
-        pool.release(ep(5));
+        pool.release(ep(5), ports[5]);
         assert_eq!(pool.acquire(ep(70), &seed), Ok(ports[5]));
     }
 
@@ -171,11 +194,28 @@ mod tests {
         let mut pool = PortPool::new(2000, 2000);
         let p = pool.acquire(ep(1), &seed).unwrap();
         assert_eq!(pool.acquire(ep(1), &seed), Ok(p));
-        pool.release(ep(1));
+        pool.release(ep(1), p);
         assert_eq!(pool.acquire(ep(2), &seed), Err(NatError::PortsExhausted));
-        pool.release(ep(1));
-        pool.release(ep(1));
+        pool.release(ep(1), p);
+        pool.release(ep(1), p);
         assert_eq!(pool.acquire(ep(2), &seed), Ok(2000));
+    }
+
+    #[test]
+    fn reserved_ports_are_never_handed_out_nor_freed_by_a_release() {
+        let seed = RandomState::default();
+        let mut pool = PortPool::new(2000, 2003);
+        pool.reserve(1990, 2001);
+        pool.reserve(2001, 2001);
+        let a = pool.acquire(ep(1), &seed).unwrap();
+        let b = pool.acquire(ep(2), &seed).unwrap();
+        assert_eq!([a.min(b), a.max(b)], [2002, 2003]);
+        assert_eq!(pool.acquire(ep(3), &seed), Err(NatError::PortsExhausted));
+        // A forwarded session of ep(1) on the reserved 2000 leaves ep(1)'s mapping alone.
+        pool.release(ep(1), 2000);
+        assert_eq!(pool.acquire(ep(1), &seed), Ok(a));
+        pool.release(ep(3), 2001);
+        assert_eq!(pool.acquire(ep(3), &seed), Err(NatError::PortsExhausted));
     }
 
     #[test]

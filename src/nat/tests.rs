@@ -560,6 +560,7 @@ fn sessions_lists_state_and_age() {
             state: "udp-unreplied",
             idle: Duration::from_secs(10),
             expires_in: Duration::from_secs(20),
+            forward: None,
         }]
     );
     assert_eq!(t.sessions(None, ms(11_000)).len(), 2);
@@ -767,4 +768,94 @@ proptest! {
             prop_assert_eq!(t.len_by_uplink().iter().sum::<usize>(), t.len());
         }
     }
+}
+
+/// TCP 8080 on A and B to HOST:80.
+fn with_web_forward(params: NatParams) -> NatTable {
+    table(params).with_forwards(vec![Forward {
+        name: "web".into(),
+        uplinks: vec![A, B],
+        protocols: vec![PROTO_TCP],
+        first: 8080,
+        last: 8080,
+        to: HOST,
+        to_port: 80,
+        allow: vec![],
+    }])
+}
+
+#[test]
+fn forwarded_sessions_live_and_die_with_their_uplink() {
+    let t = with_web_forward(NatParams::default());
+    let fwd = t.find_forward(B, PROTO_TCP, 8080).unwrap();
+    let key = inb(B, PROTO_TCP, 8080, SERVER, 40000);
+    let tr = t.create_inbound(&key, fwd, ms(0), TCP_SYN).unwrap();
+    assert_eq!((tr.uplink, tr.outside, tr.outside_port), (B, ADDR_B, 8080));
+    assert_eq!((tr.inside, tr.inside_port), (HOST, 80));
+    // The server's replies find it as any session's.
+    assert_eq!(
+        t.lookup_outbound(
+            &flow(PROTO_TCP, 80, SERVER, 40000),
+            ms(1),
+            TCP_SYN | TCP_ACK,
+            Some(1)
+        ),
+        Some(tr)
+    );
+    assert_eq!(t.lookup_inbound(&key, ms(2), TCP_ACK), Some(tr));
+    assert_eq!(
+        state_of(&t, &flow(PROTO_TCP, 80, SERVER, 40000)),
+        "established"
+    );
+    assert_eq!(t.flush_uplink(A).0, 0);
+    // Routes withdrawn, link up: the forwarded session stays; an outbound one goes.
+    // So does a LAN client's half of a hairpin flow (to B's own address).
+    let out = flow(PROTO_UDP, 5000, SERVER, 53);
+    t.create_outbound(&out, B, ms(3), 0, None).unwrap();
+    let hairpin = flow(PROTO_TCP, 5555, ADDR_B, 8080);
+    t.create_outbound(&hairpin, B, ms(3), TCP_SYN, None)
+        .unwrap();
+    assert_eq!(t.flush_outbound(B).0, 1);
+    assert_eq!(state_of(&t, &out), "gone");
+    assert_eq!(state_of(&t, &hairpin), "syn");
+    // Carrier lost: it goes too.
+    let (n, rst) = t.flush_uplink(B);
+    assert_eq!((n, rst.len()), (2, 1), "flushed, and the server gets a RST");
+    assert!(t.is_empty());
+    assert_eq!(t.forward_stats()[0].hits, 1);
+}
+
+#[test]
+fn the_pool_never_hands_out_a_forwarded_port() {
+    let params = NatParams {
+        port_min: 8080,
+        port_max: 8081,
+        ..NatParams::default()
+    };
+    let t = with_web_forward(params);
+    let fwd = t.find_forward(A, PROTO_TCP, 8080).unwrap();
+    let key = inb(A, PROTO_TCP, 8080, SERVER, 40000);
+    t.create_inbound(&key, fwd, ms(0), TCP_SYN).unwrap();
+    // The server's own outbound flow from port 80 takes the pool's one free port.
+    let own = t
+        .create_outbound(
+            &flow(PROTO_TCP, 80, SERVER, 443),
+            A,
+            ms(20_000),
+            TCP_SYN,
+            None,
+        )
+        .unwrap();
+    assert_eq!(own.outside_port, 8081);
+    let other = flow(PROTO_TCP, 81, SERVER, 443);
+    assert_eq!(
+        t.create_outbound(&other, A, ms(20_000), TCP_SYN, None),
+        Err(NatError::PortsExhausted)
+    );
+    // The forwarded session (SYN timeout 30 s) ends first; the server's mapping stays.
+    assert_eq!(t.expire(ms(40_000)), 1);
+    assert_eq!(
+        t.create_outbound(&other, A, ms(40_000), TCP_SYN, None),
+        Err(NatError::PortsExhausted)
+    );
 }

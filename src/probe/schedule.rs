@@ -9,6 +9,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::clock::Instant;
@@ -22,6 +23,12 @@ use crate::wire::udp::{self, UdpPacket};
 /// A probe sent before its next hop is resolved would count as lost and hold its track down
 /// for delay-up at start.
 const FIRST_PROBE_DELAY: Duration = Duration::from_millis(300);
+
+/// Source ports of TCP and DNS probes, one drawn per attempt (the IANA dynamic range). Port
+/// forwards may not use them on the probe's uplink, where a reply would look like a new
+/// connection.
+pub const SOURCE_PORTS: RangeInclusive<u16> = 49152..=65535;
+const SOURCE_PORT_COUNT: u16 = *SOURCE_PORTS.end() - *SOURCE_PORTS.start() + 1;
 
 /// Attempts kept for the loss window of each probe's statistics.
 const LOSS_WINDOW: usize = 20;
@@ -194,7 +201,7 @@ impl ProbeSet {
                 (n, 0)
             }
             ProbeKind::Tcp { port } => {
-                let sport = 49152 + random_u16(random, salt) % 16384;
+                let sport = SOURCE_PORTS.start() + random_u16(random, salt) % SOURCE_PORT_COUNT;
                 let isn = u32::from(p.ident) << 16 | u32::from(p.seq);
                 let syn = TcpRepr {
                     sport,
@@ -208,7 +215,7 @@ impl ProbeSet {
                 (n, sport)
             }
             ProbeKind::Dns { port, query } => {
-                let sport = 49152 + random_u16(random, salt) % 16384;
+                let sport = SOURCE_PORTS.start() + random_u16(random, salt) % SOURCE_PORT_COUNT;
                 let mut q = [0u8; 300];
                 let qlen = dns_query(&mut q, p.seq_id(p.seq), query)?;
                 let n = udp::build_datagram(out, &ip, (sport, *port), &q[..qlen]).ok()?;

@@ -408,7 +408,7 @@ impl RouteTable {
         self.policies.get(index)
     }
 
-    fn carrier_up(&self, uplink: UplinkId) -> bool {
+    pub fn carrier_up(&self, uplink: UplinkId) -> bool {
         self.carrier
             .get(usize::from(uplink.0))
             .copied()

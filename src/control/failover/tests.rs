@@ -30,10 +30,12 @@ fn failover(reset_tcp: bool, failback: Failback) -> Failover {
     })
 }
 
+/// The flush of an uplink whose link still works: port forwards' connections stay.
 fn flush(uplink: UplinkId, reset_tcp: bool, reason: FlushReason) -> Action {
     Action::Flush {
         uplink,
         reset_tcp,
+        forwarded: false,
         reason,
     }
 }
@@ -59,9 +61,15 @@ fn carrier_loss_withdraws_like_a_track() {
     let mut f = failover(true, Failback::Stay);
     let old = table_with(Vec::new(), [true, true], [true, true]);
     let new = table_with(Vec::new(), [false, true], [true, true]);
+    // Without a link, the connections in through its port forwards go too.
     assert_eq!(
         f.on_routes_changed(&old, &new, T0),
-        vec![flush(A, true, FlushReason::Withdrawn)]
+        vec![Action::Flush {
+            uplink: A,
+            reset_tcp: true,
+            forwarded: true,
+            reason: FlushReason::Withdrawn,
+        }]
     );
 }
 
