@@ -20,7 +20,7 @@ TOOLS="cc:gcc+libc6-dev c++:g++ ip:iproute2 ss:iproute2 bridge:iproute2 tc:iprou
 ethtool:ethtool tcpdump:tcpdump dnsmasq:dnsmasq-base ping:iputils-ping traceroute:traceroute
 python3:python3 setpriv:util-linux sysctl:procps timeout:coreutils jq:jq keepalived:keepalived
 tshark:tshark dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base dig:bind9-dnsutils
-setsid:util-linux"
+curl:curl setsid:util-linux"
 
 say() { echo "mhrouter setup: $*"; }
 

@@ -7,9 +7,10 @@
 //! - `parse`: the IPv4 header (checksum verified), the martian filter, the transport header
 //!   as far as routing and NAT care (`Ip`, `L4`);
 //! - `decide`: by ingress side. From the LAN: anti-spoofing, the flow's NAT session, else the
-//!   route table and a session to open. From an uplink: only traffic to the uplink's address
-//!   that a session expects, probe replies and rate-limited pings. Then the common steps: TTL,
-//!   MTU (fragment or "fragmentation needed"), NAT commit;
+//!   route table and a session to open; to an uplink's address and a forwarded port, hairpin NAT.
+//!   From an uplink: only traffic to the uplink's address that a session expects or a port
+//!   forward accepts, probe replies and rate-limited pings. Then the common steps: TTL, MTU
+//!   (fragment or "fragmentation needed"), NAT commit;
 //! - `rewrite`: the field changes, through the wire views' typed setters (NAT endpoint with
 //!   incremental or partial checksums, the packet an ICMP error quotes, TTL, MSS clamp);
 //! - `reply`: when the packet cannot go on, the ICMP error or TCP RST written to the scratch

@@ -1,6 +1,8 @@
-//! The NAT table (SPEC 9–12, 21): NAPT ("overload") per uplink with endpoint-independent mapping
-//! and address-and-port-dependent filtering (RFC 4787). Pure state: the fast path parses and
-//! rewrites packets, this module decides and remembers translations.
+//! The NAT table (SPEC 9–13, 21): NAPT ("overload") per uplink with endpoint-independent mapping
+//! and address-and-port-dependent filtering (RFC 4787), and port forwards (`forward.rs`), whose
+//! sessions are ordinary sessions of their uplink on a port the pools never hand out. Pure
+//! state: the fast path parses and rewrites packets, this module decides and remembers
+//! translations.
 //!
 //! Layout: sessions live in 64 shards chosen by the remote endpoint, which both the outbound key
 //! (proto, inside, remote) and the inbound key (uplink, proto, outside port, remote) contain, so
