@@ -14,8 +14,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 # tool:package[+package]. dnsmasq comes from dnsmasq-base: the binary without the system-wide
 # service, which would otherwise start and hold port 53 on the host. cc is the linker rustc
 # needs (rustup does not bring one); c++ builds libFuzzer for the fuzz targets (scripts/fuzz.sh).
-# keepalived and tshark are the VRRP peer and dissector of tests/vrrp.rs.
-# dhclient, udhcpc, dhcpcd and dig are the real clients of the DHCP server and DNS forwarder tests.
+# keepalived and tshark are the VRRP peer and dissector of tests/vrrp.rs; dhclient, udhcpc,
+# dhcpcd and dig the real clients of the DHCP server and DNS forwarder tests; curl and dig the
+# clients of tests/forwards.rs.
 TOOLS="cc:gcc+libc6-dev c++:g++ ip:iproute2 ss:iproute2 bridge:iproute2 tc:iproute2 iperf3:iperf3 nft:nftables
 ethtool:ethtool tcpdump:tcpdump dnsmasq:dnsmasq-base ping:iputils-ping traceroute:traceroute
 python3:python3 setpriv:util-linux sysctl:procps timeout:coreutils jq:jq keepalived:keepalived
