@@ -6,7 +6,12 @@
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::{
+    Creation, Direction, Endpoint, ForwardStats, InKey, InboundKey, NatError, NatTable, OutKey,
+    Session, State, Tick, Translation, increment,
+};
 use crate::UplinkId;
+use crate::clock::Instant;
 use crate::config::Config;
 use crate::prefix::Ipv4Prefix;
 
@@ -110,5 +115,141 @@ impl Forwards {
     pub(super) fn stats(&self, index: usize) -> (u64, u64) {
         let get = |c: &[AtomicU64]| c.get(index).map_or(0, |c| c.load(Ordering::Relaxed));
         (get(&self.hits), get(&self.refused))
+    }
+}
+
+/// The table's side of port forwards: the forwards it knows, and the inbound sessions they open.
+impl NatTable {
+    /// The table with these port forwards (SPEC 13): their ports leave the NAT pools of their
+    /// uplinks, so an outbound mapping never takes one.
+    pub fn with_forwards(mut self, forwards: Vec<Forward>) -> NatTable {
+        for f in &forwards {
+            for up in f
+                .uplinks
+                .iter()
+                .filter_map(|u| self.uplinks.get(usize::from(u.0)))
+            {
+                for &proto in &f.protocols {
+                    up.pool(proto).lock().reserve(f.first, f.last);
+                }
+            }
+        }
+        self.forwards = Forwards::new(forwards);
+        self
+    }
+
+    pub fn forwards(&self) -> &[Forward] {
+        &self.forwards.list
+    }
+
+    /// The forward publishing (`uplink`, `proto`, `port`), by index into `forwards()`.
+    pub fn find_forward(&self, uplink: UplinkId, proto: u8, port: u16) -> Option<usize> {
+        self.forwards.find(uplink, proto, port)
+    }
+
+    /// True if forward `index` accepts a new connection from `src`; a refusal is counted.
+    pub fn forward_admits(&self, index: usize, src: Ipv4Addr) -> bool {
+        let ok = self.forwards.list.get(index).is_some_and(|f| f.allows(src));
+        if !ok {
+            self.forwards.refuse(index);
+        }
+        ok
+    }
+
+    /// Use of every forward: counters, and the sessions open now (one pass over the table).
+    pub fn forward_stats(&self) -> Vec<ForwardStats> {
+        let mut stats: Vec<ForwardStats> = (0..self.forwards.list.len())
+            .map(|i| {
+                let (hits, refused) = self.forwards.stats(i);
+                ForwardStats {
+                    hits,
+                    refused,
+                    active: 0,
+                }
+            })
+            .collect();
+        for shard in &self.shards {
+            let shard = shard.0.lock();
+            for (key, s) in &shard.out {
+                if let Some(i) = self.forwards.find(s.uplink, key.proto, s.outside_port)
+                    && let Some(st) = stats.get_mut(i)
+                {
+                    st.active += 1;
+                }
+            }
+        }
+        stats
+    }
+
+    /// SPEC 13: a new connection to forward `forward` arriving as `key` (which no session
+    /// expects): opens a session on the key's uplink whose outside port is the forwarded port
+    /// and whose inside is the forward's LAN host. If a session of that flow exists already
+    /// (another thread, or the LAN host's own flow), that one is returned, whatever its uplink.
+    pub fn create_inbound(
+        &self,
+        key: &InboundKey,
+        forward: usize,
+        now: Instant,
+        tcp_flags: u8,
+    ) -> Result<Translation, NatError> {
+        let f = self.forwards.list.get(forward).ok_or(NatError::NoAddress)?;
+        let up = self
+            .uplinks
+            .get(usize::from(key.uplink.0))
+            .ok_or(NatError::NoAddress)?;
+        let outside = up.addr().ok_or(NatError::NoAddress)?;
+        let max = self.params.max_entries;
+        if self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < max).then_some(c + 1)
+            })
+            .is_err()
+        {
+            increment(&self.counters.table_full);
+            return Err(NatError::TableFull);
+        }
+        let (ip, port) = f.target(key.outside_port);
+        let inside = Endpoint { ip, port };
+        let okey = OutKey::new(key.proto, inside, key.remote, key.remote_port);
+        let outcome = {
+            let mut guard = self.shard(key.proto, key.remote, key.remote_port).lock();
+            let shard = &mut *guard;
+            if let Some(existing) = shard.out.get_mut(&okey) {
+                existing.touch(Tick::of(now), Direction::Inbound, tcp_flags, None);
+                self.translation(okey, existing)
+                    .map_or(Creation::AddressChanged, Creation::Raced)
+            } else if up.addr() != Some(outside) {
+                Creation::AddressChanged
+            } else {
+                let session = Session {
+                    last_seen: Tick::of(now),
+                    inside_ack: 0,
+                    outside_port: key.outside_port,
+                    uplink: key.uplink,
+                    state: State::initial(key.proto, tcp_flags),
+                    ack_seen: false,
+                };
+                shard.inb.insert(InKey::of(okey, &session), inside);
+                shard.out.insert(okey, session);
+                Creation::Created(session.translation(okey, outside))
+            }
+        };
+        match outcome {
+            Creation::Created(t) => {
+                up.sessions.fetch_add(1, Ordering::Relaxed);
+                increment(&self.counters.created);
+                self.forwards.hit(forward);
+                Ok(t)
+            }
+            Creation::Raced(t) => {
+                self.count.fetch_sub(1, Ordering::AcqRel);
+                Ok(t)
+            }
+            Creation::AddressChanged => {
+                self.count.fetch_sub(1, Ordering::AcqRel);
+                Err(NatError::NoAddress)
+            }
+        }
     }
 }
