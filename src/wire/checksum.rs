@@ -3,7 +3,7 @@
 //! Values are the host-order numbers of big-endian 16-bit words. A "sum" is an unfolded `u32`
 //! accumulation; [`fold`] reduces it to 16 bits and a finished checksum field is its complement.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::field::{set_u16, try_u16_at};
 
@@ -64,6 +64,30 @@ pub(super) fn l4_checksum(
     let len = u16::try_from(segment.len()).ok()?;
     Some(!fold(add(
         pseudo_header_sum(src, dst, protocol, len),
+        sum(segment),
+    )))
+}
+
+/// Sum of the IPv6 pseudo header (RFC 8200 §8.1) that ICMPv6, TCP and UDP checksums cover:
+/// addresses, the upper-layer length and the next-header value of the upper layer (not of an
+/// extension header before it).
+pub fn pseudo_header_sum_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> u32 {
+    let words = |a: Ipv6Addr| a.segments().into_iter().map(u32::from).sum::<u32>();
+    let [l0, l1] = split32(len);
+    words(src) + words(dst) + l0 + l1 + u32::from(next_header)
+}
+
+/// The finished checksum of an upper-layer segment over the IPv6 pseudo header, or `None`
+/// when the segment is longer than the pseudo header's 32-bit length can say.
+pub fn l4_checksum_v6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next_header: u8,
+    segment: &[u8],
+) -> Option<u16> {
+    let len = u32::try_from(segment.len()).ok()?;
+    Some(!fold(add(
+        pseudo_header_sum_v6(src, dst, next_header, len),
         sum(segment),
     )))
 }
@@ -207,6 +231,30 @@ mod tests {
         bytes.extend_from_slice(&dst.octets());
         bytes.extend_from_slice(&[0, 6, 0x05, 0xdc]);
         assert_eq!(pseudo_header_sum(src, dst, 6, 1500), sum(&bytes));
+    }
+
+    #[test]
+    fn pseudo_header_v6_matches_bytes_and_etherparse() {
+        let src: Ipv6Addr = "2001:db8:a::10".parse().unwrap();
+        let dst: Ipv6Addr = "2001:db8:18::6".parse().unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&src.octets());
+        bytes.extend_from_slice(&dst.octets());
+        bytes.extend_from_slice(&[0, 0, 0x05, 0xdc, 0, 0, 0, 17]);
+        assert_eq!(
+            fold(pseudo_header_sum_v6(src, dst, 17, 1500)),
+            fold(sum(&bytes))
+        );
+        let ip = etherparse::Ipv6Header {
+            source: src.octets(),
+            destination: dst.octets(),
+            ..Default::default()
+        };
+        let udp = etherparse::UdpHeader::with_ipv6_checksum(4000, 53, &ip, b"abc").unwrap();
+        let mut segment = udp.to_bytes().to_vec();
+        segment[6..8].copy_from_slice(&[0, 0]);
+        segment.extend_from_slice(b"abc");
+        assert_eq!(l4_checksum_v6(src, dst, 17, &segment), Some(udp.checksum));
     }
 
     #[test]

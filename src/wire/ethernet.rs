@@ -14,6 +14,7 @@ pub mod ethertype {
     pub const IPV4: u16 = 0x0800;
     pub const ARP: u16 = 0x0806;
     pub const VLAN: u16 = 0x8100;
+    pub const IPV6: u16 = 0x86dd;
 }
 
 /// A 48-bit MAC address.

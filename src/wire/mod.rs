@@ -16,6 +16,7 @@ pub(crate) mod field;
 pub mod frame;
 pub mod icmp;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 pub mod vnet;
