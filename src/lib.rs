@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod nat;
 pub mod neigh;
 pub mod prefix;
+pub mod prefix6;
 pub mod probe;
 pub mod rng;
 pub mod route;

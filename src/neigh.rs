@@ -1,8 +1,9 @@
-//! ARP neighbour cache (SPEC 2): bounded, with expiry, refresh and a bounded queue of frames
-//! waiting for resolution. Pure: the control thread feeds it ARP replies and the clock, and sends
-//! the requests it asks for.
+//! Neighbour cache (SPEC 2): bounded, with expiry, refresh and a bounded queue of frames
+//! waiting for resolution. Pure: the control thread feeds it ARP replies (or, keyed by IPv6
+//! address, neighbour advertisements) and the clock, and sends the requests it asks for.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -64,38 +65,40 @@ pub enum Resolve {
 
 /// One entry as shown by `show arp`.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct NeighView {
+pub struct NeighView<A = Ipv4Addr> {
     pub iface: Iface,
-    pub ip: Ipv4Addr,
+    pub ip: A,
     pub mac: Option<String>,
     pub age_ms: u64,
     pub queued: usize,
 }
 
 /// What `poll` asks for.
-#[derive(Debug, Default)]
-pub struct PollOutcome {
-    pub requests: Vec<(Iface, Ipv4Addr)>,
+#[derive(Debug)]
+pub struct PollOutcome<A = Ipv4Addr> {
+    pub requests: Vec<(Iface, A)>,
     /// Addresses removed (expired, or unresolved after max_requests).
-    pub removed: Vec<(Iface, Ipv4Addr)>,
+    pub removed: Vec<(Iface, A)>,
     /// Frames dropped because their neighbour never answered.
     pub dropped_frames: usize,
 }
 
-pub struct NeighTable {
+/// The cache, keyed by interface and address (`Ipv4Addr` for ARP, `Ipv6Addr` for neighbour
+/// discovery).
+pub struct NeighTable<A = Ipv4Addr> {
     params: NeighParams,
-    entries: HashMap<(Iface, Ipv4Addr), Entry>,
+    entries: HashMap<(Iface, A), Entry>,
 }
 
-impl NeighTable {
-    pub fn new(params: NeighParams) -> NeighTable {
+impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
+    pub fn new(params: NeighParams) -> NeighTable<A> {
         NeighTable {
             params,
             entries: HashMap::new(),
         }
     }
 
-    pub fn lookup(&self, iface: Iface, ip: Ipv4Addr) -> Option<MacAddr> {
+    pub fn lookup(&self, iface: Iface, ip: A) -> Option<MacAddr> {
         self.entries.get(&(iface, ip)).and_then(|e| e.mac)
     }
 
@@ -105,7 +108,7 @@ impl NeighTable {
     pub fn learn(
         &mut self,
         iface: Iface,
-        ip: Ipv4Addr,
+        ip: A,
         mac: MacAddr,
         create: bool,
         now: Instant,
@@ -142,7 +145,7 @@ impl NeighTable {
     pub fn resolve(
         &mut self,
         iface: Iface,
-        ip: Ipv4Addr,
+        ip: A,
         frame: Option<Vec<u8>>,
         now: Instant,
     ) -> Resolve {
@@ -181,9 +184,13 @@ impl NeighTable {
     }
 
     /// Retries, refreshes and expiry; call at least every `retry`.
-    pub fn poll(&mut self, now: Instant) -> PollOutcome {
+    pub fn poll(&mut self, now: Instant) -> PollOutcome<A> {
         let p = &self.params;
-        let mut out = PollOutcome::default();
+        let mut out = PollOutcome {
+            requests: Vec::new(),
+            removed: Vec::new(),
+            dropped_frames: 0,
+        };
         self.entries.retain(|&(iface, ip), e| {
             let due = e
                 .last_request
@@ -221,15 +228,15 @@ impl NeighTable {
     }
 
     /// Resolved mappings, for publishing to the workers.
-    pub fn resolved(&self) -> HashMap<(Iface, Ipv4Addr), MacAddr> {
+    pub fn resolved(&self) -> HashMap<(Iface, A), MacAddr> {
         self.entries
             .iter()
             .filter_map(|(k, e)| e.mac.map(|m| (*k, m)))
             .collect()
     }
 
-    pub fn view(&self, now: Instant) -> Vec<NeighView> {
-        let mut v: Vec<NeighView> = self
+    pub fn view(&self, now: Instant) -> Vec<NeighView<A>> {
+        let mut v: Vec<NeighView<A>> = self
             .entries
             .iter()
             .map(|(&(iface, ip), e)| NeighView {

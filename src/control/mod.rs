@@ -12,6 +12,10 @@
 //! - `uplink_dhcp`: an uplink's DHCP client (SPEC 28) in frames, around `crate::dhcp::client`;
 //! - `failover`: what happens to NAT flows when the route table changes (SPEC 21, 22);
 //! - `vrrp`: VRRPv3 groups on the LAN, priority from the tracks (SPEC 29);
+//! - `ndp`: IPv6 neighbour discovery: the neighbour cache, answers for the router's own
+//!   addresses, duplicate address detection (SPEC 32; not wired into the threads yet);
+//! - `ra`: Router Advertisements on the LAN, one prefix per uplink, deprecated by health
+//!   (SPEC 32, 33; not wired into the threads yet);
 //! - `inputs`: what they are built from, derived from the configuration at start and reload.
 //!
 //! Threads own the sockets and the clock and dispatch to the engines:
@@ -27,8 +31,10 @@ pub mod dns;
 pub mod failover;
 pub mod icmp;
 pub mod inputs;
+pub mod ndp;
 pub mod probe;
 pub mod probe_thread;
+pub mod ra;
 pub mod socket;
 pub mod thread;
 pub mod uplink_dhcp;
@@ -64,6 +70,36 @@ impl Transmit {
         capacity: usize,
         build: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> Option<Transmit> {
+        Self::ip(
+            iface,
+            (src, dst, ethernet::ethertype::IPV4),
+            capacity,
+            build,
+        )
+    }
+
+    /// [`ipv4`](Self::ipv4) for an IPv6 packet.
+    pub fn ipv6(
+        iface: Iface,
+        src: MacAddr,
+        dst: MacAddr,
+        capacity: usize,
+        build: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<Transmit> {
+        Self::ip(
+            iface,
+            (src, dst, ethernet::ethertype::IPV6),
+            capacity,
+            build,
+        )
+    }
+
+    fn ip(
+        iface: Iface,
+        (src, dst, ethertype): (MacAddr, MacAddr, u16),
+        capacity: usize,
+        build: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<Transmit> {
         let mut frame = vec![0u8; IP_OFFSET + capacity];
         let n = build(&mut frame[IP_OFFSET..])?;
         frame.truncate(IP_OFFSET + n);
@@ -71,7 +107,7 @@ impl Transmit {
         let mut eth = EthernetFrame::new_unchecked(&mut frame[ETH_OFFSET..]);
         eth.set_dst(dst);
         eth.set_src(src);
-        eth.set_ethertype(ethernet::ethertype::IPV4);
+        eth.set_ethertype(ethertype);
         Some(Transmit { iface, frame })
     }
 
