@@ -14,11 +14,15 @@
 //!    installed (lowest-distance eligible) routes of the matching prefix, a weighted hash of the
 //!    flow picks one (SPEC 7). A prefix without an eligible route is absent, so the lookup falls
 //!    through to shorter prefixes, as with a withdrawn route.
+//!
+//! IPv6 leaves by its source address instead (`source6.rs`, SPEC 32): a pure function of the
+//! source, the uplinks' provider prefixes and states, and a policy's choice.
 
 mod fib;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod render;
+pub mod source6;
 #[cfg(test)]
 mod tests;
 
