@@ -10,13 +10,14 @@ mod values;
 #[cfg(test)]
 mod tests;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::prefix::Ipv4Prefix;
+use crate::prefix6::Ipv6Prefix;
 use crate::wire::ethernet::MacAddr;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +39,8 @@ pub struct Config {
     /// DNS forwarder on the LAN address (SPEC 30); None: `[dns]` absent or disabled.
     pub dns: Option<DnsConfig>,
     pub forwards: Vec<ForwardConfig>,
+    /// IPv6 (SPEC 32): None unless `[lan] ipv6 = true`.
+    pub ipv6: Option<Ipv6Config>,
 }
 
 /// Where `run` and `check-config` read the configuration when not given `--config`.
@@ -175,6 +178,27 @@ pub struct DnsConfig {
     pub burst: u32,
     /// How long to wait for one upstream answer before trying the next resolver.
     pub timeout: Duration,
+}
+
+/// IPv6 on the LAN and the uplinks (SPEC 32).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ipv6Config {
+    /// Indexed like `Config::uplinks`; None for an uplink without IPv6.
+    pub uplinks: Vec<Option<Uplink6Config>>,
+}
+
+/// One uplink's IPv6: its provider prefix and what the LAN and the link get from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uplink6Config {
+    /// The provider prefix (static; DHCPv6-PD is not supported yet).
+    pub prefix: Ipv6Prefix,
+    /// The /64 of `prefix` advertised on the LAN.
+    pub lan_prefix: Ipv6Prefix,
+    /// The router's address on the uplink's link, with the link's prefix length; None: only
+    /// its link-local address.
+    pub address: Option<Ipv6Prefix>,
+    /// The PE: link-local, or inside `address`'s prefix.
+    pub next_hop: Ipv6Addr,
 }
 
 #[derive(Debug, Clone, PartialEq)]

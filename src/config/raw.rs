@@ -58,6 +58,7 @@ pub(super) struct RawLan {
     pub address: S<String>,
     pub mac: Option<S<String>>,
     pub mtu: Option<S<i64>>,
+    pub ipv6: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +77,11 @@ pub(super) struct RawUplink {
     pub dhcp_hostname: Option<S<String>>,
     pub dhcp_vendor_class: Option<S<String>>,
     pub dhcp_distance: Option<S<i64>>,
+    pub prefix6: Option<S<String>>,
+    pub subnet_id: Option<S<i64>>,
+    pub lan_prefix6: Option<S<String>>,
+    pub address6: Option<S<String>>,
+    pub next_hop6: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -8,6 +8,8 @@ use proptest::prelude::*;
 
 use super::*;
 
+mod ipv6;
+
 const EXAMPLE: &str = include_str!("../../scripts/example.toml");
 
 /// LAN and one uplink: the smallest valid configuration.

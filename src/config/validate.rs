@@ -4,7 +4,8 @@
 //! Here: the walk over the sections in dependency order (`parse`), the span-to-line context and
 //! name tables every section uses, and the small sections (`[router]`, `[lan]`, `[nat]`,
 //! `[failover]`). `interfaces` checks uplinks, routes and policies; `health` checks probes,
-//! tracks and hooks; `vrrp` checks the VRRP groups; `forwards` checks port forwards.
+//! tracks and hooks; `vrrp` checks the VRRP groups; `forwards` checks port forwards; `ipv6` the
+//! IPv6 keys of `[lan]` and the uplinks.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -25,6 +26,7 @@ use crate::prefix::Ipv4Prefix;
 mod forwards;
 mod health;
 mod interfaces;
+mod ipv6;
 mod services;
 mod vrrp;
 
@@ -83,6 +85,7 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         &nat,
         &probes,
     )?;
+    let ipv6 = ipv6::ipv6(&cx, &raw.lan, &raw.uplink, &uplinks)?;
     Ok(Config {
         router,
         lan,
@@ -97,6 +100,7 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         dhcp_server,
         dns,
         forwards,
+        ipv6,
     })
 }
 
