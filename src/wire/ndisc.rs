@@ -65,6 +65,13 @@ pub fn link_local(mac: MacAddr) -> Ipv6Addr {
     ])
 }
 
+/// `addr` with the bits after `len` cleared: RFC 4861 §4.6.2 and RFC 4191 §2.3 say they are
+/// ignored by the receiver, so a parsed prefix carries none and builds back the same.
+fn masked(addr: Ipv6Addr, len: u8) -> Ipv6Addr {
+    let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+    Ipv6Addr::from_bits(addr.to_bits() & mask)
+}
+
 /// Option types.
 pub mod option_type {
     pub const SOURCE_LLADDR: u8 = 1;
@@ -301,7 +308,7 @@ impl<'a> NdOption<'a> {
                     return Err(WireError::Malformed);
                 }
                 NdOption::PrefixInfo(PrefixInfo {
-                    prefix: addr_at(16),
+                    prefix: masked(addr_at(16), prefix_len),
                     prefix_len,
                     on_link: opt[3] & 0x80 != 0,
                     autonomous: opt[3] & 0x40 != 0,
@@ -335,7 +342,7 @@ impl<'a> NdOption<'a> {
                 let mut prefix = [0u8; 16];
                 prefix[..len - 8].copy_from_slice(&opt[8..]);
                 NdOption::RouteInfo(RouteInfo {
-                    prefix: Ipv6Addr::from(prefix),
+                    prefix: masked(Ipv6Addr::from(prefix), prefix_len),
                     prefix_len,
                     preference,
                     lifetime: u32_at(opt, 4),
@@ -915,6 +922,29 @@ mod tests {
             ),
             "reserved preference: the option is ignored (RFC 4191 §2.3)"
         );
+    }
+
+    /// Found by the nd_options fuzz target: a /0 route in three units with bytes after the
+    /// prefix length, which the minimal encoding drops.
+    #[test]
+    fn bits_after_the_prefix_length_are_ignored() {
+        let mut route = [0u8; 24];
+        route[..4].copy_from_slice(&[24, 3, 0, 0x08]);
+        route[8..].fill(0xa5);
+        let (NdOption::RouteInfo(r), 24) = NdOption::read(&route).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (r.prefix, r.preference),
+            (Ipv6Addr::UNSPECIFIED, Preference::High)
+        );
+        let mut pio = [0u8; 32];
+        pio[..4].copy_from_slice(&[3, 4, 48, 0xc0]);
+        pio[16..].fill(0xff);
+        let (NdOption::PrefixInfo(p), 32) = NdOption::read(&pio).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.prefix, "ffff:ffff:ffff::".parse::<Ipv6Addr>().unwrap());
     }
 
     proptest! {
