@@ -2,8 +2,8 @@
 //!
 //! Pure logic (no I/O): `wire` (packet formats), `fastpath` (per-packet decisions), `gro`
 //! (TCP segments merged into GSO super-frames for the LAN), `route`,
-//! `nat`, `neigh` (ARP cache), `track`, `probe`, `config`, and the control plane's protocol
-//! engines in `control` (ARP, echo, probes, failover, VRRP). Platform I/O: `io` (TAP, packet sockets,
+//! `nat`, `neigh` (neighbour cache), `prefix6`, `track`, `probe`, `config`, and the control plane's protocol
+//! engines in `control` (ARP, echo, probes, failover, VRRP, IPv6 ND and RAs). Platform I/O: `io` (TAP, packet sockets,
 //! netlink, epoll). Threads: `dataplane` (workers), `control` (the control thread, the probe
 //! thread, the control socket), `router` (start-up and shutdown); `shared` is what they share;
 //! `systemd` (readiness notifications to the service manager).
