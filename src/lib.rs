@@ -1,12 +1,12 @@
 //! mhrouter: a userspace IPv4 router for a small multihomed site.
 //!
 //! Pure logic (no I/O): `wire` (packet formats), `fastpath` (per-packet decisions), `gro`
-//! (TCP segments merged into GSO super-frames for the LAN), `route`,
-//! `nat`, `neigh` (neighbour cache), `prefix6`, `track`, `probe`, `config`, and the control plane's protocol
-//! engines in `control` (ARP, echo, probes, failover, VRRP, IPv6 ND and RAs). Platform I/O: `io` (TAP, packet sockets,
-//! netlink, epoll). Threads: `dataplane` (workers), `control` (the control thread, the probe
-//! thread, the control socket), `router` (start-up and shutdown); `shared` is what they share;
-//! `systemd` (readiness notifications to the service manager).
+//! (TCP segments merged into GSO super-frames for the LAN), `route`, `nat`, `neigh`
+//! (neighbour cache), `prefix6`, `track`, `probe`, `config`, and the control plane's protocol
+//! engines in `control` (ARP, echo, probes, failover, VRRP, IPv6 ND and RAs). Platform I/O:
+//! `io` (TAP, packet sockets, netlink, epoll). Threads: `dataplane` (workers), `control` (the
+//! control thread, the probe thread, the control socket), `router` (start-up and shutdown);
+//! `shared` is what they share; `systemd` (readiness notifications to the service manager).
 
 pub mod clock;
 pub mod config;

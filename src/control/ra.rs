@@ -20,6 +20,7 @@ use std::time::Duration;
 use super::Transmit;
 use crate::clock::Instant;
 use crate::prefix6::Ipv6Prefix;
+use crate::rng::SplitMix;
 use crate::wire::ethernet::MacAddr;
 use crate::wire::frame::IP_OFFSET;
 use crate::wire::ipv6::{self, Ipv6Packet};
@@ -86,34 +87,20 @@ pub struct RaConfig {
     pub params: RaParams,
 }
 
-/// splitmix64: a small, seedable generator for the jitter (not for anything secret).
-#[derive(Debug, Clone)]
-struct Jitter(u64);
-
-impl Jitter {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A duration uniformly in [lo, hi] at millisecond resolution.
-    fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        let (lo, hi) = (
-            lo.as_millis() as u64,
-            hi.as_millis().max(lo.as_millis()) as u64,
-        );
-        Duration::from_millis(lo + self.next() % (hi - lo + 1))
-    }
+/// A duration uniformly in [lo, hi] at millisecond resolution.
+fn between(rng: &mut SplitMix, lo: Duration, hi: Duration) -> Duration {
+    let (lo, hi) = (
+        lo.as_millis() as u64,
+        hi.as_millis().max(lo.as_millis()) as u64,
+    );
+    Duration::from_millis(lo + rng.next_u64() % (hi - lo + 1))
 }
 
 pub struct RaEngine {
     config: RaConfig,
     /// Uplinks whose track is up.
     up: Vec<UplinkId>,
-    jitter: Jitter,
+    jitter: SplitMix,
     next_advert: Instant,
     last_advert: Option<Instant>,
     /// RAs still to send at most 16 s apart (start).
@@ -130,7 +117,7 @@ impl RaEngine {
         RaEngine {
             config,
             up: Vec::new(),
-            jitter: Jitter(seed),
+            jitter: SplitMix::new(seed),
             next_advert: now,
             last_advert: None,
             initial_left: FAST_ADVERTS,
@@ -182,7 +169,7 @@ impl RaEngine {
             return false;
         }
         let answer =
-            (now + self.jitter.between(Duration::ZERO, MAX_RA_DELAY)).max(self.earliest(now));
+            (now + between(&mut self.jitter, Duration::ZERO, MAX_RA_DELAY)).max(self.earliest(now));
         self.next_advert = self.next_advert.min(answer);
         true
     }
@@ -195,7 +182,7 @@ impl RaEngine {
         self.advertise();
         self.last_advert = Some(now);
         let p = &self.config.params;
-        let random = self.jitter.between(p.min_interval, p.max_interval);
+        let random = between(&mut self.jitter, p.min_interval, p.max_interval);
         let interval = if self.burst_left > 1 {
             MIN_DELAY_BETWEEN_RAS
         } else if self.initial_left > 1 {
