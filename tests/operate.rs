@@ -32,6 +32,12 @@ fn every_view_in_text_and_json() {
         "workers = 2\nmetrics_listen = \"127.0.0.1:9580\"\n",
     ));
     wait_primary(&lab);
+    // The views below show B's tier as a tracked backup: wait for its track too (its delay-up
+    // can end after A's under load).
+    lab.wait_for("track b-e2e up", Duration::from_secs(10), || {
+        lab.ctl(&["show", "route"])
+            .contains("(b-e2e-tier, track b-e2e up)")
+    });
     assert!(lab.ping("lan", "172.18.0.6"));
 
     let route = lab.ctl(&["show", "route"]);
