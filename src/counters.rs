@@ -62,10 +62,24 @@ pub enum DropReason {
     /// VRRP packet not used: TTL not 255, malformed, bad checksum, unknown VRID or other
     /// virtual addresses (RFC 5798 §7.1).
     BadVrrp,
+    /// A frame that looked like a probe's reply (from its target to a probe port, or an ICMP
+    /// error quoting a probe) but answers no outstanding attempt (SPEC 35).
+    ProbeUnmatched,
+    /// Admission to the control plane (`[limits]`, SPEC 35): over the class's rate...
+    ArpRateLimited,
+    ProbeRateLimited,
+    PuntRateLimited,
+    /// ...or its queue full (frames or bytes); `PuntQueueFull` is the other class's.
+    ArpQueueFull,
+    ProbeQueueFull,
+    /// New flow refused: its inside host holds `nat.max_sessions_per_host` sessions.
+    NatHostQuota,
+    /// A neighbour not remembered: its side (LAN, uplinks) holds its most entries (`[limits]`).
+    NeighbourTableFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 28] = [
+    pub const ALL: [DropReason; 36] = [
         DropReason::Truncated,
         DropReason::BadVnetHeader,
         DropReason::NotIpv4,
@@ -94,6 +108,14 @@ impl DropReason {
         DropReason::LocalUnhandled,
         DropReason::TxError,
         DropReason::BadVrrp,
+        DropReason::ProbeUnmatched,
+        DropReason::ArpRateLimited,
+        DropReason::ProbeRateLimited,
+        DropReason::PuntRateLimited,
+        DropReason::ArpQueueFull,
+        DropReason::ProbeQueueFull,
+        DropReason::NatHostQuota,
+        DropReason::NeighbourTableFull,
     ];
 
     /// Stable snake_case name used in `show counters`, JSON and metrics.
@@ -127,6 +149,14 @@ impl DropReason {
             DropReason::LocalUnhandled => "local_unhandled",
             DropReason::TxError => "tx_error",
             DropReason::BadVrrp => "bad_vrrp",
+            DropReason::ProbeUnmatched => "probe_unmatched",
+            DropReason::ArpRateLimited => "arp_rate_limited",
+            DropReason::ProbeRateLimited => "probe_rate_limited",
+            DropReason::PuntRateLimited => "punt_rate_limited",
+            DropReason::ArpQueueFull => "arp_queue_full",
+            DropReason::ProbeQueueFull => "probe_queue_full",
+            DropReason::NatHostQuota => "nat_host_quota",
+            DropReason::NeighbourTableFull => "neighbour_table_full",
         }
     }
 }
@@ -155,6 +185,9 @@ pub struct Counters {
     /// GSO super-frames built by GRO for the LAN, and the segments they carried.
     pub gro_frames: AtomicU64,
     pub gro_segments: AtomicU64,
+    /// Neighbour (ARP) entries learned or changed: logged at debug only, so a flapping MAC
+    /// cannot flood the journal.
+    pub neighbour_changes: AtomicU64,
 }
 
 impl Counters {
@@ -169,6 +202,7 @@ impl Counters {
             batch_packets: AtomicU64::new(0),
             gro_frames: AtomicU64::new(0),
             gro_segments: AtomicU64::new(0),
+            neighbour_changes: AtomicU64::new(0),
         }
     }
 
@@ -220,6 +254,7 @@ pub struct Totals {
     pub batch_packets: u64,
     pub gro_frames: u64,
     pub gro_segments: u64,
+    pub neighbour_changes: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -262,6 +297,7 @@ impl Totals {
             t.batch_packets += ld(&c.batch_packets);
             t.gro_frames += ld(&c.gro_frames);
             t.gro_segments += ld(&c.gro_segments);
+            t.neighbour_changes += ld(&c.neighbour_changes);
         }
         t
     }
@@ -286,6 +322,7 @@ impl Totals {
         t.batch_packets = t.batch_packets.saturating_sub(base.batch_packets);
         t.gro_frames = t.gro_frames.saturating_sub(base.gro_frames);
         t.gro_segments = t.gro_segments.saturating_sub(base.gro_segments);
+        t.neighbour_changes = t.neighbour_changes.saturating_sub(base.neighbour_changes);
         t
     }
 

@@ -7,12 +7,12 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-
-use crossbeam_channel::{Sender, TrySendError};
+use std::time::Duration;
 
 use crate::clock::Instant;
+use crate::config::LimitsConfig;
 use crate::counters::{Counters, DropReason, bump};
-use crate::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict, complete_checksum};
+use crate::fastpath::{Env, FastPath, PuntClass, SCRATCH_LEN, Verdict, complete_checksum};
 use crate::gro::Gro;
 use crate::io::MAX_FRAME;
 use crate::io::packet::{PacketSocket, RecvBatch, send_all};
@@ -37,6 +37,8 @@ pub struct Worker {
     pub waker: Arc<Waker>,
     /// Merge LAN-bound TCP segments into GSO super-frames (the TAP has offloads).
     pub gro: bool,
+    /// Admission to the control plane.
+    pub limits: LimitsConfig,
 }
 
 const TOKEN_TAP: u64 = 0;
@@ -54,7 +56,7 @@ impl Worker {
         let mut tap_lens = [0usize; BATCH];
         let mut rx: Vec<RecvBatch> = self.uplinks.iter().map(|_| RecvBatch::new(BATCH)).collect();
         let mut scratch = vec![0u8; SCRATCH_LEN];
-        let mut fp = FastPath::default();
+        let mut fp = FastPath::new(&self.limits);
         let mut ready = Vec::new();
         let mut out = Outbox::new(self.uplinks.len(), self.gro);
         while !self.shared.stop.load(Ordering::Relaxed) {
@@ -92,6 +94,7 @@ impl Worker {
                 }
                 if n > 0 {
                     work += n;
+                    out.batch_received();
                     for i in 0..n {
                         let frame = &mut tap_bufs[i][..tap_lens[i]];
                         let v = fp.process(&env, frame, Iface::Lan, &mut scratch);
@@ -120,16 +123,22 @@ impl Worker {
                         continue;
                     }
                     work += n;
+                    out.batch_received();
                     for i in 0..n {
+                        let stamp = batch.received(i);
                         let frame = batch.frame_mut(i);
                         let v = fp.process(&env, frame, ingress, &mut scratch);
                         self.counters.rx(ingress.index(), frame.len());
+                        if let Some(t) = stamp {
+                            out.received_at(t);
+                        }
                         out.take(i, v, ingress, frame, &scratch, &self);
                     }
                     out.flush(&self, |i| batch.frame(i));
                     self.batch_done(n);
                 }
-                if work == 0 {
+                // Under sustained load the drain loop never runs dry: see `stop` every pass.
+                if work == 0 || self.shared.stop.load(Ordering::Relaxed) {
                     break;
                 }
             }
@@ -184,34 +193,45 @@ impl Worker {
         }
     }
 
-    fn punt(
-        &self,
-        queue: &Sender<Punt>,
-        ingress: Iface,
-        resolve: Option<(Iface, Ipv4Addr)>,
-        frame: &[u8],
-    ) -> bool {
-        let p = Punt {
-            ingress,
-            received: Instant::now(),
-            resolve,
-            frame: frame.to_vec(),
+    /// Queues a frame for the control plane on its class's queue.
+    fn punt(&self, class: PuntClass, p: Punt) -> bool {
+        let (queue, full) = match class {
+            PuntClass::Probe => (&self.shared.probe_punt, DropReason::ProbeQueueFull),
+            PuntClass::Arp => (&self.shared.arp_punt, DropReason::ArpQueueFull),
+            PuntClass::Other => (&self.shared.punt, DropReason::PuntQueueFull),
         };
-        match queue.try_send(p) {
-            Ok(()) => {
-                bump(&self.counters.punted, 1);
-                true
-            }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters.dropped(DropReason::PuntQueueFull);
-                false
-            }
+        if queue.send(p) {
+            bump(&self.counters.punted, 1);
+            true
+        } else {
+            self.counters.dropped(full);
+            false
         }
+    }
+}
+
+fn punt(
+    ingress: Iface,
+    received: Instant,
+    resolve: Option<(Iface, Ipv4Addr)>,
+    frame: &[u8],
+) -> Punt {
+    Punt {
+        ingress,
+        received,
+        resolve,
+        frame: frame.to_vec(),
     }
 }
 
 /// Frames of one batch waiting to be sent, by egress, as indices into the batch's buffers.
 struct Outbox {
+    /// When the frame being taken was received (by the kernel, else when the batch was read):
+    /// what probe round trips are timed to, however long a busy worker takes to get to it.
+    received: Instant,
+    /// The monotonic and the wall clock when the batch was read, to place kernel timestamps
+    /// (wall clock) on the monotonic clock.
+    batch_clock: (Instant, std::time::SystemTime),
     lan: Vec<usize>,
     uplinks: Vec<Vec<usize>>,
     punted: bool,
@@ -230,6 +250,8 @@ struct FragmentBufs {
 impl Outbox {
     fn new(uplinks: usize, gro: bool) -> Outbox {
         Outbox {
+            received: Instant::ZERO,
+            batch_clock: (Instant::ZERO, std::time::UNIX_EPOCH),
             lan: Vec::with_capacity(BATCH),
             uplinks: (0..uplinks).map(|_| Vec::with_capacity(BATCH)).collect(),
             punted: false,
@@ -240,6 +262,21 @@ impl Outbox {
                 out: vec![0; MAX_FRAME],
             },
         }
+    }
+
+    /// A batch was just read: its frames were received now, unless the kernel says when.
+    fn batch_received(&mut self) {
+        self.batch_clock = (Instant::now(), std::time::SystemTime::now());
+        self.received = self.batch_clock.0;
+    }
+
+    /// The next frame was received by the kernel at `stamp` (since the epoch).
+    fn received_at(&mut self, stamp: Duration) {
+        let (mono, wall) = self.batch_clock;
+        let age = wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(Duration::ZERO, |w| w.saturating_sub(stamp));
+        self.received = mono.saturating_sub(age);
     }
 
     fn take(
@@ -277,12 +314,16 @@ impl Outbox {
                 bump(&w.counters.forwarded, 1);
                 w.send_fragments(egress, frame, mtu, &mut self.fragment);
             }
-            Verdict::Punt if w.shared.snapshot.load().from_probe_target(ingress, frame) => {
-                self.probe_punted |= w.punt(&w.shared.probe_punt, ingress, None, frame)
+            Verdict::Punt(PuntClass::Probe) => {
+                let p = punt(ingress, self.received, None, frame);
+                self.probe_punted |= w.punt(PuntClass::Probe, p)
             }
-            Verdict::Punt => self.punted |= w.punt(&w.shared.punt, ingress, None, frame),
+            Verdict::Punt(class) => {
+                self.punted |= w.punt(class, punt(ingress, self.received, None, frame))
+            }
             Verdict::NeedsNeighbour { egress, next_hop } => {
-                self.punted |= w.punt(&w.shared.punt, ingress, Some((egress, next_hop)), frame)
+                let p = punt(ingress, self.received, Some((egress, next_hop)), frame);
+                self.punted |= w.punt(PuntClass::Other, p)
             }
             Verdict::Drop(d) => w.counters.rx_dropped(ingress.index(), d),
         }

@@ -13,8 +13,10 @@ use crate::wire::ethernet::MacAddr;
 
 #[derive(Debug, Clone)]
 pub struct NeighParams {
-    /// Most entries held (resolved and pending together).
-    pub max_entries: usize,
+    /// Most entries held (resolved and pending together) on the LAN, and on the uplinks
+    /// together: apart, so a LAN scan cannot take the room of the uplinks' next hops (SPEC 35).
+    pub max_lan: usize,
+    pub max_uplinks: usize,
     /// A resolved entry not confirmed for this long is removed.
     pub reachable: Duration,
     /// A resolved entry this old is re-requested (before it expires).
@@ -23,19 +25,22 @@ pub struct NeighParams {
     pub retry: Duration,
     /// Requests sent before giving up on an unresolved address (its queued frames are dropped).
     pub max_requests: u32,
-    /// Frames queued per unresolved address.
+    /// Frames queued per unresolved address, and their bytes at most.
     pub queue_len: usize,
+    pub queue_bytes: usize,
 }
 
 impl Default for NeighParams {
     fn default() -> Self {
         NeighParams {
-            max_entries: 4096,
+            max_lan: 4096,
+            max_uplinks: 256,
             reachable: Duration::from_secs(300),
             refresh: Duration::from_secs(240),
             retry: Duration::from_secs(1),
             max_requests: 3,
             queue_len: 16,
+            queue_bytes: 64 << 10,
         }
     }
 }
@@ -88,13 +93,36 @@ pub struct PollOutcome<A = Ipv4Addr> {
 pub struct NeighTable<A = Ipv4Addr> {
     params: NeighParams,
     entries: HashMap<(Iface, A), Entry>,
+    /// Entries on the LAN, and on the uplinks.
+    lan: usize,
+    uplinks: usize,
 }
+
+/// No room for a new neighbour on that side (`NeighParams::max_lan`, `max_uplinks`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
 
 impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
     pub fn new(params: NeighParams) -> NeighTable<A> {
         NeighTable {
             params,
             entries: HashMap::new(),
+            lan: 0,
+            uplinks: 0,
+        }
+    }
+
+    fn full(&self, iface: Iface) -> bool {
+        match iface {
+            Iface::Lan => self.lan >= self.params.max_lan,
+            Iface::Uplink(_) => self.uplinks >= self.params.max_uplinks,
+        }
+    }
+
+    fn count(&mut self, iface: Iface) -> &mut usize {
+        match iface {
+            Iface::Lan => &mut self.lan,
+            Iface::Uplink(_) => &mut self.uplinks,
         }
     }
 
@@ -104,7 +132,8 @@ impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
 
     /// Records `ip is-at mac` from an ARP packet. Returns whether the published mapping changed
     /// and the frames that were waiting for it. Addresses never asked for are learned only if
-    /// `create` (an ARP request addressed to us: RFC 826 merge), and only while there is room.
+    /// `create` (an ARP request addressed to us: RFC 826 merge), and only while there is room
+    /// on that side (`Full` otherwise).
     pub fn learn(
         &mut self,
         iface: Iface,
@@ -112,8 +141,8 @@ impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
         mac: MacAddr,
         create: bool,
         now: Instant,
-    ) -> (bool, Vec<Vec<u8>>) {
-        let full = self.entries.len() >= self.params.max_entries;
+    ) -> Result<(bool, Vec<Vec<u8>>), Full> {
+        let full = self.full(iface);
         match self.entries.get_mut(&(iface, ip)) {
             Some(e) => {
                 let changed = e.mac != Some(mac);
@@ -121,9 +150,11 @@ impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
                 e.since = now;
                 e.requests = 0;
                 e.last_request = None;
-                (changed, e.queue.drain(..).collect())
+                Ok((changed, e.queue.drain(..).collect()))
             }
-            None if create && !full => {
+            None if create && full => Err(Full),
+            None if create => {
+                *self.count(iface) += 1;
                 self.entries.insert(
                     (iface, ip),
                     Entry {
@@ -134,9 +165,9 @@ impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
                         queue: VecDeque::new(),
                     },
                 );
-                (true, Vec::new())
+                Ok((true, Vec::new()))
             }
-            None => (false, Vec::new()),
+            None => Ok((false, Vec::new())),
         }
     }
 
@@ -149,8 +180,11 @@ impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
         frame: Option<Vec<u8>>,
         now: Instant,
     ) -> Resolve {
-        let full = self.entries.len() >= self.params.max_entries;
-        let queue_len = self.params.queue_len;
+        let full = self.full(iface);
+        let (queue_len, queue_bytes) = (self.params.queue_len, self.params.queue_bytes);
+        if !full && !self.entries.contains_key(&(iface, ip)) {
+            *self.count(iface) += 1;
+        }
         let e = match self.entries.get_mut(&(iface, ip)) {
             Some(e) => e,
             None if full => return Resolve::Dropped,
@@ -165,8 +199,9 @@ impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
         if let Some(mac) = e.mac {
             return Resolve::Known(mac);
         }
+        let held: usize = e.queue.iter().map(Vec::len).sum();
         let queued = match frame {
-            Some(f) if e.queue.len() < queue_len => {
+            Some(f) if e.queue.len() < queue_len && held + f.len() <= queue_bytes => {
                 e.queue.push_back(f);
                 true
             }
@@ -191,40 +226,61 @@ impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
             removed: Vec::new(),
             dropped_frames: 0,
         };
+        let (mut lan, mut uplinks) = (0, 0);
         self.entries.retain(|&(iface, ip), e| {
-            let due = e
-                .last_request
-                .is_none_or(|t| now.saturating_since(t) >= p.retry);
-            match e.mac {
-                Some(_) => {
-                    let age = now.saturating_since(e.since);
-                    if age >= p.reachable {
-                        out.removed.push((iface, ip));
-                        return false;
-                    }
-                    if age >= p.refresh && due {
-                        e.last_request = Some(now);
-                        out.requests.push((iface, ip));
-                    }
-                    true
-                }
-                None => {
-                    if !due {
-                        return true;
-                    }
-                    if e.requests >= p.max_requests {
-                        out.dropped_frames += e.queue.len();
-                        out.removed.push((iface, ip));
-                        return false;
-                    }
-                    e.requests += 1;
-                    e.last_request = Some(now);
-                    out.requests.push((iface, ip));
-                    true
+            let keep = Self::keep(p, &mut out, now, iface, ip, e);
+            if keep {
+                match iface {
+                    Iface::Lan => lan += 1,
+                    Iface::Uplink(_) => uplinks += 1,
                 }
             }
+            keep
         });
+        (self.lan, self.uplinks) = (lan, uplinks);
         out
+    }
+
+    /// Whether `poll` keeps entry `e` of (`iface`, `ip`), and what it asks for.
+    fn keep(
+        p: &NeighParams,
+        out: &mut PollOutcome<A>,
+        now: Instant,
+        iface: Iface,
+        ip: A,
+        e: &mut Entry,
+    ) -> bool {
+        let due = e
+            .last_request
+            .is_none_or(|t| now.saturating_since(t) >= p.retry);
+        match e.mac {
+            Some(_) => {
+                let age = now.saturating_since(e.since);
+                if age >= p.reachable {
+                    out.removed.push((iface, ip));
+                    return false;
+                }
+                if age >= p.refresh && due {
+                    e.last_request = Some(now);
+                    out.requests.push((iface, ip));
+                }
+                true
+            }
+            None => {
+                if !due {
+                    return true;
+                }
+                if e.requests >= p.max_requests {
+                    out.dropped_frames += e.queue.len();
+                    out.removed.push((iface, ip));
+                    return false;
+                }
+                e.requests += 1;
+                e.last_request = Some(now);
+                out.requests.push((iface, ip));
+                true
+            }
+        }
     }
 
     /// Resolved mappings, for publishing to the workers.
@@ -270,7 +326,7 @@ mod tests {
         let mut n = NeighTable::new(NeighParams::default());
         assert_eq!(n.resolve(A, IP, Some(vec![1]), t(0)), Resolve::Request);
         assert_eq!(n.resolve(A, IP, Some(vec![2]), t(10)), Resolve::Pending);
-        let (changed, frames) = n.learn(A, IP, MAC, false, t(20));
+        let (changed, frames) = n.learn(A, IP, MAC, false, t(20)).unwrap();
         assert!(changed);
         assert_eq!(frames, vec![vec![1], vec![2]]);
         assert_eq!(n.resolve(A, IP, None, t(30)), Resolve::Known(MAC));
@@ -294,7 +350,7 @@ mod tests {
     fn refresh_then_expire() {
         let mut n = NeighTable::new(NeighParams::default());
         n.resolve(A, IP, None, t(0));
-        n.learn(A, IP, MAC, false, t(0));
+        n.learn(A, IP, MAC, false, t(0)).unwrap();
         assert!(n.poll(t(239_000)).requests.is_empty());
         assert_eq!(n.poll(t(240_000)).requests, vec![(A, IP)]);
         assert!(n.poll(t(240_500)).requests.is_empty());
@@ -304,24 +360,57 @@ mod tests {
     #[test]
     fn bounded_table_and_queue() {
         let mut n = NeighTable::new(NeighParams {
-            max_entries: 1,
-            queue_len: 1,
+            max_uplinks: 1,
+            queue_len: 2,
+            queue_bytes: 100,
             ..NeighParams::default()
         });
-        assert_eq!(n.resolve(A, IP, Some(vec![1]), t(0)), Resolve::Request);
-        assert_eq!(n.resolve(A, IP, Some(vec![2]), t(0)), Resolve::Dropped);
+        assert_eq!(n.resolve(A, IP, Some(vec![1; 60]), t(0)), Resolve::Request);
+        assert_eq!(
+            n.resolve(A, IP, Some(vec![2; 60]), t(0)),
+            Resolve::Dropped,
+            "over the bytes held"
+        );
+        assert_eq!(n.resolve(A, IP, Some(vec![3; 40]), t(0)), Resolve::Pending);
+        assert_eq!(n.resolve(A, IP, Some(vec![4]), t(0)), Resolve::Dropped);
         let other = Ipv4Addr::new(172, 16, 1, 3);
         assert_eq!(n.resolve(A, other, Some(vec![3]), t(0)), Resolve::Dropped);
         // Unsolicited learning never grows a full table.
-        assert!(!n.learn(A, other, MAC, true, t(0)).0);
+        assert_eq!(n.learn(A, other, MAC, true, t(0)), Err(Full));
+    }
+
+    /// SPEC 35: the LAN's entries and the uplinks' are bounded apart: a LAN scan fills the
+    /// LAN's room only, and a next hop is still resolved (and stays, past the scan's expiry).
+    #[test]
+    fn a_lan_scan_cannot_take_the_uplinks_room() {
+        let mut n = NeighTable::new(NeighParams {
+            max_lan: 10,
+            max_uplinks: 2,
+            ..NeighParams::default()
+        });
+        for h in 0..100u8 {
+            let host = Ipv4Addr::new(192, 168, 0, h);
+            let _ = n.learn(Iface::Lan, host, MAC, true, t(0));
+            let _ = n.resolve(Iface::Lan, host, Some(vec![0; 100]), t(0));
+        }
+        assert_eq!(n.view(t(0)).len(), 10);
+        assert_eq!(n.resolve(A, IP, None, t(0)), Resolve::Request);
+        assert!(n.learn(A, IP, MAC, false, t(10)).unwrap().0);
+        let lan = Ipv4Addr::new(192, 168, 0, 200);
+        assert_eq!(n.learn(Iface::Lan, lan, MAC, true, t(20)), Err(Full));
+        n.poll(t(400_000));
+        assert!(
+            n.learn(Iface::Lan, lan, MAC, true, t(400_000)).is_ok(),
+            "expiry frees room"
+        );
     }
 
     #[test]
     fn unsolicited_learning_only_when_asked() {
         let mut n = NeighTable::new(NeighParams::default());
-        assert!(!n.learn(A, IP, MAC, false, t(0)).0);
+        assert!(!n.learn(A, IP, MAC, false, t(0)).unwrap().0);
         assert_eq!(n.lookup(A, IP), None);
-        assert!(n.learn(A, IP, MAC, true, t(0)).0);
+        assert!(n.learn(A, IP, MAC, true, t(0)).unwrap().0);
         assert_eq!(n.lookup(A, IP), Some(MAC));
     }
 }

@@ -1,6 +1,7 @@
 //! Start-up and shutdown: checks every interface before touching any, creates the TAP, opens
 //! the sockets, starts the workers and runs the control loop until SIGINT/SIGTERM.
 
+use std::collections::hash_map::RandomState;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -26,7 +27,7 @@ use crate::io::poll::{Epoll, Waker};
 use crate::io::tap::Tap;
 use crate::metrics;
 use crate::nat::{Forward, FragTable, NatParams, NatTable, Timeouts};
-use crate::shared::{Shared, build_snapshot};
+use crate::shared::{Shared, build_snapshot, punt_queue};
 use crate::snapshot::Neighbours;
 use crate::systemd;
 use crate::wire::ethernet::MacAddr;
@@ -62,9 +63,10 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
-/// Size of the punt queue (frames waiting for the control thread).
+/// Frames in the control thread's queues (each also bounded in bytes, `[limits]`).
 const PUNT_QUEUE: usize = 4096;
-/// Size of the queue of frames from probe targets (waiting for the probe thread).
+const ARP_QUEUE: usize = 1024;
+/// Frames in the probe thread's queue of replies.
 const PROBE_QUEUE: usize = 1024;
 
 /// The LAN MAC when the config sets none: locally administered, derived from the LAN address
@@ -175,6 +177,7 @@ pub fn run(
     let nat = NatTable::new(
         NatParams {
             max_entries: cfg.nat.max_entries,
+            max_sessions_per_host: cfg.nat.max_sessions_per_host,
             port_min: cfg.nat.port_min,
             port_max: cfg.nat.port_max,
             timeouts: Timeouts {
@@ -189,13 +192,17 @@ pub fn run(
         &uplink_addrs,
     )
     .with_forwards(Forward::from_config(&cfg));
-    let (punt_tx, punt_rx) = bounded(PUNT_QUEUE);
-    let (probe_punt_tx, probe_punt_rx) = bounded(PROBE_QUEUE);
+    let limits = &cfg.limits;
+    let (punt_tx, punt_rx) = punt_queue(PUNT_QUEUE, limits.punt_queue_bytes);
+    let (arp_punt_tx, arp_punt_rx) = punt_queue(ARP_QUEUE, limits.arp_queue_bytes);
+    let (probe_punt_tx, probe_punt_rx) = punt_queue(PROBE_QUEUE, limits.probe_queue_bytes);
     let control_waker = Waker::new().map_err(io_err("eventfd"))?;
     let probe_waker = Waker::new().map_err(io_err("eventfd"))?;
+    let probe_port_base = std::hash::BuildHasher::hash_one(&RandomState::new(), 0) as u16;
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(build_snapshot(
             &cfg,
+            probe_port_base,
             lan_mac,
             &uplink_io,
             &carrier,
@@ -205,10 +212,12 @@ pub fn run(
         nat,
         frags: FragTable::default(),
         stop: AtomicBool::new(false),
+        arp_punt: arp_punt_tx,
         punt: punt_tx,
         control_waker,
         probe_punt: probe_punt_tx,
         probe_waker,
+        probe_port_base,
         probe_health: ArcSwap::from_pointee(Vec::new()),
     });
 
@@ -252,6 +261,7 @@ pub fn run(
             shared: shared.clone(),
             waker: waker.clone(),
             gro: cfg.router.offload,
+            limits: cfg.limits.clone(),
         };
         wakers.push(waker);
         worker_counters.push(counters);
@@ -329,6 +339,7 @@ pub fn run(
         cfg,
         config_path,
         shared: shared.clone(),
+        arp_punts: arp_punt_rx,
         punts: punt_rx,
         requests: req_rx,
         tap: control_tap,

@@ -5,20 +5,23 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::clock::Instant;
-use crate::config::Config;
+use crate::config::{Config, ProbeKind};
 use crate::control::UplinkIo;
 use crate::io::poll::Waker;
 use crate::nat::{FragTable, NatTable};
+use crate::probe::probe_port;
 use crate::probe::schedule::ProbeStatus;
 use crate::route::{self, Health, RouteTable};
-use crate::snapshot::{LanState, Neighbours, Snapshot, UplinkState};
+use crate::snapshot::{LanState, Neighbours, ProbeFlow, Snapshot, UplinkState};
 use crate::wire::ethernet::MacAddr;
+use crate::wire::ipv4::proto;
 use crate::{Iface, UplinkId};
 
 /// A frame for the control plane, with its virtio_net_hdr.
@@ -32,6 +35,59 @@ pub struct Punt {
     pub frame: Vec<u8>,
 }
 
+/// The sending end of a punt queue, bounded in frames and in bytes: frames are up to 64 KiB,
+/// so a bound in frames alone lets a flood pin GBs.
+pub struct PuntSender {
+    tx: Sender<Punt>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// The receiving end of a punt queue.
+pub struct PuntReceiver {
+    rx: Receiver<Punt>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// A punt queue of at most `frames` frames and `max_bytes` bytes of them.
+pub fn punt_queue(frames: usize, max_bytes: usize) -> (PuntSender, PuntReceiver) {
+    let (tx, rx) = bounded(frames);
+    let bytes = Arc::new(AtomicUsize::new(0));
+    (
+        PuntSender {
+            tx,
+            bytes: bytes.clone(),
+            max_bytes,
+        },
+        PuntReceiver { rx, bytes },
+    )
+}
+
+impl PuntSender {
+    /// Queues `p`; false (and `p` dropped) when the queue is full in frames or bytes.
+    pub fn send(&self, p: Punt) -> bool {
+        let len = p.frame.len();
+        // Reserve first, so concurrent workers together never pass the bound.
+        if self.bytes.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
+            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        if self.tx.try_send(p).is_err() {
+            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+impl PuntReceiver {
+    pub fn try_recv(&self) -> Option<Punt> {
+        let p = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(p.frame.len(), Ordering::Relaxed);
+        Some(p)
+    }
+}
+
 /// State shared by the workers, the control thread and the probe thread.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
@@ -40,13 +96,19 @@ pub struct Shared {
     pub nat: NatTable,
     pub frags: FragTable,
     pub stop: AtomicBool,
-    pub punt: Sender<Punt>,
+    /// The control thread's queues: ARP first, then the rest (the router's own traffic and
+    /// frames waiting for ARP).
+    pub arp_punt: PuntSender,
+    pub punt: PuntSender,
     /// Wakes the control thread when punts are queued.
     pub control_waker: Waker,
-    /// Frames from probe targets, for the probe thread: a queue of their own so nothing the
-    /// control thread does can delay a probe reply.
-    pub probe_punt: Sender<Punt>,
+    /// Probe replies (and ICMP errors about probes), for the probe thread: a queue of their
+    /// own so nothing the control thread does can delay a probe reply.
+    pub probe_punt: PuntSender,
     pub probe_waker: Waker,
+    /// Places the probes' ports in `PROBE_PORTS` (`probe_port`), random per run: the probe
+    /// thread sends from them and the snapshot tells the fast path.
+    pub probe_port_base: u16,
     /// Every probe's definition and statistics, published by the probe thread.
     pub probe_health: ArcSwap<Vec<ProbeStatus>>,
 }
@@ -108,6 +170,7 @@ fn route_inputs(
 /// The forwarding snapshot for these inputs.
 pub fn build_snapshot(
     cfg: &Config,
+    probe_port_base: u16,
     lan_mac: MacAddr,
     uplinks: &[UplinkIo],
     carrier: &[bool],
@@ -144,10 +207,22 @@ pub fn build_snapshot(
                 carrier: c,
             })
             .collect(),
-        probe_targets: cfg
+        probes: cfg
             .probes
             .iter()
-            .filter_map(|p| Some((UplinkId(cfg.uplink_index(&p.uplink)? as u8), p.target)))
+            .enumerate()
+            .filter_map(|(i, p)| {
+                Some(ProbeFlow {
+                    uplink: UplinkId(cfg.uplink_index(&p.uplink)? as u8),
+                    proto: match p.kind {
+                        ProbeKind::IcmpEcho { .. } => proto::ICMP,
+                        ProbeKind::Tcp { .. } => proto::TCP,
+                        ProbeKind::Dns { .. } => proto::UDP,
+                    },
+                    target: p.target,
+                    port: probe_port(probe_port_base.wrapping_add(i as u16)),
+                })
+            })
             .collect(),
     }
 }
@@ -166,4 +241,32 @@ pub fn build_neighbours(cfg: &Config, resolved: HashMap<(Iface, Ipv4Addr), MacAd
         })
         .collect();
     Neighbours::new(resolved, next_hops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn punt(len: usize) -> Punt {
+        Punt {
+            ingress: Iface::Lan,
+            received: Instant::ZERO,
+            resolve: None,
+            frame: vec![0; len],
+        }
+    }
+
+    #[test]
+    fn punt_queues_are_bounded_in_bytes_and_frames() {
+        let (tx, rx) = punt_queue(3, 100_000);
+        assert!(tx.send(punt(65_536)));
+        assert!(
+            !tx.send(punt(65_536)),
+            "two 64 KiB frames are over 100 000 bytes"
+        );
+        assert!(tx.send(punt(100)) && tx.send(punt(100)));
+        assert!(!tx.send(punt(1)), "three frames at most");
+        assert_eq!(rx.try_recv().map(|p| p.frame.len()), Some(65_536));
+        assert!(tx.send(punt(65_536)), "room again once taken");
+    }
 }

@@ -6,21 +6,29 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use crate::prefix::Ipv4Prefix;
+use crate::probe::PROBE_PORTS;
 use crate::route::RouteTable;
-use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
-use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
-use crate::wire::ipv4::{Ipv4Packet, proto};
-use crate::wire::udp::UdpPacket;
+use crate::wire::ethernet::MacAddr;
 use crate::{Iface, UplinkId};
-use crate::{dhcp, dns};
 
 pub struct Snapshot {
     pub routes: RouteTable,
     pub lan: LanState,
     pub uplinks: Vec<UplinkState>,
-    /// (uplink, target) of every probe: what arrives on an uplink from a probe's target may be
-    /// its reply and goes to the control plane; other unsolicited traffic is dropped at once.
-    pub probe_targets: Vec<(UplinkId, Ipv4Addr)>,
+    /// Every probe's (uplink, protocol, target, port): its port is one of `PROBE_PORTS`, which
+    /// no NAT session can hold, so what arrives on an uplink is told for a probe's reply before
+    /// any NAT lookup (SPEC 35).
+    pub probes: Vec<ProbeFlow>,
+}
+
+/// What a probe's replies come as: on `uplink`, from `target`, protocol `proto`, to the
+/// probe's `port` (its ICMP id or TCP/UDP source port, one of `PROBE_PORTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeFlow {
+    pub uplink: UplinkId,
+    pub proto: u8,
+    pub target: Ipv4Addr,
+    pub port: u16,
 }
 
 pub struct LanState {
@@ -114,27 +122,16 @@ impl Snapshot {
         self.iface_prefix(iface).map(|p| p.addr())
     }
 
-    pub fn is_probe_target(&self, uplink: UplinkId, ip: Ipv4Addr) -> bool {
-        self.probe_targets.contains(&(uplink, ip))
-    }
-
-    /// True for an IPv4 frame (vnet header first) that came in on an uplink from one of that
-    /// uplink's probe targets: the probe thread's, not the control thread's. Answers to the DNS
-    /// forwarder (UDP to port 53) and to the uplink's DHCP client (UDP to port 68) stay with the
-    /// control thread, whoever sends them.
-    pub fn from_probe_target(&self, ingress: Iface, frame: &[u8]) -> bool {
-        let Iface::Uplink(u) = ingress else {
-            return false;
-        };
-        let ipv4 = EthernetFrame::new_checked(frame.get(ETH_OFFSET..).unwrap_or(&[]))
-            .is_ok_and(|e| e.ethertype() == ethernet::ethertype::IPV4);
-        ipv4 && Ipv4Packet::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[])).is_ok_and(|ip| {
-            self.is_probe_target(u, ip.src())
-                && !(ip.protocol() == proto::UDP
-                    && UdpPacket::new_checked(ip.payload()).is_ok_and(|d| {
-                        d.dst_port() == dns::PORT || d.dst_port() == dhcp::CLIENT_PORT
-                    }))
-        })
+    /// True when a packet of protocol `proto` from `remote` to the router's `port` on `uplink`
+    /// is one a probe expects (it may still answer no outstanding attempt).
+    pub fn is_probe_reply(&self, uplink: UplinkId, proto: u8, remote: Ipv4Addr, port: u16) -> bool {
+        PROBE_PORTS.contains(&port)
+            && self.probes.contains(&ProbeFlow {
+                uplink,
+                proto,
+                target: remote,
+                port,
+            })
     }
 }
 
@@ -171,9 +168,7 @@ mod tests {
     use super::*;
     use crate::route::fixtures::{NH_A, ifaces, p};
     use crate::route::{Health, Interfaces};
-    use crate::wire::icmp::{self, EchoRepr, types};
-    use crate::wire::ipv4::OwnHeader;
-    use crate::wire::udp;
+    use crate::wire::ipv4::proto;
 
     fn uplink(nat: bool, nat_sources: &[&str]) -> UplinkState {
         UplinkState {
@@ -222,7 +217,7 @@ mod tests {
                 vrrp: false,
             },
             uplinks: vec![uplink(false, &[])],
-            probe_targets: vec![],
+            probes: vec![],
         };
         let host = |s: &str| snap.is_lan_host(s.parse().unwrap());
         assert!(host("192.168.0.10") && host("192.168.0.254"));
@@ -281,46 +276,40 @@ mod tests {
                 vrrp: true,
             },
             uplinks: Vec::new(),
-            probe_targets: vec![(UplinkId(0), TARGET)],
+            probes: vec![ProbeFlow {
+                uplink: UplinkId(0),
+                proto: proto::ICMP,
+                target: TARGET,
+                port: *PROBE_PORTS.start() + 7,
+            }],
         }
     }
 
-    fn frame(ethertype: u16, src: Ipv4Addr) -> Vec<u8> {
-        let mut f = vec![0u8; IP_OFFSET + 40];
-        EthernetFrame::new_unchecked(&mut f[ETH_OFFSET..]).set_ethertype(ethertype);
-        let dst = Ipv4Addr::new(172, 16, 1, 1);
-        let echo = EchoRepr {
-            msg_type: types::ECHO_REPLY,
-            ident: 1,
-            seq: 1,
-        };
-        icmp::build_echo(&mut f[IP_OFFSET..], &OwnHeader::new(src, dst), &echo, &[]).unwrap();
-        f
-    }
-
     #[test]
-    fn only_ipv4_from_a_probe_target_on_its_uplink_goes_to_the_probe_thread() {
+    fn a_probe_reply_is_its_uplink_protocol_target_and_port() {
         let s = snapshot();
-        let from_target = frame(ethernet::ethertype::IPV4, TARGET);
-        assert!(s.from_probe_target(A, &from_target));
-        assert!(!s.from_probe_target(B, &from_target), "another uplink's");
-        assert!(!s.from_probe_target(Iface::Lan, &from_target));
-        let other = frame(ethernet::ethertype::IPV4, Ipv4Addr::new(198, 51, 100, 2));
-        assert!(!s.from_probe_target(A, &other));
-        assert!(!s.from_probe_target(A, &frame(ethernet::ethertype::ARP, TARGET)));
-        assert!(!s.from_probe_target(A, &from_target[..IP_OFFSET + 10]));
-        // The DNS forwarder's answers are the control thread's, even from a probe target.
-        let mut dns = vec![0u8; IP_OFFSET + 40];
-        EthernetFrame::new_unchecked(&mut dns[ETH_OFFSET..])
-            .set_ethertype(ethernet::ethertype::IPV4);
-        let dst = Ipv4Addr::new(172, 16, 1, 1);
-        let n = udp::build_datagram(
-            &mut dns[IP_OFFSET..],
-            &OwnHeader::new(TARGET, dst),
-            (53, 53),
-            &[0; 12],
+        let port = *PROBE_PORTS.start() + 7;
+        assert!(s.is_probe_reply(UplinkId(0), proto::ICMP, TARGET, port));
+        assert!(
+            !s.is_probe_reply(UplinkId(0), proto::ICMP, TARGET, port + 1),
+            "another probe's port"
         );
-        assert!(n.is_ok());
-        assert!(!s.from_probe_target(A, &dns));
+        assert!(
+            !s.is_probe_reply(UplinkId(1), proto::ICMP, TARGET, port),
+            "another uplink"
+        );
+        assert!(
+            !s.is_probe_reply(UplinkId(0), proto::UDP, TARGET, port),
+            "another protocol"
+        );
+        let other = Ipv4Addr::new(198, 51, 100, 2);
+        assert!(
+            !s.is_probe_reply(UplinkId(0), proto::ICMP, other, port),
+            "another host"
+        );
+        assert!(
+            !s.is_probe_reply(UplinkId(0), proto::ICMP, TARGET, *PROBE_PORTS.start() - 1),
+            "a NAT port"
+        );
     }
 }

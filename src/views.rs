@@ -302,6 +302,7 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                     t.gro_segments, t.gro_frames
                 );
             }
+            s += &format!("neighbour changes {}\n", t.neighbour_changes);
             s += "drops:\n";
             for (name, n) in &t.drops {
                 s += &format!("  {name:<24} {n}\n");

@@ -55,6 +55,7 @@ fuzz_target!(|input: (bool, u8, Vec<(u16, u8)>, Vec<u8>)| {
     let mut engine = ProbeEngine::new(
         cfg.probes.clone(),
         |name| cfg.uplink_index(name).unwrap_or(0),
+        0,
         t0,
     );
     let uplinks: Vec<ProbeUplink> = cfg

@@ -41,6 +41,46 @@ pub struct Config {
     pub forwards: Vec<ForwardConfig>,
     /// IPv6 (SPEC 32): None unless `[lan] ipv6 = true`.
     pub ipv6: Option<Ipv6Config>,
+    pub limits: LimitsConfig,
+}
+
+/// What any one host, or a flood, may take of the control plane and the tables (SPEC 35).
+/// Rates are per worker thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// ARP frames handed to the control thread per second.
+    pub arp_per_second: u32,
+    /// Frames to a probe's port from its target (or ICMP errors quoting a probe) per second.
+    pub probe_replies_per_second: u32,
+    /// Everything else for the control thread (the router's own traffic, frames waiting for
+    /// ARP) per second.
+    pub punts_per_second: u32,
+    /// Bytes of frames each queue holds at most.
+    pub arp_queue_bytes: usize,
+    pub probe_queue_bytes: usize,
+    pub punt_queue_bytes: usize,
+    /// Neighbour entries on the LAN, and on all uplinks together: a LAN scan cannot take the
+    /// uplinks' (next hops) room.
+    pub lan_neighbours: usize,
+    pub uplink_neighbours: usize,
+    /// Bytes of frames held for one unresolved neighbour.
+    pub held_bytes_per_neighbour: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            arp_per_second: 500,
+            probe_replies_per_second: 1000,
+            punts_per_second: 2000,
+            arp_queue_bytes: 256 << 10,
+            probe_queue_bytes: 256 << 10,
+            punt_queue_bytes: 4 << 20,
+            lan_neighbours: 4096,
+            uplink_neighbours: 256,
+            held_bytes_per_neighbour: 64 << 10,
+        }
+    }
 }
 
 /// Where `run` and `check-config` read the configuration when not given `--config`.
@@ -204,6 +244,8 @@ pub struct Uplink6Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NatConfig {
     pub max_entries: usize,
+    /// Sessions one inside host may hold (SPEC 35); default a quarter of `max_entries`.
+    pub max_sessions_per_host: usize,
     pub port_min: u16,
     pub port_max: u16,
     pub tcp_syn: Duration,

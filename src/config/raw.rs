@@ -38,6 +38,22 @@ pub(super) struct RawConfig {
     pub dns: Option<RawDns>,
     #[serde(default)]
     pub forward: Vec<RawForward>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub arp_per_second: Option<S<i64>>,
+    pub probe_replies_per_second: Option<S<i64>>,
+    pub punts_per_second: Option<S<i64>>,
+    pub arp_queue_bytes: Option<S<i64>>,
+    pub probe_queue_bytes: Option<S<i64>>,
+    pub punt_queue_bytes: Option<S<i64>>,
+    pub lan_neighbours: Option<S<i64>>,
+    pub uplink_neighbours: Option<S<i64>>,
+    pub held_bytes_per_neighbour: Option<S<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -88,6 +104,7 @@ pub(super) struct RawUplink {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNat {
     pub max_entries: Option<S<i64>>,
+    pub max_sessions_per_host: Option<S<i64>>,
     pub port_min: Option<S<i64>>,
     pub port_max: Option<S<i64>>,
     pub tcp_syn: Option<S<Scalar>>,

@@ -734,6 +734,10 @@ fn nat_numbers() {
         ),
         "port_min 3000 is larger than port_max 2000",
     );
+    check(
+        &base("[nat]\nport_min = 65300  # <-\n"),
+        "port_min 65300 to port_max 65535 leaves no port for NAT: 65280-65535 are reserved for probes",
+    );
 }
 
 #[test]
@@ -1869,22 +1873,23 @@ fn forward_errors() {
             "to",
             "to: ports from 65535 for 2 ports run past 65535",
         ),
-        // The DNS probe on A sends from the dynamic ports.
+        // The DNS probe on A sends from the probes' reserved ports.
         (
             r#"["isp-a"]"#,
             "udp",
-            "50000",
+            "65300",
             "192.168.0.10",
             "port",
-            "udp 50000 on uplink 'isp-a' overlaps the source ports 49152-65535 of probe 'a-dns'",
+            "udp 65300 on uplink 'isp-a' overlaps the source ports 65280-65535 of probe 'a-dns'",
         ),
     ];
     for (uplinks, protocol, port, to, marked, message) in cases {
         check(&fwd(uplinks, protocol, port, to, marked), message);
     }
     // TCP on the probe's ports is fine (a DNS probe sends UDP), and so is B.
-    ok(&fwd(r#"["isp-a"]"#, "tcp", "50000", "192.168.0.10", ""));
-    ok(&fwd(r#"["isp-b"]"#, "udp", "50000", "192.168.0.10", ""));
+    ok(&fwd(r#"["isp-a"]"#, "tcp", "65300", "192.168.0.10", ""));
+    ok(&fwd(r#"["isp-b"]"#, "udp", "65300", "192.168.0.10", ""));
+    ok(&fwd(r#"["isp-a"]"#, "udp", "50000", "192.168.0.10", ""));
 }
 
 #[test]

@@ -16,12 +16,16 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawConfig, RawFailback, RawFailover, RawLan, RawNat, RawRouter, Scalar};
+use super::raw::{
+    RawConfig, RawFailback, RawFailover, RawLan, RawLimits, RawNat, RawRouter, Scalar,
+};
 use super::values;
 use super::{
-    AddrRange, Config, ConfigError, Failback, FailoverConfig, LanConfig, NatConfig, RouterConfig,
+    AddrRange, Config, ConfigError, Failback, FailoverConfig, LanConfig, LimitsConfig, NatConfig,
+    RouterConfig,
 };
 use crate::prefix::Ipv4Prefix;
+use crate::probe::PROBE_PORTS;
 
 mod forwards;
 mod health;
@@ -86,6 +90,7 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         &probes,
     )?;
     let ipv6 = ipv6::ipv6(&cx, &raw.lan, &raw.uplink, &uplinks)?;
+    let limits = limits(&cx, &raw.limits)?;
     Ok(Config {
         router,
         lan,
@@ -101,6 +106,7 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         dns,
         forwards,
         ipv6,
+        limits,
     })
 }
 
@@ -372,6 +378,10 @@ fn nat(cx: &Ctx, r: &RawNat) -> Result<NatConfig> {
         Some(m) => cx.int(m, "max_entries", 1..=i64::from(u32::MAX))?,
         None => 262_144,
     };
+    let max_sessions_per_host = match &r.max_sessions_per_host {
+        Some(m) => cx.int(m, "max_sessions_per_host", 1..=i64::from(u32::MAX))?,
+        None => (max_entries / 4).max(1),
+    };
     let port = |v: &Option<S<i64>>, key, default| match v {
         Some(p) => cx.int(p, key, 1..=65535),
         None => Ok(default),
@@ -389,6 +399,21 @@ fn nat(cx: &Ctx, r: &RawNat) -> Result<NatConfig> {
             format!("port_min {port_min} is larger than port_max {port_max}"),
         ));
     }
+    if PROBE_PORTS.contains(&port_min) && PROBE_PORTS.contains(&port_max) {
+        let span = r
+            .port_min
+            .as_ref()
+            .or(r.port_max.as_ref())
+            .map_or(0..0, |s| s.span());
+        return Err(cx.err(
+            span,
+            format!(
+                "port_min {port_min} to port_max {port_max} leaves no port for NAT: {}-{} are reserved for probes",
+                PROBE_PORTS.start(),
+                PROBE_PORTS.end()
+            ),
+        ));
+    }
     let secs = Duration::from_secs;
     // The NAT table keeps session times in 32-bit milliseconds (small entries): 20 days at most.
     let timeout = |v: &Option<S<Scalar>>, key: &str, default: Duration| {
@@ -402,6 +427,7 @@ fn nat(cx: &Ctx, r: &RawNat) -> Result<NatConfig> {
     };
     Ok(NatConfig {
         max_entries,
+        max_sessions_per_host,
         port_min,
         port_max,
         tcp_syn: timeout(&r.tcp_syn, "tcp_syn", secs(30))?,
@@ -410,6 +436,50 @@ fn nat(cx: &Ctx, r: &RawNat) -> Result<NatConfig> {
         udp: timeout(&r.udp, "udp", secs(300))?,
         udp_unreplied: timeout(&r.udp_unreplied, "udp_unreplied", secs(30))?,
         icmp: timeout(&r.icmp, "icmp", secs(60))?,
+    })
+}
+
+fn limits(cx: &Ctx, r: &RawLimits) -> Result<LimitsConfig> {
+    let d = LimitsConfig::default();
+    let rate = |v: &Option<S<i64>>, key: &str, default: u32| match v {
+        Some(v) => cx.int(v, key, 1..=10_000_000),
+        None => Ok(default),
+    };
+    // At least one frame of the largest size a worker receives (64 KiB), at most 1 GiB.
+    let bytes = |v: &Option<S<i64>>, key: &str, default: usize| match v {
+        Some(v) => cx.int(v, key, 65_536..=1 << 30),
+        None => Ok(default),
+    };
+    let count = |v: &Option<S<i64>>, key: &str, default: usize| match v {
+        Some(v) => cx.int(v, key, 1..=1 << 20),
+        None => Ok(default),
+    };
+    Ok(LimitsConfig {
+        arp_per_second: rate(&r.arp_per_second, "arp_per_second", d.arp_per_second)?,
+        probe_replies_per_second: rate(
+            &r.probe_replies_per_second,
+            "probe_replies_per_second",
+            d.probe_replies_per_second,
+        )?,
+        punts_per_second: rate(&r.punts_per_second, "punts_per_second", d.punts_per_second)?,
+        arp_queue_bytes: bytes(&r.arp_queue_bytes, "arp_queue_bytes", d.arp_queue_bytes)?,
+        probe_queue_bytes: bytes(
+            &r.probe_queue_bytes,
+            "probe_queue_bytes",
+            d.probe_queue_bytes,
+        )?,
+        punt_queue_bytes: bytes(&r.punt_queue_bytes, "punt_queue_bytes", d.punt_queue_bytes)?,
+        lan_neighbours: count(&r.lan_neighbours, "lan_neighbours", d.lan_neighbours)?,
+        uplink_neighbours: count(
+            &r.uplink_neighbours,
+            "uplink_neighbours",
+            d.uplink_neighbours,
+        )?,
+        held_bytes_per_neighbour: bytes(
+            &r.held_bytes_per_neighbour,
+            "held_bytes_per_neighbour",
+            d.held_bytes_per_neighbour,
+        )?,
     })
 }
 

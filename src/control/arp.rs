@@ -132,7 +132,16 @@ impl ArpEngine {
         let request_for_us = is_request && (a.target_ip() == my_ip || virtual_mac.is_some());
         // Learn only plausible neighbours: on-link senders with a unicast MAC.
         if me.prefix.contains(sip) && sip != my_ip && smac.is_unicast() {
-            let (changed, held) = self.neigh.learn(ingress, sip, smac, request_for_us, now);
+            let Ok((changed, held)) = self.neigh.learn(ingress, sip, smac, request_for_us, now)
+            else {
+                // No room on that side: still answered, not remembered.
+                self.events
+                    .push_back(ArpEvent::Dropped(DropReason::NeighbourTableFull));
+                if request_for_us {
+                    self.send_arp(ingress, smac, arp::op::REPLY, smac, sip);
+                }
+                return;
+            };
             if changed {
                 self.events.push_back(ArpEvent::Learned {
                     iface: ingress,

@@ -65,6 +65,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
             "the [[vrrp]] groups"
         } else if old.dhcp_server != new.dhcp_server {
             "[dhcp_server]"
+        } else if old.limits != new.limits {
+            "the [limits] settings"
         } else {
             return None;
         };

@@ -234,7 +234,12 @@ impl NdpEngine {
     }
 
     fn learn(&mut self, iface: Iface, ip: Ipv6Addr, mac: MacAddr, create: bool, now: Instant) {
-        let (changed, held) = self.neigh.learn(iface, ip, mac, create, now);
+        let Ok((changed, held)) = self.neigh.learn(iface, ip, mac, create, now) else {
+            // No room on that side: not remembered.
+            self.events
+                .push_back(NdpEvent::Dropped(DropReason::NeighbourTableFull));
+            return;
+        };
         if changed {
             self.events.push_back(NdpEvent::Learned { iface, ip, mac });
         }

@@ -30,6 +30,7 @@ pub struct ProbeUplink {
 
 pub struct ProbeEngine {
     set: ProbeSet,
+    port_base: u16,
     uplinks: Vec<ProbeUplink>,
     transmits: VecDeque<Transmit>,
     /// Probes that recorded a result (reply or timeout), in order.
@@ -37,14 +38,17 @@ pub struct ProbeEngine {
 }
 
 impl ProbeEngine {
-    /// `uplink_of` maps an uplink name to its index.
+    /// `uplink_of` maps an uplink name to its index; `port_base` places the probes' ports
+    /// (`probe_port`).
     pub fn new(
         defs: Vec<ProbeConfig>,
         uplink_of: impl Fn(&str) -> usize,
+        port_base: u16,
         now: Instant,
     ) -> ProbeEngine {
         ProbeEngine {
-            set: ProbeSet::new(defs, uplink_of, now),
+            set: ProbeSet::new(defs, uplink_of, port_base, now),
+            port_base,
             uplinks: Vec::new(),
             transmits: VecDeque::new(),
             results: VecDeque::new(),
@@ -58,10 +62,10 @@ impl ProbeEngine {
         uplink_of: impl Fn(&str) -> usize,
         now: Instant,
     ) {
-        let mut set = ProbeSet::new(defs, uplink_of, now);
+        let mut set = ProbeSet::new(defs, uplink_of, self.port_base, now);
         set.carry_over(std::mem::replace(
             &mut self.set,
-            ProbeSet::new(Vec::new(), |_| 0, now),
+            ProbeSet::new(Vec::new(), |_| 0, 0, now),
         ));
         self.set = set;
         self.results.clear();
@@ -89,6 +93,14 @@ impl ProbeEngine {
         }
         self.results.push_back(outcome.probe);
         true
+    }
+
+    /// Whether `frame`, arrived on `uplink`, is an ICMP error quoting an outstanding attempt:
+    /// accepted, and the attempt runs on to its timeout.
+    pub fn is_error_about_probe(&self, uplink: UplinkId, frame: &[u8]) -> bool {
+        frame
+            .get(IP_OFFSET..)
+            .is_some_and(|p| self.set.match_error(usize::from(uplink.0), p).is_some())
     }
 
     /// Attempts that timed out by `now`, then probes due to send.

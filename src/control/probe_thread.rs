@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
 use super::Transmit;
 use super::probe::{ProbeEngine, ProbeUplink};
@@ -21,7 +21,7 @@ use crate::io::packet::PacketSocket;
 use crate::io::poll::Epoll;
 use crate::probe::schedule::Probe;
 use crate::probe::stats::ProbeStats;
-use crate::shared::{Punt, Shared};
+use crate::shared::{PuntReceiver, Shared};
 use crate::{Iface, UplinkId};
 
 /// Longest wait without an event, so a stop request is seen.
@@ -36,8 +36,8 @@ pub struct ProbeReport {
 
 pub struct ProbeThread {
     pub shared: Arc<Shared>,
-    /// Frames from probe targets, queued by the workers.
-    pub replies: Receiver<Punt>,
+    /// Probe replies and ICMP errors about probes, queued by the workers.
+    pub replies: PuntReceiver,
     /// New probe definitions after a reload.
     pub configs: Receiver<Vec<ProbeConfig>>,
     pub reports: Sender<ProbeReport>,
@@ -53,7 +53,12 @@ impl ProbeThread {
         ep.add(self.shared.probe_waker.as_raw_fd(), 0)?;
         let names = self.uplink_names.clone();
         let uplink_of = |n: &str| names.iter().position(|u| u == n).unwrap_or(0);
-        let mut engine = ProbeEngine::new(probes, uplink_of, Instant::now());
+        let mut engine = ProbeEngine::new(
+            probes,
+            uplink_of,
+            self.shared.probe_port_base,
+            Instant::now(),
+        );
         self.publish(&engine);
         let mut ready = Vec::new();
         while !self.shared.stop.load(Ordering::Relaxed) {
@@ -65,13 +70,16 @@ impl ProbeThread {
             }
             // Replies first: one that arrived before its deadline counts even if the thread
             // gets to it after.
-            for p in self.replies.try_iter() {
+            while let Some(p) = self.replies.try_recv() {
                 let matched = match p.ingress {
-                    Iface::Uplink(u) => engine.handle_reply(u, &p.frame, p.received),
+                    Iface::Uplink(u) => {
+                        engine.handle_reply(u, &p.frame, p.received)
+                            || engine.is_error_about_probe(u, &p.frame)
+                    }
                     Iface::Lan => false,
                 };
                 if !matched {
-                    self.to_control(p);
+                    self.counters.dropped(DropReason::ProbeUnmatched);
                 }
             }
             engine.handle_timeout(now);
@@ -124,16 +132,6 @@ impl ProbeThread {
     fn publish(&self, engine: &ProbeEngine) {
         let table = engine.probes().iter().map(Probe::status).collect();
         self.shared.probe_health.store(Arc::new(table));
-    }
-
-    /// A frame from a probe target that answers no probe (a ping to the router, say).
-    fn to_control(&self, p: Punt) {
-        match self.shared.punt.try_send(p) {
-            Ok(()) => self.shared.control_waker.wake(),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counters.dropped(DropReason::PuntQueueFull)
-            }
-        }
     }
 
     fn send(&self, t: Transmit) {

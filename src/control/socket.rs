@@ -6,7 +6,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -248,7 +248,18 @@ pub fn serve(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only a socket is ours to replace: anything else at the path (a file given by
+        // mistake, a symlink) is left alone and named.
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; not replacing it",
+                    path.display()
+                ),
+            ));
+        }
         // A live router would answer; a dead one left its socket behind.
         if UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
@@ -355,11 +366,57 @@ fn may_change_router(stream: &UnixStream) -> Result<(), String> {
     }
 }
 
+/// A connection with one deadline for the whole request and one for the whole reply: the
+/// socket's own timeouts bound each read or write, so a client sending (or reading) one byte
+/// at a time would otherwise hold the serial server for hours.
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    until: std::time::Instant,
+}
+
+impl Deadline<'_> {
+    fn remaining(&self) -> io::Result<Duration> {
+        let left = self
+            .until
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("not complete within {}s", CLIENT_DEADLINE.as_secs()),
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.remaining()?))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.remaining()?))?;
+        (&mut &*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How long a client has to send its request, and again to read the reply.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
+
 fn handle(stream: UnixStream, to_control: &Sender<Pending>, waker: &Waker) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
     let mut line = String::new();
-    let read = BufReader::new((&stream).take(MAX_REQUEST as u64 + 1)).read_line(&mut line);
+    let request = Deadline {
+        stream: &stream,
+        until: std::time::Instant::now() + CLIENT_DEADLINE,
+    };
+    let read = BufReader::new(request.take(MAX_REQUEST as u64 + 1)).read_line(&mut line);
     let answer = match read {
         Err(e) => Err(format!("bad request: {e}")),
         Ok(_) if line.len() > MAX_REQUEST => {
@@ -374,11 +431,15 @@ fn handle(stream: UnixStream, to_control: &Sender<Pending>, waker: &Waker) {
                 ask_control(request, to_control, waker)
             }),
     };
-    let mut out = &stream;
-    let _ = match answer {
-        Ok(body) => write!(out, "ok\n{body}"),
-        Err(e) => writeln!(out, "error: {e}"),
+    let reply = match answer {
+        Ok(body) => format!("ok\n{body}"),
+        Err(e) => format!("error: {e}\n"),
     };
+    let mut out = Deadline {
+        stream: &stream,
+        until: std::time::Instant::now() + CLIENT_DEADLINE,
+    };
+    let _ = out.write_all(reply.as_bytes());
 }
 
 /// Hands a request to the control thread and waits for its answer.
@@ -511,6 +572,53 @@ mod tests {
         assert!(Request::parse("show nat limit many").is_err());
         assert!(Request::parse("clear everything").is_err());
         assert!(Request::parse("clear nat isp-a").is_err());
+    }
+
+    fn served(path: &Path) -> io::Result<crossbeam_channel::Receiver<Pending>> {
+        let (tx, rx) = bounded(4);
+        serve(path, None, tx, Arc::new(Waker::new()?))?;
+        Ok(rx)
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_socket_is_left_alone_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mhrouter.sock");
+        std::fs::write(&path, "precious").unwrap();
+        let err = served(&path).expect_err("refused");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+    }
+
+    /// A client sending one byte at a time (each within the socket's per-read timeout) is cut
+    /// off at the request deadline, long before its request would be complete.
+    #[test]
+    fn a_dribbling_client_is_cut_off_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let _requests = served(&path).unwrap();
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut reply = String::new();
+        let mut sent = 0;
+        // 40 bytes at 100 ms: twice the deadline, and a request never ending in a newline.
+        while sent < 40 {
+            if s.write_all(b"s").is_err() {
+                break;
+            }
+            sent += 1;
+            match s.read_to_string(&mut reply) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(sent < 40, "still connected after {sent} bytes");
+        assert!(reply.starts_with("error: bad request"), "{reply:?}");
     }
 
     proptest::proptest! {

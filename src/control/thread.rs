@@ -23,7 +23,7 @@ use super::vrrp::{Vrrp, VrrpEvent};
 use super::{Addressing, Transmit};
 use crate::clock::Instant;
 use crate::config::{Config, ProbeConfig, TrackSource};
-use crate::counters::{Counters, DropReason, Totals};
+use crate::counters::{Counters, DropReason, Totals, bump};
 use crate::dhcp::client::{self, Client, ClientOptions};
 use crate::dhcp::leases::{self, Clocks};
 use crate::dhcp::server::{Lease, Server};
@@ -34,7 +34,7 @@ use crate::io::tap::TapQueue;
 use crate::metrics;
 use crate::neigh::NeighParams;
 use crate::route::{FlowTuple, RouteTable};
-use crate::shared::{Punt, Shared, build_neighbours, build_snapshot};
+use crate::shared::{Punt, PuntReceiver, Shared, build_neighbours, build_snapshot};
 use crate::systemd;
 use crate::track::{TrackEvent, TrackSet, TrackState};
 use crate::views;
@@ -72,7 +72,8 @@ pub struct Control {
     uplink_leases: Vec<Option<client::Lease>>,
     config_path: PathBuf,
     shared: Arc<Shared>,
-    punts: Receiver<Punt>,
+    arp_punts: PuntReceiver,
+    punts: PuntReceiver,
     requests: Receiver<Pending>,
     tap: Arc<TapQueue>,
     lan_mac: MacAddr,
@@ -111,7 +112,9 @@ pub struct ControlParts {
     /// Where `reload` reads the configuration again.
     pub config_path: PathBuf,
     pub shared: Arc<Shared>,
-    pub punts: Receiver<Punt>,
+    /// ARP, served before `punts` (SPEC 35).
+    pub arp_punts: PuntReceiver,
+    pub punts: PuntReceiver,
     pub requests: Receiver<Pending>,
     pub tap: Arc<TapQueue>,
     pub lan_mac: MacAddr,
@@ -136,7 +139,12 @@ impl Control {
         let arp = ArpEngine::new(
             addressing.clone(),
             next_hops(&cfg, &p.carrier),
-            NeighParams::default(),
+            NeighParams {
+                max_lan: cfg.limits.lan_neighbours,
+                max_uplinks: cfg.limits.uplink_neighbours,
+                queue_bytes: cfg.limits.held_bytes_per_neighbour,
+                ..NeighParams::default()
+            },
             now,
         );
         let uplink_dhcp = cfg
@@ -161,6 +169,7 @@ impl Control {
             uplink_leases: vec![None; cfg.uplinks.len()],
             uplink_dhcp,
             shared: p.shared,
+            arp_punts: p.arp_punts,
             punts: p.punts,
             requests: p.requests,
             tap: p.tap,
@@ -254,14 +263,13 @@ impl Control {
     /// One round of work: queued punts, control requests, timers, then publication.
     pub fn run_once(&mut self) {
         let now = Instant::now();
+        // ARP first: a flood of the rest never delays resolving a next hop.
         for _ in 0..4096 {
-            match self.punts.try_recv() {
-                Ok(p) => {
-                    self.handle_punt(p, now);
-                    self.drain_engines();
-                }
-                Err(_) => break,
-            }
+            let Some(p) = self.arp_punts.try_recv().or_else(|| self.punts.try_recv()) else {
+                break;
+            };
+            self.handle_punt(p, now);
+            self.drain_engines();
         }
         while let Ok(p) = self.requests.try_recv() {
             let answer = self.answer(p.request, now);
@@ -403,6 +411,7 @@ impl Control {
         self.dirty = false;
         let mut snap = build_snapshot(
             &self.cfg,
+            self.shared.probe_port_base,
             self.lan_mac,
             &self.uplinks,
             &self.carrier,
@@ -561,7 +570,8 @@ impl Control {
         while let Some(ev) = self.arp.poll_event() {
             match ev {
                 ArpEvent::Learned { iface, ip, mac } => {
-                    log::info!("arp: {ip} is-at {mac} on {}", self.iface_name(iface));
+                    log::debug!("arp: {ip} is-at {mac} on {}", self.iface_name(iface));
+                    bump(&self.counters.neighbour_changes, 1);
                     self.neighbours_dirty = true;
                 }
                 ArpEvent::Removed => self.neighbours_dirty = true,

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use super::parse::{L4, frag_key, outbound_key, quoted};
 use super::reply::ErrorMsg;
 use super::rewrite::{self, Endpoint, clear_needs_csum};
-use super::{Env, FastPath, Frame, Verdict};
+use super::{Env, FastPath, Frame, PuntClass, Verdict};
 use crate::counters::DropReason;
 use crate::nat::{FlowKey, InboundKey, NatError, Translation};
 use crate::route::{Decision, FlowTuple};
@@ -101,7 +101,7 @@ impl FastPath {
             dst_port: dport,
         };
         match snap.routes.lookup(&flow) {
-            Decision::Local => Ok(Verdict::Punt),
+            Decision::Local => self.punt_other(env.now),
             Decision::Lan => {
                 let hop = Hop {
                     egress: Iface::Lan,
@@ -166,10 +166,10 @@ impl FastPath {
             ..
         } = f.l4
         else {
-            return Ok(Verdict::Punt);
+            return self.punt_other(env.now);
         };
         let Some(u) = env.snap.uplink_with_addr(ip.dst) else {
-            return Ok(Verdict::Punt);
+            return self.punt_other(env.now);
         };
         let key = FlowKey {
             proto: ip.proto,
@@ -194,7 +194,7 @@ impl FastPath {
             return self.forward(env, f, Hop::to_inside(Nat::Hairpin(out, back), back));
         }
         let Some(fwd) = env.nat.find_forward(u, ip.proto, dport) else {
-            return Ok(Verdict::Punt);
+            return self.punt_other(env.now);
         };
         if ip.proto == proto::TCP && flags & tcp::flags::SYN == 0 {
             return self.tcp_reset(env, f);
@@ -214,8 +214,8 @@ impl FastPath {
     }
 
     /// From uplink `u`: replies to LAN hosts the uplink does not translate, and of what is
-    /// addressed to the uplink's own address only what a NAT session (or a fragment of one)
-    /// expects, probe replies and rate-limited pings.
+    /// addressed to the uplink's own address only probe replies, what a NAT session (or a
+    /// fragment of one) expects and rate-limited pings.
     pub(super) fn uplink_ingress(
         &mut self,
         env: &Env,
@@ -240,6 +240,25 @@ impl FastPath {
             } else {
                 DropReason::UplinkTransit
             });
+        }
+        // Probe replies before NAT (SPEC 35): their ports are reserved out of every NAT pool,
+        // so no session can hold one, and what is sent to one goes to the probe thread alone.
+        let probe_port = match f.l4 {
+            L4::Ports { dport, .. } => Some((ip.proto, ip.src, dport)),
+            L4::Echo {
+                request: false,
+                ident,
+            } => Some((proto::ICMP, ip.src, ident)),
+            // An error about a probe: the quoted packet left from here to the probe's target.
+            L4::IcmpError => quoted(icmp_message(f))
+                .filter(|q| q.src == up.address.addr())
+                .map(|q| (q.proto, q.dst, q.sport)),
+            _ => None,
+        };
+        if let Some((proto, remote, port)) = probe_port
+            && env.snap.is_probe_reply(u, proto, remote, port)
+        {
+            return self.punt_probe(env.now, matches!(f.l4, L4::IcmpError));
         }
         // To (our address, outside port) from (the sender, remote port).
         let inbound = |proto, outside_port, remote_port| InboundKey {
@@ -267,16 +286,7 @@ impl FastPath {
             L4::IcmpError => {
                 return match error_in_session(env, f, u) {
                     Some(t) => self.forward(env, f, Hop::to_inside(Nat::ErrorIn(t), t)),
-                    // An error about one of the router's own packets (a probe), or unsolicited.
-                    None => {
-                        let about_probe = quoted(icmp_message(f))
-                            .is_some_and(|q| env.snap.is_probe_target(u, q.dst));
-                        if about_probe {
-                            Ok(Verdict::Punt)
-                        } else {
-                            Err(DropReason::NatUnsolicited)
-                        }
-                    }
+                    None => Err(DropReason::NatUnsolicited),
                 };
             }
             L4::Fragment => Some(
@@ -288,12 +298,11 @@ impl FastPath {
         };
         match t {
             Some(t) => self.forward(env, f, Hop::to_inside(Nat::Dest(t), t)),
-            // Pings to the router (rate limited) and what may answer a probe (it comes from a
-            // probe's target) go to the control plane; the rest is unsolicited. Filtering here
-            // keeps a scan or flood from filling the punt queue and starving probe replies.
+            // Pings to the router (rate limited) go to the control plane; the rest is
+            // unsolicited. Filtering here keeps a scan or flood from filling the punt queue.
             None if matches!(f.l4, L4::Echo { request: true, .. }) => {
                 if self.pings.take(env.now) {
-                    Ok(Verdict::Punt)
+                    Ok(Verdict::Punt(PuntClass::Other))
                 } else {
                     Err(DropReason::PingRateLimited)
                 }
@@ -319,7 +328,6 @@ impl FastPath {
                 let t = open_forward(env, &inbound(ip.proto, dport, sport), fwd, flags)?;
                 self.forward(env, f, Hop::to_inside(Nat::Dest(t), t))
             }
-            None if env.snap.is_probe_target(u, ip.src) => Ok(Verdict::Punt),
             // An uplink's DHCP client renewing by unicast (SPEC 28), and answers to the DNS
             // forwarder's queries, which leave from port 53 (SPEC 30).
             None if ip.proto == proto::UDP
@@ -336,7 +344,7 @@ impl FastPath {
                     }
                 ) =>
             {
-                Ok(Verdict::Punt)
+                self.punt_other(env.now)
             }
             None => Err(DropReason::NatUnsolicited),
         }
@@ -371,6 +379,12 @@ impl FastPath {
                 return Err(DropReason::TooBig);
             }
             return self.icmp_error(env, f, ErrorMsg::frag_needed(mtu));
+        }
+        // A frame for a neighbour not resolved yet is held by the control thread while it
+        // resolves: admitted like its other work, before anything (a NAT session) is committed.
+        let neighbour = env.neighbours.lookup(egress, next_hop);
+        if neighbour.is_none() {
+            self.punt_other(env.now)?;
         }
         let (flags, ack) = l4.tcp_state();
         let nat = match hop.nat {
@@ -437,7 +451,7 @@ impl FastPath {
         let src_mac = snap.iface_mac(egress).ok_or(DropReason::NoRoute)?;
         let mut eth = EthernetFrame::new_unchecked(&mut f.buf[ETH_OFFSET..]);
         eth.set_src(src_mac);
-        match env.neighbours.lookup(egress, next_hop) {
+        match neighbour {
             Some(mac) => {
                 eth.set_dst(mac);
                 Ok(if fragment {
@@ -455,6 +469,7 @@ impl FastPath {
 fn nat_drop(e: NatError) -> DropReason {
     match e {
         NatError::TableFull => DropReason::NatTableFull,
+        NatError::HostQuota => DropReason::NatHostQuota,
         NatError::PortsExhausted | NatError::NoAddress => DropReason::NatPortsExhausted,
     }
 }

@@ -8,14 +8,16 @@
 //!   as far as routing and NAT care (`Ip`, `L4`);
 //! - `decide`: by ingress side. From the LAN: anti-spoofing, the flow's NAT session, else the
 //!   route table and a session to open; to an uplink's address and a forwarded port, hairpin NAT.
-//!   From an uplink: only traffic to the uplink's address that a session expects or a port
-//!   forward accepts, probe replies and rate-limited pings. Then the common steps: TTL, MTU
-//!   (fragment or "fragmentation needed"), NAT commit;
+//!   From an uplink: probe replies first (told by their reserved ports, before any NAT lookup),
+//!   then only traffic to the uplink's address that a session expects or a port forward
+//!   accepts, and rate-limited pings. Then the common steps: TTL, MTU (fragment or
+//!   "fragmentation needed"), NAT commit;
 //! - `rewrite`: the field changes, through the wire views' typed setters (NAT endpoint with
 //!   incremental or partial checksums, the packet an ICMP error quotes, TTL, MSS clamp);
 //! - `reply`: when the packet cannot go on, the ICMP error or TCP RST written to the scratch
 //!   buffer, limited by `ratelimit`.
 
+mod admit;
 mod decide;
 mod parse;
 mod ratelimit;
@@ -28,6 +30,7 @@ use std::net::Ipv4Addr;
 
 use crate::Iface;
 use crate::clock::Instant;
+use crate::config::LimitsConfig;
 use crate::counters::DropReason;
 use crate::nat::{FragTable, NatTable};
 use crate::snapshot::{Neighbours, Snapshot};
@@ -61,8 +64,9 @@ pub enum Verdict {
         len: usize,
         reason: DropReason,
     },
-    /// Hand the frame to the control plane (ARP, the router's own traffic, probe replies).
-    Punt,
+    /// Hand the frame to the control plane, on the queue of its class (admitted by the class's
+    /// token bucket already).
+    Punt(PuntClass),
     /// Rewritten except its destination MAC: `next_hop` has no known MAC yet, so the control
     /// plane resolves it (ARP) and sends the frame.
     NeedsNeighbour {
@@ -70,6 +74,19 @@ pub enum Verdict {
         next_hop: Ipv4Addr,
     },
     Drop(DropReason),
+}
+
+/// The classes of frames for the control plane (SPEC 35): each has its own token bucket in
+/// every worker and its own queue bounded in bytes, served in this order, so a flood of one
+/// class cannot delay another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PuntClass {
+    /// A probe's reply, or an ICMP error quoting a probe: for the probe thread.
+    Probe,
+    /// ARP, for the control thread before anything else.
+    Arp,
+    /// The router's own traffic (pings, closed ports) and frames waiting for ARP.
+    Other,
 }
 
 /// Everything the fast path reads, loaded once per batch.
@@ -87,14 +104,45 @@ pub struct FastPath {
     errors: RateLimit,
     /// Pings to the router from the Internet handed to the control plane.
     pings: RateLimit,
+    /// Admission to the control plane, by class (`[limits]`).
+    probe_replies: RateLimit,
+    /// ICMP errors quoting a probe: apart from the replies, so a flood of them (no spoofing
+    /// needed) cannot crowd out a reply.
+    probe_errors: RateLimit,
+    arp: RateLimit,
+    /// ARP from an uplink's next hop: apart, so an ARP flood cannot starve the next hops.
+    next_hop_arp: RateLimit,
+    /// VRRP advertisements: apart, so a flood of the rest cannot make a backup take over.
+    vrrp: RateLimit,
+    punts: RateLimit,
+}
+
+/// ARP frames per second from each uplink's next hop: it answers a request a second at most.
+const NEXT_HOP_ARP_PER_SECOND: u32 = 50;
+/// VRRP advertisements per second: a group's master sends one a second by default, at most
+/// 100 (a 10 ms interval).
+const VRRP_PER_SECOND: u32 = 200;
+/// ICMP errors about probes per second: one per attempt is all a probe can cause.
+const PROBE_ERRORS_PER_SECOND: u32 = 100;
+
+impl FastPath {
+    pub fn new(limits: &LimitsConfig) -> FastPath {
+        FastPath {
+            errors: RateLimit::per_second(1000),
+            pings: RateLimit::per_second(200),
+            probe_replies: RateLimit::per_second(limits.probe_replies_per_second),
+            probe_errors: RateLimit::per_second(PROBE_ERRORS_PER_SECOND),
+            arp: RateLimit::per_second(limits.arp_per_second),
+            next_hop_arp: RateLimit::per_second(NEXT_HOP_ARP_PER_SECOND),
+            vrrp: RateLimit::per_second(VRRP_PER_SECOND),
+            punts: RateLimit::per_second(limits.punts_per_second),
+        }
+    }
 }
 
 impl Default for FastPath {
     fn default() -> Self {
-        FastPath {
-            errors: RateLimit::per_second(1000),
-            pings: RateLimit::per_second(200),
-        }
+        FastPath::new(&LimitsConfig::default())
     }
 }
 
@@ -139,7 +187,7 @@ impl FastPath {
         let my_mac = env.snap.iface_mac(ingress).ok_or(DropReason::NotOurMac)?;
         let eth = EthernetFrame::new_unchecked(&buf[ETH_OFFSET..]);
         if eth.ethertype() == ethernet::ethertype::ARP {
-            return Ok(Verdict::Punt);
+            return self.punt_arp(env, buf, ingress);
         }
         let dst_mac = eth.dst();
         let ours = match ingress {
@@ -148,12 +196,12 @@ impl FastPath {
         };
         if !ours {
             if ingress == Iface::Lan && env.snap.lan.vrrp && dst_mac == vrrp::MULTICAST_MAC {
-                return Ok(Verdict::Punt);
+                return self.punt_vrrp(env.now);
             }
             if dst_mac.is_broadcast() && is_dhcp(buf, ingress) {
                 // DHCP DISCOVERs and most REQUESTs are broadcasts from 0.0.0.0 (SPEC 27), and
                 // so are the answers to an uplink's client without an address (SPEC 28).
-                return Ok(Verdict::Punt);
+                return self.punt_other(env.now);
             }
             return Err(if dst_mac.is_multicast() {
                 DropReason::Broadcast

@@ -105,7 +105,9 @@ pub(super) fn check_martian(ip: &Ip) -> Result<(), DropReason> {
     let s = ip.src.octets();
     let bad_src = s[0] == 0 || s[0] == 127 || s[0] >= 224;
     let d = ip.dst.octets();
-    if bad_src || d[0] == 0 || d[0] == 127 || (240..255).contains(&d[0]) {
+    // Class E (240/4) includes 255/8; of it only the limited broadcast is not martian.
+    let bad_dst = d[0] == 0 || d[0] == 127 || (d[0] >= 240 && !ip.dst.is_broadcast());
+    if bad_src || bad_dst {
         return Err(DropReason::Martian);
     }
     if ip.dst.is_multicast() || ip.dst.is_broadcast() {

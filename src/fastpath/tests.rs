@@ -7,10 +7,12 @@ mod valid_frames;
 
 use super::*;
 use crate::UplinkId;
+use crate::config::LimitsConfig;
 use crate::nat::NatParams;
 use crate::prefix::Ipv4Prefix;
+use crate::probe::PROBE_PORTS;
 use crate::route::{Health, Interfaces, RouteTable, StaticRoute, UplinkIf};
-use crate::snapshot::{LanState, UplinkState};
+use crate::snapshot::{LanState, ProbeFlow, UplinkState};
 use crate::wire::checksum;
 use crate::wire::ethernet::MacAddr;
 use crate::wire::icmp::{codes, types};
@@ -26,6 +28,8 @@ const SERVER: [u8; 4] = [172, 18, 0, 6];
 const OUTSIDE: [u8; 4] = [172, 16, 1, 1];
 /// ISP A's router: the next hop and a probe target.
 const PE_A_IP: [u8; 4] = [172, 16, 1, 2];
+/// The ICMP id of the probe to PE_A.
+const PROBE_ID: u16 = 65300;
 
 fn p(s: &str) -> Ipv4Prefix {
     s.parse().unwrap()
@@ -98,7 +102,12 @@ fn world(mtu_a: usize) -> World {
                     1500,
                 ),
             ],
-            probe_targets: vec![(UplinkId(0), Ipv4Addr::new(172, 16, 1, 2))],
+            probes: vec![ProbeFlow {
+                uplink: UplinkId(0),
+                proto: crate::wire::ipv4::proto::ICMP,
+                target: PE_A_IP.into(),
+                port: PROBE_ID,
+            }],
         },
         neighbours: Neighbours::new(
             HashMap::from([((Iface::Lan, Ipv4Addr::from(HOST)), HOST_MAC)]),
@@ -480,13 +489,13 @@ fn filters_spoofed_unsolicited_and_transit() {
     let from_target = packet(Kind::Tcp, (PE_A_IP, 80), (OUTSIDE, 40000), 64, &[], true);
     assert_eq!(
         verdict(&w, a, &from_target),
-        Verdict::Punt,
-        "from a probe target: maybe a probe reply"
+        Verdict::Drop(DropReason::NatUnsolicited),
+        "from a probe target but not to a probe's port: unsolicited"
     );
     let ping = packet(Kind::Echo, (SERVER, 9), (OUTSIDE, 0), 64, &[], false);
     assert_eq!(
         verdict(&w, a, &ping),
-        Verdict::Punt,
+        Verdict::Punt(PuntClass::Other),
         "pings to the router are answered"
     );
     let transit = packet(Kind::Udp, (SERVER, 1), (HOST, 2), 64, &[], false);
@@ -594,10 +603,13 @@ fn virtual_mac_is_ours_while_master_and_adverts_are_punted() {
         run(&w, &mut f, Iface::Lan).0,
         Verdict::Drop(DropReason::NotOurMac)
     );
-    assert_eq!(run(&w, &mut advert.clone(), Iface::Lan).0, Verdict::Punt);
+    assert_eq!(
+        run(&w, &mut advert.clone(), Iface::Lan).0,
+        Verdict::Punt(PuntClass::Other)
+    );
     assert_ne!(
         run(&w, &mut advert.clone(), Iface::Uplink(UplinkId(0))).0,
-        Verdict::Punt
+        Verdict::Punt(PuntClass::Other)
     );
     // The virtual MAC is the LAN's only: not accepted on an uplink.
     let mut f = eth(
@@ -661,6 +673,202 @@ fn route_via_the_peer_forwards_on_the_lan_untranslated() {
     assert_eq!(w.nat.len(), 0);
 }
 
+/// An ARP request from `sender` (broadcast), as a frame with its vnet header.
+fn arp_from(sender: [u8; 4], mac: MacAddr) -> Vec<u8> {
+    let mut a = vec![0u8; crate::wire::arp::PACKET_LEN];
+    let mut p = crate::wire::arp::ArpPacket::new_unchecked(&mut a[..]);
+    p.set_ethernet_ipv4();
+    p.set_operation(crate::wire::arp::op::REQUEST);
+    p.set_sender_mac(mac);
+    p.set_sender_ip(sender.into());
+    let mut f = eth(MacAddr([0xff; 6]), mac, &a);
+    f[vnet::LEN + 12..vnet::LEN + 14].copy_from_slice(&[0x08, 0x06]);
+    f
+}
+
+/// SPEC 35: each class of frame for the control plane has its own bucket, per worker: a flood
+/// of ARP from the LAN leaves the next hop's ARP, the probes' replies and the router's own
+/// traffic their tokens, and a flood of ICMP errors quoting a probe leaves the replies theirs.
+#[test]
+fn control_plane_admission_is_per_class() {
+    let w = world(1500);
+    let a = Iface::Uplink(UplinkId(0));
+    let limits = LimitsConfig {
+        arp_per_second: 5,
+        probe_replies_per_second: 5,
+        punts_per_second: 5,
+        ..LimitsConfig::default()
+    };
+    let mut fp = FastPath::new(&limits);
+    let env = Env {
+        snap: &w.snap,
+        neighbours: &w.neighbours,
+        nat: &w.nat,
+        frags: &w.frags,
+        now: Instant::from_millis(1000),
+    };
+    let mut scratch = vec![0u8; SCRATCH_LEN];
+    let mut verdict = |fp: &mut FastPath, ingress: Iface, frame: &[u8]| {
+        fp.process(&env, &mut frame.to_vec(), ingress, &mut scratch)
+    };
+    let lan_arp = arp_from([192, 168, 0, 77], MacAddr([2, 0, 0, 0, 7, 7]));
+    let punted = (0..100)
+        .filter(|_| verdict(&mut fp, Iface::Lan, &lan_arp) == Verdict::Punt(PuntClass::Arp))
+        .count();
+    assert_eq!(punted, 5, "the LAN's ARP beyond its rate");
+    assert_eq!(
+        verdict(&mut fp, Iface::Lan, &lan_arp),
+        Verdict::Drop(DropReason::ArpRateLimited)
+    );
+    let next_hop_arp = arp_from(PE_A_IP, PE_A);
+    assert_eq!(
+        verdict(&mut fp, a, &next_hop_arp),
+        Verdict::Punt(PuntClass::Arp),
+        "the next hop's ARP has its own bucket"
+    );
+    let quoted = packet(
+        Kind::Echo,
+        (OUTSIDE, PROBE_ID),
+        (PE_A_IP, 0),
+        64,
+        &[],
+        false,
+    );
+    let mut err = Vec::new();
+    etherparse::PacketBuilder::ipv4(SERVER, OUTSIDE, 64)
+        .icmpv4(etherparse::Icmpv4Type::TimeExceeded(
+            etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ))
+        .write(&mut err, &quoted[..28])
+        .unwrap();
+    let err = eth(A_MAC, PE_A, &err);
+    let errors = (0..1000)
+        .filter(|_| verdict(&mut fp, a, &err) == Verdict::Punt(PuntClass::Probe))
+        .count();
+    assert!(errors < 1000, "errors about probes are limited");
+    let reply = eth(
+        A_MAC,
+        PE_A,
+        &packet(Kind::Echo, (PE_A_IP, 0), (OUTSIDE, PROBE_ID), 64, &[], true),
+    );
+    assert_eq!(
+        verdict(&mut fp, a, &reply),
+        Verdict::Punt(PuntClass::Probe),
+        "the probe's reply after a flood of errors about it"
+    );
+    let local = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(
+            Kind::Udp,
+            (HOST, 1000),
+            ([192, 168, 0, 1], 9),
+            64,
+            &[],
+            false,
+        ),
+    );
+    assert_eq!(
+        verdict(&mut fp, Iface::Lan, &local),
+        Verdict::Punt(PuntClass::Other),
+        "the router's own traffic after a flood of ARP"
+    );
+}
+
+#[test]
+fn class_e_and_255_slash_8_are_martian_the_limited_broadcast_is_not() {
+    let w = world(1500);
+    for (dst, want) in [
+        ([240, 0, 0, 1], DropReason::Martian),
+        ([254, 1, 2, 3], DropReason::Martian),
+        ([255, 1, 2, 3], DropReason::Martian),
+        ([255, 255, 255, 254], DropReason::Martian),
+        ([255, 255, 255, 255], DropReason::Broadcast),
+    ] {
+        let pkt = packet(Kind::Udp, (HOST, 1000), (dst, 53), 64, &[], false);
+        assert_eq!(
+            verdict(&w, Iface::Lan, &pkt),
+            Verdict::Drop(want),
+            "{dst:?}"
+        );
+    }
+}
+
+/// SPEC 35: whatever ids a LAN host pings a probe's target with, none maps to a probe's id (the
+/// session that would own it cannot be created), so the target's replies to the probes' ids go
+/// to the probe thread, before any NAT lookup.
+#[test]
+fn a_lan_id_sweep_cannot_own_a_probe_id() {
+    let w = world(1500);
+    let a = Iface::Uplink(UplinkId(0));
+    for id in (1..=u16::MAX).step_by(7).chain(PROBE_PORTS) {
+        let req = packet(Kind::Echo, (HOST, id), (PE_A_IP, 0), 64, &[], false);
+        let mut f = eth(LAN_MAC, HOST_MAC, &req);
+        assert_eq!(
+            run(&w, &mut f, Iface::Lan).0,
+            Verdict::Forward { egress: a }
+        );
+        let (outside_id, _) = ports(&verify(&f));
+        assert!(
+            !PROBE_PORTS.contains(&outside_id),
+            "id {id} went out as the probes' {outside_id}"
+        );
+    }
+    for id in PROBE_PORTS {
+        let reply = packet(Kind::Echo, (PE_A_IP, 0), (OUTSIDE, id), 64, &[], true);
+        let want = if id == PROBE_ID {
+            Verdict::Punt(PuntClass::Probe)
+        } else {
+            // Another probe port nobody uses: no probe, and no session either.
+            Verdict::Drop(DropReason::NatUnsolicited)
+        };
+        assert_eq!(verdict(&w, a, &reply), want, "id {id}");
+    }
+    let id = PROBE_ID;
+    let from_elsewhere = packet(Kind::Echo, (SERVER, 0), (OUTSIDE, id), 64, &[], true);
+    assert_eq!(
+        verdict(&w, a, &from_elsewhere),
+        Verdict::Drop(DropReason::NatUnsolicited),
+        "not from the probe's target"
+    );
+}
+
+/// An ICMP error goes to the probe thread only when it quotes a packet a probe sent (from the
+/// uplink's address, to the probe's target, with a probe's id); other unmatched errors are
+/// dropped in the fast path.
+#[test]
+fn icmp_errors_quoting_a_probe_go_to_the_probes() {
+    let w = world(1500);
+    let a = Iface::Uplink(UplinkId(0));
+    let error_quoting = |src: [u8; 4], id: u16| {
+        let q = packet(Kind::Echo, (src, id), (PE_A_IP, 0), 64, &[], false);
+        let mut err = Vec::new();
+        etherparse::PacketBuilder::ipv4(SERVER, OUTSIDE, 64)
+            .icmpv4(etherparse::Icmpv4Type::TimeExceeded(
+                etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+            ))
+            .write(&mut err, &q[..28])
+            .unwrap();
+        err
+    };
+    let id = PROBE_ID;
+    assert_eq!(
+        verdict(&w, a, &error_quoting(OUTSIDE, id)),
+        Verdict::Punt(PuntClass::Probe)
+    );
+    for (src, id, why) in [
+        (OUTSIDE, id + 1, "not the probe's id"),
+        (OUTSIDE, 1024, "not a probe's id"),
+        ([172, 16, 1, 3], id, "not sent from the uplink's address"),
+    ] {
+        assert_eq!(
+            verdict(&w, a, &error_quoting(src, id)),
+            Verdict::Drop(DropReason::NatUnsolicited),
+            "{why}"
+        );
+    }
+}
+
 proptest! {
     #[test]
     fn nat_round_trip_is_identity(kind in 0..3u8, sport in 1..u16::MAX, dport in 1..u16::MAX, payload in proptest::collection::vec(any::<u8>(), 0..300)) {
@@ -692,7 +900,10 @@ fn dhcp_broadcasts_and_dns_answers_go_to_the_control_plane() {
         );
         eth(MacAddr::BROADCAST, HOST_MAC, &p)
     };
-    assert_eq!(run(&w, &mut dhcp(68, 67), Iface::Lan).0, Verdict::Punt);
+    assert_eq!(
+        run(&w, &mut dhcp(68, 67), Iface::Lan).0,
+        Verdict::Punt(PuntClass::Other)
+    );
     assert_eq!(
         run(&w, &mut dhcp(68, 69), Iface::Lan).0,
         Verdict::Drop(DropReason::Broadcast),
@@ -705,17 +916,20 @@ fn dhcp_broadcasts_and_dns_answers_go_to_the_control_plane() {
     );
     assert_eq!(
         run(&w, &mut dhcp(67, 68), up).0,
-        Verdict::Punt,
+        Verdict::Punt(PuntClass::Other),
         "an ISP's answer"
     );
     let unicast = |sport, dport| {
         let p = packet(Kind::Udp, (SERVER, sport), (OUTSIDE, dport), 64, &[], false);
         eth(A_MAC, PE_A, &p)
     };
-    assert_eq!(run(&w, &mut unicast(53, 53), up).0, Verdict::Punt);
+    assert_eq!(
+        run(&w, &mut unicast(53, 53), up).0,
+        Verdict::Punt(PuntClass::Other)
+    );
     assert_eq!(
         run(&w, &mut unicast(67, 68), up).0,
-        Verdict::Punt,
+        Verdict::Punt(PuntClass::Other),
         "a renewal's answer"
     );
     assert_eq!(

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use super::{MAX_FRAME, retry, set_int_opt, socket};
 
@@ -52,6 +53,11 @@ impl PacketSocket {
         set_int_opt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
         set_buf(raw, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, opts.rcvbuf)?;
         set_buf(raw, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, opts.sndbuf)?;
+        if opts.receive {
+            // The kernel's receive time of each frame (`RecvBatch::received`): probe round
+            // trips end there, not when a busy worker gets to the frame.
+            set_int_opt(raw, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+        }
 
         let protocol = if opts.receive {
             (libc::ETH_P_ALL as u16).to_be()
@@ -139,18 +145,43 @@ fn set_buf(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: usize) -> i
     }
 }
 
+/// Room for one SCM_TIMESTAMPNS control message (a header and a timespec: 32 bytes on 64-bit)
+/// and then some.
+const CONTROL_WORDS: usize = 8;
+
+/// The SCM_TIMESTAMPNS time (since the epoch) among the control messages recvmmsg wrote to `msg`.
+fn timestamp(msg: &libc::msghdr) -> Option<Duration> {
+    // SAFETY: `msg` was filled by recvmmsg: msg_control points to our buffer and msg_controllen
+    // says how much of it the kernel wrote, which is all the CMSG macros read.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                return Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
+}
+
 /// Preallocated recvmmsg batch: `n` buffers of MAX_FRAME bytes, allocated once.
 pub struct RecvBatch {
     /// `n` slots of MAX_FRAME bytes, back to back.
     buf: Vec<u8>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
-    /// (slot, length) of each frame kept by the last `recv`, in arrival order.
-    frames: Vec<(usize, usize)>,
+    /// Control-message room per slot (the receive timestamp), 8-byte aligned.
+    control: Vec<[u64; CONTROL_WORDS]>,
+    /// (slot, length, kernel receive time since the epoch) of each frame kept by the last
+    /// `recv`, in arrival order.
+    frames: Vec<(usize, usize, Option<Duration>)>,
     truncated: u64,
 }
 
-// SAFETY: the raw pointers inside `iovecs` and `headers` only ever point into `buf` and `iovecs`,
+// SAFETY: the raw pointers inside `iovecs` and `headers` only ever point into `buf`, `iovecs` and
+// `control`,
 // heap allocations owned by this same value (moving the value does not move them), and they are
 // rewritten before every syscall. Nothing is shared with another owner, so moving a RecvBatch to
 // another thread is as safe as moving the Vecs themselves.
@@ -170,6 +201,7 @@ impl RecvBatch {
             ],
             // SAFETY: mmsghdr is plain integers and raw pointers; all-zero (null) is valid.
             headers: vec![unsafe { std::mem::zeroed() }; n],
+            control: vec![[0; CONTROL_WORDS]; n],
             frames: Vec::with_capacity(n),
             truncated: 0,
         }
@@ -184,11 +216,12 @@ impl RecvBatch {
     /// MSG_TRUNC are dropped and counted in `truncated`. Frames of the previous call are gone.
     pub fn recv(&mut self, sock: &PacketSocket) -> io::Result<usize> {
         self.frames.clear();
-        for ((iov, hdr), slot) in self
+        for (((iov, hdr), slot), control) in self
             .iovecs
             .iter_mut()
             .zip(self.headers.iter_mut())
             .zip(self.buf.chunks_exact_mut(MAX_FRAME))
+            .zip(self.control.iter_mut())
         {
             iov.iov_base = slot.as_mut_ptr().cast();
             iov.iov_len = slot.len();
@@ -196,16 +229,17 @@ impl RecvBatch {
             hdr.msg_hdr.msg_namelen = 0;
             hdr.msg_hdr.msg_iov = iov;
             hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
+            hdr.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = size_of::<[u64; CONTROL_WORDS]>();
             hdr.msg_hdr.msg_flags = 0;
             hdr.msg_len = 0;
         }
         let vlen = libc::c_uint::try_from(self.headers.len()).unwrap_or(libc::c_uint::MAX);
         let headers = self.headers.as_mut_ptr();
         // SAFETY: `headers` points to `vlen` initialised mmsghdr, each with one iovec that
-        // describes a distinct MAX_FRAME slot of `self.buf`; all of them are exclusively borrowed
-        // through `&mut self` for the call. No timeout pointer is passed.
+        // describes a distinct MAX_FRAME slot of `self.buf` and a control buffer of its own in
+        // `self.control`; all of them are exclusively borrowed through `&mut self` for the
+        // call. No timeout pointer is passed.
         let got = match retry(|| unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
@@ -223,8 +257,8 @@ impl RecvBatch {
             if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 self.truncated += 1;
             } else {
-                self.frames
-                    .push((slot, (hdr.msg_len as usize).min(MAX_FRAME)));
+                let len = (hdr.msg_len as usize).min(MAX_FRAME);
+                self.frames.push((slot, len, timestamp(&hdr.msg_hdr)));
             }
         }
         Ok(self.frames.len())
@@ -244,14 +278,19 @@ impl RecvBatch {
     pub fn frame(&self, i: usize) -> &[u8] {
         self.frames
             .get(i)
-            .and_then(|&(slot, len)| self.buf.get(slot * MAX_FRAME..slot * MAX_FRAME + len))
+            .and_then(|&(slot, len, _)| self.buf.get(slot * MAX_FRAME..slot * MAX_FRAME + len))
             .unwrap_or_default()
+    }
+
+    /// When the kernel received the i-th frame (since the epoch), if it said.
+    pub fn received(&self, i: usize) -> Option<Duration> {
+        self.frames.get(i).and_then(|f| f.2)
     }
 
     /// The i-th received frame (exact length), mutable so it can be rewritten in place.
     pub fn frame_mut(&mut self, i: usize) -> &mut [u8] {
         match self.frames.get(i) {
-            Some(&(slot, len)) => self
+            Some(&(slot, len, _)) => self
                 .buf
                 .get_mut(slot * MAX_FRAME..slot * MAX_FRAME + len)
                 .unwrap_or_default(),

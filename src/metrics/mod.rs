@@ -39,6 +39,7 @@ pub struct MetricsInput {
     /// GSO super-frames GRO built for the LAN and the segments they carried.
     pub gro_frames: u64,
     pub gro_segments: u64,
+    pub neighbour_changes: u64,
     pub uplinks: Vec<UplinkMetrics>,
     pub probes: Vec<ProbeMetrics>,
     pub tracks: Vec<TrackMetrics>,
@@ -151,6 +152,7 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
         batch_packets,
         gro_frames,
         gro_segments,
+        neighbour_changes,
     } = s.totals;
     let names = std::iter::once("lan").chain(s.cfg.uplinks.iter().map(|u| u.name.as_str()));
     let interfaces = names
@@ -222,6 +224,7 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
         batch_packets,
         gro_frames,
         gro_segments,
+        neighbour_changes,
         uplinks,
         probes,
         tracks,
@@ -369,6 +372,7 @@ target = "172.18.0.6"
         let mut probes = ProbeSet::new(
             cfg.probes.clone(),
             |n| cfg.uplink_index(n).unwrap_or(0),
+            0,
             now,
         );
         probes.probes[0]

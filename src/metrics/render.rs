@@ -105,6 +105,11 @@ pub fn render(m: &MetricsInput) -> String {
             "TCP segments merged into those super-frames.",
             m.gro_segments,
         ),
+        (
+            "mhrouter_neighbour_changes_total",
+            "Neighbour (ARP) entries learned or changed.",
+            m.neighbour_changes,
+        ),
     ];
     for (name, help, v) in totals {
         e.counter(name, help).sample(&[], v);
@@ -616,6 +621,7 @@ mod tests {
             batch_packets: 183,
             gro_frames: 2,
             gro_segments: 61,
+            neighbour_changes: 3,
             uplinks: vec![
                 UplinkMetrics {
                     name: "isp-a".into(),
@@ -825,7 +831,7 @@ mod tests {
         for m in [filled(), MetricsInput::default()] {
             let text = render(&m);
             let families = strict_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(families.len(), 50, "{families:?}");
+            assert_eq!(families.len(), 51, "{families:?}");
             for (name, kind) in &families {
                 assert!(name.starts_with("mhrouter_"), "{name}");
                 assert_eq!(
@@ -922,6 +928,10 @@ mod tests {
             [V::Counter(183.0)]
         );
         assert_eq!(get("mhrouter_gro_segments_total", &[]), [V::Counter(61.0)]);
+        assert_eq!(
+            get("mhrouter_neighbour_changes_total", &[]),
+            [V::Counter(3.0)]
+        );
         assert_eq!(
             get("mhrouter_uplink_usable", &[("uplink", "isp-b")]),
             [V::Gauge(0.0)]

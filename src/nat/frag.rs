@@ -1,7 +1,7 @@
 //! Translations of fragmented datagrams: only the first fragment carries the ports, so the fast
 //! path records its translation here and applies it to the later fragments of the datagram.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -22,9 +22,35 @@ pub struct FragKey {
 
 /// Bounded, with a fixed lifetime per entry (like a reassembly timeout; not refreshed).
 pub struct FragTable {
-    entries: Mutex<HashMap<FragKey, (Translation, Instant), RandomState>>,
+    entries: Mutex<Entries>,
     capacity: usize,
     lifetime: Duration,
+}
+
+/// The entries and their keys in insertion order: with one lifetime for all, the oldest is the
+/// first to expire, so making room when full looks at the front only, O(1) per entry removed
+/// (a scan of the whole table per insert would let a fragment flood cost O(capacity) each).
+struct Entries {
+    map: HashMap<FragKey, (Translation, Instant), RandomState>,
+    order: VecDeque<FragKey>,
+}
+
+impl Entries {
+    /// Removes the entries older than `lifetime` at `now`; returns how many.
+    fn expire(&mut self, now: Instant, lifetime: Duration) -> usize {
+        let mut n = 0;
+        while let Some(key) = self.order.front() {
+            match self.map.get(key) {
+                Some(&(_, created)) if now.saturating_since(created) <= lifetime => break,
+                _ => {
+                    self.map.remove(key);
+                    self.order.pop_front();
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
 }
 
 impl Default for FragTable {
@@ -37,47 +63,48 @@ impl FragTable {
     pub fn new(capacity: usize, lifetime: Duration) -> FragTable {
         FragTable {
             // Allocated once, so inserting on the packet path never allocates.
-            entries: Mutex::new(HashMap::with_capacity_and_hasher(
-                capacity,
-                RandomState::default(),
-            )),
+            entries: Mutex::new(Entries {
+                map: HashMap::with_capacity_and_hasher(capacity, RandomState::default()),
+                order: VecDeque::with_capacity(capacity),
+            }),
             capacity,
             lifetime,
         }
     }
 
-    /// Records the translation of the datagram `key`; false when the table is full even after
-    /// dropping expired entries (the caller drops the later fragments).
+    /// Records the translation of the datagram `key` (a known one keeps its age); false when
+    /// the table is full even after dropping expired entries (the caller drops the later
+    /// fragments).
     pub fn insert(&self, key: FragKey, translation: Translation, now: Instant) -> bool {
         let mut entries = self.entries.lock();
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            let lifetime = self.lifetime;
-            entries.retain(|_, (_, created)| now.saturating_since(*created) <= lifetime);
-            if entries.len() >= self.capacity {
+        if let Some(e) = entries.map.get_mut(&key) {
+            e.0 = translation;
+            return true;
+        }
+        if entries.map.len() >= self.capacity {
+            entries.expire(now, self.lifetime);
+            if entries.map.len() >= self.capacity {
                 return false;
             }
         }
-        entries.insert(key, (translation, now));
+        entries.map.insert(key, (translation, now));
+        entries.order.push_back(key);
         true
     }
 
     pub fn lookup(&self, key: &FragKey, now: Instant) -> Option<Translation> {
         let entries = self.entries.lock();
-        let &(translation, created) = entries.get(key)?;
+        let &(translation, created) = entries.map.get(key)?;
         (now.saturating_since(created) <= self.lifetime).then_some(translation)
     }
 
     /// Removes expired entries; returns how many.
     pub fn expire(&self, now: Instant) -> usize {
-        let mut entries = self.entries.lock();
-        let before = entries.len();
-        let lifetime = self.lifetime;
-        entries.retain(|_, (_, created)| now.saturating_since(*created) <= lifetime);
-        before - entries.len()
+        self.entries.lock().expire(now, self.lifetime)
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().len()
+        self.entries.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,5 +162,22 @@ mod tests {
         assert_eq!(t.lookup(&key(2), t0), Some(tr(4)));
         assert!(t.insert(key(3), tr(3), Instant::from_millis(31_000)));
         assert_eq!(t.len(), 1);
+    }
+
+    /// Making room takes the oldest entries only, so a full table of young entries refuses at
+    /// once, and entries leave in the order they came.
+    #[test]
+    fn room_is_made_from_the_oldest() {
+        let t = FragTable::new(3, Duration::from_secs(30));
+        let at = Instant::from_millis;
+        assert!(t.insert(key(1), tr(1), at(0)));
+        assert!(t.insert(key(2), tr(2), at(10_000)));
+        assert!(t.insert(key(3), tr(3), at(20_000)));
+        assert!(!t.insert(key(4), tr(4), at(29_000)), "none old enough yet");
+        assert!(t.insert(key(4), tr(4), at(30_001)), "the oldest made room");
+        assert_eq!(t.lookup(&key(1), at(30_001)), None);
+        assert_eq!(t.lookup(&key(2), at(30_001)), Some(tr(2)));
+        assert_eq!(t.expire(at(45_000)), 1, "only the next oldest");
+        assert_eq!(t.len(), 2);
     }
 }

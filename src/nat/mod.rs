@@ -19,6 +19,7 @@ mod ports;
 mod session;
 mod state;
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,11 +43,16 @@ pub use state::{
 };
 
 const SHARDS: usize = 64;
+/// Shards of the per-host session counts (touched only when a session is created or removed).
+const HOST_SHARDS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NatParams {
     /// Sessions in total, all uplinks together.
     pub max_entries: usize,
+    /// Sessions one inside host may hold, all uplinks together (SPEC 35): one host cannot take
+    /// the table from the others.
+    pub max_sessions_per_host: usize,
     /// Outside ports (and ICMP query ids) handed out, inclusive.
     pub port_min: u16,
     pub port_max: u16,
@@ -57,6 +63,7 @@ impl Default for NatParams {
     fn default() -> NatParams {
         NatParams {
             max_entries: 262_144,
+            max_sessions_per_host: 65_536,
             port_min: 1024,
             port_max: 65535,
             timeouts: Timeouts::default(),
@@ -105,6 +112,8 @@ pub enum NatError {
     PortsExhausted,
     #[error("uplink has no NAT address")]
     NoAddress,
+    #[error("the inside host holds its quota of sessions")]
+    HostQuota,
 }
 
 /// A TCP session removed by `flush_uplink`, for the RST toward its inside host (SPEC 21).
@@ -192,6 +201,8 @@ pub struct NatTable {
     uplinks: Box<[Uplink]>,
     /// Sessions plus creations in progress; bounded by `params.max_entries`.
     count: AtomicUsize,
+    /// The same per inside host, bounded by `params.max_sessions_per_host`; sharded by host.
+    hosts: [Mutex<HashMap<Ipv4Addr, usize, RandomState>>; HOST_SHARDS],
     counters: AtomicCounters,
     /// Keyed at startup: picks shards and port search starts, which attackers must not predict.
     seed: RandomState,
@@ -216,6 +227,7 @@ impl NatTable {
             shards: std::array::from_fn(|_| PaddedShard::default()),
             uplinks,
             count: AtomicUsize::new(0),
+            hosts: std::array::from_fn(|_| Mutex::new(HashMap::default())),
             counters: AtomicCounters::default(),
             seed: RandomState::default(),
             forwards: Forwards::default(),
@@ -279,6 +291,10 @@ impl NatTable {
             increment(&self.counters.table_full);
             return Err(NatError::TableFull);
         }
+        if !self.reserve_host(key.inside) {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            return Err(NatError::HostQuota);
+        }
         let inside = Endpoint {
             ip: key.inside,
             port: key.inside_port,
@@ -286,6 +302,7 @@ impl NatTable {
         let outside_port = match up.pool(key.proto).lock().acquire(inside, &self.seed) {
             Ok(port) => port,
             Err(e) => {
+                self.release_host(key.inside);
                 self.count.fetch_sub(1, Ordering::AcqRel);
                 increment(&self.counters.ports_exhausted);
                 return Err(e);
@@ -322,8 +339,9 @@ impl NatTable {
             increment(&self.counters.created);
             return Ok(translation);
         }
-        // Not created after all: give back the mapping reference and the slot.
+        // Not created after all: give back the mapping reference and the slots.
         up.pool(key.proto).lock().release(inside, outside_port);
+        self.release_host(key.inside);
         self.count.fetch_sub(1, Ordering::AcqRel);
         match outcome {
             Creation::Raced(translation) | Creation::Created(translation) => Ok(translation),
@@ -576,10 +594,36 @@ impl NatTable {
                     up.pool(r.key.proto).lock().release(r.key.inside(), port);
                     up.sessions.fetch_sub(1, Ordering::Relaxed);
                 }
+                self.release_host(r.key.inside().ip);
                 self.count.fetch_sub(1, Ordering::AcqRel);
             }
         }
         total
+    }
+
+    fn host_shard(&self, host: Ipv4Addr) -> &Mutex<HashMap<Ipv4Addr, usize, RandomState>> {
+        &self.hosts[self.seed.hash_one(host) as usize % HOST_SHARDS]
+    }
+
+    /// Counts a session of `host` unless it holds its quota.
+    fn reserve_host(&self, host: Ipv4Addr) -> bool {
+        let mut hosts = self.host_shard(host).lock();
+        let n = hosts.entry(host).or_insert(0);
+        if *n >= self.params.max_sessions_per_host {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_host(&self, host: Ipv4Addr) {
+        let mut hosts = self.host_shard(host).lock();
+        if let Some(n) = hosts.get_mut(&host) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                hosts.remove(&host);
+            }
+        }
     }
 }
 

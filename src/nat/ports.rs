@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use foldhash::fast::RandomState;
 
 use super::NatError;
+use crate::probe::PROBE_PORTS;
 
 /// An inside host's address and port (or ICMP query id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +30,7 @@ pub(super) struct PortPool {
     /// One bit per port of the range, set while a mapping holds it. Bits past `range` in the
     /// last word are set at construction so the search never returns them.
     used: Vec<u64>,
+    /// Ports held by mappings, plus the reserved ones (the probes', the forwards').
     in_use: usize,
     mappings: HashMap<Endpoint, Mapping, RandomState>,
     /// Feeds the random starting point of each search, so ports are not predictable (RFC 6056).
@@ -36,6 +38,8 @@ pub(super) struct PortPool {
 }
 
 impl PortPool {
+    /// The ports `port_min..=port_max` except the probes' (`PROBE_PORTS`, SPEC 35), which are
+    /// marked used from the start and never released.
     pub fn new(port_min: u16, port_max: u16) -> PortPool {
         let range = if port_max >= port_min {
             usize::from(port_max - port_min) + 1
@@ -49,14 +53,16 @@ impl PortPool {
                 *last = u64::MAX << tail;
             }
         }
-        PortPool {
+        let mut pool = PortPool {
             port_min,
             range,
             used,
             in_use: 0,
             mappings: HashMap::default(),
             allocations: 0,
-        }
+        };
+        pool.reserve(*PROBE_PORTS.start(), *PROBE_PORTS.end());
+        pool
     }
 
     /// The inside endpoint's outside port, allocating one if it has no mapping yet; either way
@@ -216,6 +222,21 @@ mod tests {
         assert_eq!(pool.acquire(ep(1), &seed), Ok(a));
         pool.release(ep(3), 2001);
         assert_eq!(pool.acquire(ep(3), &seed), Err(NatError::PortsExhausted));
+    }
+
+    #[test]
+    fn the_probes_ports_are_never_handed_out() {
+        let seed = RandomState::default();
+        let mut pool = PortPool::new(1024, 65535);
+        let mut n = 0u16;
+        while let Ok(port) = pool.acquire(ep(n), &seed) {
+            assert!(!PROBE_PORTS.contains(&port), "port {port} is a probe's");
+            n += 1;
+        }
+        assert_eq!(usize::from(n), 65535 - 1024 + 1 - PROBE_PORTS.len());
+        // A range inside the reserved one has nothing to give.
+        let mut pool = PortPool::new(*PROBE_PORTS.start(), *PROBE_PORTS.end());
+        assert_eq!(pool.acquire(ep(1), &seed), Err(NatError::PortsExhausted));
     }
 
     #[test]

@@ -859,3 +859,34 @@ fn the_pool_never_hands_out_a_forwarded_port() {
         Err(NatError::PortsExhausted)
     );
 }
+
+/// SPEC 35: one inside host holds at most `max_sessions_per_host` sessions; another host still
+/// opens its own, and a removed session gives its host the room back.
+#[test]
+fn one_host_cannot_take_the_table() {
+    let t = table(NatParams {
+        max_entries: 100,
+        max_sessions_per_host: 10,
+        ..NatParams::default()
+    });
+    for port in 0..10 {
+        assert!(
+            t.create_outbound(&flow(PROTO_UDP, 1000 + port, SERVER, 53), A, ms(0), 0, None)
+                .is_ok()
+        );
+    }
+    let one_more = flow(PROTO_UDP, 2000, SERVER, 53);
+    assert_eq!(
+        t.create_outbound(&one_more, B, ms(0), 0, None),
+        Err(NatError::HostQuota),
+        "the quota spans the uplinks"
+    );
+    let other = FlowKey {
+        inside: Ipv4Addr::new(192, 168, 0, 11),
+        ..one_more
+    };
+    assert!(t.create_outbound(&other, A, ms(0), 0, None).is_ok());
+    assert_eq!(t.len(), 11);
+    t.flush_uplink(A);
+    assert!(t.create_outbound(&one_more, A, ms(0), 0, None).is_ok());
+}

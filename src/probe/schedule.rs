@@ -4,16 +4,17 @@
 //!
 //! Probes are pinned by construction (SPEC 15): the frame carries the uplink's own address and
 //! goes to that uplink's next hop on that uplink's socket; replies are matched by (uplink, id,
-//! sequence), ids drawn at random so an outsider cannot forge a success.
+//! sequence), ids drawn at random so an outsider cannot forge a success. Ids and source ports
+//! come from `PROBE_PORTS`, which no NAT session can hold (SPEC 35).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::clock::Instant;
 use crate::config::{ProbeConfig, ProbeKind};
+use crate::probe::probe_port;
 use crate::probe::stats::{ProbeResult, ProbeStats};
 use crate::wire::icmp::{self, EchoRepr, IcmpPacket, types};
 use crate::wire::ipv4::{Ipv4Packet, OwnHeader, proto};
@@ -24,14 +25,12 @@ use crate::wire::udp::{self, UdpPacket};
 /// for delay-up at start.
 const FIRST_PROBE_DELAY: Duration = Duration::from_millis(300);
 
-/// Source ports of TCP and DNS probes, one drawn per attempt (the IANA dynamic range). Port
-/// forwards may not use them on the probe's uplink, where a reply would look like a new
-/// connection.
-pub const SOURCE_PORTS: RangeInclusive<u16> = 49152..=65535;
-const SOURCE_PORT_COUNT: u16 = *SOURCE_PORTS.end() - *SOURCE_PORTS.start() + 1;
-
 /// Attempts kept for the loss window of each probe's statistics.
 const LOSS_WINDOW: usize = 20;
+
+/// DNS response codes that say the resolver is not working (SERVFAIL, REFUSED): such an answer
+/// does not count as a reply, so the attempt ends as lost.
+const DNS_FAILURES: [u8; 2] = [2, 5];
 
 /// One probe with its runtime state.
 pub struct Probe {
@@ -40,7 +39,8 @@ pub struct Probe {
     pub stats: ProbeStats,
     next_send: Instant,
     outstanding: Option<Outstanding>,
-    /// ICMP identifier, or TCP/UDP source port, or DNS id: fixed per probe, random per run.
+    /// ICMP identifier and TCP/DNS source port (in `PROBE_PORTS`), also the DNS id's key: fixed
+    /// per probe so the fast path knows it (SPEC 35), random per run.
     ident: u16,
     seq: u16,
 }
@@ -85,7 +85,6 @@ pub struct TcpReset {
 
 pub struct ProbeSet {
     pub probes: Vec<Probe>,
-    random: RandomState,
 }
 
 fn random_u16(r: &RandomState, salt: u64) -> u16 {
@@ -93,12 +92,14 @@ fn random_u16(r: &RandomState, salt: u64) -> u16 {
 }
 
 impl ProbeSet {
-    /// `uplink_of` maps each probe's uplink name to its index. The first attempts wait
+    /// `uplink_of` maps each probe's uplink name to its index; probe `i` uses
+    /// `probe_port(port_base + i)`, as the forwarding snapshot has it. The first attempts wait
     /// `FIRST_PROBE_DELAY` (time for the next hops' ARP) and are spread over up to a second so
     /// probes do not all fire at once.
     pub fn new(
         defs: Vec<ProbeConfig>,
         uplink_of: impl Fn(&str) -> usize,
+        port_base: u16,
         now: Instant,
     ) -> ProbeSet {
         let random = RandomState::new();
@@ -113,20 +114,20 @@ impl ProbeSet {
                     + def.interval.min(Duration::from_secs(1)) * i as u32 / n,
                 stats: ProbeStats::new(LOSS_WINDOW),
                 outstanding: None,
-                ident: random_u16(&random, i as u64).max(1),
+                ident: probe_port(port_base.wrapping_add(i as u16)),
                 seq: random_u16(&random, 1000 + i as u64),
                 def,
             })
             .collect();
-        ProbeSet { probes, random }
+        ProbeSet { probes }
     }
 
-    /// Keeps statistics and timing of probes whose name survives a reload.
+    /// Keeps statistics and sequence numbers of probes whose name survives a reload (the port
+    /// is the one of the probe's new place, as the forwarding snapshot has it).
     pub fn carry_over(&mut self, old: ProbeSet) {
         for mut o in old.probes {
             if let Some(p) = self.probes.iter_mut().find(|p| p.def.name == o.def.name) {
                 p.stats = std::mem::replace(&mut o.stats, ProbeStats::new(LOSS_WINDOW));
-                p.ident = o.ident;
                 p.seq = o.seq;
             }
         }
@@ -173,8 +174,6 @@ impl ProbeSet {
     /// Writes probe `i`'s next attempt (an IPv4 packet, from `src`) into `out` and starts its
     /// timer. Returns the packet length.
     pub fn build(&mut self, i: usize, src: Source, out: &mut [u8], now: Instant) -> Option<usize> {
-        let salt = now.as_nanos();
-        let random = &self.random;
         let p = self.probes.get_mut(i)?;
         p.seq = p.seq.wrapping_add(1);
         // Schedule from the planned time, not from now, so intervals do not drift.
@@ -201,7 +200,7 @@ impl ProbeSet {
                 (n, 0)
             }
             ProbeKind::Tcp { port } => {
-                let sport = SOURCE_PORTS.start() + random_u16(random, salt) % SOURCE_PORT_COUNT;
+                let sport = p.ident;
                 let isn = u32::from(p.ident) << 16 | u32::from(p.seq);
                 let syn = TcpRepr {
                     sport,
@@ -215,7 +214,7 @@ impl ProbeSet {
                 (n, sport)
             }
             ProbeKind::Dns { port, query } => {
-                let sport = SOURCE_PORTS.start() + random_u16(random, salt) % SOURCE_PORT_COUNT;
+                let sport = p.ident;
                 let mut q = [0u8; 300];
                 let qlen = dns_query(&mut q, p.seq_id(p.seq), query)?;
                 let n = udp::build_datagram(out, &ip, (sport, *port), &q[..qlen]).ok()?;
@@ -291,7 +290,8 @@ impl ProbeSet {
                         && u.dst_port() == o.sport
                         && d.len() >= 12
                         && u16::from_be_bytes([d[0], d[1]]) == id
-                        && d[2] & 0x80 != 0;
+                        && d[2] & 0x80 != 0
+                        && !DNS_FAILURES.contains(&(d[3] & 0x0f));
                     ok.then_some((i, None))
                 }
                 _ => None,
@@ -307,6 +307,41 @@ impl ProbeSet {
         };
         p.stats.record(result);
         Some((Outcome { probe: i, result }, reset))
+    }
+}
+
+impl ProbeSet {
+    /// The probe an ICMP error that arrived on `uplink` is about: the packet it quotes is the
+    /// outstanding attempt of a probe of that uplink (target, protocol, id or source port). The
+    /// attempt itself runs on to its timeout; errors that quote no attempt are not accepted.
+    pub fn match_error(&self, uplink: usize, packet: &[u8]) -> Option<usize> {
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
+        let m = IcmpPacket::new_checked(ip.payload()).ok()?;
+        if ip.protocol() != proto::ICMP || !icmp::is_error(m.msg_type()) {
+            return None;
+        }
+        let q = Ipv4Packet::new_quoted(ip.payload().get(icmp::HEADER_LEN..)?).ok()?;
+        let l4 = q.payload();
+        self.probes.iter().position(|p| {
+            let Some(o) = p.outstanding else {
+                return false;
+            };
+            if p.uplink != uplink || q.dst() != p.def.target {
+                return false;
+            }
+            match (&p.def.kind, q.protocol()) {
+                (ProbeKind::IcmpEcho { .. }, proto::ICMP) => {
+                    l4.len() >= 8 && {
+                        let e = IcmpPacket::new_unchecked(l4);
+                        e.ident() == p.ident && e.seq_no() == o.seq
+                    }
+                }
+                (ProbeKind::Tcp { .. }, proto::TCP) | (ProbeKind::Dns { .. }, proto::UDP) => {
+                    l4.len() >= 2 && u16::from_be_bytes([l4[0], l4[1]]) == o.sport
+                }
+                _ => false,
+            }
+        })
     }
 }
 
@@ -369,7 +404,7 @@ mod tests {
 
     /// One probe on uplink 0, its first attempt sent at 1 s: the set and the request.
     fn sent(kind: ProbeKind) -> (ProbeSet, Vec<u8>) {
-        let mut set = ProbeSet::new(vec![def(kind)], |_| 0, Instant::ZERO);
+        let mut set = ProbeSet::new(vec![def(kind)], |_| 0, 0, Instant::ZERO);
         let mut out = [0u8; 1600];
         let n = set
             .build(0, Source { addr: ME }, &mut out, Instant::from_millis(1000))
@@ -436,12 +471,48 @@ mod tests {
         assert_eq!(set.probes[0].stats.last(), ok(7));
     }
 
+    /// An ICMP error (from any router) quoting `quoted`, as it arrives at the probe's uplink.
+    fn error_quoting(quoted: &[u8]) -> Vec<u8> {
+        let repr = icmp::ErrorRepr {
+            src: ELSEWHERE,
+            dst: ME,
+            msg_type: types::TIME_EXCEEDED,
+            code: 0,
+            rest_of_header: 0,
+        };
+        let mut out = [0u8; 600];
+        let n = icmp::build_error(&mut out, &repr, quoted).unwrap();
+        out[..n].to_vec()
+    }
+
+    /// SPEC 35: an ICMP error is about a probe only when the packet it quotes is the probe's
+    /// outstanding attempt (target, protocol, id and sequence, or source port).
+    #[test]
+    fn errors_are_about_a_probe_only_when_they_quote_its_attempt() {
+        let (set, req) = sent(ProbeKind::IcmpEcho { payload_size: 0 });
+        assert_eq!(set.match_error(0, &error_quoting(&req)), Some(0));
+        assert_eq!(
+            set.match_error(1, &error_quoting(&req)),
+            None,
+            "another uplink"
+        );
+        let mut other_seq = req.clone();
+        other_seq[20 + 7] ^= 1;
+        assert_eq!(set.match_error(0, &error_quoting(&other_seq)), None);
+        let (set, syn) = sent(ProbeKind::Tcp { port: 5201 });
+        assert_eq!(set.match_error(0, &error_quoting(&syn)), Some(0));
+        let mut other_port = syn.clone();
+        other_port[20] ^= 1;
+        assert_eq!(set.match_error(0, &error_quoting(&other_port)), None);
+        assert_eq!(set.match_error(0, &syn), None, "not an error");
+    }
+
     /// The configured DSCP is what leaves in the TOS byte (46, EF, is 0xb8), not shifted twice.
     #[test]
     fn probes_carry_their_dscp() {
         let mut d = def(ProbeKind::IcmpEcho { payload_size: 0 });
         d.dscp = 46;
-        let mut set = ProbeSet::new(vec![d], |_| 0, Instant::ZERO);
+        let mut set = ProbeSet::new(vec![d], |_| 0, 0, Instant::ZERO);
         let mut out = [0u8; 200];
         let n = set
             .build(0, Source { addr: ME }, &mut out, Instant::from_millis(1000))
@@ -558,26 +629,35 @@ mod tests {
         let ip = Ipv4Packet::new_checked(&req[..]).unwrap();
         let q = UdpPacket::new_checked(ip.payload()).unwrap();
         let (sport, query) = (q.src_port(), q.payload().to_vec());
-        let answer = |id_xor: u16, flags: u8| {
+        let answer = |id_xor: u16, flags: u8, rcode: u8| {
             let mut d = query.clone();
             let id = u16::from_be_bytes([d[0], d[1]]) ^ id_xor;
             d[..2].copy_from_slice(&id.to_be_bytes());
             d[2] = flags;
+            d[3] = rcode;
             let mut out = [0u8; 400];
             let ip = OwnHeader::new(TARGET, ME);
             let n = udp::build_datagram(&mut out, &ip, (53, sport), &d).unwrap();
             out[..n].to_vec()
         };
         assert_eq!(
-            matched(&mut set, 0, &answer(1, 0x81), 3),
+            matched(&mut set, 0, &answer(1, 0x81, 0), 3),
             None,
             "another id"
         );
         assert_eq!(
-            matched(&mut set, 0, &answer(0, 0x01), 3),
+            matched(&mut set, 0, &answer(0, 0x01, 0), 3),
             None,
             "a query, not a response"
         );
-        assert_eq!(matched(&mut set, 0, &answer(0, 0x81), 4), ok(4));
+        for (rcode, name) in [(2, "SERVFAIL"), (5, "REFUSED")] {
+            assert_eq!(
+                matched(&mut set, 0, &answer(0, 0x81, rcode), 3),
+                None,
+                "{name} is a failing resolver, not a reply"
+            );
+        }
+        // NXDOMAIN: the resolver works, the name does not exist.
+        assert_eq!(matched(&mut set, 0, &answer(0, 0x81, 3), 4), ok(4));
     }
 }

@@ -13,7 +13,7 @@ use super::super::{
     ForwardConfig, LanConfig, NatConfig, PortRange, ProbeConfig, ProbeKind, UplinkConfig,
 };
 use super::{Ctx, Names, Result, S};
-use crate::probe::schedule::SOURCE_PORTS;
+use crate::probe::PROBE_PORTS;
 
 pub(super) fn forwards(
     cx: &Ctx,
@@ -199,8 +199,8 @@ fn target(cx: &Ctx, v: &S<String>, port: PortRange, lan: &LanConfig) -> Result<(
     Ok((to, to_port))
 }
 
-/// A TCP or DNS probe on `uplink` sends from a random port of `SOURCE_PORTS`; its reply
-/// would be taken for a new connection to a forward there.
+/// A TCP or DNS probe on `uplink` sends from a port of `PROBE_PORTS`; a forward there must not
+/// take its replies (they are told apart first, but the forward would lose those ports).
 fn check_probes(
     cx: &Ctx,
     f: &RawForward,
@@ -209,8 +209,8 @@ fn check_probes(
     probes: &[ProbeConfig],
 ) -> Result<()> {
     let probe_ports = PortRange {
-        first: *SOURCE_PORTS.start(),
-        last: *SOURCE_PORTS.end(),
+        first: *PROBE_PORTS.start(),
+        last: *PROBE_PORTS.end(),
     };
     for p in probes.iter().filter(|p| p.uplink == uplink) {
         let proto = match p.kind {

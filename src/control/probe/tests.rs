@@ -51,7 +51,7 @@ fn uplinks() -> Vec<ProbeUplink> {
 }
 
 fn engine(defs: Vec<ProbeConfig>) -> ProbeEngine {
-    let mut e = ProbeEngine::new(defs, uplink_of, t(0));
+    let mut e = ProbeEngine::new(defs, uplink_of, 0, t(0));
     e.set_uplinks(uplinks());
     e
 }

@@ -552,7 +552,7 @@ fn check(
             prop_assert_eq!(after, before, "a reply leaves the frame alone");
             return Ok(());
         }
-        Verdict::Punt | Verdict::Drop(_) => {
+        Verdict::Punt(_) | Verdict::Drop(_) => {
             prop_assert_eq!(after, before, "punted or dropped frames are not modified");
             return Ok(());
         }
@@ -657,7 +657,7 @@ fn outcomes(ingress: Iface, before: &[u8], after: &[u8], verdict: Verdict) -> Ve
             ..
         } => "TCP reset",
         Verdict::Reply { .. } => "ICMP error",
-        Verdict::Punt => "punt",
+        Verdict::Punt(_) => "punt",
         Verdict::NeedsNeighbour { .. } => "needs neighbour",
         Verdict::Drop(_) => "drop",
     }];
