@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The slow tier (CI runs it after scripts/test.sh; run it by hand before a release): every fuzz
-# target for a short while, then a soak of the lab router under traffic, floods, faults and
-# reloads. Needs root (the soak builds network namespaces).
+# target for a short while, the tests that need the release build's capacity (marked #[ignore]
+# in the default tier), then a soak of the lab router under traffic, floods, faults and
+# reloads. Needs root (the soak and the lab tests build network namespaces).
 #   scripts/slow.sh [--fuzz-time SECONDS] [--soak SECONDS]     defaults: 30 and 300
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +19,8 @@ done
 cd "$here/.."
 echo "== fuzzing, ${fuzz_time} s per target"
 "$here/fuzz.sh" --time "$fuzz_time"
+echo "== capacity tests (release build): the line-rate flood at the control plane"
+cargo test --release --test hostile -- --ignored
 echo "== soak, ${soak} s (release build)"
 cargo build --release --quiet
 MHROUTER_BIN="$PWD/target/release/mhrouter" "$here/soak.sh" --duration "$soak"

@@ -198,6 +198,8 @@ fn flood_frames(lab: &Lab) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 /// flood stays within 1 ms of the quiet figure measured just before, and no reply is over the
 /// probe's threshold.
 #[test]
+#[ignore = "slow tier: needs the release build, run by scripts/slow.sh (a debug build's uplink \
+            sockets overflow under this flood and drop replies with it: capacity, not admission)"]
 fn a_flood_at_the_control_plane_keeps_every_probe_answering() {
     if !require_root() {
         return;

@@ -420,7 +420,7 @@ fn link_watcher_reports_an_overrun() {
     ns.ip("link add la type veth peer name lb");
     ns.ip("link set la up");
     let batch = std::env::temp_dir().join(format!("mh-io-ovr-{}.batch", std::process::id()));
-    let lines: String = (0..1500)
+    let lines: String = (0..5000)
         .map(|i| format!("link set lb {}\n", if i % 2 == 0 { "up" } else { "down" }))
         .collect();
     std::fs::write(&batch, lines).unwrap();
@@ -432,7 +432,7 @@ fn link_watcher_reports_an_overrun() {
         let events = watcher.read_events().unwrap();
         assert!(
             watcher.take_overrun(),
-            "1500 unread link changes ({} read back) did not overrun the socket",
+            "5000 unread link changes ({} read back) did not overrun the socket",
             events.len()
         );
         assert!(!watcher.take_overrun(), "an overrun is reported once");
