@@ -193,22 +193,7 @@ impl NatTable {
         tcp_flags: u8,
     ) -> Result<Translation, NatError> {
         let f = self.forwards.list.get(forward).ok_or(NatError::NoAddress)?;
-        let up = self
-            .uplinks
-            .get(usize::from(key.uplink.0))
-            .ok_or(NatError::NoAddress)?;
-        let outside = up.addr().ok_or(NatError::NoAddress)?;
-        let max = self.params.max_entries;
-        if self
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c < max).then_some(c + 1)
-            })
-            .is_err()
-        {
-            increment(&self.counters.table_full);
-            return Err(NatError::TableFull);
-        }
+        let (up, outside) = self.uplink_with_slot(key.uplink)?;
         let (ip, port) = f.target(key.outside_port);
         let inside = Endpoint { ip, port };
         let okey = OutKey::new(key.proto, inside, key.remote, key.remote_port);

@@ -274,23 +274,7 @@ impl NatTable {
         tcp_flags: u8,
         tcp_ack: Option<u32>,
     ) -> Result<Translation, NatError> {
-        let up = self
-            .uplinks
-            .get(usize::from(uplink.0))
-            .ok_or(NatError::NoAddress)?;
-        let outside = up.addr().ok_or(NatError::NoAddress)?;
-        // Reserve the slot first, so a full table costs no port-pool work.
-        let max = self.params.max_entries;
-        if self
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c < max).then_some(c + 1)
-            })
-            .is_err()
-        {
-            increment(&self.counters.table_full);
-            return Err(NatError::TableFull);
-        }
+        let (up, outside) = self.uplink_with_slot(uplink)?;
         if !self.reserve_host(key.inside) {
             self.count.fetch_sub(1, Ordering::AcqRel);
             return Err(NatError::HostQuota);
@@ -547,6 +531,29 @@ impl NatTable {
 
     /// The session's translation, with its uplink's current address; `None` while that uplink
     /// has none, in the moment before `set_uplink_addr` flushes the session.
+    /// The uplink and its outside address, with one table slot reserved for a new session:
+    /// taken first, so a full table costs no port-pool work. The caller gives the slot back
+    /// (`count`) if the session is not created after all.
+    fn uplink_with_slot(&self, uplink: UplinkId) -> Result<(&Uplink, Ipv4Addr), NatError> {
+        let up = self
+            .uplinks
+            .get(usize::from(uplink.0))
+            .ok_or(NatError::NoAddress)?;
+        let outside = up.addr().ok_or(NatError::NoAddress)?;
+        let max = self.params.max_entries;
+        if self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < max).then_some(c + 1)
+            })
+            .is_err()
+        {
+            increment(&self.counters.table_full);
+            return Err(NatError::TableFull);
+        }
+        Ok((up, outside))
+    }
+
     fn translation(&self, key: OutKey, session: &Session) -> Option<Translation> {
         let outside = self.uplinks.get(usize::from(session.uplink.0))?.addr()?;
         Some(session.translation(key, outside))
