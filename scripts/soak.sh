@@ -44,9 +44,12 @@ mkdir -p "$out"
 lab() { "$here/lab.sh" --prefix "$prefix" "$@"; }
 state="${MH_LAB_STATE:-/run/mhlab}/$prefix"
 
+# Background jobs get a process group each (job control on), so stopping one by its recorded
+# pid also stops what it started (the iperf3 of the traffic loop).
+set -m
 bg_pids=()
 cleanup() {
-    for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${bg_pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done
     for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null || true; done
     cp "$state/router.log" "$out/router.log" 2>/dev/null || true
     if [[ $keep -eq 0 ]]; then
