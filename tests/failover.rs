@@ -23,19 +23,6 @@ fn fast_site(extra: &str) -> String {
     )
 }
 
-/// The installed default route: (uplink, distance).
-fn installed(lab: &Lab) -> Option<(String, u64)> {
-    let v = lab.ctl_json(&["show", "route"]);
-    v["routes"].as_array()?.iter().find_map(|r| {
-        (r["installed"] == true && r["prefix"] == "0.0.0.0/0").then(|| {
-            (
-                r["uplink"].as_str().unwrap_or("").to_string(),
-                r["distance"].as_u64().unwrap_or(0),
-            )
-        })
-    })
-}
-
 fn wait_installed(lab: &Lab, uplink: &str, distance: u64, within: Duration) {
     lab.wait_for(
         &format!("default via {uplink} [{distance}]"),

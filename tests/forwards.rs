@@ -462,19 +462,6 @@ impl Drop for EchoClient {
     }
 }
 
-/// The installed default route's uplink and distance.
-fn installed(lab: &Lab) -> Option<(String, u64)> {
-    let v = lab.ctl_json(&["show", "route"]);
-    v["routes"].as_array()?.iter().find_map(|r| {
-        (r["installed"] == true && r["prefix"] == "0.0.0.0/0").then(|| {
-            (
-                r["uplink"].as_str().unwrap_or("").to_string(),
-                r["distance"].as_u64().unwrap_or(0),
-            )
-        })
-    })
-}
-
 /// PE_A stops forwarding pings to the central site: A's end-to-end probe fails, and nothing
 /// else on A's path changes.
 fn fail_a_e2e_probe(lab: &Lab) {

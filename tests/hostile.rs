@@ -24,15 +24,7 @@ fn fast_site() -> String {
 }
 
 fn primary_installed(lab: &Lab) -> bool {
-    let v = lab.ctl_json(&["show", "route"]);
-    v["routes"].as_array().is_some_and(|routes| {
-        routes.iter().any(|r| {
-            r["installed"] == true
-                && r["prefix"] == "0.0.0.0/0"
-                && r["uplink"] == "isp-a"
-                && r["distance"] == 10
-        })
-    })
+    installed(lab) == Some(("isp-a".to_string(), 10))
 }
 
 fn nat_sessions(lab: &Lab, uplink: &str) -> u64 {

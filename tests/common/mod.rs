@@ -48,6 +48,19 @@ extern "C" fn report_skipped() {
     );
 }
 
+/// The installed default route's uplink and distance (`show route --json`).
+pub fn installed(lab: &Lab) -> Option<(String, u64)> {
+    let v = lab.ctl_json(&["show", "route"]);
+    v["routes"].as_array()?.iter().find_map(|r| {
+        (r["installed"] == true && r["prefix"] == "0.0.0.0/0").then(|| {
+            (
+                r["uplink"].as_str().unwrap_or("").to_string(),
+                r["distance"].as_u64().unwrap_or(0),
+            )
+        })
+    })
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
