@@ -2,10 +2,17 @@
 //! become one GSO super-frame, so the TAP, the bridge and the LAN host's stack handle one 64 KiB
 //! frame instead of ~44 frames of 1500 bytes (what the kernel's own GRO would have built).
 //!
-//! Only consecutive frames of a batch are merged, so frames never change order. The rules are
-//! the kernel's `tcp_gro_receive` ones, kept strict so that segmenting the super-frame (which
-//! the kernel does by `gso_size`, copying the headers, incrementing the IPv4 ident, clearing PSH
-//! on all but the last segment) gives back exactly the segments that were merged:
+//! Up to `MAX_OPEN` flows have a run open at once, like the kernel's `MAX_GRO_SKBS`, so a batch
+//! in which several downloads interleave merges each of them. Frames of one TCP flow (addresses
+//! and ports) never change order; frames of different flows may, as they do through the
+//! kernel's GRO: a frame that cannot be merged is passed on at once unless it may belong to a
+//! flow with an open run, which is then finished first. Open runs are finished oldest first when
+//! a new flow needs a slot, and all of them at the end of the batch.
+//!
+//! The merge rules are the kernel's `tcp_gro_receive` ones, kept strict so that segmenting the
+//! super-frame (which the kernel does by `gso_size`, copying the headers, incrementing the IPv4
+//! ident, clearing PSH on all but the last segment) gives back exactly the segments that were
+//! merged:
 //! - IPv4 without options, DF, not a fragment, valid header checksum; TCP with ACK and no other
 //!   flag but PSH, which ends a run; at least one byte of payload;
 //! - the same MACs, TOS, TTL, addresses, ports, ack, window and TCP option bytes (timestamps
@@ -16,6 +23,8 @@
 //! gets a fresh partial checksum the kernel finishes, which would otherwise turn a corrupted
 //! segment into a valid one. Frames the sender marked verified (`DATA_VALID`) or partial
 //! (`NEEDS_CSUM`, at the usual TCP offsets) are taken as they are, like the kernel does.
+//!
+//! Memory: one 64 KiB buffer per open run, allocated on first use and kept (512 KiB per worker).
 
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EthernetFrame};
@@ -33,17 +42,14 @@ const CSUM_START: u16 = (ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN) as u16;
 /// Offset of the checksum in the TCP header.
 const CSUM_OFFSET: u16 = 16;
 
-/// The builder of super-frames; one per worker, its buffer allocated once.
-pub struct Gro {
-    buf: Vec<u8>,
-}
+/// How many flows may have a run open at once.
+pub const MAX_OPEN: usize = 8;
 
-impl Default for Gro {
-    fn default() -> Self {
-        Gro {
-            buf: vec![0; IP_OFFSET + MAX_IP_LEN],
-        }
-    }
+/// The builder of super-frames; one per worker, its buffers allocated once.
+#[derive(Default)]
+pub struct Gro {
+    /// One per open run; `Run::buf` says whose.
+    bufs: Vec<Vec<u8>>,
 }
 
 /// What a mergeable frame's headers say, read once.
@@ -67,9 +73,12 @@ impl Seg {
 /// The run being built: its first frame and where the next segment must continue.
 struct Run<'a> {
     head: &'a [u8],
+    flow: FlowKey,
+    /// Index of the buffer in `Gro::bufs` the super-frame is built in.
+    buf: usize,
     first: Seg,
     segments: usize,
-    /// Payload bytes so far; once `segments > 1` they sit in `Gro::buf` after the headers.
+    /// Payload bytes so far; once `segments > 1` they sit in the run's buffer after the headers.
     payload: usize,
     next_seq: u32,
     next_ident: u16,
@@ -78,33 +87,56 @@ struct Run<'a> {
 }
 
 impl Gro {
-    /// Passes every frame of `frames` to `emit` in order, except that runs of mergeable TCP
-    /// segments are passed as one super-frame; `emit` also gets how many frames it stands for
-    /// (1 for a frame passed as it is).
+    /// Passes every frame of `frames` to `emit`, except that runs of mergeable TCP segments are
+    /// passed as one super-frame; `emit` also gets how many frames it stands for (1 for a frame
+    /// passed as it is). Order is kept within each flow (see the module doc).
     pub fn coalesce<'a>(
         &mut self,
         frames: impl IntoIterator<Item = &'a [u8]>,
         mut emit: impl FnMut(&[u8], usize),
     ) {
-        let mut run: Option<Run<'a>> = None;
+        let mut open: Vec<Run<'a>> = Vec::with_capacity(MAX_OPEN);
         for frame in frames {
-            let Some(seg) = parse(frame) else {
-                if let Some(r) = run.take() {
-                    self.finish(&r, &mut emit);
+            let Some((seg, flow)) = parse(frame) else {
+                match tcp_flow(frame) {
+                    Belongs::Flow(flow) => {
+                        if let Some(i) = open.iter().position(|r| r.flow == flow) {
+                            let r = open.remove(i);
+                            self.finish(&r, &mut emit);
+                        }
+                    }
+                    Belongs::Unknown => {
+                        for r in open.drain(..) {
+                            self.finish(&r, &mut emit);
+                        }
+                    }
+                    Belongs::NoFlow => {}
                 }
                 emit(frame, 1);
                 continue;
             };
-            if let Some(r) = &mut run
-                && self.append(r, frame, &seg)
-            {
-                continue;
-            }
-            if let Some(r) = run.take() {
-                self.finish(&r, &mut emit);
-            }
-            run = Some(Run {
+            let buf = match open.iter().position(|r| r.flow == flow) {
+                Some(i) => {
+                    if self.append(&mut open[i], frame, &seg) {
+                        continue;
+                    }
+                    let r = open.remove(i);
+                    self.finish(&r, &mut emit);
+                    r.buf
+                }
+                None if open.len() == MAX_OPEN => {
+                    let r = open.remove(0);
+                    self.finish(&r, &mut emit);
+                    r.buf
+                }
+                None => (0..MAX_OPEN)
+                    .find(|b| open.iter().all(|r| r.buf != *b))
+                    .unwrap_or_default(),
+            };
+            open.push(Run {
                 head: frame,
+                flow,
+                buf,
                 first: seg,
                 segments: 1,
                 payload: seg.payload_len(),
@@ -113,9 +145,17 @@ impl Gro {
                 open: !seg.psh,
             });
         }
-        if let Some(r) = run {
+        for r in open {
             self.finish(&r, &mut emit);
         }
+    }
+
+    /// The buffer a run builds its super-frame in, allocated the first time it is needed.
+    fn buf(&mut self, index: usize) -> &mut Vec<u8> {
+        while self.bufs.len() <= index {
+            self.bufs.push(vec![0; IP_OFFSET + MAX_IP_LEN]);
+        }
+        &mut self.bufs[index]
     }
 
     /// Adds `seg` to the run if it continues it; false (nothing changed) if it does not.
@@ -133,20 +173,18 @@ impl Gro {
         {
             return false;
         }
+        let buf = self.buf(run.buf);
         if run.segments == 1 {
-            let (Some(dst), Some(src)) = (
-                self.buf.get_mut(..run.first.end),
-                run.head.get(..run.first.end),
-            ) else {
+            let (Some(dst), Some(src)) =
+                (buf.get_mut(..run.first.end), run.head.get(..run.first.end))
+            else {
                 return false;
             };
             dst.copy_from_slice(src);
         }
         let at = hdr_end + run.payload;
-        let (Some(dst), Some(src)) = (
-            self.buf.get_mut(at..at + len),
-            frame.get(seg.hdr_end..seg.end),
-        ) else {
+        let (Some(dst), Some(src)) = (buf.get_mut(at..at + len), frame.get(seg.hdr_end..seg.end))
+        else {
             return false;
         };
         dst.copy_from_slice(src);
@@ -157,7 +195,7 @@ impl Gro {
         run.open = len == size && !seg.psh;
         if seg.psh {
             let flags = TCP_OFFSET + 13;
-            if let Some(f) = self.buf.get_mut(flags) {
+            if let Some(f) = buf.get_mut(flags) {
                 *f |= tcp::flags::PSH;
             }
         }
@@ -172,7 +210,7 @@ impl Gro {
         }
         let hdr_end = run.first.hdr_end;
         let end = hdr_end + run.payload;
-        let Some(frame) = self.buf.get_mut(..end) else {
+        let Some(frame) = self.buf(run.buf).get_mut(..end) else {
             return;
         };
         let Some(ip_hdr) = frame.get_mut(IP_OFFSET..TCP_OFFSET) else {
@@ -204,8 +242,9 @@ impl Gro {
     }
 }
 
-/// The headers of `frame` if it may be merged with its neighbours (see the module's rules).
-fn parse(frame: &[u8]) -> Option<Seg> {
+/// The headers and flow of `frame` if it may be merged with its neighbours (see the module's
+/// rules).
+fn parse(frame: &[u8]) -> Option<(Seg, FlowKey)> {
     let vh = VnetHdr::parse(frame).ok()?;
     let partial = vh.needs_csum();
     if vh.is_gso() || partial && (vh.csum_start != CSUM_START || vh.csum_offset != CSUM_OFFSET) {
@@ -240,13 +279,70 @@ fn parse(frame: &[u8]) -> Option<Seg> {
     if !trusted && !tcp.verify_checksum(ip.src(), ip.dst()) {
         return None;
     }
-    Some(Seg {
+    let seg = Seg {
         hdr_end,
         end,
         ident: ip.ident(),
         seq: tcp.seq(),
         psh: flags & tcp::flags::PSH != 0,
-    })
+    };
+    let flow = FlowKey {
+        src: ip.src().to_bits(),
+        dst: ip.dst().to_bits(),
+        ports: [tcp.src_port(), tcp.dst_port()],
+    };
+    Some((seg, flow))
+}
+
+/// A TCP flow as the order guarantee sees it: addresses and ports.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FlowKey {
+    src: u32,
+    dst: u32,
+    ports: [u16; 2],
+}
+
+/// Which flow a frame that cannot be merged may belong to.
+enum Belongs {
+    /// A TCP segment of this flow.
+    Flow(FlowKey),
+    /// Not TCP over IPv4: no run can hold a frame of its flow.
+    NoFlow,
+    /// IPv4 that may be TCP but whose ports cannot be read (a fragment, a broken header).
+    Unknown,
+}
+
+fn tcp_flow(frame: &[u8]) -> Belongs {
+    let Some(eth) = frame
+        .get(ETH_OFFSET..)
+        .and_then(|f| EthernetFrame::new_checked(f).ok())
+    else {
+        return Belongs::NoFlow;
+    };
+    if eth.ethertype() != ethernet::ethertype::IPV4 {
+        return Belongs::NoFlow;
+    }
+    let Some(ip) = frame
+        .get(IP_OFFSET..)
+        .and_then(|f| Ipv4Packet::new_checked(f).ok())
+    else {
+        return Belongs::Unknown;
+    };
+    if ip.protocol() != proto::TCP {
+        return Belongs::NoFlow;
+    }
+    let ports = IP_OFFSET + ip.header_len();
+    match (ip.frag_offset(), frame.get(ports..ports + 4)) {
+        (0, Some(p)) => Belongs::Flow(FlowKey {
+            src: ip.src().to_bits(),
+            dst: ip.dst().to_bits(),
+            ports: [
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            ],
+        }),
+        _ => Belongs::Unknown,
+    }
 }
 
 /// Everything but lengths, ident, checksums, sequence number and PSH is equal in the headers of

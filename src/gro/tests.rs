@@ -311,7 +311,7 @@ fn padded_small_segments_lose_their_padding() {
 }
 
 #[test]
-fn runs_break_where_another_flow_interleaves() {
+fn interleaved_flows_merge_each_in_their_own_order() {
     let a = flow(&[MSS, MSS, MSS]);
     let b: Vec<Vec<u8>> = {
         let mut s = Spec::first(MSS);
@@ -328,8 +328,57 @@ fn runs_break_where_another_flow_interleaves() {
     ];
     let out = coalesce(&mut Gro::default(), &batch);
     let counts: Vec<usize> = out.iter().map(|(_, n)| *n).collect();
-    assert_eq!(counts, vec![1, 1, 2, 1]);
-    assert_eq!(expand(&out), batch);
+    assert_eq!(counts, vec![3, 2], "one super-frame per flow, oldest first");
+    assert_eq!(expand(&out[..1]), a);
+    assert_eq!(expand(&out[1..]), b);
+}
+
+#[test]
+fn more_flows_than_slots_finish_the_oldest_run() {
+    let flows: Vec<Vec<Vec<u8>>> = (0..=MAX_OPEN as u16)
+        .map(|i| {
+            let mut s = Spec::first(MSS);
+            s.dport = 41000 + i;
+            let t = s.next(MSS);
+            vec![build(&s), build(&t), build(&t.next(MSS))]
+        })
+        .collect();
+    // Two segments from each of MAX_OPEN flows, interleaved, fill every slot; one more flow
+    // then takes the slot of the oldest run (flow 0), which is finished, so flow 0's third
+    // segment can no longer join it: it takes the next oldest slot (flow 1's) for itself.
+    let batch: Vec<Vec<u8>> = (0..2)
+        .flat_map(|k| flows[..MAX_OPEN].iter().map(move |f| f[k].clone()))
+        .chain([flows[MAX_OPEN][0].clone(), flows[0][2].clone()])
+        .collect();
+    let out = coalesce(&mut Gro::default(), &batch);
+    let counts: Vec<usize> = out.iter().map(|(_, n)| *n).collect();
+    let mut expected = vec![2; MAX_OPEN];
+    expected.extend([1, 1]);
+    assert_eq!(counts, expected);
+    assert_eq!(expand(&out[..1]), flows[0][..2].to_vec());
+    assert_eq!(expand(&out[1..2]), flows[1][..2].to_vec());
+    assert_eq!(out[MAX_OPEN].0, flows[MAX_OPEN][0]);
+    assert_eq!(out[MAX_OPEN + 1].0, flows[0][2]);
+}
+
+#[test]
+fn a_segment_that_cannot_merge_finishes_its_own_flow_first() {
+    let a = flow(&[MSS, MSS, MSS]);
+    let mut b = Spec::first(MSS);
+    b.dport = 40001;
+    let b0 = build(&b);
+    let mut a_fin = a[2].clone();
+    a_fin[TCP_OFFSET + 13] |= tcp::flags::FIN;
+    refill(&mut a_fin);
+    let batch = vec![a[0].clone(), b0.clone(), a[1].clone(), a_fin.clone()];
+    let out = coalesce(&mut Gro::default(), &batch);
+    assert_eq!(
+        out.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        vec![2, 1, 1]
+    );
+    assert_eq!(expand(&out[..1]), a[..2].to_vec());
+    assert_eq!(out[1].0, a_fin, "the FIN follows its flow's run");
+    assert_eq!(out[2].0, b0, "the other flow's run stays open past it");
 }
 
 /// Each case changes the second of two full-size segments (or the first) so that the kernel's
@@ -456,7 +505,7 @@ fn size_rules_follow_the_first_segment() {
 }
 
 #[test]
-fn other_protocols_pass_through_between_runs() {
+fn other_protocols_pass_through_without_breaking_runs() {
     let tcp = flow(&[MSS, MSS, MSS, MSS]);
     let mut udp = vec![0u8; vnet::LEN];
     PacketBuilder::ethernet2(ROUTER_MAC, HOST_MAC)
@@ -475,11 +524,42 @@ fn other_protocols_pass_through_between_runs() {
     let out = coalesce(&mut Gro::default(), &batch);
     assert_eq!(
         out.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
-        vec![2, 1, 2, 1]
+        vec![1, 1, 4]
     );
-    assert_eq!(out[1].0, udp);
-    assert_eq!(out[3].0, vec![1, 2, 3]);
-    assert_eq!(expand(&out), batch);
+    assert_eq!(out[0].0, udp);
+    assert_eq!(out[1].0, vec![1, 2, 3]);
+    assert_eq!(expand(&out[2..]), tcp);
+}
+
+#[test]
+fn a_tcp_fragment_finishes_every_open_run() {
+    let a = flow(&[MSS, MSS]);
+    let mut frag = a[1].clone();
+    // MF set: a fragment whose ports cannot be trusted to name its flow.
+    frag[IP_OFFSET + 6] = 0x20;
+    Ipv4Packet::new_unchecked(&mut frag[IP_OFFSET..]).fill_checksum();
+    let batch = vec![a[0].clone(), frag.clone()];
+    let out = coalesce(&mut Gro::default(), &batch);
+    assert_eq!(
+        out.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+        batch
+    );
+}
+
+/// The TCP flow (addresses and ports) of a frame, as a parser that is not ours reads it.
+fn flow_key(frame: &[u8]) -> Option<([u8; 4], [u8; 4], u16, u16)> {
+    let pkt = etherparse::SlicedPacket::from_ethernet(frame.get(ETH_OFFSET..)?).ok()?;
+    let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Tcp(tcp))) =
+        (&pkt.net, &pkt.transport)
+    else {
+        return None;
+    };
+    Some((
+        ip.header().source(),
+        ip.header().destination(),
+        tcp.source_port(),
+        tcp.destination_port(),
+    ))
 }
 
 /// A step of a random batch: which of three flows sends, how much, and what goes wrong.
@@ -546,10 +626,20 @@ proptest! {
     fn random_batches_expand_back_to_the_input(steps in proptest::collection::vec(step(), 0..80)) {
         let frames = batch(&steps);
         let mut gro = Gro::default();
-        let out = coalesce(&mut gro, &frames);
+        let out = expand(&coalesce(&mut gro, &frames));
         // Merged segments come back byte for byte (a merged corrupted segment would come back
-        // with a fresh, valid checksum), in their order, among the frames left alone.
-        prop_assert_eq!(expand(&out), frames);
+        // with a fresh, valid checksum); each flow's frames, and the frames of no flow, in
+        // their order.
+        let mut sorted_in = frames.clone();
+        let mut sorted_out = out.clone();
+        sorted_in.sort();
+        sorted_out.sort();
+        prop_assert_eq!(sorted_out, sorted_in);
+        let keys: std::collections::BTreeSet<_> = frames.iter().map(|f| flow_key(f)).collect();
+        for key in keys {
+            let of = |v: &[Vec<u8>]| v.iter().filter(|f| flow_key(f) == key).cloned().collect::<Vec<_>>();
+            prop_assert_eq!(of(&out), of(&frames), "flow {:?}", key);
+        }
     }
 
     #[test]
