@@ -30,6 +30,8 @@ REPO_DIR=$(dirname "$SCRIPT_DIR")
 LAB=$REPO_DIR/scripts/lab.sh
 SERVER=172.18.0.6
 UDP_LEN=64
+CPS_PORT=7000
+CPS_CONCURRENCY=16
 ROUTE_TIMEOUT_S=60
 # Issue 6: one TCP stream must reach these fractions of the kernel, both directions.
 TARGET_ON=0.9
@@ -43,8 +45,10 @@ Builds target/release/mhrouter, then measures with iperf3 from the LAN host to 1
 first with the kernel routing in <P>rtr (ip_forward=1, nftables masquerade on wan-a), then with
 mhrouter (scripts/lab.sh router start, scripts/lab.toml), each in a freshly built lab.
 Cases: TCP 1 stream up/down, TCP 4 streams up/down, with the hosts' offloads on and off
-(ethtool -K tso/gso/gro/tx on eth0 in <P>lan and isp-a in <P>net), UDP 64-byte packets
-(iperf3 -u -l 64 -b 0, receiver pps). Prints mhrouter/kernel ratios and CPU seconds per GB and
+(ethtool -K tso/gso/gro/tx on eth0 in <P>lan and isp-a in <P>net), TCP 16 streams down (the
+senders' retransmissions compared), UDP 64-byte packets (iperf3 -u -l 64 -b 0, receiver pps),
+and new TCP connections per second (bench/cps.rs: connect, one byte each way, close; 16 in
+flight). Prints mhrouter/kernel ratios and CPU seconds per GB and
 writes them to results/<UTC timestamp>/results.{md,json}, iperf3 output to raw/.
 
   --quick      2-second iperf3 runs (default 5)
@@ -92,6 +96,7 @@ OUT=$REPO_DIR/results/$(date -u +%Y%m%dT%H%M%SZ)
 RECORDS=$OUT/records.jsonl
 HZ=$(getconf CLK_TCK)
 CLIENT_PID=
+CPS_SERVER_PID=
 ROUTER_PID=0
 
 lab() { "$LAB" --prefix "$PREFIX" "$@"; }
@@ -99,10 +104,13 @@ lab() { "$LAB" --prefix "$PREFIX" "$@"; }
 # Only our own prefix is ever torn down, and only if this run built it.
 LAB_OURS=false
 cleanup() {
-    if [[ -n $CLIENT_PID ]] && kill -0 "$CLIENT_PID" 2>/dev/null; then
-        kill -TERM "$CLIENT_PID" 2>/dev/null || true
-        wait "$CLIENT_PID" 2>/dev/null || true
-    fi
+    local pid
+    for pid in $CLIENT_PID $CPS_SERVER_PID; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     if $LAB_OURS; then
         lab down >/dev/null 2>&1 || true
     fi
@@ -167,6 +175,7 @@ run_case() { # router case offloads iperf3-args...
         | [range(4) as $i | ($s1[$i] - $s0[$i]) / $hz] as [$busy, $others, $router_s, $lab_s]
         | {router: $router, case: $case, offloads: $offloads,
            bytes: $r.bytes, seconds: $r.seconds, gbps: ($r.bits_per_second / 1e9),
+           retransmits: .end.sum_sent.retransmits,
            pps: (if .start.test_start.protocol == "UDP" then $r.bytes / $udp_len / $r.seconds
                  else null end),
            cpu_path_s: ($busy - $others),
@@ -177,9 +186,35 @@ run_case() { # router case offloads iperf3-args...
         select(.router == $r and .case == $c and .offloads == $o)
         | "  \(.router) \(.case) offloads \(.offloads): \(.gbps * 1000 | round / 1000) Gbit/s"
           + (if .pps then ", \(.pps | round) pps" else "" end)
+          + (if .retransmits then ", \(.retransmits) retransmits" else "" end)
           + ", CPU s: path \(.cpu_path_s | r2), system \(.cpu_system_s | r2)"
           + (if .cpu_process_s then ", process \(.cpu_process_s | r2)" else "" end)' \
         --arg r "$router" --arg c "$name" --arg o "$offloads" "$RECORDS"
+    sleep 1
+}
+
+# New connections per second from the LAN host to the central site; appends one record.
+run_cps() { # router
+    local raw=$OUT/raw/$1-cps.json s0 s1
+    "$LAB" --prefix "$PREFIX" exec net "$CPS_BIN" server "$SERVER:$CPS_PORT" &
+    CPS_SERVER_PID=$!
+    sleep 0.5
+    s0=$(cpu_sample)
+    lab exec lan "$CPS_BIN" client "$SERVER:$CPS_PORT" "$DURATION" "$CPS_CONCURRENCY" >"$raw"
+    s1=$(cpu_sample)
+    kill -TERM "$CPS_SERVER_PID" 2>/dev/null || true
+    wait "$CPS_SERVER_PID" 2>/dev/null || true
+    CPS_SERVER_PID=
+    jq -c --arg router "$1" --argjson hz "$HZ" \
+        --argjson s0 "[${s0// /,}]" --argjson s1 "[${s1// /,}]" '
+        [range(4) as $i | ($s1[$i] - $s0[$i]) / $hz] as [$busy, $others, $router_s, $lab_s]
+        | {router: $router, case: "cps", offloads: "on", cps, failed: .failed,
+           connections, seconds,
+           cpu_path_s: ($busy - $others),
+           cpu_process_s: (if $router == "mhrouter" then $router_s else null end)}
+        ' "$raw" >>"$RECORDS"
+    jq -r --arg r "$1" 'select(.router == $r and .case == "cps")
+        | "  \(.router) cps: \(.cps | round) connections/s (\(.failed) failed)"' "$RECORDS"
     sleep 1
 }
 
@@ -207,9 +242,11 @@ measure() { # router
         run_case "$1" tcp1-down "$offloads" -R
         run_case "$1" tcp4-up "$offloads" -P 4
         run_case "$1" tcp4-down "$offloads" -P 4 -R
-        # 64-byte packets: segmentation offloads do not apply, once is enough.
+        # Many streams, 64-byte packets and connection setup: once is enough (offloads on).
         if [[ $offloads == on ]]; then
+            run_case "$1" tcp16-down "$offloads" -P 16 -R
             run_case "$1" udp64-up "$offloads" -u -l "$UDP_LEN" -b 0
+            run_cps "$1"
         fi
     done
 }
@@ -266,7 +303,7 @@ mhrouter_router() {
 TABLE_JQ='
 def r3: if . == null then null else . * 1000 | round / 1000 end;
 def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b | r3 end;
-def per_gb(f): if . == null or .bytes == 0 or f == null then null else f / (.bytes / 1e9) | r3 end;
+def per_gb(f): if . == null or (.bytes // 0) == 0 or f == null then null else f / (.bytes / 1e9) | r3 end;
 group_by(.case + " " + .offloads)
 | map((map(select(.router == "kernel"))[0]) as $k
       | (map(select(.router == "mhrouter"))[0]) as $m
@@ -276,6 +313,10 @@ group_by(.case + " " + .offloads)
          kernel_pps: ($k.pps | if . then round else null end),
          mhrouter_pps: ($m.pps | if . then round else null end),
          ratio_pps: ratio($m.pps; $k.pps),
+         kernel_retransmits: $k.retransmits, mhrouter_retransmits: $m.retransmits,
+         kernel_cps: ($k.cps | if . then round else null end),
+         mhrouter_cps: ($m.cps | if . then round else null end),
+         ratio_cps: ratio($m.cps; $k.cps),
          cpu_s_per_gb: {
            kernel_system: ($k | per_gb(.cpu_system_s)),
            mhrouter_process: ($m | per_gb(.cpu_process_s)),
@@ -294,10 +335,10 @@ group_by(.case + " " + .offloads)
 MD_JQ='
 def cell: if . == null then "–" elif . == true then "yes" elif . == false then "**no**"
           else tostring end;
-"| case | offloads | kernel Gbit/s | mhrouter Gbit/s | ratio | kernel pps | mhrouter pps | ratio pps | target | met | CPU s/GB path kernel | path mhrouter | path ratio | mhrouter process | mhrouter system | kernel system |",
-"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+"| case | offloads | kernel Gbit/s | mhrouter Gbit/s | ratio | kernel pps/cps | mhrouter pps/cps | ratio pps/cps | retransmits kernel | mhrouter | target | met | CPU s/GB path kernel | path mhrouter | path ratio | mhrouter process | mhrouter system | kernel system |",
+"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 (.[] | .cpu_s_per_gb as $c
- | "| \(.case) | \(.offloads) | \(.kernel_gbps | cell) | \(.mhrouter_gbps | cell) | \(.ratio_gbps | cell) | \(.kernel_pps | cell) | \(.mhrouter_pps | cell) | \(.ratio_pps | cell) | \(if .target then "≥ \(.target)" else "–" end) | \(.target_met | cell) | \($c.kernel_path | cell) | \($c.mhrouter_path | cell) | \(.ratio_cpu_path | cell) | \($c.mhrouter_process | cell) | \($c.mhrouter_system | cell) | \($c.kernel_system | cell) |")
+ | "| \(.case) | \(.offloads) | \(.kernel_gbps | cell) | \(.mhrouter_gbps | cell) | \(.ratio_gbps | cell) | \(.kernel_pps // .kernel_cps | cell) | \(.mhrouter_pps // .mhrouter_cps | cell) | \(.ratio_pps // .ratio_cps | cell) | \(.kernel_retransmits | cell) | \(.mhrouter_retransmits | cell) | \(if .target then "≥ \(.target)" else "–" end) | \(.target_met | cell) | \($c.kernel_path | cell) | \($c.mhrouter_path | cell) | \(.ratio_cpu_path | cell) | \($c.mhrouter_process | cell) | \($c.mhrouter_system | cell) | \($c.kernel_system | cell) |")
 '
 
 report() {
@@ -346,9 +387,12 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 OTHER_LABS=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -v "^${PREFIX}" | paste -sd' ' || true)
 echo "bench: $(nproc) cores; load average $LOAD_START; other namespaces: ${OTHER_LABS:-none}"
 
-echo "bench: building the release binary"
+echo "bench: building the release binary and the connection-rate tool"
 (cd "$REPO_DIR" && cargo build --release --bin mhrouter --quiet)
 export MHROUTER_BIN=$REPO_DIR/target/release/mhrouter
+CPS_BIN=$(cd "$REPO_DIR" && cargo bench --bench cps --no-run --message-format=json 2>/dev/null |
+    jq -r 'select(.executable != null and .target.name == "cps") | .executable')
+[[ -x $CPS_BIN ]] || die "could not build bench/cps.rs"
 
 echo "bench: kernel forwarding (lab $PREFIX)"
 lab_up
