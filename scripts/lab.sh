@@ -80,6 +80,16 @@ Verbs:
                      sch_netem, nftables in the PE (loss) and scripts/lab_delay.py in the PE
                      (delay, 2 x MS on the PE-to-router direction only).
   heal SIDE          Undo every fault on SIDE (idempotent).
+  isp-dhcp b SERVER [--lease S] [--renumber] [--moved]
+                     Replace PE_B's DHCP server (started by `up --dhcp b`, or none) with SERVER:
+                     dnsmasq, or kea (kea-dhcp4; its files in STATE/ispb-kea), serving
+                     172.17.3.1/30 (router 172.17.3.2, DNS 172.18.0.6), lease S seconds
+                     (default 120, dnsmasq's shortest). Each keeps its own lease file.
+                     --renumber: hand out 172.17.3.5/30 instead (router 172.17.3.6).
+                     --moved (kea): the server answers at 172.17.3.6 only, so unicast to
+                     172.17.3.2 goes unanswered. Both options give PE_B 172.17.3.6/30 on rtr0
+                     and the central site a route back to 172.17.3.4/30.
+  isp-dhcp b stop    Stop PE_B's DHCP server.
   host add N         Plug one more host into the LAN bridge: namespace <P>hN (N 1..9) with eth0
                      and no address (for DHCP clients); `down` removes it too. It gets its own
                      /etc/netns/<P>hN/resolv.conf, which `ip netns exec` shows as
@@ -345,18 +355,112 @@ start_servers() {
 # PE_B as a DHCP ISP: dnsmasq serving the router's side of 172.17.3.0/30 on rtr0 (DHCP only,
 # port=0 turns its DNS off).
 start_isp_dhcp() {
+    live_pid "$STATE/ispb-dhcp.pid" >/dev/null && return 0
+    start_dnsmasq_isp 172.17.3.1 172.17.3.2 2m
+}
+
+start_dnsmasq_isp() { # address router lease
     local dnsmasq_bin
     dnsmasq_bin=$(command -v dnsmasq) || die "--dhcp needs dnsmasq (apt-get install dnsmasq-base)"
-    live_pid "$STATE/ispb-dhcp.pid" >/dev/null && return 0
+    echo dnsmasq >"$STATE/ispb-dhcp.server"
     spawn "$STATE/ispb-dhcp.pid" "$STATE/ispb-dhcp.log" \
         ip netns exec "$(ns ispb)" "$dnsmasq_bin" --no-daemon --conf-file=/dev/null \
         --no-resolv --no-hosts --port=0 --interface=rtr0 --bind-interfaces \
-        --dhcp-range=172.17.3.1,172.17.3.1,255.255.255.252,2m --dhcp-authoritative \
-        --dhcp-option=option:router,172.17.3.2 --dhcp-option=option:dns-server,"$SERVER_IP" \
+        --dhcp-range="$1,$1,255.255.255.252,$3" --dhcp-authoritative \
+        --dhcp-option=option:router,"$2" --dhcp-option=option:dns-server,"$SERVER_IP" \
         --dhcp-leasefile="$STATE/ispb-dhcp.leases" --pid-file="$STATE/ispb-dhcp.pid"
     sleep 0.2
     live_pid "$STATE/ispb-dhcp.pid" >/dev/null ||
         die "dnsmasq (DHCP on PE_B) did not start; see $STATE/ispb-dhcp.log"
+}
+
+# Kea on PE_B, its config, lease file, log, pid and lock files in STATE/ispb-kea (nothing in
+# /etc or /run/kea; no control socket). Kea takes leases shorter than dnsmasq's 2-minute
+# minimum, for the timer tests.
+start_kea_isp() { # address router lease [listen-address]
+    local kea_bin dir=$STATE/ispb-kea subnet i
+    kea_bin=$(PATH="$PATH:/usr/sbin" command -v kea-dhcp4) ||
+        die "isp-dhcp kea needs kea-dhcp4 (apt-get install kea-dhcp4-server)"
+    mkdir -p "$dir"
+    subnet=${1%.*}.$((${1##*.} & ~3))/30
+    cat >"$dir/kea-dhcp4.conf" <<EOF
+{ "Dhcp4": {
+    "interfaces-config": { "interfaces": [ "rtr0${4:+/$4}" ], "dhcp-socket-type": "raw" },
+    "lease-database": { "type": "memfile", "persist": true, "name": "$dir/leases.csv",
+                        "lfc-interval": 0 },
+    "authoritative": true,
+    "valid-lifetime": $3, "renew-timer": $(($3 / 2)), "rebind-timer": $(($3 * 7 / 8)),
+    "subnet4": [ { "id": 1, "subnet": "$subnet", "interface": "rtr0",
+                   "pools": [ { "pool": "$1 - $1" } ],
+                   "option-data": [ { "name": "routers", "data": "$2" },
+                                    { "name": "domain-name-servers", "data": "$SERVER_IP" } ] } ],
+    "loggers": [ { "name": "kea-dhcp4", "severity": "INFO",
+                   "output_options": [ { "output": "stdout" } ] } ]
+} }
+EOF
+    echo kea >"$STATE/ispb-dhcp.server"
+    : >"$dir/kea.log"
+    KEA_PIDFILE_DIR=$dir KEA_LOCKFILE_DIR=$dir spawn "$STATE/ispb-dhcp.pid" "$dir/kea.log" \
+        ip netns exec "$(ns ispb)" "$kea_bin" -c "$dir/kea-dhcp4.conf"
+    # Ready once its sockets are open: it logs DHCP4_STARTED.
+    for ((i = 0; i < 50; i++)); do
+        grep -q DHCP4_STARTED "$dir/kea.log" && return 0
+        live_pid "$STATE/ispb-dhcp.pid" >/dev/null || break
+        sleep 0.1
+    done
+    die "kea-dhcp4 (DHCP on PE_B) did not start; see $dir/kea.log"
+}
+
+# `isp-dhcp b SERVER|stop [--lease S] [--renumber] [--moved]`: PE_B's DHCP server replaced.
+cmd_isp_dhcp() {
+    (($# >= 2)) || die "isp-dhcp: expected b and dnsmasq, kea or stop"
+    [[ $1 == b ]] || die "isp-dhcp: only side b serves DHCP, not '$1'"
+    local server=$2 lease=120 address=172.17.3.1 router=172.17.3.2 listen=
+    shift 2
+    [[ $(topology) == default ]] || die "isp-dhcp: needs the default topology (lab.sh up --dhcp b)"
+    require_lab
+    case $server in
+    dnsmasq | kea | stop) ;;
+    *) die "isp-dhcp: server must be dnsmasq, kea or stop, not '$server'" ;;
+    esac
+    [[ $server != stop || $# == 0 ]] || die "isp-dhcp stop takes no options"
+    while (($#)); do
+        case $1 in
+        --lease)
+            [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "isp-dhcp: --lease needs whole seconds"
+            lease=$2
+            shift 2
+            ;;
+        --renumber)
+            address=172.17.3.5 router=172.17.3.6
+            shift
+            ;;
+        --moved)
+            listen=172.17.3.6
+            shift
+            ;;
+        *) die "isp-dhcp: unexpected argument '$1' (--lease S, --renumber, --moved)" ;;
+        esac
+    done
+    [[ -z $listen || $server == kea ]] || die "isp-dhcp: --moved needs kea (dnsmasq answers on every address of rtr0)"
+    ((lease >= 120)) || [[ $server != dnsmasq ]] || die "isp-dhcp: dnsmasq's shortest lease is 120 s"
+    stop_pidfile "$STATE/ispb-dhcp.pid"
+    rm -f "$STATE/ispb-dhcp.server"
+    if [[ $server == stop ]]; then
+        echo "DHCP on PE_B stopped"
+        return 0
+    fi
+    if [[ $address != 172.17.3.1 || -n $listen ]]; then
+        # PE_B's second subnet, 172.17.3.4/30, and the central site's way back to it.
+        ip -n "$(ns ispb)" addr replace 172.17.3.6/30 dev rtr0
+        ip -n "$(ns net)" route replace 172.17.3.4/30 via 10.255.2.1 dev isp-b
+    fi
+    if [[ $server == dnsmasq ]]; then
+        start_dnsmasq_isp "$address" "$router" "${lease}s"
+    else
+        start_kea_isp "$address" "$router" "$lease" "$listen"
+    fi
+    echo "DHCP on PE_B: $server hands out $address/30 (router $router, lease $lease s)${listen:+, answering at $listen only}"
 }
 
 cmd_up() {
@@ -504,7 +608,9 @@ cmd_status() {
     fi
     print_pid_state iperf3 "$STATE/iperf3.pid"
     print_pid_state dnsmasq "$STATE/dnsmasq.pid"
-    [[ ! -e $STATE/ispb-dhcp.pid ]] || print_pid_state "dnsmasq (DHCP on PE_B)" "$STATE/ispb-dhcp.pid"
+    [[ ! -e $STATE/ispb-dhcp.pid ]] ||
+        print_pid_state "$(cat "$STATE/ispb-dhcp.server" 2>/dev/null || echo dnsmasq) (DHCP on PE_B)" \
+            "$STATE/ispb-dhcp.pid"
     echo "faults:"
     for side in a b; do
         if [[ -s $STATE/faults-$side ]]; then
@@ -919,6 +1025,7 @@ fault) cmd_fault "$@" ;;
 heal) cmd_heal "$@" ;;
 exec) cmd_exec "$@" ;;
 host) cmd_host "$@" ;;
+isp-dhcp) cmd_isp_dhcp "$@" ;;
 ctl) cmd_ctl "$@" ;;
 *) die "unknown verb '$verb' (see --help)" ;;
 esac

@@ -16,12 +16,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 # needs (rustup does not bring one); c++ builds libFuzzer for the fuzz targets (scripts/fuzz.sh).
 # keepalived and tshark are the VRRP peer and dissector of tests/vrrp.rs; dhclient, udhcpc,
 # dhcpcd and dig the real clients of the DHCP server and DNS forwarder tests; curl and dig the
-# clients of tests/forwards.rs.
+# clients of tests/forwards.rs; kea-dhcp4 the ISP's server with short leases in
+# tests/uplink_dhcp.rs (lab.sh runs it in a lab namespace; Debian's package also installs a
+# system service whose default config listens on no interface).
 TOOLS="cc:gcc+libc6-dev c++:g++ ip:iproute2 ss:iproute2 bridge:iproute2 tc:iproute2 iperf3:iperf3 nft:nftables
 ethtool:ethtool tcpdump:tcpdump dnsmasq:dnsmasq-base ping:iputils-ping traceroute:traceroute
 python3:python3 setpriv:util-linux sysctl:procps timeout:coreutils jq:jq keepalived:keepalived
 tshark:tshark dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base dig:bind9-dnsutils
-curl:curl setsid:util-linux"
+curl:curl setsid:util-linux kea-dhcp4:kea-dhcp4-server"
 
 say() { echo "mhrouter setup: $*"; }
 

@@ -213,6 +213,10 @@ impl FastPath {
             return Err(DropReason::NotIpv4);
         }
         let ip = parse_ip(&buf[IP_OFFSET..])?;
+        if ip.dst.is_broadcast() && ingress != Iface::Lan && is_dhcp(buf, ingress) {
+            // The same answers as above from servers (Kea) that send them to our MAC.
+            return self.punt_other(env.now);
+        }
         check_martian(&ip)?;
         let l4 = parse_l4(&buf[IP_OFFSET..IP_OFFSET + ip.total], &ip)?;
         let mut f = Frame {

@@ -932,6 +932,28 @@ fn dhcp_broadcasts_and_dns_answers_go_to_the_control_plane() {
         Verdict::Punt(PuntClass::Other),
         "a renewal's answer"
     );
+    // Kea answers a client without an address at the IP broadcast but at the client's MAC.
+    let to_our_mac = |sport, dport| {
+        let p = packet(
+            Kind::Udp,
+            (SERVER, sport),
+            ([255; 4], dport),
+            64,
+            &[],
+            false,
+        );
+        eth(A_MAC, PE_A, &p)
+    };
+    assert_eq!(
+        run(&w, &mut to_our_mac(67, 68), up).0,
+        Verdict::Punt(PuntClass::Other),
+        "an answer at the IP broadcast to our MAC"
+    );
+    assert_eq!(
+        run(&w, &mut to_our_mac(67, 69), up).0,
+        Verdict::Drop(DropReason::Broadcast),
+        "other datagrams to the IP broadcast are not"
+    );
     assert_eq!(
         run(&w, &mut unicast(53, 40000), up).0,
         Verdict::Drop(DropReason::NatUnsolicited)
