@@ -222,6 +222,21 @@ fn against_kea_the_uplink_renews_at_t1_and_rebinds_at_t2_when_the_server_moves()
 
     // The server moves to 172.17.3.6: the renewal, unicast to 172.17.3.2, goes unanswered.
     isp_dhcp(&lab, &["kea", "--moved"]);
+    common::wait_until_ms(renewed + T1_MS + 1000);
+    let up = uplink_b(&lab);
+    assert_eq!(up["dhcp"]["state"], "renewing", "{up}");
+    assert_eq!(up["address"], "172.17.3.1/30");
+    let rebinding = logged(
+        &lab,
+        "dhcp: wan-b rebinding 172.17.3.1/30: 172.17.3.2 did not answer the renewal",
+        Duration::from_secs(10),
+    );
+    within(
+        "rebinding after the renewal",
+        rebinding - renewed,
+        T2_MS,
+        &lab,
+    );
     let rebound = logged(
         &lab,
         "dhcp: wan-b renewed 172.17.3.1/30 from 172.17.3.6 for 20 s",
@@ -399,6 +414,11 @@ fn at_expiry_the_address_goes_its_routes_are_withdrawn_and_its_flows_reset() {
         Duration::from_secs(25),
     );
     within("loss after the last lease", lost - acquired, LEASE_MS, &lab);
+    let rebinding = lab.log_time_after(
+        "dhcp: wan-b rebinding 172.17.3.1/30: 172.17.3.2 did not answer the renewal",
+        acquired,
+    );
+    within("rebinding", rebinding - acquired, T2_MS, &lab);
     let log = lab.log();
     assert!(flushed_with_resets(&lab, lost) - lost < LATE_MS, "{log}");
     assert!(

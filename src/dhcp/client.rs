@@ -5,7 +5,7 @@
 //! Input: DHCP payloads received on UDP port 68 of the uplink (`handle_packet`) and the time
 //! (`handle_timeout`). Output: datagrams to send (`poll_transmit`: payload, source address,
 //! destination address, broadcast or the server's) and lease events (`poll_event`: bound,
-//! renewed, lost), which the control thread turns into the uplink's address, next hop and
+//! renewed, rebinding, lost), which the control thread turns into the uplink's address, next hop and
 //! default route. Retransmissions back off 4, 8, ... 64 s with ±1 s of jitter drawn from a
 //! seeded generator, so tests replay exactly (RFC 2131 4.1). While renewing or rebinding, the
 //! client retransmits after half the time left to T2 or to expiry, at least 60 s (RFC 2131
@@ -87,6 +87,12 @@ pub enum Event {
     Bound(Lease),
     /// The same address again, with timers (and maybe parameters) renewed.
     Renewed(Lease),
+    /// T2 passed without an answer from `server`: the address is still ours, and the
+    /// REQUESTs now go to any server (broadcast) until expiry.
+    Rebinding {
+        address: Ipv4Prefix,
+        server: Ipv4Addr,
+    },
     /// The address is no longer ours (NAK or expiry).
     Lost {
         address: Ipv4Prefix,
@@ -246,6 +252,10 @@ impl Client {
             if self.state != State::Rebinding {
                 self.state = State::Rebinding;
                 self.new_exchange(now);
+                self.events.push_back(Event::Rebinding {
+                    address: lease.address,
+                    server: lease.server,
+                });
             }
             self.send_request(now);
             self.timer = Some(retry_before(now, lease.expires_at()));

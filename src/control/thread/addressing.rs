@@ -73,6 +73,12 @@ impl Control {
                         );
                         self.uplink_leases[u] = Some(l);
                     }
+                    client::Event::Rebinding { address, server } => {
+                        log::warn!(
+                            "dhcp: {iface} rebinding {address}: {server} did not answer the renewal; asking any server until the lease expires"
+                        );
+                        continue;
+                    }
                     client::Event::Lost { address } => {
                         log::warn!(
                             "%DHCP-4-ADDRESS_LOST: Interface {iface} lost DHCP address {}",

@@ -229,6 +229,14 @@ fn unanswered_renewal_rebinds_at_t2_and_another_server_can_answer() {
     let t2 = *times.last().unwrap();
     assert_eq!(t2, lease.rebind_at());
     assert_eq!(c.state(), State::Rebinding);
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Rebinding {
+            address: lease.address,
+            server: SERVER
+        }],
+        "the renewals went unanswered, the address stays"
+    );
     let (r, tx) = last.remove(0);
     assert_eq!((tx.src, tx.dst), (ADDR, Ipv4Addr::BROADCAST));
     c.handle_packet(
@@ -259,9 +267,15 @@ fn the_lease_is_lost_at_expiry_and_discovery_starts_again() {
     assert_eq!(last, lease.expires_at());
     assert_eq!(
         events(&mut c),
-        vec![Event::Lost {
-            address: lease.address
-        }]
+        vec![
+            Event::Rebinding {
+                address: lease.address,
+                server: SERVER
+            },
+            Event::Lost {
+                address: lease.address
+            }
+        ]
     );
     assert!(c.lease().is_none());
 }
