@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The slow tier (CI runs it after scripts/test.sh; run it by hand before a release): every fuzz
-# target for a short while, the tests that need the release build's capacity (marked #[ignore]
-# in the default tier), then a soak of the lab router under traffic, floods, faults and
+# target for a short while, the tests that need the release build's capacity or wait out long
+# timers (marked #[ignore] in the default tier), then a soak of the lab router under traffic, floods, faults and
 # reloads. Needs root (the soak and the lab tests build network namespaces).
 #   scripts/slow.sh [--fuzz-time SECONDS] [--soak SECONDS]     defaults: 30 and 300
 set -euo pipefail
@@ -21,6 +21,8 @@ echo "== fuzzing, ${fuzz_time} s per target"
 "$here/fuzz.sh" --time "$fuzz_time"
 echo "== capacity tests (release build): the line-rate flood at the control plane"
 cargo test --release --test hostile -- --ignored
+echo "== lab tests that wait out dnsmasq's 2-minute leases"
+cargo test --test uplink_dhcp -- --ignored
 echo "== soak, ${soak} s (release build)"
 cargo build --release --quiet
 MHROUTER_BIN="$PWD/target/release/mhrouter" "$here/soak.sh" --duration "$soak"
