@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The slow tier (CI runs it after scripts/test.sh; run it by hand before a release): every fuzz
 # target for a short while, the tests that need the release build's capacity or wait out long
-# timers (marked #[ignore] in the default tier), then a soak of the lab router under traffic, floods, faults and
-# reloads. Needs root (the soak and the lab tests build network namespaces).
+# timers (#[ignore] in the default tier), then a soak of the lab router under traffic, floods,
+# faults and reloads. Needs root (the soak and the lab tests build network namespaces).
 #   scripts/slow.sh [--fuzz-time SECONDS] [--soak SECONDS]     defaults: 30 and 300
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
