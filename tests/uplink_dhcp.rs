@@ -430,6 +430,14 @@ fn at_expiry_the_address_goes_its_routes_are_withdrawn_and_its_flows_reset() {
     let renewals = lab.log_times("dhcp: wan-b renewed 172.17.3.1/30");
     let last = renewals.last().copied().filter(|&t| t < stopped);
     let acquired = last.unwrap_or_else(|| lab.log_times("%DHCP-6-ADDRESS_ASSIGN")[0]);
+    // Until expiry the address and the routes stay, while the client renews, then rebinds.
+    for (at, state) in [(T1_MS, "renewing"), (T2_MS, "rebinding")] {
+        common::wait_until_ms(acquired + at + 1000);
+        let up = uplink_b(&lab);
+        assert_eq!(up["dhcp"]["state"], state, "{up}");
+        assert_eq!(up["address"], "172.17.3.1/30");
+        assert_eq!(installed(&lab).map(|(u, _)| u), Some("isp-b".into()));
+    }
     let lost = logged(
         &lab,
         "%DHCP-4-ADDRESS_LOST: Interface wan-b lost DHCP address 172.17.3.1",
