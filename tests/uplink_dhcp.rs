@@ -171,7 +171,7 @@ fn tcp_flow(lab: &Lab, uplink: &str, outside: &str) -> common::Background {
 /// The time of the log line that says B's flows (iperf3's two connections) were removed with
 /// resets to the LAN when 172.17.3.1 went, at or after `since`.
 fn flushed_with_resets(lab: &Lab, since: u64) -> u64 {
-    let head = "uplink isp-b: address 172.17.3.1/30 -> 0.0.0.0/32; ";
+    let head = "uplink isp-b: address 172.17.3.1/30 lost; ";
     let line = lab
         .log()
         .lines()

@@ -109,7 +109,14 @@ impl Control {
             .filter(|(_, (old, new))| {
                 old.address != new.address && !old.address.addr().is_unspecified()
             })
-            .map(|(u, (old, new))| (u, format!("address {} -> {}", old.address, new.address)))
+            .map(|(u, (old, new))| {
+                let why = if new.address.addr().is_unspecified() {
+                    format!("address {} lost", old.address)
+                } else {
+                    format!("address {} -> {}", old.address, new.address)
+                };
+                (u, why)
+            })
             .collect();
         for (u, why) in renumbered {
             let reset = self.cfg.failover.reset_tcp;
