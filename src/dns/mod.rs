@@ -6,12 +6,14 @@
 //! queries get a fresh random id, matched with the resolver, uplink and question of the answer
 //! (`handle_response`). A resolver that does not answer within `timeout` is replaced by the
 //! next; after the last try the client gets SERVFAIL. Truncated (TC) answers are passed to the
-//! client unchanged so it retries over TCP; the router itself does not forward TCP. Each client
-//! has a token bucket; queries over it are dropped.
+//! client unchanged so it retries over TCP, which `tcp` relays. Each client has a token bucket;
+//! queries over it are dropped.
 //!
 //! Outputs (`poll_transmit`) say which uplink an upstream query must leave through, so the
 //! loop pins it there like a probe. `hickory-proto` parses the messages; the id is rewritten in
 //! place so answers reach clients byte for byte as the resolver sent them.
+
+pub mod tcp;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
