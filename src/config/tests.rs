@@ -736,7 +736,7 @@ fn nat_numbers() {
     );
     check(
         &base("[nat]\nport_min = 65300  # <-\n"),
-        "port_min 65300 to port_max 65535 leaves no port for NAT: 65280-65535 are reserved for probes",
+        "port_min 65300 to port_max 65535 leaves no port for NAT: 65024-65535 are reserved for the DNS relay and probes",
     );
 }
 
@@ -1966,4 +1966,19 @@ fn forwards_need_a_nat_uplink() {
     );
     let all = text.replace(r#"["isp-a"]"#, r#""all""#);
     check(&all, "uplinks = \"all\": no uplink has nat = true");
+}
+
+#[test]
+fn a_tcp_forward_may_not_take_the_dns_relays_ports_while_dns_is_enabled() {
+    let forward = |protocol: &str| {
+        format!(
+            "[[forward]]\nname = \"x\"\nuplinks = \"all\"\nprotocol = \"{protocol}\"\nport = \"65000-65100\" # <-\nto = \"192.168.0.10\"\n"
+        )
+    };
+    check(
+        &forwards(&format!("[dns]\n{}", forward("tcp"))),
+        "tcp 65000-65100 overlaps the ports 65024-65279 of the DNS relay's upstream connections ([dns] is enabled)",
+    );
+    ok(&forwards(&format!("[dns]\n{}", forward("udp"))));
+    ok(&forwards(&forward("tcp")));
 }

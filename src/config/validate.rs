@@ -25,6 +25,7 @@ use super::{
     RouterConfig,
 };
 use crate::prefix::Ipv4Prefix;
+use crate::dns::tcp::TCP_PORTS;
 use crate::probe::PROBE_PORTS;
 
 mod forwards;
@@ -88,6 +89,7 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         &lan,
         &nat,
         &probes,
+        dns.is_some(),
     )?;
     let ipv6 = ipv6::ipv6(&cx, &raw.lan, &raw.uplink, &uplinks)?;
     let limits = limits(&cx, &raw.limits)?;
@@ -399,7 +401,9 @@ fn nat(cx: &Ctx, r: &RawNat) -> Result<NatConfig> {
             format!("port_min {port_min} is larger than port_max {port_max}"),
         ));
     }
-    if PROBE_PORTS.contains(&port_min) && PROBE_PORTS.contains(&port_max) {
+    // The DNS relay's ports lie just below the probes': together one reserved range.
+    let reserved = *TCP_PORTS.start()..=*PROBE_PORTS.end();
+    if reserved.contains(&port_min) && reserved.contains(&port_max) {
         let span = r
             .port_min
             .as_ref()
@@ -408,9 +412,9 @@ fn nat(cx: &Ctx, r: &RawNat) -> Result<NatConfig> {
         return Err(cx.err(
             span,
             format!(
-                "port_min {port_min} to port_max {port_max} leaves no port for NAT: {}-{} are reserved for probes",
-                PROBE_PORTS.start(),
-                PROBE_PORTS.end()
+                "port_min {port_min} to port_max {port_max} leaves no port for NAT: {}-{} are reserved for the DNS relay and probes",
+                reserved.start(),
+                reserved.end()
             ),
         ));
     }

@@ -2,7 +2,10 @@
 //! the `dns` engine. Queries arrive punted from the LAN (UDP to the LAN address, port 53);
 //! upstream queries leave from the active uplink's address, port 53, to its resolvers, and
 //! their answers are punted back by the fast path (UDP from port 53 to port 53 with no NAT
-//! session). Outputs carry the next hop the frame goes to, which the ARP engine resolves.
+//! session). DNS over TCP goes to `dns::tcp`: connections to the LAN address, port 53, and
+//! from a resolver's port 53 to one of `TCP_PORTS` on the active uplink's address (punted by the
+//! fast path like the UDP answers). Outputs carry the next hop the frame goes to, which the ARP
+//! engine resolves.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -12,27 +15,36 @@ use crate::Iface;
 use crate::UplinkId;
 use crate::clock::Instant;
 use crate::counters::DropReason;
+use crate::config::DnsConfig;
+use crate::dns::tcp::{TCP_PORTS, TcpRelay, TcpTransmit, TcpUpstream};
 use crate::dns::{Forwarder, PORT, Transmit as DnsTransmit};
 use crate::wire::ethernet::MacAddr;
 use crate::wire::frame::IP_OFFSET;
 use crate::wire::ipv4::{self, Ipv4Packet, OwnHeader, proto};
+use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::{self, UdpPacket};
 use crate::wire::vnet::VnetHdr;
 
 pub struct DnsService {
     forwarder: Forwarder,
+    relay: TcpRelay,
     addressing: Addressing,
     /// The uplink carrying the default route and its next hop.
     gateway: Option<(UplinkId, Ipv4Addr)>,
+    resolvers: Vec<Ipv4Addr>,
     out: VecDeque<Outgoing>,
 }
 
 impl DnsService {
-    pub fn new(forwarder: Forwarder, addressing: Addressing) -> DnsService {
+    /// `seed` drives the upstream query ids, TCP ports and sequence numbers.
+    pub fn new(cfg: DnsConfig, addressing: Addressing, seed: u64, now: Instant) -> DnsService {
+        let lan = addressing.lan.prefix;
         DnsService {
-            forwarder,
+            relay: TcpRelay::new(lan.addr(), lan.prefix_len(), cfg.timeout, !seed, now),
+            forwarder: Forwarder::new(cfg, seed),
             addressing,
             gateway: None,
+            resolvers: Vec::new(),
             out: VecDeque::new(),
         }
     }
@@ -41,9 +53,24 @@ impl DnsService {
         &self.forwarder
     }
 
+    pub fn relay(&self) -> &TcpRelay {
+        &self.relay
+    }
+
     /// The router's addresses changed (an uplink renumbered by DHCP).
-    pub fn reconfigure(&mut self, addressing: Addressing) {
+    pub fn reconfigure(&mut self, addressing: Addressing, now: Instant) {
         self.addressing = addressing;
+        self.relay.set_upstream(self.tcp_upstream(), now);
+        self.drain();
+    }
+
+    fn tcp_upstream(&self) -> Option<TcpUpstream> {
+        let (uplink, _) = self.gateway?;
+        Some(TcpUpstream {
+            uplink,
+            addr: self.addressing.addr(Iface::Uplink(uplink))?,
+            resolvers: self.resolvers.clone(),
+        })
     }
 
     pub fn gateway(&self) -> Option<(UplinkId, Ipv4Addr)> {
@@ -58,8 +85,10 @@ impl DnsService {
         now: Instant,
     ) {
         self.gateway = gateway;
+        self.resolvers = resolvers.clone();
         self.forwarder
             .set_upstream(gateway.map(|(u, _)| (u, resolvers)), now);
+        self.relay.set_upstream(self.tcp_upstream(), now);
         self.drain();
     }
 
@@ -81,13 +110,39 @@ impl DnsService {
         Some((src, dst, sport, data))
     }
 
+    /// The IPv4 packet in `frame` if it is a TCP segment (not a fragment) for the relay: to
+    /// the LAN address port 53, or from port 53 to one of `TCP_PORTS` on the uplink's address.
+    /// A checksum left partial by the sender's offload is completed, since smoltcp checks it.
+    fn tcp53(&self, ingress: Iface, frame: &[u8]) -> Option<Vec<u8>> {
+        let ip = Ipv4Packet::new_checked(frame.get(IP_OFFSET..)?).ok()?;
+        if ip.protocol() != proto::TCP || ip.is_fragment() {
+            return None;
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        let t = TcpPacket::new_checked(ip.payload()).ok()?;
+        let ours = match ingress {
+            Iface::Lan => t.dst_port() == PORT,
+            Iface::Uplink(_) => t.src_port() == PORT && TCP_PORTS.contains(&t.dst_port()),
+        };
+        if !ours || Some(dst) != self.addressing.addr(ingress) {
+            return None;
+        }
+        let mut packet = frame[IP_OFFSET..IP_OFFSET + ip.total_len()].to_vec();
+        if VnetHdr::parse(frame).is_ok_and(|h| h.needs_csum()) {
+            let header_len = ip.header_len();
+            TcpPacket::new_unchecked(&mut packet[header_len..]).fill_checksum(src, dst);
+        }
+        Some(packet)
+    }
+
     /// True for a frame this service takes: a query to the LAN address, or an answer from
-    /// port 53 on an uplink.
+    /// port 53 on an uplink, over UDP or TCP.
     pub fn wants(&self, ingress: Iface, frame: &[u8]) -> bool {
-        Self::udp53(frame).is_some_and(|(_, dst, sport, _)| match ingress {
+        let udp = Self::udp53(frame).is_some_and(|(_, dst, sport, _)| match ingress {
             Iface::Lan => Some(dst) == self.addressing.addr(Iface::Lan),
             Iface::Uplink(_) => sport == PORT && Some(dst) == self.addressing.addr(ingress),
-        })
+        });
+        udp || self.tcp53(ingress, frame).is_some()
     }
 
     pub fn handle_frame(
@@ -96,6 +151,11 @@ impl DnsService {
         frame: &[u8],
         now: Instant,
     ) -> Result<(), DropReason> {
+        if let Some(packet) = self.tcp53(ingress, frame) {
+            self.relay.handle_packet(ingress, &packet, now);
+            self.drain();
+            return Ok(());
+        }
         let (src, _, sport, data) = Self::udp53(frame).ok_or(DropReason::LocalUnhandled)?;
         match ingress {
             Iface::Lan => self
@@ -109,11 +169,15 @@ impl DnsService {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.forwarder.handle_timeout(now);
+        self.relay.handle_timeout(now);
         self.drain();
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.forwarder.poll_timeout()
+        [self.forwarder.poll_timeout(), self.relay.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
@@ -141,7 +205,7 @@ impl DnsService {
                 continue;
             };
             let capacity = ipv4::MIN_HEADER_LEN + udp::HEADER_LEN + payload.len();
-            let built = super::Transmit::ipv4(iface, me.mac, MacAddr::ZERO, capacity, |out| {
+            self.push(iface, next_hop, capacity, |out| {
                 udp::build_datagram(
                     out,
                     &OwnHeader::new(me.prefix.addr(), dst),
@@ -150,13 +214,40 @@ impl DnsService {
                 )
                 .ok()
             });
-            if let Some(t) = built {
-                self.out.push_back(Outgoing {
-                    iface,
-                    next_hop,
-                    frame: t.frame,
-                });
-            }
+        }
+        while let Some(TcpTransmit { iface, packet }) = self.relay.poll_transmit() {
+            let next_hop = match (iface, self.gateway) {
+                (Iface::Lan, _) => match Ipv4Packet::new_checked(&packet[..]) {
+                    Ok(ip) => ip.dst(),
+                    Err(_) => continue,
+                },
+                (Iface::Uplink(u), Some((g, hop))) if u == g => hop,
+                _ => continue,
+            };
+            self.push(iface, next_hop, packet.len(), |out| {
+                out.get_mut(..packet.len())?.copy_from_slice(&packet);
+                Some(packet.len())
+            });
+        }
+    }
+
+    /// Queues the IPv4 packet `build` writes, in a frame from `iface`'s MAC.
+    fn push(
+        &mut self,
+        iface: Iface,
+        next_hop: Ipv4Addr,
+        capacity: usize,
+        build: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) {
+        let Some(me) = self.addressing.get(iface) else {
+            return;
+        };
+        if let Some(t) = super::Transmit::ipv4(iface, me.mac, MacAddr::ZERO, capacity, build) {
+            self.out.push_back(Outgoing {
+                iface,
+                next_hop,
+                frame: t.frame,
+            });
         }
     }
 }

@@ -27,7 +27,6 @@ use crate::counters::{Counters, DropReason, Totals, bump};
 use crate::dhcp::client::{self, Client, ClientOptions};
 use crate::dhcp::leases::{self, Clocks};
 use crate::dhcp::server::{Lease, Server};
-use crate::dns::Forwarder;
 use crate::hooks::{self, HookEvent};
 use crate::io::packet::PacketSocket;
 use crate::io::tap::TapQueue;
@@ -187,9 +186,10 @@ impl Control {
                 }
                 DhcpService::new(server, addressing.lan)
             }),
-            dns: cfg.dns.clone().map(|d| {
-                DnsService::new(Forwarder::new(d, now.as_nanos()), addressing.clone())
-            }),
+            dns: cfg
+                .dns
+                .clone()
+                .map(|d| DnsService::new(d, addressing.clone(), now.as_nanos(), now)),
             echo: EchoResponder::new(addressing),
             vrrp: Vrrp::new(cfg.vrrp.clone(), cfg.lan.address.addr()),
             tracks,

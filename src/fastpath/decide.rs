@@ -9,6 +9,7 @@ use super::reply::ErrorMsg;
 use super::rewrite::{self, Endpoint, clear_needs_csum};
 use super::{Env, FastPath, Frame, PuntClass, Verdict};
 use crate::counters::DropReason;
+use crate::dns::tcp::TCP_PORTS;
 use crate::nat::{FlowKey, InboundKey, NatError, Translation};
 use crate::route::{Decision, FlowTuple};
 use crate::snapshot::Snapshot;
@@ -343,6 +344,15 @@ impl FastPath {
                         ..
                     }
                 ) =>
+            {
+                self.punt_other(env.now)
+            }
+            // The DNS relay's connections to resolvers, from ports no NAT session holds.
+            None if ip.proto == proto::TCP
+                && let L4::Ports {
+                    sport: 53, dport, ..
+                } = f.l4
+                && TCP_PORTS.contains(&dport) =>
             {
                 self.punt_other(env.now)
             }

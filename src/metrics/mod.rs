@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::control::vrrp::GroupStatus;
 use crate::counters::{IfaceTotals, Totals};
 use crate::dhcp::server::{Drop, LeaseState, Server, ServerCounters};
+use crate::dns::tcp::TcpCounters;
 use crate::dns::{DnsCounters, Forwarder};
 use crate::nat::{ForwardStats, NatCounters, NatTable};
 use crate::probe::schedule::ProbeStatus;
@@ -137,7 +138,8 @@ pub struct Sources<'a> {
     pub last_load: (bool, SystemTime),
     pub vrrp: Vec<GroupStatus>,
     pub dhcp: Option<&'a Server>,
-    pub dns: Option<&'a Forwarder>,
+    /// The DNS forwarder and its TCP relay.
+    pub dns: Option<(&'a Forwarder, &'a TcpCounters)>,
 }
 
 /// Gathers a scrape from the control thread's state; keeps that glue out of the control thread.
@@ -247,7 +249,10 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
                     .to_vec()
             })
             .unwrap_or_default(),
-        dns_events: s.dns.map(|d| dns_events(d.counters())).unwrap_or_default(),
+        dns_events: s
+            .dns
+            .map(|(d, tcp)| dns_events(d.counters(), tcp))
+            .unwrap_or_default(),
         forwards: s
             .nat
             .forwards()
@@ -286,7 +291,8 @@ fn dhcp_messages(c: &ServerCounters) -> Vec<(&'static str, u64)> {
     ]
 }
 
-fn dns_events(c: &DnsCounters) -> Vec<(&'static str, u64)> {
+/// The forwarder's events, then the TCP relay's (`tcp_*`).
+fn dns_events(c: &DnsCounters, t: &TcpCounters) -> Vec<(&'static str, u64)> {
     vec![
         ("query", c.queries),
         ("cache_hit", c.cache_hits),
@@ -299,6 +305,20 @@ fn dns_events(c: &DnsCounters) -> Vec<(&'static str, u64)> {
         ("malformed", c.malformed),
         ("pending_full", c.pending_full),
         ("unmatched", c.unmatched),
+        ("tcp_accepted", t.accepted),
+        ("tcp_refused_total", t.refused_total),
+        ("tcp_refused_per_client", t.refused_per_client),
+        ("tcp_query", t.queries),
+        ("tcp_answer", t.answers),
+        ("tcp_malformed", t.malformed),
+        ("tcp_no_upstream", t.no_upstream),
+        ("tcp_upstream_retry", t.upstream_retries),
+        ("tcp_upstream_failed", t.upstream_failed),
+        ("tcp_unmatched", t.unmatched),
+        ("tcp_idle_closed", t.idle_closed),
+        ("tcp_lifetime_exceeded", t.lifetime_exceeded),
+        ("tcp_closing_evicted", t.closing_evicted),
+        ("tcp_stale", t.stale),
     ]
 }
 

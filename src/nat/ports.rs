@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use foldhash::fast::RandomState;
 
 use super::NatError;
+use crate::dns::tcp::TCP_PORTS;
 use crate::probe::PROBE_PORTS;
 
 /// An inside host's address and port (or ICMP query id).
@@ -38,8 +39,9 @@ pub(super) struct PortPool {
 }
 
 impl PortPool {
-    /// The ports `port_min..=port_max` except the probes' (`PROBE_PORTS`, SPEC 35), which are
-    /// marked used from the start and never released.
+    /// The ports `port_min..=port_max` except the probes' (`PROBE_PORTS`, SPEC 35) and the
+    /// DNS relay's (`TCP_PORTS`, SPEC 30), which are marked used from the start and never
+    /// released.
     pub fn new(port_min: u16, port_max: u16) -> PortPool {
         let range = if port_max >= port_min {
             usize::from(port_max - port_min) + 1
@@ -62,6 +64,7 @@ impl PortPool {
             allocations: 0,
         };
         pool.reserve(*PROBE_PORTS.start(), *PROBE_PORTS.end());
+        pool.reserve(*TCP_PORTS.start(), *TCP_PORTS.end());
         pool
     }
 
@@ -225,15 +228,17 @@ mod tests {
     }
 
     #[test]
-    fn the_probes_ports_are_never_handed_out() {
+    fn the_probes_and_the_dns_relays_ports_are_never_handed_out() {
         let seed = RandomState::default();
         let mut pool = PortPool::new(1024, 65535);
         let mut n = 0u16;
         while let Ok(port) = pool.acquire(ep(n), &seed) {
             assert!(!PROBE_PORTS.contains(&port), "port {port} is a probe's");
+            assert!(!TCP_PORTS.contains(&port), "port {port} is the DNS relay's");
             n += 1;
         }
-        assert_eq!(usize::from(n), 65535 - 1024 + 1 - PROBE_PORTS.len());
+        let reserved = PROBE_PORTS.len() + TCP_PORTS.len();
+        assert_eq!(usize::from(n), 65535 - 1024 + 1 - reserved);
         // A range inside the reserved one has nothing to give.
         let mut pool = PortPool::new(*PROBE_PORTS.start(), *PROBE_PORTS.end());
         assert_eq!(pool.acquire(ep(1), &seed), Err(NatError::PortsExhausted));

@@ -13,6 +13,7 @@ use super::super::{
     ForwardConfig, LanConfig, NatConfig, PortRange, ProbeConfig, ProbeKind, UplinkConfig,
 };
 use super::{Ctx, Names, Result, S};
+use crate::dns::tcp::TCP_PORTS;
 use crate::probe::PROBE_PORTS;
 
 pub(super) fn forwards(
@@ -23,6 +24,7 @@ pub(super) fn forwards(
     lan: &LanConfig,
     nat: &NatConfig,
     probes: &[ProbeConfig],
+    dns: bool,
 ) -> Result<Vec<ForwardConfig>> {
     let mut names = Names::new("forward");
     let mut out: Vec<ForwardConfig> = Vec::with_capacity(raw.len());
@@ -88,6 +90,20 @@ pub(super) fn forwards(
         }
         for uplink in &fwd.uplinks {
             check_probes(cx, f, &fwd, uplink, probes)?;
+        }
+        let relay_ports = PortRange {
+            first: *TCP_PORTS.start(),
+            last: *TCP_PORTS.end(),
+        };
+        if dns && fwd.protocols.contains(&PROTO_TCP) && overlaps(fwd.port, relay_ports) {
+            return Err(cx.err(
+                f.port.span(),
+                format!(
+                    "tcp {} overlaps the ports {} of the DNS relay's upstream connections ([dns] is enabled)",
+                    range_text(fwd.port),
+                    range_text(relay_ports)
+                ),
+            ));
         }
         out.push(fwd);
         lines.push(line);

@@ -138,7 +138,7 @@ impl Control {
         self.arp
             .reconfigure(addressing.clone(), next_hops(&self.cfg, &self.carrier));
         if let Some(d) = &mut self.dns {
-            d.reconfigure(addressing.clone());
+            d.reconfigure(addressing.clone(), now);
         }
         self.echo.reconfigure(addressing);
         self.publish_neighbours();

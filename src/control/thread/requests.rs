@@ -68,7 +68,10 @@ impl Control {
                 last_load: self.last_load,
                 vrrp: self.vrrp.status(),
                 dhcp: self.dhcp.as_ref().map(DhcpService::server),
-                dns: self.dns.as_ref().map(DnsService::forwarder),
+                dns: self
+                    .dns
+                    .as_ref()
+                    .map(|d| (d.forwarder(), d.relay().counters())),
             }))),
         }
     }

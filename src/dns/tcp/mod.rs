@@ -164,6 +164,8 @@ pub struct TcpRelay {
     timeout: Duration,
     rng: SplitMix,
     out: VecDeque<TcpTransmit>,
+    /// `next_timeout` as of the last run (smoltcp needs `&mut` to compute it).
+    next_timeout: Option<Instant>,
     counters: TcpCounters,
 }
 
@@ -249,6 +251,7 @@ impl TcpRelay {
             timeout,
             rng,
             out: VecDeque::new(),
+            next_timeout: None,
             counters: TcpCounters::default(),
         }
     }
@@ -317,7 +320,12 @@ impl TcpRelay {
         self.out.pop_front()
     }
 
-    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timeout
+    }
+
+    /// The earliest of the stacks' timers and the connections' deadlines.
+    fn next_timeout(&mut self, now: Instant) -> Option<Instant> {
         let stacks = [
             self.lan.poll_at(now),
             self.up.as_mut().and_then(|u| u.stack.poll_at(now)),
@@ -401,6 +409,7 @@ impl TcpRelay {
                 });
             }
         }
+        self.next_timeout = self.next_timeout(now);
     }
 
     /// The listener took a SYN: it is now a connection, and a new listener takes its place.

@@ -186,7 +186,7 @@ impl Net {
 
     /// Advances the clock to the next timer of anyone and runs it.
     fn tick(&mut self) {
-        let mut next = self.relay.poll_timeout(self.now);
+        let mut next = self.relay.poll_timeout();
         for s in std::iter::once(&mut self.client).chain(self.resolvers.iter_mut()) {
             next = next.into_iter().chain(s.poll_at(self.now)).min();
         }
