@@ -24,8 +24,8 @@ use super::{
     AddrRange, Config, ConfigError, Failback, FailoverConfig, LanConfig, LimitsConfig, NatConfig,
     RouterConfig,
 };
-use crate::prefix::Ipv4Prefix;
 use crate::dns::tcp::TCP_PORTS;
+use crate::prefix::Ipv4Prefix;
 use crate::probe::PROBE_PORTS;
 
 mod forwards;

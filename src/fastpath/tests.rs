@@ -958,4 +958,22 @@ fn dhcp_broadcasts_and_dns_answers_go_to_the_control_plane() {
         run(&w, &mut unicast(53, 40000), up).0,
         Verdict::Drop(DropReason::NatUnsolicited)
     );
+    // The DNS relay's TCP connections to resolvers (SPEC 30): from port 53 to its ports only.
+    let tcp = |sport, dport| {
+        let p = packet(Kind::Tcp, (SERVER, sport), (OUTSIDE, dport), 64, &[], true);
+        eth(A_MAC, PE_A, &p)
+    };
+    let relay_port = *crate::dns::tcp::TCP_PORTS.start();
+    assert_eq!(
+        run(&w, &mut tcp(53, relay_port), up).0,
+        Verdict::Punt(PuntClass::Other)
+    );
+    assert_eq!(
+        run(&w, &mut tcp(53, relay_port - 1), up).0,
+        Verdict::Drop(DropReason::NatUnsolicited)
+    );
+    assert_eq!(
+        run(&w, &mut tcp(80, relay_port), up).0,
+        Verdict::Drop(DropReason::NatUnsolicited)
+    );
 }

@@ -114,3 +114,43 @@ fn frames_that_are_not_dns_for_the_router_are_not_taken() {
     assert!(!s.wants(A, &udp_frame(RESOLVER, A_IP, 5353, PORT, &query())));
     assert!(!s.wants(A, &udp_frame(RESOLVER, B_IP, PORT, PORT, &query())));
 }
+
+/// A TCP segment from `src:sport` to `dst:dport` with `flags`, in a frame.
+fn tcp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut p = vec![0u8; 40];
+    let repr = crate::wire::tcp::TcpRepr {
+        sport,
+        dport,
+        seq: 1,
+        ack: 0,
+        flags,
+        window: 1000,
+    };
+    crate::wire::tcp::build_segment(&mut p, &OwnHeader::new(src, dst), &repr).unwrap();
+    ipv4_frame(LAN_MAC, HOST_MAC, &p)
+}
+
+#[test]
+fn tcp_to_the_lan_address_port_53_is_taken_and_answered_on_the_lan() {
+    use crate::wire::tcp::flags::{ACK, SYN};
+    let mut s = service();
+    let syn = tcp_frame(HOST, LAN_IP, 40000, PORT, SYN);
+    assert!(s.wants(LAN, &syn));
+    assert!(!s.wants(LAN, &tcp_frame(HOST, LAN_IP, 40000, 22, SYN)));
+    s.handle_frame(LAN, &syn, t(1)).unwrap();
+    let o = s.poll_outgoing().expect("a SYN-ACK");
+    assert_eq!((o.iface, o.next_hop), (LAN, HOST));
+    let ip = Ipv4Packet::new_checked(&o.frame[IP_OFFSET..]).unwrap();
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!(
+        (ip.src(), seg.src_port(), seg.flags()),
+        (LAN_IP, PORT, SYN | ACK)
+    );
+    assert!(seg.verify_checksum(ip.src(), ip.dst()));
+    assert_eq!(s.relay().counters().accepted, 1);
+    // From a resolver: port 53 to one of the relay's ports on the uplink's address only.
+    let relay_port = *TCP_PORTS.start();
+    assert!(s.wants(A, &tcp_frame(RESOLVER, A_IP, PORT, relay_port, ACK)));
+    assert!(!s.wants(A, &tcp_frame(RESOLVER, A_IP, PORT, 40000, ACK)));
+    assert!(!s.wants(A, &tcp_frame(RESOLVER, B_IP, PORT, relay_port, ACK)));
+}
