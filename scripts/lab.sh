@@ -30,7 +30,8 @@ ${MH_LAB_STATE:-/run/mhlab}/<P>/.
   <P>rtr   router: br-lan (LAN bridge, no IP), wan-a and wan-b (no kernel IP), ip_forward=0
   <P>ispa  PE_A: rtr0 172.16.1.2/30 (peer of wan-a), net0 10.255.1.1/30 to <P>net
   <P>ispb  PE_B: rtr0 172.17.3.2/30 (peer of wan-b), net0 10.255.2.1/30 to <P>net
-  <P>net   central site: 172.18.0.6 (iperf3 on 5201, DNS on 53: probe.lab -> 172.18.0.6)
+  <P>net   central site: 172.18.0.6 (iperf3 on 5201, DNS on 53: probe.lab -> 172.18.0.6,
+                     big.lab TXT of 2000 bytes, too big for UDP)
 IPv6 is disabled in every lab namespace. Nothing routes to 192.168.0.0/24: only NAT reaches it.
 
 The redundant topology (`up --redundant`, SPEC 29) adds <P>rtr2 and splits the ISPs:
@@ -341,11 +342,18 @@ start_servers() {
         return 0
     fi
     if ! live_pid "$STATE/dnsmasq.pid" >/dev/null; then
+        # big.lab: a TXT answer too big for UDP (8 strings of 250 bytes), so clients retry
+        # over TCP (SPEC 30).
+        local big="" i
+        for ((i = 1; i <= 8; i++)); do
+            big+=",part$i-$(printf '%0244d' 0)"
+        done
         # --conf-file=/dev/null: the host's /etc/dnsmasq.conf must not change the lab.
         spawn "$STATE/dnsmasq.pid" "$STATE/dnsmasq.log" \
             ip netns exec "$(ns net)" "$dnsmasq_bin" --no-daemon --conf-file=/dev/null \
             --no-resolv --no-hosts --listen-address="$SERVER_IP" --bind-interfaces \
-            --address=/probe.lab/"$SERVER_IP" --pid-file="$STATE/dnsmasq.pid"
+            --address=/probe.lab/"$SERVER_IP" --txt-record=big.lab"$big" \
+            --pid-file="$STATE/dnsmasq.pid"
         sleep 0.2
         live_pid "$STATE/dnsmasq.pid" >/dev/null ||
             die "dnsmasq did not start; see $STATE/dnsmasq.log"
