@@ -35,7 +35,7 @@ mod ipv6;
 mod services;
 mod vrrp;
 
-use forwards::forwards;
+use forwards::{check_relay_ports, forwards};
 use health::{probes, tracks};
 use interfaces::{policies, routes, uplinks};
 use services::{dhcp_server, dns};
@@ -89,8 +89,10 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         &lan,
         &nat,
         &probes,
-        dns.is_some(),
     )?;
+    if dns.is_some() {
+        check_relay_ports(&cx, &raw.forward, &forwards)?;
+    }
     let ipv6 = ipv6::ipv6(&cx, &raw.lan, &raw.uplink, &uplinks)?;
     let limits = limits(&cx, &raw.limits)?;
     Ok(Config {

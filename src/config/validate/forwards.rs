@@ -24,7 +24,6 @@ pub(super) fn forwards(
     lan: &LanConfig,
     nat: &NatConfig,
     probes: &[ProbeConfig],
-    dns: bool,
 ) -> Result<Vec<ForwardConfig>> {
     let mut names = Names::new("forward");
     let mut out: Vec<ForwardConfig> = Vec::with_capacity(raw.len());
@@ -90,20 +89,6 @@ pub(super) fn forwards(
         }
         for uplink in &fwd.uplinks {
             check_probes(cx, f, &fwd, uplink, probes)?;
-        }
-        let relay_ports = PortRange {
-            first: *TCP_PORTS.start(),
-            last: *TCP_PORTS.end(),
-        };
-        if dns && fwd.protocols.contains(&PROTO_TCP) && overlaps(fwd.port, relay_ports) {
-            return Err(cx.err(
-                f.port.span(),
-                format!(
-                    "tcp {} overlaps the ports {} of the DNS relay's upstream connections ([dns] is enabled)",
-                    range_text(fwd.port),
-                    range_text(relay_ports)
-                ),
-            ));
         }
         out.push(fwd);
         lines.push(line);
@@ -213,6 +198,32 @@ fn target(cx: &Ctx, v: &S<String>, port: PortRange, lan: &LanConfig) -> Result<(
         )));
     }
     Ok((to, to_port))
+}
+
+/// With `[dns]` the relay's upstream TCP connections leave from `TCP_PORTS` on every uplink; a
+/// TCP forward there would take their answers. `forwards` are `raw`'s, in order.
+pub(super) fn check_relay_ports(
+    cx: &Ctx,
+    raw: &[RawForward],
+    forwards: &[ForwardConfig],
+) -> Result<()> {
+    let relay_ports = PortRange {
+        first: *TCP_PORTS.start(),
+        last: *TCP_PORTS.end(),
+    };
+    for (f, fwd) in raw.iter().zip(forwards) {
+        if fwd.protocols.contains(&PROTO_TCP) && overlaps(fwd.port, relay_ports) {
+            return Err(cx.err(
+                f.port.span(),
+                format!(
+                    "tcp {} overlaps the ports {} of the DNS relay's upstream connections ([dns] is enabled)",
+                    range_text(fwd.port),
+                    range_text(relay_ports)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A TCP or DNS probe on `uplink` sends from a port of `PROBE_PORTS`; a forward there must not

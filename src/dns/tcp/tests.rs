@@ -16,7 +16,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_PAD: usize = 3000;
 
 /// (source, destination, source port, destination port, flags, payload length) of a packet.
-fn seg(p: &[u8]) -> (Ipv4Addr, Ipv4Addr, u16, u16, u8, usize) {
+type Seg = (Ipv4Addr, Ipv4Addr, u16, u16, u8, usize);
+
+fn seg(p: &[u8]) -> Seg {
     let ip = Ip::new_checked(p).expect("ipv4");
     let t = Tcp::new_checked(&p[ip.header_len()..ip.total_len()]).expect("tcp");
     (
@@ -208,7 +210,7 @@ impl Net {
         done(self)
     }
 
-    fn upstream_segments(&self) -> Vec<(Instant, (Ipv4Addr, Ipv4Addr, u16, u16, u8, usize))> {
+    fn upstream_segments(&self) -> Vec<(Instant, Seg)> {
         self.sent
             .iter()
             .filter(|(_, t)| t.iface != Iface::Lan)
