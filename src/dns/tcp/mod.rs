@@ -147,10 +147,8 @@ struct UpSide {
 enum End {
     /// FIN to the client and the resolver.
     Close,
-    /// RST to both.
+    /// RST to both (a client already gone gets none: its socket has no peer any more).
     Reset,
-    /// The client is gone (RST or timed out): the resolver gets a RST.
-    Gone,
 }
 
 pub struct TcpRelay {
@@ -445,9 +443,10 @@ impl TcpRelay {
     fn serve(&mut self, h: SocketHandle, now: Instant) -> Option<End> {
         let c = self.conns.get_mut(&h)?;
         let s = self.lan.socket(h);
-        // An RST in SYN-RECEIVED sends a socket back to LISTEN: that client is gone too.
+        // An RST in SYN-RECEIVED sends a socket back to LISTEN: that client is gone too (and
+        // the socket must not take another).
         if matches!(s.state(), State::Closed | State::Listen) {
-            return Some(End::Gone);
+            return Some(End::Reset);
         }
         if now >= c.opened + LIFETIME {
             self.counters.lifetime_exceeded += 1;
@@ -582,14 +581,13 @@ impl TcpRelay {
         match end {
             End::Close => s.close(),
             End::Reset => s.abort(),
-            End::Gone => {}
         }
         self.lan_closing.push_back(h);
         if let (Some(u), Some(up)) = (c.upstream, &mut self.up) {
             let s = up.stack.socket(u.handle);
             match end {
                 End::Close => s.close(),
-                End::Reset | End::Gone => s.abort(),
+                End::Reset => s.abort(),
             }
             up.closing.push_back(u.handle);
         }

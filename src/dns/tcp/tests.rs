@@ -192,7 +192,7 @@ impl Net {
         for s in std::iter::once(&mut self.client).chain(self.resolvers.iter_mut()) {
             next = next.into_iter().chain(s.poll_at(self.now)).min();
         }
-        let next = next.expect("something is waiting");
+        let next = next.unwrap_or(self.now + Duration::from_secs(1));
         self.now = self.now.max(next);
         self.relay.handle_timeout(self.now);
         self.pump();
@@ -500,8 +500,14 @@ fn an_idle_connection_is_closed_with_a_fin() {
     assert!(closed, "FIN from the router");
     assert_eq!(net.relay.counters().idle_closed, 1);
     net.client.socket(h).close();
-    net.run_until(Duration::from_secs(30), |n| n.relay.is_empty());
-    assert!(net.relay.is_empty());
+    // Closed sockets go, TIME-WAIT ones after smoltcp's 10 s; the listener stays.
+    let swept = net.run_until(Duration::from_secs(30), |n| {
+        let up = n.relay.up.as_ref().expect("upstream");
+        n.relay.is_empty()
+            && n.relay.lan.sockets.iter().count() == 1
+            && up.stack.sockets.iter().count() == 0
+    });
+    assert!(swept);
 }
 
 #[test]
@@ -521,4 +527,29 @@ fn segments_from_a_former_uplink_are_counted_and_dropped() {
         .handle_packet(Iface::Uplink(UplinkId(1)), &syn(RESOLVER, 53), net.now);
     assert_eq!(net.relay.counters().stale, 1);
     assert!(net.relay.poll_transmit().is_none());
+}
+
+#[test]
+fn a_reset_in_syn_received_frees_the_place_and_leaves_one_listener() {
+    let now = Instant::from_millis(1000);
+    let mut relay = TcpRelay::new(LAN, 24, TIMEOUT, 1, now);
+    relay.handle_packet(Iface::Lan, &syn(CLIENT, 1000), now);
+    assert_eq!(syn_acks(&mut relay, CLIENT), 1);
+    assert_eq!(relay.len(), 1);
+    let mut rst = vec![0; 40];
+    let repr = TcpRepr {
+        sport: 1000,
+        dport: 53,
+        seq: 2,
+        ack: 0,
+        flags: flags::RST,
+        window: 0,
+    };
+    build_segment(&mut rst, &OwnHeader::new(CLIENT, LAN), &repr).unwrap();
+    relay.handle_packet(Iface::Lan, &rst, now);
+    assert!(relay.is_empty());
+    assert_eq!(relay.lan.sockets.iter().count(), 1, "the listener alone");
+    relay.handle_packet(Iface::Lan, &syn(CLIENT, 1001), now);
+    assert_eq!(syn_acks(&mut relay, CLIENT), 1);
+    assert_eq!(relay.len(), 1);
 }
