@@ -416,13 +416,18 @@ fn connections_are_bounded_per_client_and_in_total() {
 }
 
 #[test]
-fn an_oversized_query_resets_the_connection() {
+fn an_oversized_or_undersized_query_resets_the_connection() {
     let mut net = Net::new();
     let h = net.connect(40004);
     net.send(h, &((MAX_QUERY + 1) as u16).to_be_bytes());
     assert_eq!(net.relay.counters().malformed, 1);
     assert_eq!(net.client.socket(h).state(), State::Closed);
     assert!(net.relay.is_empty());
+    // Shorter than a DNS header: no query either.
+    let h = net.connect(40009);
+    net.send(h, &[0, 4, 1, 2, 3, 4]);
+    assert_eq!(net.relay.counters().malformed, 2);
+    assert_eq!(net.client.socket(h).state(), State::Closed);
     assert!(net.received.is_empty());
 }
 
