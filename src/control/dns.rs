@@ -38,9 +38,8 @@ pub struct DnsService {
 impl DnsService {
     /// `seed` drives the upstream query ids, TCP ports and sequence numbers.
     pub fn new(cfg: DnsConfig, addressing: Addressing, seed: u64, now: Instant) -> DnsService {
-        let lan = addressing.lan.prefix;
         DnsService {
-            relay: TcpRelay::new(lan.addr(), lan.prefix_len(), cfg.timeout, !seed, now),
+            relay: TcpRelay::new(&cfg, addressing.lan.prefix, !seed, now),
             forwarder: Forwarder::new(cfg, seed),
             addressing,
             gateway: None,

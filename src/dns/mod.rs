@@ -13,6 +13,7 @@
 //! loop pins it there like a probe. `hickory-proto` parses the messages; the id is rewritten in
 //! place so answers reach clients byte for byte as the resolver sent them.
 
+mod ratelimit;
 pub mod tcp;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -25,6 +26,7 @@ use crate::UplinkId;
 use crate::clock::Instant;
 use crate::config::DnsConfig;
 use crate::rng::SplitMix;
+use ratelimit::ClientBuckets;
 
 /// UDP port of DNS.
 pub const PORT: u16 = 53;
@@ -32,8 +34,6 @@ pub const PORT: u16 = 53;
 const MAX_MESSAGE: usize = 4096;
 /// Queries waiting for a resolver, at most.
 const MAX_PENDING: usize = 1024;
-/// Clients with a token bucket, at most.
-const MAX_CLIENTS: usize = 4096;
 /// Tries for one query across the resolvers (each waits `timeout`).
 const MAX_TRIES: usize = 4;
 /// Answers are cached for at most this long whatever their TTL.
@@ -110,12 +110,6 @@ struct Pending {
     deadline: Instant,
 }
 
-struct Bucket {
-    /// In thousandths of a query.
-    tokens: u64,
-    last: Instant,
-}
-
 pub struct Forwarder {
     cfg: DnsConfig,
     upstream: Option<(UplinkId, Vec<Ipv4Addr>)>,
@@ -125,7 +119,7 @@ pub struct Forwarder {
     cache_order: BTreeMap<u64, CacheKey>,
     cache_bytes: usize,
     next_seq: u64,
-    buckets: HashMap<Ipv4Addr, Bucket>,
+    buckets: ClientBuckets,
     rng: SplitMix,
     out: VecDeque<Transmit>,
     counters: DnsCounters,
@@ -135,6 +129,7 @@ impl Forwarder {
     /// `seed` drives the upstream query ids.
     pub fn new(cfg: DnsConfig, seed: u64) -> Forwarder {
         Forwarder {
+            buckets: ClientBuckets::new(cfg.rate, cfg.burst),
             cfg,
             upstream: None,
             pending: HashMap::new(),
@@ -142,7 +137,6 @@ impl Forwarder {
             cache_order: BTreeMap::new(),
             cache_bytes: 0,
             next_seq: 0,
-            buckets: HashMap::new(),
             rng: SplitMix::new(seed),
             out: VecDeque::new(),
             counters: DnsCounters::default(),
@@ -189,7 +183,7 @@ impl Forwarder {
     /// A UDP datagram to the LAN address port 53 from `client`.
     pub fn handle_query(&mut self, client: SocketAddrV4, payload: &[u8], now: Instant) {
         self.counters.queries += 1;
-        if !self.take_token(*client.ip(), now) {
+        if !self.buckets.take(*client.ip(), now) {
             self.counters.rate_limited += 1;
             return;
         }
@@ -404,33 +398,6 @@ impl Forwarder {
             self.cache_order.remove(&e.seq);
             self.cache_bytes -= e.answer.len();
         }
-    }
-
-    /// Token bucket per client address: `rate` per second, up to `burst`.
-    fn take_token(&mut self, client: Ipv4Addr, now: Instant) -> bool {
-        let burst = u64::from(self.cfg.burst) * 1000;
-        let rate = u64::from(self.cfg.rate);
-        if !self.buckets.contains_key(&client) && self.buckets.len() >= MAX_CLIENTS {
-            // Forget clients whose bucket has refilled: they lose nothing.
-            self.buckets.retain(|_, b| {
-                b.tokens + now.saturating_since(b.last).as_millis() as u64 * rate < burst
-            });
-            if self.buckets.len() >= MAX_CLIENTS {
-                return false;
-            }
-        }
-        let b = self.buckets.entry(client).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        let refill = now.saturating_since(b.last).as_millis() as u64 * rate;
-        b.tokens = (b.tokens + refill).min(burst);
-        b.last = now;
-        if b.tokens < 1000 {
-            return false;
-        }
-        b.tokens -= 1000;
-        true
     }
 
     /// A random id no pending query uses.

@@ -312,7 +312,7 @@ proptest! {
             while f.poll_transmit().is_some() {}
             prop_assert!(f.pending_len() <= MAX_PENDING);
             prop_assert!(f.cache_len() <= 4 && f.cache_bytes <= 4096);
-            prop_assert!(f.buckets.len() <= MAX_CLIENTS);
+            prop_assert!(f.buckets.len() <= ratelimit::MAX_CLIENTS);
         }
     }
 }

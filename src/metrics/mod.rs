@@ -310,6 +310,7 @@ fn dns_events(c: &DnsCounters, t: &TcpCounters) -> Vec<(&'static str, u64)> {
         ("tcp_refused_per_client", t.refused_per_client),
         ("tcp_query", t.queries),
         ("tcp_answer", t.answers),
+        ("tcp_rate_limited", t.rate_limited),
         ("tcp_malformed", t.malformed),
         ("tcp_no_upstream", t.no_upstream),
         ("tcp_upstream_retry", t.upstream_retries),

@@ -15,7 +15,8 @@
 //! Same engine shape as the UDP forwarder: `handle_packet(side, packet, now)`,
 //! `handle_timeout(now)`, `poll_transmit`, `poll_timeout`. Packets are IPv4 packets without a
 //! link header. Bounds: connections in total and per client (further SYNs are dropped and
-//! counted), one query's size, unanswered queries per connection (reading pauses), answer bytes
+//! counted), each client's queries (a token bucket like the UDP forwarder's, of its own: a
+//! query over it resets the connection), one query's size, unanswered queries per connection (reading pauses), answer bytes
 //! held for a slow client (reading the resolver pauses), idle time and total lifetime per
 //! connection, tries across the resolvers, and sockets winding down (FIN, TIME-WAIT).
 //!
@@ -36,7 +37,10 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::wire::{IpAddress, IpListenEndpoint, Ipv4Packet, TcpPacket};
 
 use self::stack::Stack;
+use super::ratelimit::ClientBuckets;
 use crate::clock::Instant;
+use crate::config::DnsConfig;
+use crate::prefix::Ipv4Prefix;
 use crate::rng::SplitMix;
 use crate::{Iface, UplinkId};
 
@@ -96,6 +100,8 @@ pub struct TcpCounters {
     pub refused_per_client: u64,
     pub queries: u64,
     pub answers: u64,
+    /// Connections reset for a query over the client's token bucket (`rate`, `burst`).
+    pub rate_limited: u64,
     /// Connections reset for a query shorter than a DNS header or over `MAX_QUERY`.
     pub malformed: u64,
     /// Connections reset for a query while no uplink with resolvers carries the default route.
@@ -160,6 +166,8 @@ pub struct TcpRelay {
     conns: BTreeMap<SocketHandle, Conn>,
     /// Upstream answer timeout (the forwarder's `timeout`).
     timeout: Duration,
+    /// Each client's queries, over all its connections.
+    buckets: ClientBuckets,
     rng: SplitMix,
     out: VecDeque<TcpTransmit>,
     /// `next_timeout` as of the last run (smoltcp needs `&mut` to compute it).
@@ -235,10 +243,11 @@ fn write_some(s: &mut tcp::Socket, buf: &mut Vec<u8>) {
 }
 
 impl TcpRelay {
-    /// Listens on `lan:53`; `timeout` is how long a resolver may keep a query unanswered.
-    pub fn new(lan: Ipv4Addr, prefix_len: u8, timeout: Duration, seed: u64, now: Instant) -> Self {
+    /// Listens on the LAN address, port 53; `cfg.timeout` is how long a resolver may keep a
+    /// query unanswered, `cfg.rate` and `cfg.burst` each client's queries.
+    pub fn new(cfg: &DnsConfig, lan: Ipv4Prefix, seed: u64, now: Instant) -> Self {
         let mut rng = SplitMix::new(seed);
-        let mut lan = Stack::new(lan, prefix_len, false, rng.next_u64(), now);
+        let mut lan = Stack::new(lan.addr(), lan.prefix_len(), false, rng.next_u64(), now);
         let listener = listen(&mut lan);
         TcpRelay {
             lan,
@@ -246,7 +255,8 @@ impl TcpRelay {
             lan_closing: VecDeque::new(),
             up: None,
             conns: BTreeMap::new(),
-            timeout,
+            timeout: cfg.timeout,
+            buckets: ClientBuckets::new(cfg.rate, cfg.burst),
             rng,
             out: VecDeque::new(),
             next_timeout: None,
@@ -456,6 +466,10 @@ impl TcpRelay {
             match read_message(s, &mut c.from_client, MAX_QUERY) {
                 Ok(Some(query)) => {
                     self.counters.queries += 1;
+                    if !self.buckets.take(*c.client.ip(), now) {
+                        self.counters.rate_limited += 1;
+                        return Some(End::Reset);
+                    }
                     c.active = now;
                     if let Some(u) = &mut c.upstream {
                         u.to_server.extend_from_slice(&query);

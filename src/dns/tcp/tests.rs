@@ -51,6 +51,21 @@ fn answer(q: &[u8]) -> Vec<u8> {
     framed
 }
 
+fn cfg() -> DnsConfig {
+    DnsConfig {
+        cache_entries: 0,
+        cache_bytes: 0,
+        // Less than one more query in the short tests' time.
+        rate: 1,
+        burst: 100,
+        timeout: TIMEOUT,
+    }
+}
+
+fn relay(seed: u64, now: Instant) -> TcpRelay {
+    TcpRelay::new(&cfg(), "192.168.0.1/24".parse().unwrap(), seed, now)
+}
+
 struct Net {
     now: Instant,
     relay: TcpRelay,
@@ -69,7 +84,7 @@ struct Net {
 impl Net {
     fn new() -> Net {
         let now = Instant::from_millis(1_000_000);
-        let mut relay = TcpRelay::new(LAN, 24, TIMEOUT, 7, now);
+        let mut relay = relay(7, now);
         relay.set_upstream(Some(upstream(0, UP_A, vec![RESOLVER])), now);
         let resolvers = [RESOLVER, RESOLVER_2]
             .iter()
@@ -126,10 +141,14 @@ impl Net {
                 let s = r.socket(h);
                 listening |= s.state() == State::Listen;
                 let mut buf = Vec::new();
-                while let Ok(Some(q)) = read_message(s, &mut buf, 65535) {
+                // A query is read only when its whole answer fits the send buffer.
+                while s.send_capacity() - s.send_queue() >= 2 + 64 + ANSWER_PAD
+                    && let Ok(Some(q)) = read_message(s, &mut buf, 65535)
+                {
                     self.received.push(q.clone());
-                    if self.answering {
-                        s.send_slice(&answer(&q)).expect("answer fits");
+                    if self.answering && s.may_send() {
+                        let a = answer(&q);
+                        assert_eq!(s.send_slice(&a), Ok(a.len()));
                     }
                 }
                 if s.state() == State::CloseWait {
@@ -384,7 +403,7 @@ fn syn_acks(net: &mut TcpRelay, dst: Ipv4Addr) -> usize {
 #[test]
 fn connections_are_bounded_per_client_and_in_total() {
     let now = Instant::from_millis(1000);
-    let mut relay = TcpRelay::new(LAN, 24, TIMEOUT, 1, now);
+    let mut relay = relay(1, now);
     for port in 0..MAX_CONNS_PER_CLIENT as u16 + 2 {
         relay.handle_packet(Iface::Lan, &syn(CLIENT, 1000 + port), now);
     }
@@ -537,7 +556,7 @@ fn segments_from_a_former_uplink_are_counted_and_dropped() {
 #[test]
 fn a_reset_in_syn_received_frees_the_place_and_leaves_one_listener() {
     let now = Instant::from_millis(1000);
-    let mut relay = TcpRelay::new(LAN, 24, TIMEOUT, 1, now);
+    let mut relay = relay(1, now);
     relay.handle_packet(Iface::Lan, &syn(CLIENT, 1000), now);
     assert_eq!(syn_acks(&mut relay, CLIENT), 1);
     assert_eq!(relay.len(), 1);
@@ -557,4 +576,24 @@ fn a_reset_in_syn_received_frees_the_place_and_leaves_one_listener() {
     relay.handle_packet(Iface::Lan, &syn(CLIENT, 1001), now);
     assert_eq!(syn_acks(&mut relay, CLIENT), 1);
     assert_eq!(relay.len(), 1);
+}
+
+#[test]
+fn queries_over_the_clients_bucket_reset_the_connection() {
+    let mut net = Net::new();
+    let burst = cfg().burst as usize;
+    let h = net.connect(40010);
+    let queries: Vec<u8> = (0..=burst as u16).flat_map(query).collect();
+    net.send(h, &queries);
+    let reset = net.run_until(Duration::from_millis(900), |n| {
+        n.recv(h);
+        n.client.socket(h).state() == State::Closed
+    });
+    assert!(reset);
+    assert_eq!(net.relay.counters().rate_limited, 1);
+    assert_eq!(
+        net.received.len(),
+        burst,
+        "the one over the burst is not relayed"
+    );
 }
