@@ -33,6 +33,7 @@ impl ClientBuckets {
         }
     }
 
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.buckets.len()
     }
