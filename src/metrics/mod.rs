@@ -316,6 +316,7 @@ fn dns_events(c: &DnsCounters, t: &TcpCounters) -> Vec<(&'static str, u64)> {
         ("tcp_upstream_retry", t.upstream_retries),
         ("tcp_upstream_failed", t.upstream_failed),
         ("tcp_unmatched", t.unmatched),
+        ("tcp_handshake_timeout", t.handshake_timeouts),
         ("tcp_idle_closed", t.idle_closed),
         ("tcp_lifetime_exceeded", t.lifetime_exceeded),
         ("tcp_closing_evicted", t.closing_evicted),

@@ -17,8 +17,8 @@
 //! link header. Bounds: connections in total and per client (further SYNs are dropped and
 //! counted), each client's queries (a token bucket like the UDP forwarder's, of its own: a
 //! query over it resets the connection), one query's size, unanswered queries per connection (reading pauses), answer bytes
-//! held for a slow client (reading the resolver pauses), idle time and total lifetime per
-//! connection, tries across the resolvers, and sockets winding down (FIN, TIME-WAIT).
+//! held for a slow client (reading the resolver pauses), handshake, idle time and total lifetime
+//! per connection, tries across the resolvers, and sockets winding down (FIN, TIME-WAIT).
 //!
 //! After a failover (`set_upstream` with another uplink or address) upstream connections are
 //! dropped and their unanswered queries go out again at once over a new connection through the
@@ -56,6 +56,9 @@ const MAX_QUERY: usize = 4096;
 const MAX_UNANSWERED: usize = 8;
 /// Answer bytes held for a client that does not read; the resolver is not read beyond.
 const CLIENT_BACKLOG: usize = 2 + 65535;
+/// A client that does not complete the handshake within this long loses its place (a SYN
+/// flood from spoofed sources holds places no longer).
+const HANDSHAKE: Duration = Duration::from_secs(5);
 /// A connection with nothing in flight is closed after this long (RFC 7766 6.2.3: seconds).
 const IDLE: Duration = Duration::from_secs(10);
 /// smoltcp resets a socket whose peer has sent nothing for this long (a vanished host, a
@@ -112,6 +115,8 @@ pub struct TcpCounters {
     pub upstream_failed: u64,
     /// Answers for no unanswered query of the connection, dropped.
     pub unmatched: u64,
+    /// Connections reset for not completing the handshake within `HANDSHAKE`.
+    pub handshake_timeouts: u64,
     pub idle_closed: u64,
     pub lifetime_exceeded: u64,
     /// Closing sockets reset early to stay within `MAX_CLOSING`.
@@ -338,8 +343,11 @@ impl TcpRelay {
             self.lan.poll_at(now),
             self.up.as_mut().and_then(|u| u.stack.poll_at(now)),
         ];
-        let conns = self.conns.values().map(|c| {
+        let conns = self.conns.iter().map(|(&h, c)| {
             let mut t = c.opened + LIFETIME;
+            if self.lan.sockets.get::<tcp::Socket>(h).state() == State::SynReceived {
+                t = t.min(c.opened + HANDSHAKE);
+            }
             if c.unanswered.is_empty() && c.to_client.is_empty() {
                 t = t.min(c.active + IDLE);
             }
@@ -460,6 +468,10 @@ impl TcpRelay {
         }
         if now >= c.opened + LIFETIME {
             self.counters.lifetime_exceeded += 1;
+            return Some(End::Reset);
+        }
+        if s.state() == State::SynReceived && now >= c.opened + HANDSHAKE {
+            self.counters.handshake_timeouts += 1;
             return Some(End::Reset);
         }
         while c.unanswered.len() < MAX_UNANSWERED {

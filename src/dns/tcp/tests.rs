@@ -427,9 +427,12 @@ fn connections_are_bounded_per_client_and_in_total() {
     assert_eq!(relay.counters().refused_total, 1);
     assert_eq!(relay.len(), MAX_CONNS);
     // Half-open connections time out and free their places.
-    let later = now + LIFETIME;
+    relay.handle_timeout(now + (HANDSHAKE - Duration::from_millis(1)));
+    assert_eq!(relay.len(), MAX_CONNS);
+    let later = now + HANDSHAKE;
     relay.handle_timeout(later);
     assert!(relay.is_empty());
+    assert_eq!(relay.counters().handshake_timeouts, MAX_CONNS as u64);
     relay.handle_packet(Iface::Lan, &syn(last, 1000), later);
     assert_eq!(syn_acks(&mut relay, last), 1);
 }
