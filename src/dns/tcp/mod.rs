@@ -16,9 +16,12 @@
 //! `handle_timeout(now)`, `poll_transmit`, `poll_timeout`. Packets are IPv4 packets without a
 //! link header. Bounds: connections in total and per client (further SYNs are dropped and
 //! counted), each client's queries (a token bucket like the UDP forwarder's, of its own: a
-//! query over it resets the connection), one query's size, unanswered queries per connection (reading pauses), answer bytes
-//! held for a slow client (reading the resolver pauses), handshake, idle time and total lifetime
-//! per connection, tries across the resolvers, and sockets winding down (FIN, TIME-WAIT).
+//! query over it resets the connection), one query's size, unanswered queries per connection
+//! (reading pauses), answer bytes held for a slow client (reading the resolver pauses),
+//! handshake, idle time and total lifetime per connection, tries across the resolvers, and
+//! sockets winding down (FIN, TIME-WAIT). smoltcp's retransmission backs off by doubling its
+//! RTO after three retransmissions in a row, and resets a socket whose peer is silent for
+//! `PEER_TIMEOUT`.
 //!
 //! After a failover (`set_upstream` with another uplink or address) upstream connections are
 //! dropped and their unanswered queries go out again at once over a new connection through the
