@@ -87,6 +87,11 @@ fn a_truncated_answer_is_fetched_over_tcp_through_the_active_uplink_before_and_a
         "{retried}"
     );
     assert_whole_answer(&retried);
+    lab.wait_for(
+        "the TCP query in the capture on PE_A",
+        Duration::from_secs(5),
+        || !tcp_syns(&cap_a.so_far(), "172.16.1.1").is_empty(),
+    );
     let before = cap_a.so_far();
     let syns_a = tcp_syns(&before, "172.16.1.1");
     assert_eq!(syns_a.len(), 1, "one TCP query through A:\n{before}");
