@@ -600,3 +600,51 @@ fn queries_over_the_clients_bucket_reset_the_connection() {
         "the one over the burst is not relayed"
     );
 }
+
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever arrives on either side, in any order and at any time: no panic, and the
+        /// connections and sockets stay within their bounds.
+        #[test]
+        fn any_segments_keep_the_bounds(
+            inputs in proptest::collection::vec(
+                (any::<bool>(), 0..40u8, any::<u16>(), any::<u32>(), any::<u8>(), 0..3000u64),
+                1..300,
+            ),
+            garbage in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let mut now = Instant::from_millis(1000);
+            let mut r = relay(3, now);
+            r.set_upstream(Some(upstream(0, UP_A, vec![RESOLVER])), now);
+            for (lan, host, port, seq, flag_bits, wait) in inputs {
+                now = now + Duration::from_millis(wait);
+                let mut p = vec![0; 40];
+                let (src, dst, sport, dport) = if lan {
+                    (Ipv4Addr::new(192, 168, 0, 10 + host), LAN, 1000 + port % 16, 53)
+                } else {
+                    (RESOLVER, UP_A, 53, TCP_PORTS.start() + port % 8)
+                };
+                let repr = TcpRepr {
+                    sport,
+                    dport,
+                    seq,
+                    ack: seq.rotate_left(7),
+                    flags: flag_bits & 0x3f,
+                    window: 1000,
+                };
+                build_segment(&mut p, &OwnHeader::new(src, dst), &repr).unwrap();
+                let iface = if lan { Iface::Lan } else { Iface::Uplink(UplinkId(0)) };
+                r.handle_packet(iface, &p, now);
+                r.handle_packet(iface, &garbage, now);
+                r.handle_timeout(now);
+                while r.poll_transmit().is_some() {}
+                prop_assert!(r.len() <= MAX_CONNS);
+                prop_assert!(r.lan.sockets.iter().count() <= 1 + MAX_CONNS + MAX_CLOSING + 1);
+            }
+        }
+    }
+}
