@@ -200,7 +200,9 @@ pub fn build_snapshot(
                 address: u.address,
                 mac: io.mac,
                 next_hop: u.next_hop,
-                mtu: u.mtu.unwrap_or(io.nic_mtu) as usize,
+                // A configured or leased MTU only ever lowers the NIC's: frames larger than
+                // the NIC takes would be refused by the kernel.
+                mtu: u.mtu.map_or(io.nic_mtu, |m| m.min(io.nic_mtu)) as usize,
                 mss_clamp: u.mss_clamp,
                 nat: u.nat,
                 nat_sources: u.nat_sources.clone().unwrap_or_default(),

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use super::arp::NextHop;
 use super::{Addressing, IfAddr};
-use crate::config::{Config, TrackSource};
+use crate::config::{Config, RouteConfig, TrackSource};
 use crate::dhcp::client;
 use crate::track::{TrackDef, TrackInput};
 use crate::wire::ethernet::MacAddr;
@@ -106,24 +106,48 @@ pub fn next_hops(cfg: &Config, carrier: &[bool]) -> Vec<NextHop> {
 }
 
 /// `base` with each DHCP uplink's lease applied (SPEC 28): its address and next hop, and the
-/// next hop of the routes through it (which take theirs from the lease). Without a lease: no
-/// address.
+/// next hop of the routes through it (which take theirs from the lease); the lease's MTU
+/// (option 26) unless one is configured; the routes of option 121 (RFC 3442) at the uplink's
+/// DHCP distance, but those whose gateway is not on the leased subnet (0.0.0.0, "on-link", among
+/// them: a route here needs a next hop). Without a lease: no address.
 pub fn with_leases(base: &Config, leases: &[Option<client::Lease>]) -> Config {
     let mut cfg = base.clone();
     for (u, lease) in cfg.uplinks.iter_mut().zip(leases) {
-        if u.dhcp.is_none() {
+        let Some(dhcp) = &u.dhcp else {
             continue;
-        }
+        };
         if let Some(l) = lease {
             u.address = l.address;
             u.next_hop = l.router.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            if u.mtu.is_none() {
+                u.mtu = l.mtu.map(u32::from).filter(|m| LEASE_MTU.contains(m));
+            }
         }
         for r in cfg.routes.iter_mut().filter(|r| r.uplink == u.name) {
             r.next_hop = u.next_hop;
         }
+        let Some(l) = lease else { continue };
+        for route in &l.routes {
+            if !l.address.contains(route.next_hop) || route.next_hop == l.address.addr() {
+                continue;
+            }
+            cfg.routes.push(RouteConfig {
+                // ':' cannot appear in a configured name, so this one never clashes.
+                name: format!("dhcp:{}:{}", u.name, route.prefix),
+                prefix: route.prefix,
+                uplink: u.name.clone(),
+                next_hop: route.next_hop,
+                distance: dhcp.distance,
+                weight: 1,
+                track: None,
+            });
+        }
     }
     cfg
 }
+
+/// MTUs a lease may set (RFC 2132 allows down to 68; IPv4 hosts must take 576).
+const LEASE_MTU: std::ops::RangeInclusive<u32> = 576..=65535;
 
 #[cfg(test)]
 mod tests;

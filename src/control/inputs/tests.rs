@@ -58,3 +58,63 @@ fn addressing_pairs_each_uplink_with_its_nic_mac() {
         ]
     );
 }
+
+fn lease(mtu: Option<u16>, routes: &[(&str, &str)]) -> client::Lease {
+    client::Lease {
+        address: "172.17.3.1/30".parse().unwrap(),
+        router: Some("172.17.3.2".parse().unwrap()),
+        dns_servers: Vec::new(),
+        mtu,
+        routes: routes
+            .iter()
+            .map(|(prefix, gw)| crate::config::ClientRoute {
+                prefix: prefix.parse().unwrap(),
+                next_hop: gw.parse().unwrap(),
+            })
+            .collect(),
+        server: "172.17.3.2".parse().unwrap(),
+        lease_time: std::time::Duration::from_secs(120),
+        t1: std::time::Duration::from_secs(60),
+        t2: std::time::Duration::from_secs(105),
+        acquired: crate::clock::Instant::ZERO,
+    }
+}
+
+#[test]
+fn a_lease_brings_its_mtu_and_classless_routes() {
+    let base = config(include_str!("../../../scripts/lab-dhcp-b.toml"));
+    let b = base.uplinks.iter().position(|u| u.dhcp.is_some()).unwrap();
+    let mut leases = vec![None; base.uplinks.len()];
+    leases[b] = Some(lease(
+        Some(1400),
+        &[
+            ("10.0.0.0/8", "172.17.3.2"),
+            ("198.18.0.0/15", "192.0.2.1"),
+            ("198.51.100.0/24", "0.0.0.0"),
+        ],
+    ));
+    let cfg = with_leases(&base, &leases);
+    let u = &cfg.uplinks[b];
+    assert_eq!(u.mtu, Some(1400));
+    assert_eq!(u.next_hop.to_string(), "172.17.3.2");
+    let added: Vec<_> = cfg
+        .routes
+        .iter()
+        .filter(|r| r.name.starts_with(&format!("dhcp:{}:", u.name)))
+        .map(|r| (r.prefix.to_string(), r.next_hop.to_string(), r.distance))
+        .collect();
+    // Off-subnet and on-link gateways cannot be next hops.
+    assert_eq!(
+        added,
+        [("10.0.0.0/8".to_string(), "172.17.3.2".to_string(), 254)]
+    );
+
+    // A configured MTU wins; a lease's absurd one is ignored; no lease, nothing added.
+    let mut fixed = base.clone();
+    fixed.uplinks[b].mtu = Some(1280);
+    assert_eq!(with_leases(&fixed, &leases).uplinks[b].mtu, Some(1280));
+    leases[b] = Some(lease(Some(68), &[]));
+    assert_eq!(with_leases(&base, &leases).uplinks[b].mtu, None);
+    let none = with_leases(&base, &vec![None; base.uplinks.len()]);
+    assert_eq!(none.routes.len(), base.routes.len());
+}
