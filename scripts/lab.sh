@@ -12,6 +12,10 @@ ROLES=(lan rtr ispa ispb net)
 REDUNDANT_ROLES=(lan rtr rtr2 ispa ispb net)
 ALL_ROLES=(lan rtr rtr2 ispa ispb net)
 SERVER_IP=172.18.0.6
+SERVER_IP6=2001:db8:18::6
+# IPv6 (docs/lab.md): each ISP delegates a /48 and drops sources outside it.
+ISPA_PREFIX6=2001:db8:a::/48
+ISPB_PREFIX6=2001:db8:b::/48
 STOP_TIMEOUT_S=5
 SOCKET_TIMEOUT_S=10
 DELAY_MARK=0x6d686c62 # "mhlb": frames lab_delay.py sends back out, past its own diversion
@@ -32,7 +36,13 @@ ${MH_LAB_STATE:-/run/mhlab}/<P>/.
   <P>ispb  PE_B: rtr0 172.17.3.2/30 (peer of wan-b), net0 10.255.2.1/30 to <P>net
   <P>net   central site: 172.18.0.6 (iperf3 on 5201, DNS on 53: probe.lab -> 172.18.0.6,
                      big.lab TXT of 2000 bytes, too big for UDP)
-IPv6 is disabled in every lab namespace. Nothing routes to 192.168.0.0/24: only NAT reaches it.
+Nothing routes to 192.168.0.0/24: only NAT reaches it.
+IPv6 (dual stack): ISP A delegates 2001:db8:a::/48, ISP B 2001:db8:b::/48, and each PE drops
+sources outside its own prefix. PE links 2001:db8:ffa::/64 (PE_A ::2, router ::1) and
+2001:db8:ffb::/64 (PE_B ::2, router ::1); the central site answers at 2001:db8:18::6 (iperf3,
+DNS) through both. The LAN host takes its addresses by SLAAC from the router's RAs. IPv6 stays
+disabled in the kernel of the router namespaces (the router speaks it in userspace) and of
+extra hosts (host add).
 
 The redundant topology (`up --redundant`, SPEC 29) adds <P>rtr2 and splits the ISPs:
   <P>rtr   router 1: br-lan and wan-a (ISP A); LAN address 192.168.0.2
@@ -256,13 +266,19 @@ stop_pidfile() { # pidfile [group]
 # --- up ----------------------------------------------------------------------------------------
 
 ensure_ns() { # role
-    local name
+    local name off=1
     name=$(ns "$1")
     ns_exists "$name" || ip netns add "$name"
-    # Before any interface is created, so every interface (veth peers, the router's TAP) is born
-    # without IPv6 and the wire carries only what the tests send.
+    # Before any interface is created, so every interface is born with IPv6 on or off. The
+    # dual-stack roles (LAN host, PEs, central site) have it; the routers' namespaces never do
+    # (the router speaks IPv6 itself, and the kernel must not answer for it), nor do extra hosts,
+    # so the wire carries only what the tests send.
+    case $1 in
+    lan | ispa | ispb | net) off=0 ;;
+    esac
     if [[ -d /proc/sys/net/ipv6 ]]; then
-        in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+        in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=$off \
+            net.ipv6.conf.default.disable_ipv6=$off
     fi
     ip -n "$name" link set lo up
 }
@@ -337,6 +353,17 @@ start_servers() {
         record_start "$STATE/iperf3.pid"
         live_pid "$STATE/iperf3.pid" >/dev/null || die "iperf3 server did not start"
     fi
+    if ! live_pid "$STATE/iperf3-6.pid" >/dev/null; then
+        rm -f "$STATE/iperf3-6.pid" "$STATE/iperf3-6.pid.start"
+        in_ns net iperf3 -s -B "$SERVER_IP6" -D --pidfile "$STATE/iperf3-6.pid"
+        local j
+        for ((j = 0; j < 50; j++)); do
+            [[ -s $STATE/iperf3-6.pid ]] && break
+            sleep 0.1
+        done
+        record_start "$STATE/iperf3-6.pid"
+        live_pid "$STATE/iperf3-6.pid" >/dev/null || die "iperf3 server (IPv6) did not start"
+    fi
     if ! dnsmasq_bin=$(command -v dnsmasq); then
         warn "dnsmasq is not installed: no DNS responder on $SERVER_IP:53 (apt-get install dnsmasq)"
         return 0
@@ -351,8 +378,9 @@ start_servers() {
         # --conf-file=/dev/null: the host's /etc/dnsmasq.conf must not change the lab.
         spawn "$STATE/dnsmasq.pid" "$STATE/dnsmasq.log" \
             ip netns exec "$(ns net)" "$dnsmasq_bin" --no-daemon --conf-file=/dev/null \
-            --no-resolv --no-hosts --listen-address="$SERVER_IP" --bind-interfaces \
-            --address=/probe.lab/"$SERVER_IP" --txt-record=big.lab"$big" \
+            --no-resolv --no-hosts --listen-address="$SERVER_IP" \
+            --listen-address="$SERVER_IP6" --bind-interfaces --address=/probe.lab/"$SERVER_IP" \
+            --address=/probe.lab/"$SERVER_IP6" --txt-record=big.lab"$big" \
             --pid-file="$STATE/dnsmasq.pid"
         sleep 0.2
         live_pid "$STATE/dnsmasq.pid" >/dev/null ||
@@ -543,6 +571,7 @@ cmd_up() {
     ip -n "$(ns net)" addr replace "$SERVER_IP/24" dev srv0
 
     ip -n "$(ns lan)" route replace default via 192.168.0.1 dev eth0
+    setup_ipv6
     ip -n "$(ns ispa)" route replace 172.18.0.0/24 via 10.255.1.2 dev net0
     ip -n "$(ns ispb)" route replace 172.18.0.0/24 via 10.255.2.2 dev net0
     ip -n "$(ns net)" route replace 172.16.1.0/30 via 10.255.1.1 dev isp-a
@@ -552,6 +581,43 @@ cmd_up() {
     start_servers
     [[ -z $dhcp ]] || start_isp_dhcp
     echo "lab '${PREFIX}' is up (state: $STATE)"
+}
+
+# The IPv6 half of the dual stack (docs/lab.md). Addresses without DAD, so they are usable at once.
+setup_ipv6() {
+    local side pe_link net_link prefix
+    # The bridge floods all multicast: the router sends no MLD reports, so snooping would keep
+    # neighbour solicitations for its addresses from it.
+    ip -n "$(ns rtr)" link set br-lan type bridge mcast_snooping 0
+    # The LAN host forwards nothing and takes router advertisements (SLAAC).
+    in_ns lan sysctl -qw net.ipv6.conf.eth0.accept_ra=1 net.ipv6.conf.eth0.autoconf=1
+    ip -n "$(ns net)" addr replace "$SERVER_IP6/64" dev srv0 nodad
+    for side in a b; do
+        pe_link=2001:db8:ff$side
+        net_link=2001:db8:f${side}1
+        if [[ $side == a ]]; then prefix=$ISPA_PREFIX6; else prefix=$ISPB_PREFIX6; fi
+        in_ns "isp$side" sysctl -qw net.ipv6.conf.all.forwarding=1
+        ip -n "$(ns "isp$side")" addr replace "$pe_link::2/64" dev rtr0 nodad
+        ip -n "$(ns "isp$side")" addr replace "$net_link::1/64" dev net0 nodad
+        ip -n "$(ns net)" addr replace "$net_link::2/64" dev "isp-$side" nodad
+        ip -n "$(ns "isp$side")" -6 route replace 2001:db8:18::/64 via "$net_link::2" dev net0
+        # The delegated prefix lives behind the router.
+        ip -n "$(ns "isp$side")" -6 route replace "$prefix" via "$pe_link::1" dev rtr0
+        ip -n "$(ns net)" -6 route replace "$prefix" via "$net_link::1" dev "isp-$side"
+        ip -n "$(ns net)" -6 route replace "$pe_link::/64" via "$net_link::1" dev "isp-$side"
+        # BCP 38: the ISP forwards from the router only sources in the prefix it delegated (and
+        # the router's own link address), which is what makes source routing necessary.
+        in_ns "isp$side" nft -f - <<EOF
+table ip6 mhlab-bcp38 {}
+delete table ip6 mhlab-bcp38
+table ip6 mhlab-bcp38 {
+    chain forward {
+        type filter hook forward priority -10; policy accept;
+        iifname "rtr0" ip6 saddr != { $prefix, $pe_link::/64 } counter drop
+    }
+}
+EOF
+    done
 }
 
 # --- down --------------------------------------------------------------------------------------
@@ -567,6 +633,7 @@ cmd_down() {
     stop_pidfile "$STATE/dnsmasq.pid"
     stop_pidfile "$STATE/ispb-dhcp.pid"
     stop_pidfile "$STATE/iperf3.pid"
+    stop_pidfile "$STATE/iperf3-6.pid"
     for role in "${ALL_ROLES[@]}" h1 h2 h3 h4 h5 h6 h7 h8 h9; do
         name=$(ns "$role")
         ns_exists "$name" || continue
@@ -615,6 +682,7 @@ cmd_status() {
         print_pid_state router2 "$STATE/router2.pid"
     fi
     print_pid_state iperf3 "$STATE/iperf3.pid"
+    print_pid_state iperf3-6 "$STATE/iperf3-6.pid"
     print_pid_state dnsmasq "$STATE/dnsmasq.pid"
     [[ ! -e $STATE/ispb-dhcp.pid ]] ||
         print_pid_state "$(cat "$STATE/ispb-dhcp.server" 2>/dev/null || echo dnsmasq) (DHCP on PE_B)" \
@@ -881,9 +949,9 @@ EOF
         ;;
     upstream)
         (($# == 2)) || die "fault upstream takes no value"
-        ip netns exec "$pe" nft list table ip mhlab-upstream >/dev/null 2>&1 ||
+        ip netns exec "$pe" nft list table inet mhlab-upstream >/dev/null 2>&1 ||
             ip netns exec "$pe" nft -f - <<'EOF'
-table ip mhlab-upstream {
+table inet mhlab-upstream {
     chain forward {
         type filter hook forward priority 0; policy drop;
     }
@@ -932,7 +1000,7 @@ cmd_heal() {
     pe=$(ns "isp$side")
     stop_pidfile "$STATE/flap-$side.pid" group
     stop_pidfile "$STATE/delay-$side.pid"
-    for table in "netdev mhlab-nexthop" "ip mhlab-upstream" "netdev mhlab-loss" \
+    for table in "netdev mhlab-nexthop" "inet mhlab-upstream" "netdev mhlab-loss" \
         "netdev mhlab-delay"; do
         # shellcheck disable=SC2086 # family and name are two words
         ip netns exec "$pe" nft delete table $table 2>/dev/null || true

@@ -23,7 +23,7 @@ TOOLS="cc:gcc+libc6-dev c++:g++ ip:iproute2 ss:iproute2 bridge:iproute2 tc:iprou
 ethtool:ethtool tcpdump:tcpdump dnsmasq:dnsmasq-base ping:iputils-ping traceroute:traceroute
 python3:python3 setpriv:util-linux sysctl:procps timeout:coreutils jq:jq keepalived:keepalived
 tshark:tshark dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base dig:bind9-dnsutils
-curl:curl setsid:util-linux kea-dhcp4:kea-dhcp4-server"
+curl:curl setsid:util-linux kea-dhcp4:kea-dhcp4-server tracepath:iputils-tracepath"
 
 say() { echo "mhrouter setup: $*"; }
 
