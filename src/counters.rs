@@ -10,7 +10,7 @@ pub enum DropReason {
     Truncated,
     /// The 10-byte virtio_net_hdr in front of the frame is malformed.
     BadVnetHeader,
-    /// Not IPv4 or ARP (IPv6, VLAN tags, LLDP …).
+    /// Not IPv4 or ARP, nor IPv6 while IPv6 is on (VLAN tags, LLDP …).
     NotIpv4,
     /// Unicast frame for another MAC address (flooded by the bridge).
     NotOurMac,
@@ -76,10 +76,16 @@ pub enum DropReason {
     NatHostQuota,
     /// A neighbour not remembered: its side (LAN, uplinks) holds its most entries (`[limits]`).
     NeighbourTableFull,
+    /// IPv6 packet larger than the egress MTU (an ICMPv6 packet-too-big was sent; routers never
+    /// fragment IPv6).
+    PacketTooBig,
+    /// IPv6 packet from a source in the prefix of an uplink that is down, which no other uplink
+    /// can carry (an ICMPv6 "source address failed ingress/egress policy" was sent, SPEC 33).
+    SourcePolicyFailed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 36] = [
+    pub const ALL: [DropReason; 38] = [
         DropReason::Truncated,
         DropReason::BadVnetHeader,
         DropReason::NotIpv4,
@@ -116,6 +122,8 @@ impl DropReason {
         DropReason::ProbeQueueFull,
         DropReason::NatHostQuota,
         DropReason::NeighbourTableFull,
+        DropReason::PacketTooBig,
+        DropReason::SourcePolicyFailed,
     ];
 
     /// Stable snake_case name used in `show counters`, JSON and metrics.
@@ -157,6 +165,8 @@ impl DropReason {
             DropReason::ProbeQueueFull => "probe_queue_full",
             DropReason::NatHostQuota => "nat_host_quota",
             DropReason::NeighbourTableFull => "neighbour_table_full",
+            DropReason::PacketTooBig => "packet_too_big",
+            DropReason::SourcePolicyFailed => "source_policy_failed",
         }
     }
 }

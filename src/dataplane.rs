@@ -4,7 +4,7 @@
 //! sharded NAT table and the punt queues.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -210,12 +210,7 @@ impl Worker {
     }
 }
 
-fn punt(
-    ingress: Iface,
-    received: Instant,
-    resolve: Option<(Iface, Ipv4Addr)>,
-    frame: &[u8],
-) -> Punt {
+fn punt(ingress: Iface, received: Instant, resolve: Option<(Iface, IpAddr)>, frame: &[u8]) -> Punt {
     Punt {
         ingress,
         received,

@@ -45,7 +45,7 @@ enum Command {
         file: Option<PathBuf>,
     },
     /// Show a view of the running router: route, uplinks, probes, tracks, nat [uplink NAME]
-    /// [address IP] [limit N] (default 1000 rows), arp, counters, vrrp.
+    /// [address IP] [limit N] (default 1000 rows), arp, ipv6, counters, vrrp.
     Show {
         #[arg(required = true, num_args = 1.., value_name = "VIEW")]
         what: Vec<String>,

@@ -4,7 +4,7 @@
 //! snapshot from the configuration.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -12,16 +12,18 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::clock::Instant;
-use crate::config::{Config, ProbeKind};
+use crate::config::{Config, ProbeKind, TrackSource};
 use crate::control::UplinkIo;
 use crate::io::poll::Waker;
 use crate::nat::{FragTable, NatTable};
 use crate::probe::probe_port;
 use crate::probe::schedule::ProbeStatus;
+use crate::route::source6::UplinkPrefix;
 use crate::route::{self, Health, RouteTable};
-use crate::snapshot::{LanState, Neighbours, ProbeFlow, Snapshot, UplinkState};
+use crate::snapshot::{Ipv6State, LanState, Neighbours, ProbeFlow, Snapshot, UplinkState};
 use crate::wire::ethernet::MacAddr;
 use crate::wire::ipv4::proto;
+use crate::wire::ndisc;
 use crate::{Iface, UplinkId};
 
 /// A frame for the control plane, with its virtio_net_hdr.
@@ -31,7 +33,7 @@ pub struct Punt {
     /// probe thread gets to it.
     pub received: Instant,
     /// Set when the frame is ready to go out but its next hop's MAC is unknown.
-    pub resolve: Option<(Iface, Ipv4Addr)>,
+    pub resolve: Option<(Iface, IpAddr)>,
     pub frame: Vec<u8>,
 }
 
@@ -181,7 +183,14 @@ pub fn build_snapshot(
         carrier: carrier.to_vec(),
         tracks,
     };
+    let ipv6 = ipv6_state(
+        cfg,
+        lan_mac,
+        uplinks,
+        &ipv6_up(cfg, carrier, &health.tracks),
+    );
     Snapshot {
+        ipv6,
         routes: RouteTable::build(ifaces, routes, policies, &health),
         lan: LanState {
             address: cfg.lan.address,
@@ -229,8 +238,64 @@ pub fn build_snapshot(
     }
 }
 
+/// Per uplink: whether it carries IPv6 now (SPEC 33): its carrier is up and no track watching it
+/// (one of its probes', or its carrier's) is down. `tracks` is indexed like `cfg.tracks`.
+pub fn ipv6_up(cfg: &Config, carrier: &[bool], tracks: &[bool]) -> Vec<bool> {
+    let watches = |t: &TrackSource, uplink: &str| match t {
+        TrackSource::Probe { name, .. } => cfg
+            .probes
+            .iter()
+            .any(|p| &p.name == name && p.uplink == uplink),
+        TrackSource::Carrier { uplink: u } => u == uplink,
+        TrackSource::List { .. } => false,
+    };
+    cfg.uplinks
+        .iter()
+        .zip(carrier)
+        .map(|(u, &c)| {
+            c && cfg
+                .tracks
+                .iter()
+                .zip(tracks)
+                .all(|(t, &up)| up || !watches(&t.source, &u.name))
+        })
+        .collect()
+}
+
+/// The IPv6 part of the snapshot, when IPv6 is on.
+fn ipv6_state(cfg: &Config, lan_mac: MacAddr, io: &[UplinkIo], up: &[bool]) -> Option<Ipv6State> {
+    let v6 = cfg.ipv6.as_ref()?;
+    let mut state = Ipv6State {
+        local: vec![(Iface::Lan, ndisc::link_local(lan_mac))],
+        ..Ipv6State::default()
+    };
+    for (u, c) in v6.uplinks.iter().enumerate() {
+        let iface = Iface::Uplink(UplinkId(u as u8));
+        state.next_hops.push(c.as_ref().map(|c| c.next_hop));
+        let Some(c) = c else { continue };
+        state.lan_prefixes.push(c.lan_prefix);
+        state.uplinks.push(UplinkPrefix {
+            uplink: UplinkId(u as u8),
+            prefix: c.prefix,
+            up: up.get(u).copied().unwrap_or(false),
+            translates: false,
+        });
+        if let Some(mac) = io.get(u).map(|io| io.mac) {
+            state.local.push((iface, ndisc::link_local(mac)));
+        }
+        if let Some(a) = c.address {
+            state.local.push((iface, a.addr()));
+        }
+    }
+    Some(state)
+}
+
 /// The neighbours to publish: every resolved entry, and each uplink's next hop looked up once.
-pub fn build_neighbours(cfg: &Config, resolved: HashMap<(Iface, Ipv4Addr), MacAddr>) -> Neighbours {
+pub fn build_neighbours(
+    cfg: &Config,
+    resolved: HashMap<(Iface, Ipv4Addr), MacAddr>,
+    resolved6: HashMap<(Iface, Ipv6Addr), MacAddr>,
+) -> Neighbours {
     let next_hops = cfg
         .uplinks
         .iter()
@@ -242,7 +307,7 @@ pub fn build_neighbours(cfg: &Config, resolved: HashMap<(Iface, Ipv4Addr), MacAd
             (up.next_hop, mac)
         })
         .collect();
-    Neighbours::new(resolved, next_hops)
+    Neighbours::new(resolved, next_hops).with_v6(resolved6)
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 //! neighbours (`Neighbours`) are published apart: ARP changes far more often than routes.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::prefix::Ipv4Prefix;
+use crate::prefix6::Ipv6Prefix;
 use crate::probe::PROBE_PORTS;
 use crate::route::RouteTable;
+use crate::route::source6::UplinkPrefix;
 use crate::wire::ethernet::MacAddr;
 use crate::{Iface, UplinkId};
 
@@ -19,6 +21,57 @@ pub struct Snapshot {
     /// no NAT session can hold, so what arrives on an uplink is told for a probe's reply before
     /// any NAT lookup (SPEC 35).
     pub probes: Vec<ProbeFlow>,
+    /// IPv6 forwarding (SPEC 32): None unless `[lan] ipv6 = true`, and IPv6 frames are then
+    /// dropped as not IPv4.
+    pub ipv6: Option<Ipv6State>,
+}
+
+/// What the fast path needs for IPv6: the LAN prefixes, each uplink's provider prefix and
+/// health (for the egress by source, `route::source6`), next hops and the router's addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Ipv6State {
+    /// The LAN /64s, one per uplink with a prefix.
+    pub lan_prefixes: Vec<Ipv6Prefix>,
+    /// The uplinks with IPv6: provider prefix, and up while the uplink's carrier is up and no
+    /// track watching it is down.
+    pub uplinks: Vec<UplinkPrefix>,
+    /// Per uplink (indexed like `Snapshot::uplinks`): its IPv6 next hop, if it has IPv6.
+    pub next_hops: Vec<Option<Ipv6Addr>>,
+    /// The router's own addresses, by interface: each interface's link-local address and each
+    /// uplink's `address6`. The first of an interface is the source of its ICMPv6 errors.
+    pub local: Vec<(Iface, Ipv6Addr)>,
+}
+
+impl Ipv6State {
+    /// True when `ip` is one of the router's addresses (on any interface).
+    pub fn is_local(&self, ip: Ipv6Addr) -> bool {
+        self.local.iter().any(|&(_, a)| a == ip)
+    }
+
+    /// True when `ip` is in one of the LAN prefixes.
+    pub fn is_lan(&self, ip: Ipv6Addr) -> bool {
+        self.lan_prefixes.iter().any(|p| p.contains(ip))
+    }
+
+    /// The source of what the router sends out of `iface` on its own (ICMPv6 errors): its
+    /// global address there if it has one, else its link-local address.
+    pub fn iface_addr(&self, iface: Iface) -> Option<Ipv6Addr> {
+        let mut mine = self
+            .local
+            .iter()
+            .filter(|(i, _)| *i == iface)
+            .map(|&(_, a)| a);
+        let first = mine.next()?;
+        Some(if first.is_unicast_link_local() {
+            mine.next().unwrap_or(first)
+        } else {
+            first
+        })
+    }
+
+    pub fn next_hop(&self, u: UplinkId) -> Option<Ipv6Addr> {
+        self.next_hops.get(usize::from(u.0)).copied().flatten()
+    }
 }
 
 /// What a probe's replies come as: on `uplink`, from `target`, protocol `proto`, to the
@@ -135,10 +188,11 @@ impl Snapshot {
     }
 }
 
-/// Resolved neighbours (ARP), by interface.
+/// Resolved neighbours (ARP, and neighbour discovery for IPv6), by interface.
 #[derive(Debug, Default)]
 pub struct Neighbours {
     map: HashMap<(Iface, Ipv4Addr), MacAddr>,
+    map6: HashMap<(Iface, Ipv6Addr), MacAddr>,
     /// Per uplink: its next hop and that hop's MAC, checked before the map so established
     /// flows need no hash lookup.
     next_hops: Vec<(Ipv4Addr, Option<MacAddr>)>,
@@ -149,7 +203,26 @@ impl Neighbours {
         map: HashMap<(Iface, Ipv4Addr), MacAddr>,
         next_hops: Vec<(Ipv4Addr, Option<MacAddr>)>,
     ) -> Neighbours {
-        Neighbours { map, next_hops }
+        Neighbours {
+            map,
+            map6: HashMap::new(),
+            next_hops,
+        }
+    }
+
+    /// With the IPv6 neighbours resolved by neighbour discovery.
+    pub fn with_v6(mut self, map6: HashMap<(Iface, Ipv6Addr), MacAddr>) -> Neighbours {
+        self.map6 = map6;
+        self
+    }
+
+    pub fn lookup6(&self, iface: Iface, ip: Ipv6Addr) -> Option<MacAddr> {
+        self.map6.get(&(iface, ip)).copied()
+    }
+
+    /// Every IPv6 neighbour, for `show`.
+    pub fn v6(&self) -> impl Iterator<Item = (Iface, Ipv6Addr, MacAddr)> + '_ {
+        self.map6.iter().map(|(&(i, ip), &m)| (i, ip, m))
     }
 
     pub fn lookup(&self, iface: Iface, ip: Ipv4Addr) -> Option<MacAddr> {
@@ -218,6 +291,7 @@ mod tests {
             },
             uplinks: vec![uplink(false, &[])],
             probes: vec![],
+            ipv6: None,
         };
         let host = |s: &str| snap.is_lan_host(s.parse().unwrap());
         assert!(host("192.168.0.10") && host("192.168.0.254"));
@@ -276,6 +350,7 @@ mod tests {
                 vrrp: true,
             },
             uplinks: Vec::new(),
+            ipv6: None,
             probes: vec![ProbeFlow {
                 uplink: UplinkId(0),
                 proto: proto::ICMP,

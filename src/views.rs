@@ -11,6 +11,7 @@ use serde::Serialize;
 
 mod explain;
 mod forwards;
+mod ipv6;
 
 use crate::clock::Instant;
 use crate::config::{Config, TrackSource};
@@ -32,6 +33,7 @@ use crate::{Iface, UplinkId};
 mod vrrp;
 
 pub use explain::explain;
+pub use ipv6::Ipv6Info;
 
 /// Everything a view reads.
 pub struct State<'a> {
@@ -48,6 +50,8 @@ pub struct State<'a> {
     pub dhcp: Option<&'a Server>,
     /// Per uplink, its DHCP client (`address = "dhcp"`).
     pub uplink_dhcp: Vec<Option<&'a Client>>,
+    /// IPv6 prefixes and neighbours, when IPv6 is on.
+    pub ipv6: Option<Ipv6Info>,
     pub now: Instant,
 }
 
@@ -322,6 +326,7 @@ pub fn show(st: &State, view: View, json: bool) -> String {
             s
         }
         View::Vrrp => rows_view("vrrp", &vrrp::rows(st), json),
+        View::Ipv6 => ipv6::show(st, json),
     }
 }
 

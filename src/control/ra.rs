@@ -82,8 +82,9 @@ pub struct RaConfig {
     /// link-local address RAs come from.
     pub lan_mac: MacAddr,
     pub prefixes: Vec<LanPrefix>,
-    /// The recursive DNS server advertised (RFC 8106): the router's LAN address.
-    pub dns: Ipv6Addr,
+    /// The recursive DNS server advertised (RFC 8106): the router's LAN address, if it has
+    /// one that serves DNS; None: no RDNSS option.
+    pub dns: Option<Ipv6Addr>,
     pub params: RaParams,
 }
 
@@ -242,16 +243,18 @@ impl RaEngine {
     fn advertise(&mut self) {
         let (ra, prefixes) = self.advert();
         let p = &self.config.params;
-        let dns = self.config.dns.octets();
+        let dns = self.config.dns.map(|d| d.octets());
         // RFC 8106 §5.1: at least 3 × MaxRtrAdvInterval, so one lost RA does not drop it.
         let dns_lifetime = u32::try_from(p.max_interval.as_secs() * 3).unwrap_or(u32::MAX);
         let mut options = vec![NdOption::SourceLinkAddr(self.config.lan_mac)];
         options.extend(p.mtu.map(NdOption::Mtu));
         options.extend(prefixes.into_iter().map(NdOption::PrefixInfo));
-        options.push(NdOption::Rdnss(Rdnss {
-            lifetime: dns_lifetime,
-            servers: &dns,
-        }));
+        if let Some(dns) = &dns {
+            options.push(NdOption::Rdnss(Rdnss {
+                lifetime: dns_lifetime,
+                servers: dns,
+            }));
+        }
         let repr = NdRepr {
             src: self.source(),
             dst: ndisc::ALL_NODES,

@@ -36,6 +36,8 @@ pub enum View {
         limit: usize,
     },
     Arp,
+    /// IPv6 prefixes (as advertised) and neighbours.
+    Ipv6,
     Counters,
     Vrrp,
     DhcpLeases,
@@ -74,7 +76,7 @@ pub enum RequestError {
     #[error("unknown command '{0}' (expected show, explain, reload or clear)")]
     UnknownCommand(String),
     #[error(
-        "unknown view '{0}' (expected route, uplinks, probes, tracks, nat, arp, counters, vrrp, forwards or dhcp leases)"
+        "unknown view '{0}' (expected route, uplinks, probes, tracks, nat, arp, ipv6, counters, vrrp, forwards or dhcp leases)"
     )]
     UnknownView(String),
     #[error("{0}")]
@@ -93,7 +95,7 @@ impl Request {
             "show" => {
                 let (&what, args) = rest.split_first().ok_or_else(|| {
                     RequestError::Syntax(
-                        "show what? (route, uplinks, probes, tracks, nat, arp, counters, vrrp, forwards, dhcp leases)"
+                        "show what? (route, uplinks, probes, tracks, nat, arp, ipv6, counters, vrrp, forwards, dhcp leases)"
                             .into(),
                     )
                 })?;
@@ -103,6 +105,7 @@ impl Request {
                     "probes" | "sla" => View::Probes,
                     "tracks" | "track" => View::Tracks,
                     "arp" => View::Arp,
+                    "ipv6" | "ndp" => View::Ipv6,
                     "counters" => View::Counters,
                     "vrrp" => View::Vrrp,
                     "dhcp" => match args {

@@ -3,6 +3,7 @@
 //! probe thread's results to the tracks, rebuilds and publishes the route table when anything
 //! changes, expires NAT sessions, and answers the control socket.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -46,6 +47,7 @@ use crate::wire::vrrp;
 use crate::{Iface, UplinkId};
 
 mod addressing;
+mod ipv6;
 mod requests;
 
 /// Room for the IPv4 packets the control thread builds (RSTs).
@@ -81,6 +83,8 @@ pub struct Control {
     arp: ArpEngine,
     echo: EchoResponder,
     vrrp: Vrrp,
+    /// Neighbour discovery, RAs and echo for IPv6, when `[lan] ipv6` is on.
+    ipv6: Option<ipv6::Ipv6Plane>,
     /// The LAN's DHCP server, when configured.
     dhcp: Option<DhcpService>,
     /// The DNS forwarder on the LAN address, when configured.
@@ -135,15 +139,20 @@ impl Control {
         let ifaces = 1 + cfg.uplinks.len();
         let macs: Vec<MacAddr> = p.uplinks.iter().map(|u| u.mac).collect();
         let addressing = addressing(&cfg, p.lan_mac, &macs);
+        let neigh_params = NeighParams {
+            max_lan: cfg.limits.lan_neighbours,
+            max_uplinks: cfg.limits.uplink_neighbours,
+            queue_bytes: cfg.limits.held_bytes_per_neighbour,
+            ..NeighParams::default()
+        };
+        let ipv6 = cfg
+            .ipv6
+            .as_ref()
+            .map(|v6| ipv6::Ipv6Plane::new(v6, neigh_params.clone(), p.lan_mac, &macs, now));
         let arp = ArpEngine::new(
             addressing.clone(),
             next_hops(&cfg, &p.carrier),
-            NeighParams {
-                max_lan: cfg.limits.lan_neighbours,
-                max_uplinks: cfg.limits.uplink_neighbours,
-                queue_bytes: cfg.limits.held_bytes_per_neighbour,
-                ..NeighParams::default()
-            },
+            neigh_params,
             now,
         );
         let uplink_dhcp = cfg
@@ -176,6 +185,7 @@ impl Control {
             uplinks: p.uplinks,
             carrier: p.carrier,
             arp,
+            ipv6,
             dhcp: cfg.dhcp_server.clone().map(|d| {
                 let mut server = Server::new(d, addressing.lan.prefix);
                 for l in server.restore(p.dhcp_leases, now) {
@@ -211,6 +221,7 @@ impl Control {
             let events = c.tracks.on_carrier(u, up, now);
             c.track_events(events);
         }
+        c.ipv6_health(now);
         c.arp.announce(now);
         c.vrrp_priority(now);
         c.vrrp.startup(now);
@@ -245,6 +256,7 @@ impl Control {
             self.vrrp.poll_timeout(),
             self.dhcp.as_ref().and_then(DhcpService::poll_timeout),
             self.dns.as_ref().and_then(DnsService::poll_timeout),
+            self.ipv6.as_ref().and_then(ipv6::Ipv6Plane::poll_timeout),
         ]
         .into_iter()
         .chain(
@@ -277,6 +289,7 @@ impl Control {
         }
         self.probe_reports(now);
         self.timers(now);
+        self.ipv6_health(now);
         self.vrrp_priority(now);
         self.drain_engines();
         if self.neighbours_dirty {
@@ -306,6 +319,7 @@ impl Control {
         let events = self.tracks.on_carrier(u, carrier, now);
         self.track_events(events);
         self.arp.set_carrier(UplinkId(u as u8), carrier, now);
+        self.ipv6_health(now);
         self.vrrp_priority(now);
         self.drain_engines();
         self.dirty = true;
@@ -315,6 +329,9 @@ impl Control {
         let events = self.tracks.poll(now);
         self.track_events(events);
         self.arp.handle_timeout(now);
+        if let Some(v6) = &mut self.ipv6 {
+            v6.handle_timeout(now);
+        }
         self.vrrp.handle_timeout(now);
         if let Some(d) = &mut self.dhcp {
             d.handle_timeout(now);
@@ -431,7 +448,12 @@ impl Control {
 
     fn publish_neighbours(&mut self) {
         self.neighbours_dirty = false;
-        let neighbours = build_neighbours(&self.cfg, self.arp.resolved());
+        let resolved6 = self
+            .ipv6
+            .as_ref()
+            .map(ipv6::Ipv6Plane::resolved)
+            .unwrap_or_default();
+        let neighbours = build_neighbours(&self.cfg, self.arp.resolved(), resolved6);
         self.shared.neighbours.store(Arc::new(neighbours));
     }
 
@@ -488,9 +510,20 @@ impl Control {
     }
 
     fn handle_punt(&mut self, p: Punt, now: Instant) {
-        if let Some((egress, nh)) = p.resolve {
-            self.arp.send_via(egress, nh, p.frame, now);
-            return;
+        match (p.resolve, &mut self.ipv6) {
+            (Some((egress, IpAddr::V4(nh))), _) => {
+                self.arp.send_via(egress, nh, p.frame, now);
+                return;
+            }
+            (Some((egress, IpAddr::V6(nh))), Some(v6)) => {
+                v6.send_via(egress, nh, p.frame, now);
+                return;
+            }
+            (Some(_), None) => {
+                self.counters.dropped(DropReason::NotIpv4);
+                return;
+            }
+            (None, _) => {}
         }
         let Ok(eth) = EthernetFrame::new_checked(p.frame.get(ETH_OFFSET..).unwrap_or(&[])) else {
             self.counters.dropped(DropReason::Truncated);
@@ -507,6 +540,11 @@ impl Control {
                 .vrrp
                 .handle_packet(p.frame.get(IP_OFFSET..).unwrap_or(&[]), now),
             ethernet::ethertype::IPV4 => self.handle_local(p.ingress, &p.frame, now),
+            ethernet::ethertype::IPV6 if let Some(v6) = &mut self.ipv6 => {
+                if let Err(reason) = v6.handle_frame(p.ingress, &p.frame, now) {
+                    self.counters.dropped(reason);
+                }
+            }
             _ => self.counters.dropped(DropReason::NotIpv4),
         }
     }
@@ -536,6 +574,7 @@ impl Control {
         while let Some(t) = self.echo.poll_transmit() {
             self.send(t);
         }
+        self.drain_ipv6();
         while let Some(eth) = self.vrrp.poll_transmit() {
             let mut frame = vec![0u8; ETH_OFFSET];
             if VnetHdr::default().write(&mut frame).is_ok() {

@@ -2,11 +2,14 @@
 //! bucket (`[limits]`, per worker) or is dropped and counted here, so a flood of one class
 //! never reaches the queues, let alone another class's.
 
+use std::net::Ipv6Addr;
+
 use super::ratelimit::RateLimit;
 use super::{Env, FastPath, PuntClass, Verdict};
 use crate::Iface;
 use crate::clock::Instant;
 use crate::counters::DropReason;
+use crate::snapshot::Ipv6State;
 use crate::wire::arp::ArpPacket;
 use crate::wire::frame::IP_OFFSET;
 
@@ -70,6 +73,27 @@ impl FastPath {
                 .snap
                 .uplink(u)
                 .is_some_and(|up| up.next_hop == arp.sender_ip()),
+            Iface::Lan => false,
+        };
+        let bucket = if from_next_hop {
+            &mut self.next_hop_arp
+        } else {
+            &mut self.arp
+        };
+        admit(bucket, env.now, PuntClass::Arp, DropReason::ArpRateLimited)
+    }
+
+    /// IPv6 neighbour discovery from `src`: ARP's class, and ARP's buckets (the next hop's own
+    /// on an uplink).
+    pub(super) fn punt_nd(
+        &mut self,
+        env: &Env,
+        v6: &Ipv6State,
+        ingress: Iface,
+        src: Ipv6Addr,
+    ) -> Result<Verdict, DropReason> {
+        let from_next_hop = match ingress {
+            Iface::Uplink(u) => v6.next_hop(u) == Some(src),
             Iface::Lan => false,
         };
         let bucket = if from_next_hop {

@@ -470,7 +470,10 @@ impl FastPath {
                     Verdict::Forward { egress }
                 })
             }
-            None => Ok(Verdict::NeedsNeighbour { egress, next_hop }),
+            None => Ok(Verdict::NeedsNeighbour {
+                egress,
+                next_hop: next_hop.into(),
+            }),
         }
     }
 }

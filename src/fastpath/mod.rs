@@ -25,8 +25,9 @@ mod reply;
 mod rewrite;
 #[cfg(test)]
 mod tests;
+mod v6;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::Iface;
 use crate::clock::Instant;
@@ -42,8 +43,9 @@ use parse::{Ip, L4, check_martian, is_dhcp, parse_ip, parse_l4};
 use ratelimit::RateLimit;
 pub use rewrite::complete_checksum;
 
-/// Size of the scratch buffer `process` may write an ICMP error into.
-pub const SCRATCH_LEN: usize = IP_OFFSET + 576;
+/// Size of the scratch buffer `process` may write an ICMP error into: an ICMPv6 error quotes
+/// up to 1280 bytes in all (RFC 4443 §2.4 c).
+pub const SCRATCH_LEN: usize = IP_OFFSET + crate::wire::ipv6::MIN_MTU;
 
 /// What to do with one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +70,10 @@ pub enum Verdict {
     /// token bucket already).
     Punt(PuntClass),
     /// Rewritten except its destination MAC: `next_hop` has no known MAC yet, so the control
-    /// plane resolves it (ARP) and sends the frame.
+    /// plane resolves it (ARP, or neighbour discovery for IPv6) and sends the frame.
     NeedsNeighbour {
         egress: Iface,
-        next_hop: Ipv4Addr,
+        next_hop: IpAddr,
     },
     Drop(DropReason),
 }
@@ -83,7 +85,7 @@ pub enum Verdict {
 pub enum PuntClass {
     /// A probe's reply, or an ICMP error quoting a probe: for the probe thread.
     Probe,
-    /// ARP, for the control thread before anything else.
+    /// ARP and IPv6 neighbour discovery, for the control thread before anything else.
     Arp,
     /// The router's own traffic (pings, closed ports) and frames waiting for ARP.
     Other,
@@ -188,6 +190,11 @@ impl FastPath {
         let eth = EthernetFrame::new_unchecked(&buf[ETH_OFFSET..]);
         if eth.ethertype() == ethernet::ethertype::ARP {
             return self.punt_arp(env, buf, ingress);
+        }
+        if eth.ethertype() == ethernet::ethertype::IPV6
+            && let Some(v6) = &env.snap.ipv6
+        {
+            return self.ipv6(env, v6, buf, ingress, scratch, &vh);
         }
         let dst_mac = eth.dst();
         let ours = match ingress {

@@ -1,8 +1,10 @@
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
 
 mod forwards;
+mod v6;
 mod valid_frames;
 
 use super::*;
@@ -108,11 +110,13 @@ fn world(mtu_a: usize) -> World {
                 target: PE_A_IP.into(),
                 port: PROBE_ID,
             }],
+            ipv6: Some(v6::state()),
         },
         neighbours: Neighbours::new(
             HashMap::from([((Iface::Lan, Ipv4Addr::from(HOST)), HOST_MAC)]),
             vec![(Ipv4Addr::new(172, 16, 1, 2), Some(PE_A)); 2],
-        ),
+        )
+        .with_v6(v6::neighbours()),
         nat: NatTable::new(
             NatParams::default(),
             &[Some(OUTSIDE.into()), Some([172, 17, 3, 1].into())],
@@ -657,7 +661,7 @@ fn route_via_the_peer_forwards_on_the_lan_untranslated() {
         run(&w, &mut f.clone(), Iface::Lan).0,
         Verdict::NeedsNeighbour {
             egress: Iface::Lan,
-            next_hop: peer
+            next_hop: peer.into()
         }
     );
     w.neighbours = Neighbours::new(HashMap::from([((Iface::Lan, peer), peer_mac)]), vec![]);

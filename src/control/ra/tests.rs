@@ -31,7 +31,7 @@ fn config() -> RaConfig {
                 prefix: "2001:db8:b::/64".parse().unwrap(),
             },
         ],
-        dns: DNS,
+        dns: Some(DNS),
         params: RaParams::default(),
     }
 }

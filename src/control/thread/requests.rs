@@ -93,6 +93,14 @@ impl Control {
                 .iter()
                 .map(|d| d.as_ref().map(UplinkDhcp::client))
                 .collect(),
+            ipv6: self.ipv6.as_ref().map(|v6| {
+                let (ra, prefixes) = v6.advert();
+                views::Ipv6Info {
+                    router_lifetime: ra.router_lifetime,
+                    prefixes,
+                    neighbours: self.shared.neighbours.load().v6().collect(),
+                }
+            }),
             now,
         }
     }

@@ -1,0 +1,245 @@
+//! The control thread's IPv6 (SPEC 32, 33): neighbour discovery on every interface (DAD for the
+//! router's addresses, answers, next hops and LAN hosts resolved for the fast path), Router
+//! Advertisements on the LAN whose prefixes follow the uplinks' health, and echo replies for
+//! the router's addresses. The engines are `ndp` and `ra`; this only feeds them.
+
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+
+use super::*;
+use crate::config::Ipv6Config;
+use crate::control::ndp::{DadParams, NdpEngine, NdpEvent};
+use crate::control::ra::{LanPrefix, RaConfig, RaEngine, RaParams};
+use crate::shared::ipv6_up;
+use crate::wire::icmpv6::{self, EchoRepr, Icmpv6Packet, types};
+use crate::wire::ipv6::{self as wire6, Ipv6Packet, next_header};
+use crate::wire::ndisc;
+
+/// Room for an echo reply: as large as any request the LAN or an uplink can carry.
+const ECHO_ROOM: usize = 9000;
+
+pub(super) struct Ipv6Plane {
+    ndp: NdpEngine,
+    ra: RaEngine,
+    /// Per uplink: its next hop, if it has IPv6 (kept resolved).
+    next_hops: Vec<Option<Ipv6Addr>>,
+    /// Per uplink: whether it carries IPv6 now, as last told to the RAs.
+    up: Vec<bool>,
+    /// The router's addresses, by interface.
+    local: Vec<(Iface, Ipv6Addr)>,
+    macs: HashMap<Iface, MacAddr>,
+}
+
+impl Ipv6Plane {
+    pub(super) fn new(
+        v6: &Ipv6Config,
+        params: NeighParams,
+        lan_mac: MacAddr,
+        uplink_macs: &[MacAddr],
+        now: Instant,
+    ) -> Ipv6Plane {
+        let mut ndp = NdpEngine::new(params, DadParams::default(), now);
+        let mut macs = HashMap::from([(Iface::Lan, lan_mac)]);
+        ndp.add_interface(Iface::Lan, lan_mac, now);
+        let mut local = vec![(Iface::Lan, ndisc::link_local(lan_mac))];
+        let mut prefixes = Vec::new();
+        for (u, c) in v6.uplinks.iter().enumerate() {
+            let (Some(c), Some(&mac)) = (c, uplink_macs.get(u)) else {
+                continue;
+            };
+            let id = UplinkId(u as u8);
+            let iface = Iface::Uplink(id);
+            macs.insert(iface, mac);
+            ndp.add_interface(iface, mac, now);
+            local.push((iface, ndisc::link_local(mac)));
+            if let Some(a) = c.address {
+                ndp.add_address(iface, a.addr(), now);
+                local.push((iface, a.addr()));
+            }
+            prefixes.push(LanPrefix {
+                uplink: id,
+                prefix: c.lan_prefix,
+            });
+        }
+        let ra = RaEngine::new(
+            RaConfig {
+                lan_mac,
+                prefixes,
+                // The DNS forwarder answers on the LAN's IPv4 address only.
+                dns: None,
+                params: RaParams::default(),
+            },
+            now.as_nanos(),
+            now,
+        );
+        Ipv6Plane {
+            ndp,
+            ra,
+            next_hops: v6
+                .uplinks
+                .iter()
+                .map(|c| c.as_ref().map(|c| c.next_hop))
+                .collect(),
+            up: vec![false; v6.uplinks.len()],
+            local,
+            macs,
+        }
+    }
+
+    /// The uplinks' health changed (or may have): each uplink whose IPv6 state changed has its
+    /// prefix deprecated or restored in the RAs (SPEC 33).
+    pub(super) fn set_health(&mut self, up: &[bool], now: Instant) {
+        for (u, (&new, old)) in up.iter().zip(self.up.iter_mut()).enumerate() {
+            if new != *old {
+                *old = new;
+                self.ra.set_uplink(UplinkId(u as u8), new, now);
+            }
+        }
+    }
+
+    /// An IPv6 frame punted to the control thread: neighbour discovery, else an echo request to
+    /// one of the router's addresses.
+    pub(super) fn handle_frame(
+        &mut self,
+        ingress: Iface,
+        frame: &[u8],
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let ip = Ipv6Packet::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[]))
+            .map_err(|_| DropReason::BadIpHeader)?;
+        let upper = ip.upper_layer().map_err(|_| DropReason::BadIpHeader)?;
+        let icmp = ip.payload().get(upper.offset..).unwrap_or(&[]);
+        if upper.protocol != next_header::ICMPV6 || upper.fragment.is_some() {
+            return Err(DropReason::LocalUnhandled);
+        }
+        let msg_type = icmp.first().copied().unwrap_or(0);
+        if ndisc::is_ndisc(msg_type) {
+            if ingress == Iface::Lan && msg_type == types::ROUTER_SOLICIT {
+                self.ra.handle_frame(frame, now);
+            }
+            self.ndp.handle_frame(ingress, frame, now);
+            return Ok(());
+        }
+        if msg_type != types::ECHO_REQUEST || !self.local.contains(&(ingress, ip.dst())) {
+            return Err(DropReason::LocalUnhandled);
+        }
+        let req = Icmpv6Packet::new_checked(icmp).map_err(|_| DropReason::BadL4Header)?;
+        if !req.verify_checksum(ip.src(), ip.dst()) {
+            return Err(DropReason::BadL4Header);
+        }
+        let (src, dst) = (ip.dst(), ip.src());
+        let my_mac = *self.macs.get(&ingress).ok_or(DropReason::LocalUnhandled)?;
+        let echo = EchoRepr {
+            msg_type: types::ECHO_REPLY,
+            ident: req.ident(),
+            seq: req.seq_no(),
+        };
+        let reply = Transmit::ipv6(ingress, my_mac, MacAddr::ZERO, ECHO_ROOM, |out| {
+            icmpv6::build_echo(out, &wire6::OwnHeader::new(src, dst), &echo, req.payload()).ok()
+        })
+        .ok_or(DropReason::LocalUnhandled)?;
+        // On an uplink only the link is direct; the rest is behind the next hop.
+        let next_hop = match ingress {
+            Iface::Uplink(u) if !dst.is_unicast_link_local() => self
+                .next_hops
+                .get(usize::from(u.0))
+                .copied()
+                .flatten()
+                .unwrap_or(dst),
+            _ => dst,
+        };
+        self.ndp.send_via(ingress, next_hop, reply.frame, now);
+        Ok(())
+    }
+
+    /// A frame the fast path completed but for its next hop's MAC.
+    pub(super) fn send_via(
+        &mut self,
+        egress: Iface,
+        next_hop: Ipv6Addr,
+        frame: Vec<u8>,
+        now: Instant,
+    ) {
+        self.ndp.send_via(egress, next_hop, frame, now);
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        self.ndp.handle_timeout(now);
+        self.ra.handle_timeout(now);
+        for (u, nh) in self.next_hops.iter().enumerate() {
+            if let Some(nh) = nh {
+                self.ndp.want(Iface::Uplink(UplinkId(u as u8)), *nh, now);
+            }
+        }
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        [self.ndp.poll_timeout(), self.ra.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub(super) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.ndp.poll_transmit().or_else(|| self.ra.poll_transmit())
+    }
+
+    pub(super) fn poll_event(&mut self) -> Option<NdpEvent> {
+        self.ndp.poll_event()
+    }
+
+    pub(super) fn resolved(&self) -> HashMap<(Iface, Ipv6Addr), MacAddr> {
+        self.ndp.resolved()
+    }
+
+    /// What the RAs say now, for `show`.
+    pub(super) fn advert(&self) -> (ndisc::RouterAdvert, Vec<ndisc::PrefixInfo>) {
+        self.ra.advert()
+    }
+}
+
+impl Control {
+    /// Tells the RAs which uplinks carry IPv6 now (carrier and tracks).
+    pub(super) fn ipv6_health(&mut self, now: Instant) {
+        let up = ipv6_up(&self.cfg, &self.carrier, &self.tracks.states());
+        if let Some(v6) = &mut self.ipv6 {
+            v6.set_health(&up, now);
+        }
+    }
+
+    /// Sends what the IPv6 engines queued and acts on what neighbour discovery reports.
+    pub(super) fn drain_ipv6(&mut self) {
+        let Some(v6) = &mut self.ipv6 else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(t) = v6.poll_transmit() {
+            out.push(t);
+        }
+        let mut events = Vec::new();
+        while let Some(ev) = v6.poll_event() {
+            events.push(ev);
+        }
+        for t in out {
+            self.send(t);
+        }
+        for ev in events {
+            match ev {
+                NdpEvent::Learned { iface, ip, mac } => {
+                    log::debug!("ndp: {ip} is-at {mac} on {}", self.iface_name(iface));
+                    bump(&self.counters.neighbour_changes, 1);
+                    self.neighbours_dirty = true;
+                }
+                NdpEvent::Removed => self.neighbours_dirty = true,
+                NdpEvent::AddressReady { iface, addr } => {
+                    log::info!("ipv6: {addr} on {} is in use", self.iface_name(iface));
+                }
+                NdpEvent::Duplicate { iface, addr } => log::warn!(
+                    "ipv6: {addr} on {} is used by another node (duplicate address detection); not used",
+                    self.iface_name(iface)
+                ),
+                NdpEvent::Dropped(reason) => self.counters.dropped(reason),
+            }
+        }
+    }
+}

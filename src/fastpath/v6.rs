@@ -1,0 +1,238 @@
+//! IPv6 frames (SPEC 32, 33), routed without translation. Neighbour discovery goes to the
+//! control plane within the ARP class's rate, and pings to the router within the ping rate;
+//! from the LAN a packet leaves through the uplink whose prefix holds its source
+//! (`route::source6`), or gets "source address failed ingress/egress policy" (type 1 code 5)
+//! when that uplink is down; from an uplink only the LAN prefixes are reachable. Then the
+//! common steps: hop limit (time exceeded), egress MTU (packet too big: routers never
+//! fragment IPv6), next hop's MAC from the published neighbours. GSO frames and partial
+//! checksums pass as they are: nothing the checksums cover changes.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use super::{Env, FastPath, PuntClass, Verdict};
+use crate::Iface;
+use crate::counters::DropReason;
+use crate::route::source6::{SourceRoute, route_by_source};
+use crate::snapshot::Ipv6State;
+use crate::wire::WireError;
+use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
+use crate::wire::icmpv6::{self, codes, types};
+use crate::wire::ipv6::{self, Ipv6Packet, next_header};
+use crate::wire::ndisc;
+use crate::wire::tcp::TcpPacket;
+use crate::wire::udp;
+use crate::wire::vnet::VnetHdr;
+
+/// The fields of an IPv6 packet the decisions need, read once.
+#[derive(Debug, Clone, Copy)]
+struct Ip6 {
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    /// Fixed header plus payload length.
+    total: usize,
+    /// Length of the fixed and extension headers: where the upper layer starts.
+    hlen: usize,
+    /// The ICMPv6 type, when the upper layer is ICMPv6 and its header is in this packet.
+    icmp_type: Option<u8>,
+    /// TCP or UDP header length, for the wire size of a GSO frame.
+    l4_hlen: usize,
+}
+
+fn parse(buf: &[u8]) -> Result<Ip6, DropReason> {
+    let wire = |e| match e {
+        WireError::Truncated => DropReason::Truncated,
+        _ => DropReason::BadIpHeader,
+    };
+    let p = Ipv6Packet::new_checked(buf).map_err(wire)?;
+    let upper = p.upper_layer().map_err(wire)?;
+    let whole = !upper.fragment.is_some_and(|f| f.is_non_initial());
+    let l4 = p.payload().get(upper.offset..).unwrap_or(&[]);
+    let icmp_type = (whole && upper.protocol == next_header::ICMPV6)
+        .then(|| l4.first().copied())
+        .flatten();
+    let l4_hlen = match upper.protocol {
+        next_header::TCP if whole => TcpPacket::new_checked(l4)
+            .map_err(|_| DropReason::BadL4Header)?
+            .header_len(),
+        _ => udp::HEADER_LEN,
+    };
+    Ok(Ip6 {
+        src: p.src(),
+        dst: p.dst(),
+        hop_limit: p.hop_limit(),
+        total: ipv6::HEADER_LEN + p.payload_len(),
+        hlen: ipv6::HEADER_LEN + upper.offset,
+        icmp_type,
+        l4_hlen,
+    })
+}
+
+/// Never routed: unspecified, loopback, link-local (only ever for the router itself).
+fn is_martian(ip: Ipv6Addr) -> bool {
+    ip.is_unspecified() || ip.is_loopback() || ip.is_unicast_link_local()
+}
+
+/// An ICMPv6 error to send about a dropped packet, and the drop it stands for.
+struct ErrorMsg6 {
+    msg_type: u8,
+    code: u8,
+    rest: u32,
+    reason: DropReason,
+}
+
+impl FastPath {
+    /// An IPv6 frame (vnet header first) while IPv6 is on.
+    pub(super) fn ipv6(
+        &mut self,
+        env: &Env,
+        v6: &Ipv6State,
+        buf: &mut [u8],
+        ingress: Iface,
+        scratch: &mut [u8],
+        vh: &VnetHdr,
+    ) -> Result<Verdict, DropReason> {
+        let ip = parse(&buf[IP_OFFSET..])?;
+        let dst_mac = EthernetFrame::new_unchecked(&buf[ETH_OFFSET..]).dst();
+        let nd = ip.icmp_type.is_some_and(ndisc::is_ndisc);
+        if ip.dst.is_multicast() || dst_mac.is_multicast() {
+            // Solicitations, and advertisements answering DAD, to multicast groups; the rest
+            // (MLD, mDNS, ...) is not routed.
+            if nd && ip.dst.is_multicast() && dst_mac.is_multicast() {
+                return self.punt_nd(env, v6, ingress, ip.src);
+            }
+            return Err(DropReason::Broadcast);
+        }
+        let ours = match ingress {
+            Iface::Lan => env.snap.lan.accepts(dst_mac),
+            Iface::Uplink(_) => env.snap.iface_mac(ingress) == Some(dst_mac),
+        };
+        if !ours {
+            return Err(DropReason::NotOurMac);
+        }
+        if v6.is_local(ip.dst) {
+            return match ip.icmp_type {
+                _ if nd => self.punt_nd(env, v6, ingress, ip.src),
+                Some(types::ECHO_REQUEST) if self.pings.take(env.now) => {
+                    Ok(Verdict::Punt(PuntClass::Other))
+                }
+                Some(types::ECHO_REQUEST) => Err(DropReason::PingRateLimited),
+                _ => Err(DropReason::LocalUnhandled),
+            };
+        }
+        if is_martian(ip.src) || is_martian(ip.dst) {
+            return Err(DropReason::Martian);
+        }
+        let (egress, next_hop) = match ingress {
+            _ if v6.is_lan(ip.dst) => (Iface::Lan, ip.dst),
+            Iface::Uplink(_) => return Err(DropReason::UplinkTransit),
+            Iface::Lan if !v6.is_lan(ip.src) => return Err(DropReason::Spoofed),
+            Iface::Lan => match route_by_source(ip.src, &v6.uplinks, None) {
+                SourceRoute::Via(u) => {
+                    (Iface::Uplink(u), v6.next_hop(u).ok_or(DropReason::NoRoute)?)
+                }
+                SourceRoute::SourcePolicyFailed(_) => {
+                    let msg = ErrorMsg6 {
+                        msg_type: types::DEST_UNREACH,
+                        code: codes::SOURCE_POLICY_FAILED,
+                        rest: 0,
+                        reason: DropReason::SourcePolicyFailed,
+                    };
+                    return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
+                }
+                SourceRoute::Foreign => return Err(DropReason::Spoofed),
+            },
+        };
+        if ip.hop_limit <= 1 {
+            let msg = ErrorMsg6 {
+                msg_type: types::TIME_EXCEEDED,
+                code: codes::HOP_LIMIT_EXCEEDED,
+                rest: 0,
+                reason: DropReason::TtlExceeded,
+            };
+            return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
+        }
+        let mtu = env.snap.iface_mtu(egress);
+        let wire_size = if vh.is_gso() {
+            ip.hlen + ip.l4_hlen + usize::from(vh.gso_size)
+        } else {
+            ip.total
+        };
+        if wire_size > mtu {
+            let msg = ErrorMsg6 {
+                msg_type: types::PACKET_TOO_BIG,
+                code: 0,
+                rest: mtu as u32,
+                reason: DropReason::PacketTooBig,
+            };
+            return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
+        }
+        let neighbour = env.neighbours.lookup6(egress, next_hop);
+        if neighbour.is_none() {
+            // Held by the control thread while neighbour discovery resolves it.
+            self.punt_other(env.now)?;
+        }
+        let src_mac = env.snap.iface_mac(egress).ok_or(DropReason::NoRoute)?;
+        Ipv6Packet::new_unchecked(&mut buf[IP_OFFSET..]).decrement_hop_limit();
+        let mut eth = EthernetFrame::new_unchecked(&mut buf[ETH_OFFSET..]);
+        eth.set_src(src_mac);
+        match neighbour {
+            Some(mac) => {
+                eth.set_dst(mac);
+                Ok(Verdict::Forward { egress })
+            }
+            None => Ok(Verdict::NeedsNeighbour {
+                egress,
+                next_hop: IpAddr::V6(next_hop),
+            }),
+        }
+    }
+
+    /// Writes an ICMPv6 error about the packet in `buf` into `scratch`, back to its sender
+    /// through the interface it came from, where RFC 4443 §2.4 (e) allows one, rate limited.
+    #[allow(clippy::too_many_arguments)]
+    fn error6(
+        &mut self,
+        env: &Env,
+        v6: &Ipv6State,
+        buf: &[u8],
+        ingress: Iface,
+        scratch: &mut [u8],
+        ip: &Ip6,
+        msg: ErrorMsg6,
+    ) -> Result<Verdict, DropReason> {
+        let reason = msg.reason;
+        let offending = &buf[IP_OFFSET..IP_OFFSET + ip.total];
+        if !icmpv6::may_send_error_about(msg.msg_type, offending) || !self.errors.take(env.now) {
+            return Err(reason);
+        }
+        let (Some(src), Some(my_mac)) = (v6.iface_addr(ingress), env.snap.iface_mac(ingress))
+        else {
+            return Err(reason);
+        };
+        let repr = icmpv6::ErrorRepr {
+            src,
+            dst: ip.src,
+            msg_type: msg.msg_type,
+            code: msg.code,
+            rest_of_header: msg.rest,
+        };
+        let Ok(n) = icmpv6::build_error(&mut scratch[IP_OFFSET..], &repr, offending) else {
+            return Err(reason);
+        };
+        if VnetHdr::default().write(scratch).is_err() {
+            return Err(reason);
+        }
+        let sender_mac = EthernetFrame::new_unchecked(&buf[ETH_OFFSET..]).src();
+        let mut eth = EthernetFrame::new_unchecked(&mut scratch[ETH_OFFSET..]);
+        eth.set_dst(sender_mac);
+        eth.set_src(my_mac);
+        eth.set_ethertype(ethernet::ethertype::IPV6);
+        Ok(Verdict::Reply {
+            egress: ingress,
+            len: IP_OFFSET + n,
+            reason,
+        })
+    }
+}
