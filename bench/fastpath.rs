@@ -116,6 +116,7 @@ fn snapshot() -> Snapshot {
             uplink("isp-a", WAN_A, WAN_A_MAC, PE_A),
             uplink("isp-b", WAN_B, WAN_B_MAC, PE_B),
         ],
+        ipv6: None,
         probes: Vec::new(),
     }
 }

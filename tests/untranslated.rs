@@ -72,6 +72,7 @@ fn snapshot(nat: bool, nat_sources: &[&str]) -> Snapshot {
             nat_sources: nat_sources.iter().map(|s| p(s)).collect(),
             carrier: true,
         }],
+        ipv6: None,
         probes: vec![],
     }
 }
