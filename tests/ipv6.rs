@@ -1,0 +1,266 @@
+//! IPv6 multihoming in the lab (SPEC 32, 33) with real peers: the LAN host's own SLAAC takes an
+//! address in each provider prefix from the router's RAs; `ping -6` and `iperf3 -6` from each
+//! address leave through that prefix's ISP (tcpdump on each PE link), and the PEs drop any
+//! other source (BCP 38, scripts/lab.sh); a fault on ISP A deprecates A's prefix on the host
+//! and new connections take B's; a reduced uplink MTU gives packet-too-big to `tracepath -6`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const SERVER6: &str = "2001:db8:18::6";
+
+/// scripts/lab.toml (dual stack) with probes every second and tracks that change after 2 s.
+fn config(extra_uplink: &str) -> String {
+    std::fs::read_to_string(repo().join("scripts/lab.toml"))
+        .expect("scripts/lab.toml")
+        .replace("interval = \"3s\"", "interval = \"1s\"")
+        .replace("timeout = \"1s\"", "timeout = \"500ms\"")
+        .replace("delay_down = \"10s\"", "delay_down = \"2s\"")
+        .replace("delay_up = \"20s\"", "delay_up = \"2s\"")
+        .replace(
+            "address6 = \"2001:db8:ffa::1/64\"\n",
+            &format!("address6 = \"2001:db8:ffa::1/64\"\n{extra_uplink}"),
+        )
+}
+
+/// The LAN host's global address in `prefix` (e.g. "2001:db8:a:1:") and its `ip -6 addr` line
+/// pair, once SLAAC has made one.
+fn host_addr(lab: &Lab, prefix: &str) -> Option<(String, String)> {
+    let out = lab.ok("lan", &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    let lines: Vec<&str> = out.lines().collect();
+    lines.windows(2).find_map(|w| {
+        let addr = w[0].trim().strip_prefix("inet6 ")?.split('/').next()?;
+        (addr.starts_with(prefix) && !w[0].contains("tentative")).then(|| {
+            (
+                addr.to_string(),
+                format!("{}\n{}", w[0].trim(), w[1].trim()),
+            )
+        })
+    })
+}
+
+fn wait_addr(lab: &Lab, prefix: &str) -> String {
+    let mut found = None;
+    lab.wait_for(
+        &format!("a SLAAC address in {prefix}:/64"),
+        Duration::from_secs(30),
+        || {
+            found = host_addr(lab, prefix);
+            found.is_some()
+        },
+    );
+    found.unwrap().0
+}
+
+/// The preferred lifetime `ip -6 addr` shows for the host's address in `prefix`.
+fn preferred_lft(lab: &Lab, prefix: &str) -> Option<String> {
+    let (_, lines) = host_addr(lab, prefix)?;
+    let lft = lines.split("preferred_lft ").nth(1)?;
+    Some(lft.split_whitespace().next()?.to_string())
+}
+
+/// Starts the router and waits for both uplinks' tracks to be up and both addresses on the host.
+fn start(lab: &Lab, cfg: &str) -> (String, String) {
+    lab.start_router(cfg);
+    let a = wait_addr(lab, "2001:db8:a:1:");
+    let b = wait_addr(lab, "2001:db8:b:1:");
+    lab.wait_for("both prefixes preferred", Duration::from_secs(30), || {
+        let v = lab.ctl_json(&["show", "ipv6"]);
+        v["prefixes"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["state"] == "preferred"))
+    });
+    // Until the tracks come up the RAs deprecate both prefixes and give no default router;
+    // the burst that follows reaches the host within seconds.
+    lab.wait_for(
+        "both addresses preferred and a default route on the host",
+        Duration::from_secs(30),
+        || {
+            let route = lab.ok("lan", &["ip", "-6", "route", "show", "default"]);
+            ["2001:db8:a:1:", "2001:db8:b:1:"]
+                .iter()
+                .all(|p| preferred_lft(lab, p).is_some_and(|l| l != "0sec"))
+                && route.contains("proto ra")
+        },
+    );
+    (a, b)
+}
+
+/// True when some line of a tcpdump capture comes from `src` to the server.
+fn seen_from(capture: &str, src: &str) -> bool {
+    capture
+        .lines()
+        .any(|l| l.contains(&format!("{src} > {SERVER6}")) || l.contains(&format!("{src}.")))
+}
+
+#[test]
+fn slaac_in_both_prefixes_and_each_source_leaves_through_its_own_isp() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("v61-");
+    let (a, b) = start(&lab, &config(""));
+    println!(
+        "LAN host:\n{}",
+        lab.ok("lan", &["ip", "-6", "addr", "show", "dev", "eth0"])
+    );
+    for (src, mine, other) in [(&a, "ispa", "ispb"), (&b, "ispb", "ispa")] {
+        let filter = format!("ip6 and host {SERVER6}");
+        let cap_mine = Capture::start(&lab, mine, "rtr0", &filter);
+        let cap_other = Capture::start(&lab, other, "rtr0", &filter);
+        let ping = lab.exec(
+            "lan",
+            &["ping", "-6", "-c", "3", "-W", "2", "-I", src, SERVER6],
+        );
+        assert!(
+            ping.status.success(),
+            "ping -6 from {src}:\n{}",
+            text(&ping)
+        );
+        let iperf = lab.ok(
+            "lan",
+            &["iperf3", "-6", "-c", SERVER6, "-B", src, "-t", "1", "-J"],
+        );
+        let v: serde_json::Value = serde_json::from_str(&iperf).expect("iperf3 -J");
+        let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        assert!(bytes > 0, "iperf3 -6 from {src} moved nothing: {iperf}");
+        println!(
+            "iperf3 -6 from {src}: {:.2} Gbit/s",
+            v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0)
+                / 1e9
+        );
+        let (mine_seen, other_seen) = (cap_mine.stop(), cap_other.stop());
+        println!(
+            "capture on {mine}/rtr0 (first lines):\n{}",
+            mine_seen.lines().take(4).collect::<Vec<_>>().join("\n")
+        );
+        assert!(
+            seen_from(&mine_seen, src),
+            "{src} did not leave through {mine}:\n{mine_seen}"
+        );
+        assert!(
+            !other_seen.contains(src.as_str()),
+            "{src} leaked to {other}:\n{other_seen}"
+        );
+    }
+    // The router answers pings to its own addresses: its link-local on the LAN, and its
+    // address on ISP A's link from the central site.
+    let route = lab.ok("lan", &["ip", "-6", "route", "show", "default"]);
+    let router_ll = route.split_whitespace().nth(2).expect("default via ROUTER");
+    let ll = format!("{router_ll}%eth0");
+    assert!(
+        lab.exec("lan", &["ping", "-6", "-c", "1", "-W", "2", &ll])
+            .status
+            .success(),
+        "the router's link-local address does not answer"
+    );
+    assert_eq!(lab.ctl_json(&["show", "ipv6"])["router_lifetime_s"], 1800);
+    assert!(
+        lab.exec(
+            "net",
+            &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:ffa::1"]
+        )
+        .status
+        .success(),
+        "the router's address on ISP A's link does not answer"
+    );
+    let neighbours = lab.ctl(&["show", "ipv6"]);
+    assert!(
+        neighbours.contains(&a) && neighbours.contains("2001:db8:ffa::2"),
+        "show ipv6 lacks the resolved neighbours:\n{neighbours}"
+    );
+}
+
+#[test]
+fn a_fault_on_a_deprecates_its_prefix_and_new_connections_use_b() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("v62-");
+    let (a, b) = start(&lab, &config(""));
+    let before = lab.ok("lan", &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    println!("before the fault:\n{before}");
+    assert_ne!(
+        preferred_lft(&lab, "2001:db8:a:1:").as_deref(),
+        Some("0sec")
+    );
+    let o = lab.sh(&["fault", "a", "nexthop"]);
+    assert!(o.status.success(), "{}", text(&o));
+    lab.wait_for(
+        "A's prefix deprecated on the LAN host (preferred_lft 0)",
+        Duration::from_secs(30),
+        || preferred_lft(&lab, "2001:db8:a:1:").as_deref() == Some("0sec"),
+    );
+    let after = lab.ok("lan", &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    println!("after the fault on A:\n{after}");
+    assert!(after.contains("deprecated"), "{after}");
+    assert_ne!(
+        preferred_lft(&lab, "2001:db8:b:1:").as_deref(),
+        Some("0sec"),
+        "B's prefix stays preferred"
+    );
+    // A new connection, its source chosen by the host (RFC 6724 avoids deprecated addresses),
+    // leaves through B.
+    let cap_b = Capture::start(&lab, "ispb", "rtr0", &format!("ip6 and host {SERVER6}"));
+    let iperf = lab.ok("lan", &["iperf3", "-6", "-c", SERVER6, "-t", "1", "-J"]);
+    let v: serde_json::Value = serde_json::from_str(&iperf).expect("iperf3 -J");
+    assert_eq!(
+        v["start"]["connected"][0]["local_host"].as_str(),
+        Some(b.as_str()),
+        "the new connection's source: {iperf}"
+    );
+    assert!(seen_from(&cap_b.stop(), &b), "not through ISP B");
+    // A flow still sourced from A's prefix is told at once: destination unreachable, code 5.
+    let drops = lab.drops("source_policy_failed");
+    let ping = lab.exec(
+        "lan",
+        &["ping", "-6", "-c", "1", "-W", "2", "-I", &a, SERVER6],
+    );
+    assert!(!ping.status.success(), "{}", text(&ping));
+    assert!(
+        lab.drops("source_policy_failed") > drops,
+        "no code 5 counted: {}",
+        text(&ping)
+    );
+    println!("ping from A's address during the fault:\n{}", text(&ping));
+    // Healed: A's prefix is preferred again.
+    let o = lab.sh(&["heal", "a"]);
+    assert!(o.status.success(), "{}", text(&o));
+    lab.wait_for(
+        "A's prefix preferred again",
+        Duration::from_secs(30),
+        || preferred_lft(&lab, "2001:db8:a:1:").is_some_and(|l| l != "0sec"),
+    );
+    let ping = lab.exec(
+        "lan",
+        &["ping", "-6", "-c", "1", "-W", "2", "-I", &a, SERVER6],
+    );
+    assert!(ping.status.success(), "{}", text(&ping));
+}
+
+#[test]
+fn a_reduced_uplink_mtu_yields_packet_too_big() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("v63-");
+    // Both uplinks at 1400, so whichever source the host picks meets the smaller MTU.
+    let cfg = config("mtu = 1400\n").replace(
+        "address6 = \"2001:db8:ffb::1/64\"\n",
+        "address6 = \"2001:db8:ffb::1/64\"\nmtu = 1400\n",
+    );
+    start(&lab, &cfg);
+    let drops = lab.drops("packet_too_big");
+    let out = lab.ok("lan", &["tracepath", "-6", "-n", SERVER6]);
+    println!("tracepath -6:\n{out}");
+    assert!(out.contains("pmtu 1400"), "no packet too big seen:\n{out}");
+    assert!(lab.drops("packet_too_big") > drops);
+    // The host keeps the path MTU and the next large ping gets through in pieces of 1400.
+    let ping = lab.exec("lan", &["ping", "-6", "-c", "2", "-s", "1400", SERVER6]);
+    assert!(ping.status.success(), "{}", text(&ping));
+}
