@@ -324,6 +324,26 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_follows_carrier_and_every_track_watching_the_uplink() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lab.toml"))
+                .unwrap();
+        let cfg = Config::parse(&text, "lab.toml").unwrap();
+        let names: Vec<&str> = cfg.tracks.iter().map(|t| t.name.as_str()).collect();
+        let tracks = |down: &str| names.iter().map(|n| *n != down).collect::<Vec<_>>();
+        assert_eq!(ipv6_up(&cfg, &[true, true], &tracks("")), [true, true]);
+        assert_eq!(
+            ipv6_up(&cfg, &[true, true], &tracks("a-e2e")),
+            [false, true]
+        );
+        assert_eq!(
+            ipv6_up(&cfg, &[true, true], &tracks("b-nexthop")),
+            [true, false]
+        );
+        assert_eq!(ipv6_up(&cfg, &[false, true], &tracks("")), [false, true]);
+    }
+
+    #[test]
     fn punt_queues_are_bounded_in_bytes_and_frames() {
         let (tx, rx) = punt_queue(3, 100_000);
         assert!(tx.send(punt(65_536)));

@@ -199,6 +199,9 @@ fn a_fault_on_a_deprecates_its_prefix_and_new_connections_use_b() {
     let after = lab.ok("lan", &["ip", "-6", "addr", "show", "dev", "eth0"]);
     println!("after the fault on A:\n{after}");
     assert!(after.contains("deprecated"), "{after}");
+    let shown = lab.ctl_json(&["show", "ipv6"]);
+    assert_eq!(shown["prefixes"][0]["state"], "deprecated", "{shown}");
+    assert_eq!(shown["prefixes"][1]["state"], "preferred", "{shown}");
     assert_ne!(
         preferred_lft(&lab, "2001:db8:b:1:").as_deref(),
         Some("0sec"),

@@ -56,6 +56,18 @@ pub struct MetricsInput {
     /// DNS forwarder (SPEC 30) events by name.
     pub dns_events: Vec<(&'static str, u64)>,
     pub forwards: Vec<ForwardMetrics>,
+    /// IPv6 (SPEC 32, 33): each LAN prefix as the RAs carry it, and the neighbours resolved.
+    pub ipv6_prefixes: Vec<Ipv6PrefixMetrics>,
+    pub ipv6_neighbours: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Ipv6PrefixMetrics {
+    pub uplink: String,
+    /// The LAN /64.
+    pub prefix: String,
+    /// The preferred lifetime advertised: 0 while the uplink is down (deprecated).
+    pub preferred_lifetime: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -140,6 +152,8 @@ pub struct Sources<'a> {
     pub dhcp: Option<&'a Server>,
     /// The DNS forwarder and its TCP relay.
     pub dns: Option<(&'a Forwarder, &'a TcpCounters)>,
+    pub ipv6_prefixes: Vec<Ipv6PrefixMetrics>,
+    pub ipv6_neighbours: usize,
 }
 
 /// Gathers a scrape from the control thread's state; keeps that glue out of the control thread.
@@ -263,6 +277,8 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
                 stats,
             })
             .collect(),
+        ipv6_prefixes: s.ipv6_prefixes,
+        ipv6_neighbours: s.ipv6_neighbours,
     }
 }
 
@@ -421,6 +437,8 @@ target = "172.18.0.6"
             tracks: &tracks,
             last_load: (false, SystemTime::UNIX_EPOCH + Duration::from_secs(1000)),
             vrrp: Vec::new(),
+            ipv6_prefixes: Vec::new(),
+            ipv6_neighbours: 0,
         });
         let names: Vec<_> = m.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["lan", "isp-a", "isp-b"]);

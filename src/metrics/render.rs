@@ -388,6 +388,21 @@ pub fn render(m: &MetricsInput) -> String {
     for f in &m.forwards {
         fam.sample(&[("forward", &f.name)], f.stats.active);
     }
+    let mut fam = e.gauge(
+        "mhrouter_ipv6_prefix_preferred_lifetime_seconds",
+        "Preferred lifetime the LAN's Router Advertisements give each uplink's prefix; 0 while the uplink is down (deprecated).",
+    );
+    for p in &m.ipv6_prefixes {
+        fam.sample(
+            &[("uplink", &p.uplink), ("prefix", &p.prefix)],
+            u64::from(p.preferred_lifetime),
+        );
+    }
+    e.gauge(
+        "mhrouter_ipv6_neighbours",
+        "IPv6 neighbours resolved by neighbour discovery.",
+    )
+    .sample(&[], m.ipv6_neighbours as u64);
     e.out
 }
 
@@ -724,6 +739,12 @@ mod tests {
                     active: 1,
                 },
             }],
+            ipv6_prefixes: vec![super::super::Ipv6PrefixMetrics {
+                uplink: "isp-a".into(),
+                prefix: "2001:db8:a:1::/64".into(),
+                preferred_lifetime: 0,
+            }],
+            ipv6_neighbours: 2,
         }
     }
 
@@ -831,7 +852,7 @@ mod tests {
         for m in [filled(), MetricsInput::default()] {
             let text = render(&m);
             let families = strict_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(families.len(), 51, "{families:?}");
+            assert_eq!(families.len(), 53, "{families:?}");
             for (name, kind) in &families {
                 assert!(name.starts_with("mhrouter_"), "{name}");
                 assert_eq!(
@@ -947,6 +968,14 @@ mod tests {
             [V::Counter(2.0)]
         );
         assert_eq!(get("mhrouter_forward_sessions", &web), [V::Gauge(1.0)]);
+        assert_eq!(
+            get(
+                "mhrouter_ipv6_prefix_preferred_lifetime_seconds",
+                &[("uplink", "isp-a"), ("prefix", "2001:db8:a:1::/64")]
+            ),
+            [V::Gauge(0.0)]
+        );
+        assert_eq!(get("mhrouter_ipv6_neighbours", &[]), [V::Gauge(2.0)]);
         let a = [
             ("probe", "a-e2e"),
             ("uplink", "isp-a"),

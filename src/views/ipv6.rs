@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use super::{State, iface_name, to_json};
 use crate::Iface;
+use crate::config::Config;
+use crate::metrics::Ipv6PrefixMetrics;
 use crate::wire::ethernet::MacAddr;
 use crate::wire::ndisc::PrefixInfo;
 
@@ -70,16 +72,26 @@ impl fmt::Display for NeighbourRow {
     }
 }
 
-pub(super) fn show(st: &State, json: bool) -> String {
-    let (Some(info), Some(v6)) = (&st.ipv6, &st.cfg.ipv6) else {
-        return if json {
-            to_json(&serde_json::json!({ "ipv6": null }))
-        } else {
-            "IPv6 is off ([lan] ipv6)\n".into()
-        };
+impl Ipv6Info {
+    /// Each LAN prefix with its uplink and advertised preferred lifetime, for the metrics.
+    pub fn prefix_metrics(&self, cfg: &Config) -> Vec<Ipv6PrefixMetrics> {
+        prefix_rows(self, cfg)
+            .into_iter()
+            .map(|r| Ipv6PrefixMetrics {
+                uplink: r.uplink,
+                prefix: r.lan_prefix,
+                preferred_lifetime: r.preferred_lifetime_s,
+            })
+            .collect()
+    }
+}
+
+/// One row per uplink with IPv6, its lifetimes as the RAs carry them.
+fn prefix_rows(info: &Ipv6Info, cfg: &Config) -> Vec<PrefixRow> {
+    let Some(v6) = &cfg.ipv6 else {
+        return Vec::new();
     };
-    let prefixes = v6
-        .uplinks
+    v6.uplinks
         .iter()
         .enumerate()
         .filter_map(|(u, c)| {
@@ -89,7 +101,7 @@ pub(super) fn show(st: &State, json: bool) -> String {
                 .iter()
                 .find(|p| p.prefix == c.lan_prefix.network().addr())?;
             Some(PrefixRow {
-                uplink: st.cfg.uplinks.get(u)?.name.clone(),
+                uplink: cfg.uplinks.get(u)?.name.clone(),
                 prefix: c.prefix.to_string(),
                 lan_prefix: c.lan_prefix.to_string(),
                 state: if pi.preferred_lifetime == 0 {
@@ -101,7 +113,18 @@ pub(super) fn show(st: &State, json: bool) -> String {
                 valid_lifetime_s: pi.valid_lifetime,
             })
         })
-        .collect::<Vec<_>>();
+        .collect()
+}
+
+pub(super) fn show(st: &State, json: bool) -> String {
+    let Some(info) = &st.ipv6 else {
+        return if json {
+            to_json(&serde_json::json!({ "ipv6": null }))
+        } else {
+            "IPv6 is off ([lan] ipv6)\n".into()
+        };
+    };
+    let prefixes = prefix_rows(info, st.cfg);
     let mut neighbours: Vec<NeighbourRow> = info
         .neighbours
         .iter()

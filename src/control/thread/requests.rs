@@ -72,6 +72,11 @@ impl Control {
                     .dns
                     .as_ref()
                     .map(|d| (d.forwarder(), d.relay().counters())),
+                ipv6_prefixes: self
+                    .ipv6_info()
+                    .map(|i| i.prefix_metrics(&self.cfg))
+                    .unwrap_or_default(),
+                ipv6_neighbours: self.ipv6_info().map_or(0, |i| i.neighbours.len()),
             }))),
         }
     }
@@ -93,16 +98,18 @@ impl Control {
                 .iter()
                 .map(|d| d.as_ref().map(UplinkDhcp::client))
                 .collect(),
-            ipv6: self.ipv6.as_ref().map(|v6| {
-                let (ra, prefixes) = v6.advert();
-                views::Ipv6Info {
-                    router_lifetime: ra.router_lifetime,
-                    prefixes,
-                    neighbours: self.shared.neighbours.load().v6().collect(),
-                }
-            }),
+            ipv6: self.ipv6_info(),
             now,
         }
+    }
+
+    fn ipv6_info(&self) -> Option<views::Ipv6Info> {
+        let (ra, prefixes) = self.ipv6.as_ref()?.advert();
+        Some(views::Ipv6Info {
+            router_lifetime: ra.router_lifetime,
+            prefixes,
+            neighbours: self.shared.neighbours.load().v6().collect(),
+        })
     }
 
     pub(super) fn totals(&self) -> Totals {
