@@ -385,9 +385,10 @@ struct Case6 {
 
 fn case6() -> impl Strategy<Value = Case6> {
     (
-        0u8..3,
+        // Mostly from the LAN to the central site: where the egress by source is decided.
+        prop_oneof![2 => Just(0u8), 1 => 1u8..3],
         0u8..6,
-        0u8..6,
+        prop_oneof![1 => Just(3u8), 1 => 0u8..6],
         0u8..4,
         prop_oneof![Just(0u8), Just(1), Just(2), Just(64), Just(255)],
         prop_oneof![3 => 0usize..200, 1 => 1300usize..1480],
