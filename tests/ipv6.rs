@@ -267,3 +267,47 @@ fn a_reduced_uplink_mtu_yields_packet_too_big() {
     let ping = lab.exec("lan", &["ping", "-6", "-c", "2", "-s", "1400", SERVER6]);
     assert!(ping.status.success(), "{}", text(&ping));
 }
+
+/// The lab's ISPs filter sources (BCP 38), which is what makes the egress by source necessary:
+/// PE_B forwards a packet from B's prefix toward the central site and drops one from A's.
+#[test]
+fn the_lab_isps_drop_sources_outside_their_prefix() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("v64-");
+    let pe_b = mac_of(&lab, "ispb", "rtr0");
+    let wan_b = mac_of(&lab, "rtr", "wan-b");
+    let frame = |src: [u8; 16]| {
+        let server: std::net::Ipv6Addr = SERVER6.parse().unwrap();
+        let mut f = pe_b.to_vec();
+        f.extend_from_slice(&wan_b);
+        f.extend_from_slice(&[0x86, 0xdd]);
+        etherparse::PacketBuilder::ipv6(src, server.octets(), 64)
+            .udp(40000, 9)
+            .write(&mut f, b"bcp38")
+            .unwrap();
+        f
+    };
+    let from = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let at_server = Capture::start(&lab, "net", "isp-b", "ip6 and udp port 9");
+    send_raw(
+        &format!("{}rtr", lab.prefix),
+        "wan-b",
+        vec![
+            frame(from("2001:db8:b:1::10")),
+            frame(from("2001:db8:a:1::10")),
+        ],
+    );
+    // The PE resolves the server's side first; give the forwarded frame time to arrive.
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = at_server.stop();
+    assert!(
+        seen.contains("2001:db8:b:1::10."),
+        "B's source not forwarded:\n{seen}"
+    );
+    assert!(
+        !seen.contains("2001:db8:a:1::10."),
+        "A's source leaked through B:\n{seen}"
+    );
+}
