@@ -2,7 +2,8 @@
 //! control plane within the ARP class's rate, and pings to the router within the ping rate;
 //! from the LAN a packet leaves through the uplink whose prefix holds its source
 //! (`route::source6`), or gets "source address failed ingress/egress policy" (type 1 code 5)
-//! when that uplink is down; from an uplink only the LAN prefixes are reachable. Then the
+//! when that uplink is down; from an uplink only the LAN prefixes are reachable, and the rest
+//! of a provider prefix is destination unreachable (no route) either way. Then the
 //! common steps: hop limit (time exceeded), egress MTU (packet too big: routers never
 //! fragment IPv6), next hop's MAC from the published neighbours. GSO frames and partial
 //! checksums pass as they are: nothing the checksums cover changes.
@@ -123,6 +124,17 @@ impl FastPath {
         }
         if is_martian(ip.src) || is_martian(ip.dst) {
             return Err(DropReason::Martian);
+        }
+        if !v6.is_lan(ip.dst) && v6.uplinks.iter().any(|p| p.prefix.contains(ip.dst)) {
+            // Inside a provider prefix but in none of the LAN's /64s: nowhere, here or at
+            // the ISP (which routes the whole prefix back to us).
+            let msg = ErrorMsg6 {
+                msg_type: types::DEST_UNREACH,
+                code: codes::NO_ROUTE,
+                rest: 0,
+                reason: DropReason::NoRoute,
+            };
+            return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
         }
         let (egress, next_hop) = match ingress {
             _ if v6.is_lan(ip.dst) => (Iface::Lan, ip.dst),

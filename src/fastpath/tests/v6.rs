@@ -305,11 +305,32 @@ fn from_an_uplink_only_the_lan_prefixes() {
             next_hop: host_unresolved().into()
         }
     );
-    let mut f = inbound(a6("2001:db8:b:2::1"));
+    let mut f = inbound(a6("2001:db8:c::1"));
     assert_eq!(
         run6(&w, &mut f, A).0,
         Verdict::Drop(DropReason::UplinkTransit)
     );
+    // The rest of a provider prefix is nowhere: destination unreachable, from either side.
+    for (ingress, mut f) in [
+        (A, inbound(a6("2001:db8:b:2::1"))),
+        (
+            Iface::Lan,
+            from_lan(host_a(), a6("2001:db8:a:2::1"), 64, 10),
+        ),
+    ] {
+        let (v, scratch) = run6(&w, &mut f, ingress);
+        let Verdict::Reply {
+            egress,
+            len,
+            reason,
+        } = v
+        else {
+            panic!("{v:?}");
+        };
+        assert_eq!((egress, reason), (ingress, DropReason::NoRoute));
+        let ip = Ipv6Packet::new_checked(&scratch[IP_OFFSET..len]).unwrap();
+        assert_eq!(&ip.payload()[..2], [icmpv6::types::DEST_UNREACH, 0]);
+    }
 }
 
 #[test]
@@ -387,8 +408,8 @@ fn case6() -> impl Strategy<Value = Case6> {
     (
         // Mostly from the LAN to the central site: where the egress by source is decided.
         prop_oneof![2 => Just(0u8), 1 => 1u8..3],
-        0u8..6,
-        prop_oneof![1 => Just(3u8), 1 => 0u8..6],
+        0u8..7,
+        prop_oneof![1 => Just(3u8), 1 => 0u8..7],
         0u8..4,
         prop_oneof![Just(0u8), Just(1), Just(2), Just(64), Just(255)],
         prop_oneof![3 => 0usize..200, 1 => 1300usize..1480],
@@ -416,6 +437,7 @@ fn pick(i: u8) -> Ipv6Addr {
         2 => host_unresolved(),
         3 => server(),
         4 => a6("fe80::99"),
+        5 => a6("2001:db8:b:2::1"),
         _ => ndisc::link_local(LAN_MAC),
     }
 }
@@ -475,7 +497,8 @@ fn run_case6(c: &Case6) -> Result<&'static str, TestCaseError> {
             return Ok(match icmp.msg_type() {
                 icmpv6::types::PACKET_TOO_BIG => "packet too big",
                 icmpv6::types::TIME_EXCEEDED => "time exceeded",
-                _ => "source policy failed",
+                icmpv6::types::DEST_UNREACH if icmp.code() == 5 => "source policy failed",
+                _ => "no route",
             });
         }
         Verdict::Punt(_) => {
@@ -540,6 +563,7 @@ fn every_v6_outcome_is_reached() {
         "packet too big",
         "time exceeded",
         "source policy failed",
+        "no route",
         "punt",
         "drop",
     ] {
