@@ -573,3 +573,29 @@ fn every_v6_outcome_is_reached() {
         );
     }
 }
+
+proptest! {
+    /// Any bytes behind an IPv6 Ethernet header, to the router's MAC or a multicast one, on
+    /// either side: a verdict, never a panic, and a drop leaves the frame as it was.
+    #[test]
+    fn never_panics_on_ipv6_garbage(
+        mut ip in proptest::collection::vec(any::<u8>(), 0..300),
+        ingress in 0u8..2,
+        multicast in any::<bool>(),
+        valid_header in any::<bool>(),
+    ) {
+        if valid_header && ip.len() >= 40 {
+            ip[0] = 0x60;
+            let len = (ip.len() - 40) as u16;
+            ip[4..6].copy_from_slice(&len.to_be_bytes());
+        }
+        let (iface, dst) = if ingress == 0 { (Iface::Lan, LAN_MAC) } else { (A, A_MAC) };
+        let dst = if multicast { MacAddr([0x33, 0x33, 0, 0, 0, 1]) } else { dst };
+        let mut f = eth6(dst, HOST_MAC, &ip);
+        let before = f.clone();
+        let (v, _) = run6(&world(1400), &mut f, iface);
+        if matches!(v, Verdict::Drop(_) | Verdict::Punt(_) | Verdict::Reply { .. }) {
+            prop_assert_eq!(f, before);
+        }
+    }
+}
