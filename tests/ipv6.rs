@@ -291,16 +291,24 @@ fn the_lab_isps_drop_sources_outside_their_prefix() {
     };
     let from = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
     let at_server = Capture::start(&lab, "net", "isp-b", "ip6 and udp port 9");
-    send_raw(
-        &format!("{}rtr", lab.prefix),
-        "wan-b",
-        vec![
-            frame(from("2001:db8:b:1::10")),
-            frame(from("2001:db8:a:1::10")),
-        ],
+    // Both, again until B's has crossed (the PE resolves the server's side first): by then A's
+    // has had every chance to cross too.
+    lab.wait_for(
+        "B's source forwarded by PE_B",
+        Duration::from_secs(10),
+        || {
+            send_raw(
+                &format!("{}rtr", lab.prefix),
+                "wan-b",
+                vec![
+                    frame(from("2001:db8:a:1::10")),
+                    frame(from("2001:db8:b:1::10")),
+                ],
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            at_server.so_far().contains("2001:db8:b:1::10.")
+        },
     );
-    // The PE resolves the server's side first; give the forwarded frame time to arrive.
-    std::thread::sleep(Duration::from_millis(500));
     let seen = at_server.stop();
     assert!(
         seen.contains("2001:db8:b:1::10."),
