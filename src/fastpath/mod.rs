@@ -25,6 +25,8 @@ mod reply;
 mod rewrite;
 #[cfg(test)]
 mod tests;
+#[cfg(any(test, fuzzing))]
+pub mod valid_frames;
 
 use std::net::Ipv4Addr;
 
