@@ -438,6 +438,45 @@ fn icmp_error_from_the_internet_is_translated_back() {
     );
 }
 
+/// An error from a LAN host about an echo reply it received (found by the fuzz target
+/// `icmp_error`): the quoted reply's identifier is the host's, which the session maps, so the
+/// error goes out translated instead of being dropped as unsolicited.
+#[test]
+fn icmp_error_from_the_lan_about_an_echo_reply_is_translated() {
+    let w = world(1500);
+    let mut out = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(Kind::Echo, (HOST, 777), (SERVER, 0), 64, &[0; 8], false),
+    );
+    run(&w, &mut out, Iface::Lan);
+    let outside_id = u16::from_be_bytes([out[IP_OFFSET + 24], out[IP_OFFSET + 25]]);
+    let reply = packet(Kind::Echo, (SERVER, 0), (HOST, 777), 60, &[0; 8], true);
+    let mut err = Vec::new();
+    etherparse::PacketBuilder::ipv4(HOST, SERVER, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, &reply[..28])
+        .unwrap();
+    let mut f = eth(LAN_MAC, HOST_MAC, &err);
+    assert_eq!(
+        run(&w, &mut f, Iface::Lan).0,
+        Verdict::Forward {
+            egress: Iface::Uplink(UplinkId(0))
+        }
+    );
+    let pkt = verify(&f);
+    assert_eq!(addrs(&pkt).0, Ipv4Addr::from(OUTSIDE));
+    let inner = &f[IP_OFFSET + 28..];
+    assert_eq!(&inner[16..20], &OUTSIDE, "quoted destination translated");
+    assert_eq!(
+        u16::from_be_bytes([inner[24], inner[25]]),
+        outside_id,
+        "quoted id translated"
+    );
+}
+
 /// SPEC 29: frames to the virtual MAC of a group this router is master of are forwarded like
 /// frames to its own MAC; other groups' are not; VRRP advertisements go to the control plane
 /// when VRRP is configured, from the LAN only.

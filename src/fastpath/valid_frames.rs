@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use super::{Env, FastPath, SCRATCH_LEN, Verdict};
 use crate::clock::Instant;
@@ -209,6 +210,12 @@ pub fn seeded() -> Seeded {
     let mut world = world(1400);
     // Uplink B translates HOST2 but not HOST, whose replies it routes as they are (SPEC 10).
     world.snap.uplinks[1].nat_sources = vec![p("192.168.0.16/28")];
+    let flows = seed(&world);
+    Seeded { world, flows }
+}
+
+/// Opens the sessions of `FLOWS` and records a fragmented datagram each way.
+fn seed(world: &World) -> Vec<(FlowKey, Translation)> {
     let flows: Vec<_> = FLOWS
         .iter()
         .map(
@@ -236,10 +243,23 @@ pub fn seeded() -> Seeded {
         ident,
     };
     world.frags.insert(frag(HOST, SERVER, FRAG_OUT), udp, now());
-    world
-        .frags
+    world.frags
         .insert(frag(SERVER, OUTSIDE, FRAG_IN), udp, now());
-    Seeded { world, flows }
+    flows
+}
+
+impl Seeded {
+    /// Back to what `seeded` returns: the fuzz targets reuse one world, as building it per case
+    /// would take most of their time.
+    pub fn reset(&mut self) {
+        let w = &self.world;
+        for u in 0..w.snap.uplinks.len() {
+            w.nat.flush_uplink(UplinkId(u as u8));
+        }
+        w.frags.expire(now() + Duration::from_secs(24 * 3600));
+        assert!(w.nat.is_empty() && w.frags.is_empty(), "a reset left state");
+        self.flows = seed(w);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -767,7 +787,7 @@ fn check_quoted(
 
 /// The ports NAT keys a packet by (for an echo, its identifier as the source port of a request
 /// and the destination port of a reply); none for errors, other protocols and later fragments.
-fn nat_ports(p: &Ipv4Packet<&[u8]>) -> Option<(u16, u16)> {
+pub fn nat_ports(p: &Ipv4Packet<&[u8]>) -> Option<(u16, u16)> {
     if p.frag_offset() != 0 {
         return None;
     }
