@@ -5,8 +5,8 @@
 use std::cell::RefCell;
 
 use crate::io::link::{LinkEvent, parse_link_events};
-use crate::{Iface, UplinkId};
 use crate::metrics::http::{head_end, parse_head};
+use crate::{Iface, UplinkId};
 
 /// The link events that one rtnetlink datagram yields.
 pub fn netlink_link_events(datagram: &[u8]) -> Vec<LinkEvent> {
@@ -146,7 +146,7 @@ impl<'a> Bytes<'a> {
             _ => Frag::Whole,
         };
         let ident = self.u16();
-        let payload = if self.u8() % 4 == 0 {
+        let payload = if self.u8().is_multiple_of(4) {
             // Large enough to need fragmenting (or "fragmentation needed") on uplink A.
             vec![self.u8(); 1300 + usize::from(self.u8() % 180)]
         } else {

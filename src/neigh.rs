@@ -357,7 +357,12 @@ mod tests {
         };
         let mut n = NeighTable::new(params);
         for host in 1..=4 {
-            n.resolve(Iface::Lan, Ipv4Addr::new(192, 168, 0, host), Some(vec![0; 4]), t(0));
+            n.resolve(
+                Iface::Lan,
+                Ipv4Addr::new(192, 168, 0, host),
+                Some(vec![0; 4]),
+                t(0),
+            );
         }
         n.resolve(A, IP, Some(vec![0; 6]), t(0));
         n.resolve(A, IP, Some(vec![0; 4]), t(1));

@@ -11,6 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mhrouter::Iface;
 use mhrouter::counters::DropReason;
 use mhrouter::fastpath::Verdict;
 use mhrouter::fuzz::{Bytes, valid_frames, with_seeded};
@@ -18,14 +19,17 @@ use mhrouter::wire::frame::IP_OFFSET;
 use mhrouter::wire::icmp::{self, ErrorRepr, IcmpPacket, MAX_ERROR_LEN, codes, types};
 use mhrouter::wire::ipv4::Ipv4Packet;
 use mhrouter::wire::vnet::gso;
-use mhrouter::Iface;
 use std::net::Ipv4Addr;
 use valid_frames::Frag;
 
 /// An ICMP error of `len` bytes that must verify and quote a prefix of `offending`: checked
 /// and returned as (type, code, rest of header, quoted length).
 fn verify_error(error: &[u8], src: Ipv4Addr, dst: Ipv4Addr, offending: &[u8]) -> (u8, u8, u32) {
-    assert!(error.len() <= MAX_ERROR_LEN, "error of {} bytes", error.len());
+    assert!(
+        error.len() <= MAX_ERROR_LEN,
+        "error of {} bytes",
+        error.len()
+    );
     let ip = Ipv4Packet::new_checked(error).expect("the error parses");
     assert!(ip.verify_checksum(), "IPv4 header checksum");
     assert_eq!(ip.total_len(), error.len());
@@ -47,7 +51,11 @@ fn built(b: &mut Bytes) {
     let repr = ErrorRepr {
         src: b.addr().into(),
         dst: b.addr().into(),
-        msg_type: b.pick(&[types::DEST_UNREACH, types::TIME_EXCEEDED, types::PARAM_PROBLEM]),
+        msg_type: b.pick(&[
+            types::DEST_UNREACH,
+            types::TIME_EXCEEDED,
+            types::PARAM_PROBLEM,
+        ]),
         code: b.u8(),
         rest_of_header: u32::from(b.u16()) << 16 | u32::from(b.u16()),
     };
@@ -96,15 +104,24 @@ fn router_error(b: &mut Bytes) {
         let (t, code, rest) = verify_error(&scratch[IP_OFFSET..len], router, old.src(), offending);
         match reason {
             DropReason::TtlExceeded => {
-                assert_eq!((t, code, rest), (types::TIME_EXCEEDED, codes::TTL_EXCEEDED, 0))
+                assert_eq!(
+                    (t, code, rest),
+                    (types::TIME_EXCEEDED, codes::TTL_EXCEEDED, 0)
+                )
             }
             DropReason::FragNeeded => {
                 assert_eq!((t, code), (types::DEST_UNREACH, codes::FRAG_NEEDED));
                 let mtu = rest as usize & 0xffff;
-                assert!([1400, 1500].contains(&mtu) && mtu < old.total_len(), "MTU {mtu}");
+                assert!(
+                    [1400, 1500].contains(&mtu) && mtu < old.total_len(),
+                    "MTU {mtu}"
+                );
             }
             DropReason::NoRoute => {
-                assert_eq!((t, code, rest), (types::DEST_UNREACH, codes::NET_UNREACH, 0))
+                assert_eq!(
+                    (t, code, rest),
+                    (types::DEST_UNREACH, codes::NET_UNREACH, 0)
+                )
             }
             // TCP resets are the fast path's other reply.
             DropReason::NatNoFlow => assert_eq!(old.protocol(), 6),

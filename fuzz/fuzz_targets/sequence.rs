@@ -89,7 +89,11 @@ fn check_bounds(s: &Seeded, arp: &ArpEngine, l: &Limits, now: Instant) {
     for (h, n) in per_host {
         assert!(n <= l.nat.max_sessions_per_host, "{h} holds {n} sessions");
     }
-    assert!(s.world.frags.len() <= l.frags, "{} fragments", s.world.frags.len());
+    assert!(
+        s.world.frags.len() <= l.frags,
+        "{} fragments",
+        s.world.frags.len()
+    );
     let u = arp.table().usage();
     assert!(u.lan <= l.neigh.max_lan, "{u:?}");
     assert!(u.uplinks <= l.neigh.max_uplinks, "{u:?}");
@@ -144,7 +148,16 @@ fuzz_target!(|data: &[u8]| {
         let mut f = vec![0u8; vnet::LEN + arp::MIN_FRAME_LEN];
         let mac = MacAddr([2, 0, 0, 0, 1, 0xa + u as u8]);
         let me = s.world.snap.uplinks[u].address.addr();
-        arp::build_frame(&mut f[vnet::LEN..], MacAddr::BROADCAST, arp::op::REQUEST, mac, nh, MacAddr::ZERO, me).unwrap();
+        arp::build_frame(
+            &mut f[vnet::LEN..],
+            MacAddr::BROADCAST,
+            arp::op::REQUEST,
+            mac,
+            nh,
+            MacAddr::ZERO,
+            me,
+        )
+        .unwrap();
         arp.handle_frame(Iface::Uplink(UplinkId(u as u8)), &f, now);
     }
     let mut fp = FastPath::new(&LimitsConfig::default());
@@ -174,7 +187,16 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     (arp::op::REPLY, valid_frames::LAN_MAC)
                 };
-                arp::build_frame(&mut f[vnet::LEN..], dst, op, host_mac(i), host(i).into(), valid_frames::LAN_MAC, valid_frames::LAN_ROUTER.into()).unwrap();
+                arp::build_frame(
+                    &mut f[vnet::LEN..],
+                    dst,
+                    op,
+                    host_mac(i),
+                    host(i).into(),
+                    valid_frames::LAN_MAC,
+                    valid_frames::LAN_ROUTER.into(),
+                )
+                .unwrap();
                 arp.handle_frame(Iface::Lan, &f, now);
                 None
             }
@@ -211,7 +233,13 @@ fuzz_target!(|data: &[u8]| {
                 panic!("{verdict:?} on {ingress:?}: {e}");
             }
             match verdict {
-                Verdict::Forward { egress: Iface::Uplink(u) } | Verdict::NeedsNeighbour { egress: Iface::Uplink(u), .. } => {
+                Verdict::Forward {
+                    egress: Iface::Uplink(u),
+                }
+                | Verdict::NeedsNeighbour {
+                    egress: Iface::Uplink(u),
+                    ..
+                } => {
                     if let Some(x) = outbound(u, &after) {
                         sent.push(x);
                         if sent.len() > 16 {
@@ -244,7 +272,13 @@ fn lan_frame(b: &mut Bytes, s: &Seeded) -> (Iface, Vec<u8>) {
     };
     let transport = match b.u8() % 6 {
         0 | 1 => Transport::Tcp {
-            flags: b.pick(&[flags::SYN, flags::ACK, flags::FIN | flags::ACK, flags::RST, flags::SYN | flags::ACK]),
+            flags: b.pick(&[
+                flags::SYN,
+                flags::ACK,
+                flags::FIN | flags::ACK,
+                flags::RST,
+                flags::SYN | flags::ACK,
+            ]),
             mss: b.bool(),
         },
         2 | 3 => Transport::Udp,
@@ -268,7 +302,12 @@ fn uplink_frame(b: &mut Bytes, s: &Seeded, sent: &[Sent]) -> (Iface, Vec<u8>) {
         let transport = match x.transport {
             Transport::EchoRequest => Transport::EchoReply,
             Transport::Tcp { .. } => Transport::Tcp {
-                flags: b.pick(&[flags::ACK, flags::SYN | flags::ACK, flags::FIN | flags::ACK, flags::RST]),
+                flags: b.pick(&[
+                    flags::ACK,
+                    flags::SYN | flags::ACK,
+                    flags::FIN | flags::ACK,
+                    flags::RST,
+                ]),
                 mss: false,
             },
             t => t,
@@ -293,7 +332,13 @@ fn uplink_frame(b: &mut Bytes, s: &Seeded, sent: &[Sent]) -> (Iface, Vec<u8>) {
 }
 
 /// The frame of `transport` between `ends` on `side` through the generator of valid frames.
-fn frame(b: &mut Bytes, s: &Seeded, side: u8, transport: Transport, ends: Ends) -> (Iface, Vec<u8>) {
+fn frame(
+    b: &mut Bytes,
+    s: &Seeded,
+    side: u8,
+    transport: Transport,
+    ends: Ends,
+) -> (Iface, Vec<u8>) {
     let frag = match b.u8() % 8 {
         0 => Frag::First,
         1 => Frag::Later {
@@ -326,7 +371,10 @@ fn outbound(uplink: UplinkId, frame: &[u8]) -> Option<Sent> {
     let p = Ipv4Packet::new_checked(&frame[IP_OFFSET..]).ok()?;
     let (sport, dport) = valid_frames::nat_ports(&p)?;
     let transport = match p.protocol() {
-        6 => Transport::Tcp { flags: 0, mss: false },
+        6 => Transport::Tcp {
+            flags: 0,
+            mss: false,
+        },
         17 => Transport::Udp,
         1 => Transport::EchoRequest,
         _ => return None,
@@ -339,5 +387,9 @@ fn outbound(uplink: UplinkId, frame: &[u8]) -> Option<Sent> {
         dst: p.dst().octets(),
         dport: if p.protocol() == 1 { sport } else { dport },
     };
-    Some(Sent { uplink, transport, ends })
+    Some(Sent {
+        uplink,
+        transport,
+        ends,
+    })
 }

@@ -18,6 +18,7 @@ use crate::nat::{FlowKey, FragKey, FragTable, InboundKey, NatParams, NatTable, T
 use crate::prefix::Ipv4Prefix;
 use crate::route::{Health, Interfaces, RouteTable, StaticRoute, UplinkIf};
 use crate::snapshot::{LanState, Neighbours, ProbeFlow, Snapshot, UplinkState};
+use crate::wire::checksum;
 use crate::wire::ethernet::{self, EthernetFrame, MacAddr};
 use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
 use crate::wire::icmp::{self, IcmpPacket};
@@ -25,7 +26,6 @@ use crate::wire::ipv4::{Ipv4Packet, proto};
 use crate::wire::tcp::{self, TcpPacket};
 use crate::wire::udp::UdpPacket;
 use crate::wire::vnet::{self, VnetHdr};
-use crate::wire::checksum;
 use crate::{Iface, UplinkId};
 
 /// Returns an error naming the check unless `cond` holds (`check` runs outside proptest too).
@@ -243,7 +243,8 @@ fn seed(world: &World) -> Vec<(FlowKey, Translation)> {
         ident,
     };
     world.frags.insert(frag(HOST, SERVER, FRAG_OUT), udp, now());
-    world.frags
+    world
+        .frags
         .insert(frag(SERVER, OUTSIDE, FRAG_IN), udp, now());
     flows
 }
@@ -584,7 +585,10 @@ fn l4_checksum_ok(ip: &[u8], partial: Option<usize>) -> Result<(), String> {
     let (src, dst, protocol) = (p.src(), p.dst(), p.protocol());
     let mut seg = p.payload().to_vec();
     if let Some(at) = partial {
-        ensure!(at + 2 <= seg.len(), "partial checksum field past the segment");
+        ensure!(
+            at + 2 <= seg.len(),
+            "partial checksum field past the segment"
+        );
         let c = checksum::checksum(&seg);
         seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
     }
@@ -647,7 +651,10 @@ pub fn check(
             ensure!(reply.verify_checksum(), "reply IP checksum");
             ensure_eq!(reply.dst(), old.src(), "reply goes back to the sender");
             ensure_eq!(reply.total_len(), len - IP_OFFSET, "reply length");
-            ensure!(reply.total_len() <= icmp::MAX_ERROR_LEN, "reply over 576 bytes");
+            ensure!(
+                reply.total_len() <= icmp::MAX_ERROR_LEN,
+                "reply over 576 bytes"
+            );
             l4_checksum_ok(&scratch[IP_OFFSET..len], None)?;
             let e = EthernetFrame::new_unchecked(&scratch[ETH_OFFSET..]);
             ensure_eq!(
@@ -732,7 +739,10 @@ pub fn check(
         "GSO fields"
     );
     if !old.is_fragment() {
-        let valid = l4_checksum_ok(&before[IP_OFFSET..], partial_field(before, old.header_len()));
+        let valid = l4_checksum_ok(
+            &before[IP_OFFSET..],
+            partial_field(before, old.header_len()),
+        );
         if valid.is_ok() {
             l4_checksum_ok(&after[IP_OFFSET..], partial_field(after, new.header_len()))?;
         }
@@ -831,7 +841,11 @@ fn check_session(
         let t = nat
             .peek_outbound(&key)
             .ok_or_else(|| format!("translated without a session: {key:?}"))?;
-        ensure_eq!((t.outside, t.outside_port), outside, "the session's outside");
+        ensure_eq!(
+            (t.outside, t.outside_port),
+            outside,
+            "the session's outside"
+        );
         let back = InboundKey {
             uplink: t.uplink,
             proto,
@@ -850,13 +864,23 @@ fn counted(ingress: Iface, reason: DropReason) -> Result<(), String> {
     let c = Counters::new(3);
     c.rx_dropped(ingress.index(), reason);
     let t = Totals::sum([&c]);
-    ensure_eq!(t.drop_count(reason.name()), 1, "drop counter {}", reason.name());
+    ensure_eq!(
+        t.drop_count(reason.name()),
+        1,
+        "drop counter {}",
+        reason.name()
+    );
     ensure_eq!(t.ifaces[ingress.index()].rx_dropped, 1, "rx_dropped");
     Ok(())
 }
 
 /// Names of what `verdict` and the rewrite did, for `every_outcome_is_reached`.
-pub fn outcomes(ingress: Iface, before: &[u8], after: &[u8], verdict: Verdict) -> Vec<&'static str> {
+pub fn outcomes(
+    ingress: Iface,
+    before: &[u8],
+    after: &[u8],
+    verdict: Verdict,
+) -> Vec<&'static str> {
     let mut out = vec![match verdict {
         Verdict::Forward { egress: Iface::Lan }
             if ingress != Iface::Lan && same_ends(before, after) =>
@@ -919,4 +943,3 @@ fn same_ends(before: &[u8], after: &[u8]) -> bool {
     let new = Ipv4Packet::new_checked(&after[IP_OFFSET..]).unwrap();
     (old.src(), old.dst()) == (new.src(), new.dst())
 }
-
