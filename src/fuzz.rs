@@ -1,12 +1,20 @@
 //! Entry points for the coverage-guided fuzz targets in `fuzz/`, compiled only with
 //! `--cfg fuzzing` (cargo-fuzz sets it): thin wrappers over parsers that stay private to their
-//! modules in a normal build.
+//! modules in a normal build, and for the fast-path targets the shared valid-frame generator
+//! (`valid_frames`), a decoder of its cases from the fuzzer's bytes (`Bytes`) and the driver
+//! of one frame (`fastpath_frame`).
 
 use std::cell::RefCell;
 
 use crate::io::link::{LinkEvent, parse_link_events};
 use crate::metrics::http::{head_end, parse_head};
 use crate::{Iface, UplinkId};
+
+pub use crate::fastpath::valid_frames;
+use valid_frames::{
+    Case, Ends, FLOWS, Frag, HOST, HOST2, LAN_ROUTER, OUTSIDE, OUTSIDE_B, PE_A_IP, PROBE_ID,
+    SERVER, Transport,
+};
 
 /// The link events that one rtnetlink datagram yields.
 pub fn netlink_link_events(datagram: &[u8]) -> Vec<LinkEvent> {
@@ -21,12 +29,6 @@ pub fn metrics_request(bytes: &[u8]) -> Option<bool> {
     let end = head_end(bytes)?;
     Some(parse_head(&bytes[..end]).is_ok())
 }
-
-pub use crate::fastpath::valid_frames;
-use valid_frames::{
-    Case, Ends, FLOWS, Frag, HOST, HOST2, LAN_ROUTER, OUTSIDE, OUTSIDE_B, PE_A_IP, PROBE_ID,
-    SERVER, Transport,
-};
 
 /// Reads fields off the fuzzer's bytes, front to back; zeros once they run out, so every input
 /// decodes to something and a longer input refines a shorter one.
