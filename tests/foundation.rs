@@ -179,7 +179,7 @@ fn carrier_change_lost_in_a_netlink_overrun_is_still_seen() {
     if !require_root() {
         return;
     }
-    let lab = Lab::up("fd3-");
+    let lab = Lab::up("fd4-");
     lab.start_router(&static_config(""));
     let carrier = |lab: &Lab| lab.ctl_json(&["show", "uplinks"])["uplinks"][0]["carrier"].as_bool();
     assert_eq!(carrier(&lab), Some(true));
@@ -190,7 +190,7 @@ fn carrier_change_lost_in_a_netlink_overrun_is_still_seen() {
         ],
     );
     lab.ok("rtr", &["ip", "link", "set", "flap0", "up"]);
-    let batch = std::env::temp_dir().join(format!("mh-fd3-{}.batch", std::process::id()));
+    let batch = std::env::temp_dir().join(format!("mh-fd4-{}.batch", std::process::id()));
     let lines: String = (0..5000)
         .map(|i| {
             format!(
