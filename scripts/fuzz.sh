@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the coverage-guided fuzz targets in fuzz/ (cargo-fuzz, libFuzzer) for a given time each
-# and prints one line per target: executions, crashes, corpus size. Exits non-zero if any target
-# crashed; the crashing input is kept in fuzz/artifacts/TARGET/ (reproduce with
+# and prints one line per target: executions, crashes, corpus size, seconds. Exits non-zero if
+# any target crashed; the crashing input is kept in fuzz/artifacts/TARGET/ (reproduce with
 # `RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET fuzz/artifacts/TARGET/crash-...` in fuzz/).
 #
 # cargo-fuzz needs nightly compiler flags (-Z sanitizer); stable Rust accepts them with
@@ -45,17 +45,19 @@ fi
 cargo fuzz build -O
 
 failed=0
-printf '%-14s %12s %8s %8s\n' target execs crashes corpus
+printf '%-16s %12s %8s %8s %8s\n' target execs crashes corpus seconds
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     log=$(mktemp)
     status=0
+    start=$SECONDS
     cargo fuzz run -O "$t" "corpus/$t" -- \
         -max_total_time="$seconds" -runs="$runs" -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" >"$log" 2>&1 || status=$?
     execs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log")
     crashes=$(find "artifacts/$t" -type f | wc -l)
-    printf '%-14s %12s %8s %8s\n' "$t" "${execs:-?}" "$crashes" "$(find "corpus/$t" -type f | wc -l)"
+    printf '%-16s %12s %8s %8s %8s\n' "$t" "${execs:-?}" "$crashes" \
+        "$(find "corpus/$t" -type f | wc -l)" "$((SECONDS - start))"
     if [[ $status -ne 0 || $crashes -ne 0 ]]; then
         failed=1
         grep -E "panicked|ERROR|SUMMARY" "$log" | head -5 >&2 || true

@@ -98,6 +98,16 @@ pub struct NeighTable<A = Ipv4Addr> {
     uplinks: usize,
 }
 
+/// How full the cache is, counted entry by entry: what `NeighParams` bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub lan: usize,
+    pub uplinks: usize,
+    /// The most frames, and bytes, held for one unresolved neighbour.
+    pub most_frames_held: usize,
+    pub most_bytes_held: usize,
+}
+
 /// No room for a new neighbour on that side (`NeighParams::max_lan`, `max_uplinks`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;
@@ -283,6 +293,21 @@ impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
         }
     }
 
+    pub fn usage(&self) -> Usage {
+        let mut u = Usage::default();
+        for (&(iface, _), e) in &self.entries {
+            match iface {
+                Iface::Lan => u.lan += 1,
+                Iface::Uplink(_) => u.uplinks += 1,
+            }
+            u.most_frames_held = u.most_frames_held.max(e.queue.len());
+            u.most_bytes_held = u
+                .most_bytes_held
+                .max(e.queue.iter().map(Vec::len).sum::<usize>());
+        }
+        u
+    }
+
     /// Resolved mappings, for publishing to the workers.
     pub fn resolved(&self) -> HashMap<(Iface, A), MacAddr> {
         self.entries
@@ -319,6 +344,38 @@ mod tests {
 
     fn t(ms: u64) -> Instant {
         Instant::from_millis(ms)
+    }
+
+    #[test]
+    fn usage_counts_entries_by_side_and_what_they_hold() {
+        let params = NeighParams {
+            max_lan: 2,
+            max_uplinks: 1,
+            queue_len: 3,
+            queue_bytes: 10,
+            ..NeighParams::default()
+        };
+        let mut n = NeighTable::new(params);
+        for host in 1..=4 {
+            n.resolve(
+                Iface::Lan,
+                Ipv4Addr::new(192, 168, 0, host),
+                Some(vec![0; 4]),
+                t(0),
+            );
+        }
+        n.resolve(A, IP, Some(vec![0; 6]), t(0));
+        n.resolve(A, IP, Some(vec![0; 4]), t(1));
+        n.resolve(A, IP, Some(vec![0; 1]), t(2));
+        assert_eq!(
+            n.usage(),
+            Usage {
+                lan: 2,
+                uplinks: 1,
+                most_frames_held: 2,
+                most_bytes_held: 10
+            }
+        );
     }
 
     #[test]

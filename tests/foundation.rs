@@ -170,6 +170,60 @@ fn carrier_loss_is_seen_and_shutdown_leaves_nothing() {
     assert!(lab.log().contains("mhrouter stopped"), "{}", lab.log());
 }
 
+/// A carrier change whose netlink event is lost in a socket overrun is still seen: the router,
+/// told of the overrun, re-reads every uplink's carrier. The router is stopped while a dummy
+/// veth pair of its namespace flaps 5000 times (its events fill the socket) and uplink A then
+/// loses its link, so A's event is the one the kernel drops.
+#[test]
+fn carrier_change_lost_in_a_netlink_overrun_is_still_seen() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("fd4-");
+    lab.start_router(&static_config(""));
+    let carrier = |lab: &Lab| lab.ctl_json(&["show", "uplinks"])["uplinks"][0]["carrier"].as_bool();
+    assert_eq!(carrier(&lab), Some(true));
+    lab.ok(
+        "rtr",
+        &[
+            "ip", "link", "add", "flap0", "type", "veth", "peer", "name", "flap1",
+        ],
+    );
+    lab.ok("rtr", &["ip", "link", "set", "flap0", "up"]);
+    let batch = std::env::temp_dir().join(format!("mh-fd4-{}.batch", std::process::id()));
+    let lines: String = (0..5000)
+        .map(|i| {
+            format!(
+                "link set flap1 {}\n",
+                if i % 2 == 0 { "up" } else { "down" }
+            )
+        })
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    let pid = lab.router_pid().expect("router pid");
+    // SAFETY: signals the router we started, by its recorded pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    lab.ok("rtr", &["ip", "-batch", batch.to_str().unwrap()]);
+    let o = lab.sh(&["fault", "a", "link"]);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let _ = std::fs::remove_file(&batch);
+    assert!(o.status.success(), "{}", text(&o));
+    lab.wait_for("carrier down on isp-a", Duration::from_secs(5), || {
+        carrier(&lab) == Some(false)
+    });
+    assert!(
+        lab.log().contains("link events lost (socket overrun)"),
+        "the flaps did not overrun the socket, so this test shows nothing:\n{}",
+        lab.log()
+    );
+    assert!(
+        lab.log().contains("uplink isp-a: carrier down"),
+        "{}",
+        lab.log()
+    );
+}
+
 #[test]
 fn check_config_reports_file_and_line() {
     let dir = std::env::temp_dir().join(format!("mh-cfg-{}", std::process::id()));

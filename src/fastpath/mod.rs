@@ -26,6 +26,8 @@ mod rewrite;
 #[cfg(test)]
 mod tests;
 mod v6;
+#[cfg(any(test, fuzzing))]
+pub mod valid_frames;
 
 use std::net::IpAddr;
 

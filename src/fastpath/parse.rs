@@ -234,7 +234,16 @@ pub(super) fn quoted(icmp_msg: &[u8]) -> Option<Quoted> {
             let u = UdpPacket::new_unchecked(l4);
             (u.src_port(), u.dst_port())
         }
-        proto::ICMP if l4.len() >= 6 => (IcmpPacket::new_unchecked(l4).ident(), 0),
+        // The echo identifier is the sender's "port" in a request, the receiver's in a reply
+        // (NAT keys both by the inside host's id).
+        proto::ICMP if l4.len() >= 6 => {
+            let m = IcmpPacket::new_unchecked(l4);
+            if m.msg_type() == icmp::types::ECHO_REPLY {
+                (0, m.ident())
+            } else {
+                (m.ident(), 0)
+            }
+        }
         _ => return None,
     };
     Some(Quoted {

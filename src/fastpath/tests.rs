@@ -10,142 +10,18 @@ mod valid_frames;
 use super::*;
 use crate::UplinkId;
 use crate::config::LimitsConfig;
+use crate::fastpath::valid_frames::{
+    A_MAC, HOST, HOST_MAC, LAN_MAC, OUTSIDE, PE_A, PE_A_IP, PROBE_ID, SERVER, World, eth, p, run,
+    world,
+};
 use crate::nat::NatParams;
-use crate::prefix::Ipv4Prefix;
 use crate::probe::PROBE_PORTS;
-use crate::route::{Health, Interfaces, RouteTable, StaticRoute, UplinkIf};
-use crate::snapshot::{LanState, ProbeFlow, UplinkState};
+use crate::route::{Health, Interfaces, RouteTable, StaticRoute};
 use crate::wire::checksum;
 use crate::wire::ethernet::MacAddr;
 use crate::wire::icmp::{codes, types};
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::vnet;
-
-const LAN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
-const A_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
-const PE_A: MacAddr = MacAddr([2, 0, 0, 0, 1, 0xa]);
-const HOST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 9, 9]);
-const HOST: [u8; 4] = [192, 168, 0, 10];
-const SERVER: [u8; 4] = [172, 18, 0, 6];
-const OUTSIDE: [u8; 4] = [172, 16, 1, 1];
-/// ISP A's router: the next hop and a probe target.
-const PE_A_IP: [u8; 4] = [172, 16, 1, 2];
-/// The ICMP id of the probe to PE_A.
-const PROBE_ID: u16 = 65300;
-
-fn p(s: &str) -> Ipv4Prefix {
-    s.parse().unwrap()
-}
-
-struct World {
-    snap: Snapshot,
-    neighbours: Neighbours,
-    nat: NatTable,
-    frags: FragTable,
-}
-
-fn world(mtu_a: usize) -> World {
-    let ifaces = Interfaces {
-        lan: p("192.168.0.1/24"),
-        uplinks: vec![
-            UplinkIf {
-                name: "isp-a".into(),
-                address: p("172.16.1.1/30"),
-                next_hop: Ipv4Addr::new(172, 16, 1, 2),
-            },
-            UplinkIf {
-                name: "isp-b".into(),
-                address: p("172.17.3.1/30"),
-                next_hop: Ipv4Addr::new(172, 17, 3, 2),
-            },
-        ],
-    };
-    let routes = vec![StaticRoute {
-        name: "default".into(),
-        prefix: p("0.0.0.0/0"),
-        egress: Iface::Uplink(UplinkId(0)),
-        next_hop: Ipv4Addr::new(172, 16, 1, 2),
-        distance: 10,
-        weight: 1,
-        track: None,
-    }];
-    let health = Health {
-        carrier: vec![true, true],
-        tracks: vec![],
-    };
-    let uplink = |name: &str, addr: &str, nh: [u8; 4], mac: MacAddr, mtu: usize| UplinkState {
-        name: name.into(),
-        address: p(addr),
-        mac,
-        next_hop: nh.into(),
-        mtu,
-        mss_clamp: Some(1400),
-        nat: true,
-        nat_sources: vec![],
-        carrier: true,
-    };
-    World {
-        snap: Snapshot {
-            routes: RouteTable::build(ifaces, routes, vec![], &health),
-            lan: LanState {
-                address: p("192.168.0.1/24"),
-                mac: LAN_MAC,
-                mtu: 1500,
-                virtual_macs: vec![],
-                vrrp: false,
-            },
-            uplinks: vec![
-                uplink("isp-a", "172.16.1.1/30", [172, 16, 1, 2], A_MAC, mtu_a),
-                uplink(
-                    "isp-b",
-                    "172.17.3.1/30",
-                    [172, 17, 3, 2],
-                    MacAddr([2, 0, 0, 0, 0, 0xb]),
-                    1500,
-                ),
-            ],
-            probes: vec![ProbeFlow {
-                uplink: UplinkId(0),
-                proto: crate::wire::ipv4::proto::ICMP,
-                target: PE_A_IP.into(),
-                port: PROBE_ID,
-            }],
-            ipv6: Some(v6::state()),
-        },
-        neighbours: Neighbours::new(
-            HashMap::from([((Iface::Lan, Ipv4Addr::from(HOST)), HOST_MAC)]),
-            vec![(Ipv4Addr::new(172, 16, 1, 2), Some(PE_A)); 2],
-        )
-        .with_v6(v6::neighbours()),
-        nat: NatTable::new(
-            NatParams::default(),
-            &[Some(OUTSIDE.into()), Some([172, 17, 3, 1].into())],
-        ),
-        frags: FragTable::default(),
-    }
-}
-
-fn run(w: &World, frame: &mut [u8], ingress: Iface) -> (Verdict, Vec<u8>) {
-    let env = Env {
-        snap: &w.snap,
-        neighbours: &w.neighbours,
-        nat: &w.nat,
-        frags: &w.frags,
-        now: Instant::from_millis(1000),
-    };
-    let mut scratch = vec![0u8; SCRATCH_LEN];
-    let v = FastPath::default().process(&env, frame, ingress, &mut scratch);
-    (v, scratch)
-}
-
-fn eth(dst: MacAddr, src: MacAddr, ip_packet: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; vnet::LEN];
-    f.extend_from_slice(&dst.0);
-    f.extend_from_slice(&src.0);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(ip_packet);
-    f
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -561,6 +437,45 @@ fn icmp_error_from_the_internet_is_translated_back() {
         u16::from_be_bytes([inner[20], inner[21]]),
         33434,
         "quoted port restored"
+    );
+}
+
+/// An error from a LAN host about an echo reply it received (found by the fuzz target
+/// `icmp_error`): the quoted reply's identifier is the host's, which the session maps, so the
+/// error goes out translated instead of being dropped as unsolicited.
+#[test]
+fn icmp_error_from_the_lan_about_an_echo_reply_is_translated() {
+    let w = world(1500);
+    let mut out = eth(
+        LAN_MAC,
+        HOST_MAC,
+        &packet(Kind::Echo, (HOST, 777), (SERVER, 0), 64, &[0; 8], false),
+    );
+    run(&w, &mut out, Iface::Lan);
+    let outside_id = u16::from_be_bytes([out[IP_OFFSET + 24], out[IP_OFFSET + 25]]);
+    let reply = packet(Kind::Echo, (SERVER, 0), (HOST, 777), 60, &[0; 8], true);
+    let mut err = Vec::new();
+    etherparse::PacketBuilder::ipv4(HOST, SERVER, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, &reply[..28])
+        .unwrap();
+    let mut f = eth(LAN_MAC, HOST_MAC, &err);
+    assert_eq!(
+        run(&w, &mut f, Iface::Lan).0,
+        Verdict::Forward {
+            egress: Iface::Uplink(UplinkId(0))
+        }
+    );
+    let pkt = verify(&f);
+    assert_eq!(addrs(&pkt).0, Ipv4Addr::from(OUTSIDE));
+    let inner = &f[IP_OFFSET + 28..];
+    assert_eq!(&inner[16..20], &OUTSIDE, "quoted destination translated");
+    assert_eq!(
+        u16::from_be_bytes([inner[24], inner[25]]),
+        outside_id,
+        "quoted id translated"
     );
 }
 

@@ -11,7 +11,7 @@ use super::{Result, WireError};
 pub const HEADER_LEN: usize = 8;
 
 /// RFC 1812 4.3.2.3: an ICMP error should be at most 576 bytes including the IP header.
-const MAX_ERROR_LEN: usize = 576;
+pub const MAX_ERROR_LEN: usize = 576;
 
 /// ICMP message types.
 pub mod types {

@@ -9,81 +9,22 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 
 use super::*;
-use crate::route::source6::UplinkPrefix;
-use crate::snapshot::Ipv6State;
+use crate::fastpath::valid_frames::B_MAC;
+use crate::fastpath::valid_frames::v6::{A, B, PE_B, host_a, host_b};
 use crate::wire::icmpv6::{self, Icmpv6Packet};
 use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::ndisc::{self, Message, NdOption, NdRepr};
 use crate::wire::vnet::{VnetHdr, gso};
 
-const A: Iface = Iface::Uplink(UplinkId(0));
-const B: Iface = Iface::Uplink(UplinkId(1));
-const B_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
-const PE_B: MacAddr = MacAddr([2, 0, 0, 0, 1, 0xb]);
-
 fn a6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
-/// The lab's host in each LAN prefix, a host with no neighbour entry, the central site.
-fn host_a() -> Ipv6Addr {
-    a6("2001:db8:a:1::10")
-}
-fn host_b() -> Ipv6Addr {
-    a6("2001:db8:b:1::10")
-}
 fn host_unresolved() -> Ipv6Addr {
     a6("2001:db8:a:1::20")
 }
 fn server() -> Ipv6Addr {
     a6("2001:db8:18::6")
-}
-fn pe_a() -> Ipv6Addr {
-    a6("2001:db8:ffa::2")
-}
-fn pe_b() -> Ipv6Addr {
-    a6("2001:db8:ffb::2")
-}
-
-/// The lab's IPv6: ISP A 2001:db8:a::/48 and B 2001:db8:b::/48, subnet 1 of each on the LAN.
-pub(super) fn state() -> Ipv6State {
-    Ipv6State {
-        lan_prefixes: vec![
-            "2001:db8:a:1::/64".parse().unwrap(),
-            "2001:db8:b:1::/64".parse().unwrap(),
-        ],
-        uplinks: vec![
-            UplinkPrefix {
-                uplink: UplinkId(0),
-                prefix: "2001:db8:a::/48".parse().unwrap(),
-                up: true,
-                translates: false,
-            },
-            UplinkPrefix {
-                uplink: UplinkId(1),
-                prefix: "2001:db8:b::/48".parse().unwrap(),
-                up: true,
-                translates: false,
-            },
-        ],
-        next_hops: vec![Some(pe_a()), Some(pe_b())],
-        local: vec![
-            (Iface::Lan, ndisc::link_local(LAN_MAC)),
-            (A, ndisc::link_local(A_MAC)),
-            (A, a6("2001:db8:ffa::1")),
-            (B, ndisc::link_local(B_MAC)),
-            (B, a6("2001:db8:ffb::1")),
-        ],
-    }
-}
-
-pub(super) fn neighbours() -> HashMap<(Iface, Ipv6Addr), MacAddr> {
-    HashMap::from([
-        ((Iface::Lan, host_a()), HOST_MAC),
-        ((Iface::Lan, host_b()), HOST_MAC),
-        ((A, pe_a()), PE_A),
-        ((B, pe_b()), PE_B),
-    ])
 }
 
 fn eth6(dst: MacAddr, src: MacAddr, ip_packet: &[u8]) -> Vec<u8> {
