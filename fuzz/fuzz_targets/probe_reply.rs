@@ -102,17 +102,19 @@ fuzz_target!(|input: (bool, u8, Vec<(u16, u8)>, Vec<u8>)| {
     } else {
         raw
     };
-    let Iface::Uplink(true_uplink) = pick.iface else {
-        panic!("a probe left on the LAN");
-    };
     let on = UplinkId(uplink_pick % cfg.uplinks.len() as u8);
     let at = now + Duration::from_millis(1);
     if engine.handle_reply(on, &frame, at) {
-        assert_eq!(on, true_uplink, "a reply matched on another uplink");
+        // Probes sent more than once (their interval is shorter than the run-up) have one
+        // genuine reply per attempt: the frame must be one of them, on that probe's uplink.
+        let answered = sent
+            .iter()
+            .find(|t| identity(&echo_reply(&t.frame)) == identity(&frame))
+            .expect("a frame that differs from every genuine reply in an identifying field matched");
         assert_eq!(
-            identity(&frame),
-            identity(&genuine),
-            "a frame that differs from the genuine reply in an identifying field matched"
+            Iface::Uplink(on),
+            answered.iface,
+            "a reply matched on another uplink"
         );
         assert!(
             !engine.handle_reply(on, &frame, at),
