@@ -75,12 +75,7 @@ impl FastPath {
                 .is_some_and(|up| up.next_hop == arp.sender_ip()),
             Iface::Lan => false,
         };
-        let bucket = if from_next_hop {
-            &mut self.next_hop_arp
-        } else {
-            &mut self.arp
-        };
-        admit(bucket, env.now, PuntClass::Arp, DropReason::ArpRateLimited)
+        self.admit_neighbour(env, from_next_hop)
     }
 
     /// IPv6 neighbour discovery from `src`: ARP's class, and ARP's buckets (the next hop's own
@@ -96,6 +91,12 @@ impl FastPath {
             Iface::Uplink(u) => v6.next_hop(u) == Some(src),
             Iface::Lan => false,
         };
+        self.admit_neighbour(env, from_next_hop)
+    }
+
+    /// ARP and neighbour discovery share a class and buckets; the next hop has its own, so a
+    /// flood from the LAN or the link cannot starve its resolution.
+    fn admit_neighbour(&mut self, env: &Env, from_next_hop: bool) -> Result<Verdict, DropReason> {
         let bucket = if from_next_hop {
             &mut self.next_hop_arp
         } else {
