@@ -9,7 +9,7 @@
 #![no_main]
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
@@ -249,7 +249,12 @@ fuzz_target!(|data: &[u8]| {
                 }
                 _ => {}
             }
-            if let Verdict::NeedsNeighbour { egress, next_hop } = verdict {
+            // IPv6 next hops are the NDP engine's, which this target does not drive.
+            if let Verdict::NeedsNeighbour {
+                egress,
+                next_hop: IpAddr::V4(next_hop),
+            } = verdict
+            {
                 arp.send_via(egress, next_hop, after, now);
             }
         }
