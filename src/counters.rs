@@ -198,6 +198,8 @@ pub struct Counters {
     /// Neighbour (ARP) entries learned or changed: logged at debug only, so a flapping MAC
     /// cannot flood the journal.
     pub neighbour_changes: AtomicU64,
+    /// MLD messages from the LAN's hosts, taken and not acted on (no multicast routing).
+    pub mld: AtomicU64,
 }
 
 impl Counters {
@@ -213,6 +215,7 @@ impl Counters {
             gro_frames: AtomicU64::new(0),
             gro_segments: AtomicU64::new(0),
             neighbour_changes: AtomicU64::new(0),
+            mld: AtomicU64::new(0),
         }
     }
 
@@ -265,6 +268,7 @@ pub struct Totals {
     pub gro_frames: u64,
     pub gro_segments: u64,
     pub neighbour_changes: u64,
+    pub mld: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -308,6 +312,7 @@ impl Totals {
             t.gro_frames += ld(&c.gro_frames);
             t.gro_segments += ld(&c.gro_segments);
             t.neighbour_changes += ld(&c.neighbour_changes);
+            t.mld += ld(&c.mld);
         }
         t
     }
@@ -333,6 +338,7 @@ impl Totals {
         t.gro_frames = t.gro_frames.saturating_sub(base.gro_frames);
         t.gro_segments = t.gro_segments.saturating_sub(base.gro_segments);
         t.neighbour_changes = t.neighbour_changes.saturating_sub(base.neighbour_changes);
+        t.mld = t.mld.saturating_sub(base.mld);
         t
     }
 

@@ -321,6 +321,7 @@ impl Outbox {
                 self.punted |= w.punt(PuntClass::Other, p)
             }
             Verdict::Drop(d) => w.counters.rx_dropped(ingress.index(), d),
+            Verdict::Mld => bump(&w.counters.mld, 1),
         }
     }
 

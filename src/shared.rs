@@ -286,6 +286,7 @@ fn ipv6_state(cfg: &Config, lan_mac: MacAddr, io: &[UplinkIo], up: &[bool]) -> O
         if let Some(a) = c.address {
             state.local.push((iface, a.addr()));
         }
+        state.local.push((Iface::Lan, c.lan_address()));
     }
     Some(state)
 }

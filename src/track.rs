@@ -458,6 +458,11 @@ impl TrackSet {
             .collect()
     }
 
+    /// Per track: whether it has seen its first observation (false: not measured yet).
+    pub fn settled(&self) -> Vec<bool> {
+        self.tracks.iter().map(|t| t.settled).collect()
+    }
+
     /// Number of committed changes of `track` (0 for an unknown index).
     pub fn change_count(&self, track: usize) -> u64 {
         self.tracks.get(track).map_or(0, |t| t.changes)

@@ -307,6 +307,7 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                 );
             }
             s += &format!("neighbour changes {}\n", t.neighbour_changes);
+            s += &format!("mld messages {}\n", t.mld);
             s += "drops:\n";
             for (name, n) in &t.drops {
                 s += &format!("  {name:<24} {n}\n");

@@ -241,6 +241,14 @@ pub struct Uplink6Config {
     pub next_hop: Ipv6Addr,
 }
 
+impl Uplink6Config {
+    /// The router's own address in `lan_prefix` (::1 of the /64): what LAN hosts ping and
+    /// what the RAs advertise as their DNS server (RFC 8106).
+    pub fn lan_address(&self) -> Ipv6Addr {
+        self.lan_prefix.host(1)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct NatConfig {
     pub max_entries: usize,

@@ -5,10 +5,12 @@
 //! session). DNS over TCP goes to `dns::tcp`: connections to the LAN address, port 53, and
 //! from a resolver's port 53 to one of `TCP_PORTS` on the active uplink's address (punted by the
 //! fast path like the UDP answers). Outputs carry the next hop the frame goes to, which the ARP
-//! engine resolves.
+//! engine resolves. Over IPv6, UDP queries to the router's LAN addresses (one per LAN prefix)
+//! are answered from the address asked (`handle_frame6`, `poll_outgoing6`, which neighbour
+//! discovery resolves); upstream stays IPv4, through the active uplink.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 
 use super::{Addressing, Outgoing};
 use crate::Iface;
@@ -17,10 +19,11 @@ use crate::clock::Instant;
 use crate::config::DnsConfig;
 use crate::counters::DropReason;
 use crate::dns::tcp::{TCP_PORTS, TcpRelay, TcpTransmit, TcpUpstream};
-use crate::dns::{Forwarder, PORT, Transmit as DnsTransmit};
+use crate::dns::{Client, Forwarder, PORT, Transmit as DnsTransmit};
 use crate::wire::ethernet::MacAddr;
 use crate::wire::frame::IP_OFFSET;
 use crate::wire::ipv4::{self, Ipv4Packet, OwnHeader, proto};
+use crate::wire::ipv6::{self as wire6, Ipv6Packet, next_header};
 use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::{self, UdpPacket};
 use crate::wire::vnet::VnetHdr;
@@ -33,6 +36,8 @@ pub struct DnsService {
     gateway: Option<(UplinkId, Ipv4Addr)>,
     resolvers: Vec<Ipv4Addr>,
     out: VecDeque<Outgoing>,
+    /// IPv6 frames for LAN clients, complete but for the MAC of the client (the next hop).
+    out6: VecDeque<(Vec<u8>, Ipv6Addr)>,
 }
 
 impl DnsService {
@@ -45,6 +50,7 @@ impl DnsService {
             gateway: None,
             resolvers: Vec::new(),
             out: VecDeque::new(),
+            out6: VecDeque::new(),
         }
     }
 
@@ -155,15 +161,55 @@ impl DnsService {
             self.drain();
             return Ok(());
         }
-        let (src, _, sport, data) = Self::udp53(frame).ok_or(DropReason::LocalUnhandled)?;
+        let (src, dst, sport, data) = Self::udp53(frame).ok_or(DropReason::LocalUnhandled)?;
         match ingress {
-            Iface::Lan => self
-                .forwarder
-                .handle_query(SocketAddrV4::new(src, sport), data, now),
+            Iface::Lan => {
+                let client = Client {
+                    addr: SocketAddr::V4(SocketAddrV4::new(src, sport)),
+                    server: dst.into(),
+                };
+                self.forwarder.handle_query(client, data, now)
+            }
             Iface::Uplink(u) => self.forwarder.handle_response(u, src, data, now),
         }
         self.drain();
         Ok(())
+    }
+
+    /// The UDP datagram to port 53 in the IPv6 `frame`, if it is one (whole, checksum right).
+    fn udp53_v6(frame: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, u16, &[u8])> {
+        let ip = Ipv6Packet::new_checked(frame.get(IP_OFFSET..)?).ok()?;
+        let upper = ip.upper_layer().ok()?;
+        if upper.protocol != next_header::UDP || upper.fragment.is_some() {
+            return None;
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        let u = UdpPacket::new_checked(ip.payload().get(upper.offset..)?).ok()?;
+        let partial = VnetHdr::parse(frame).is_ok_and(|h| h.needs_csum());
+        if u.dst_port() != PORT || (!partial && !u.verify_checksum_v6(src, dst)) {
+            return None;
+        }
+        let start = IP_OFFSET + wire6::HEADER_LEN + upper.offset + udp::HEADER_LEN;
+        let data = frame.get(start..start + u.len().checked_sub(udp::HEADER_LEN)?)?;
+        Some((src, dst, u.src_port(), data))
+    }
+
+    /// An IPv6 frame from the LAN to one of the router's LAN addresses (the caller checked
+    /// that it is one in use): a UDP query is taken; anything else is not served.
+    pub fn handle_frame6(&mut self, frame: &[u8], now: Instant) -> Result<(), DropReason> {
+        let (src, dst, sport, data) = Self::udp53_v6(frame).ok_or(DropReason::LocalUnhandled)?;
+        let client = Client {
+            addr: SocketAddr::new(src.into(), sport),
+            server: dst.into(),
+        };
+        self.forwarder.handle_query(client, data, now);
+        self.drain();
+        Ok(())
+    }
+
+    /// An answer for an IPv6 client and the client's address (its next hop on the LAN).
+    pub fn poll_outgoing6(&mut self) -> Option<(Vec<u8>, Ipv6Addr)> {
+        self.out6.pop_front()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -186,9 +232,13 @@ impl DnsService {
     fn drain(&mut self) {
         while let Some(t) = self.forwarder.poll_transmit() {
             let (iface, next_hop, dst, sport, dport, payload) = match t {
-                DnsTransmit::Client { dst, payload } => {
-                    (Iface::Lan, *dst.ip(), *dst.ip(), PORT, dst.port(), payload)
-                }
+                DnsTransmit::Client { dst, payload } => match dst.addr {
+                    SocketAddr::V4(a) => (Iface::Lan, *a.ip(), *a.ip(), PORT, a.port(), payload),
+                    SocketAddr::V6(a) => {
+                        self.push6(dst, *a.ip(), a.port(), &payload);
+                        continue;
+                    }
+                },
                 DnsTransmit::Upstream {
                     uplink,
                     server,
@@ -227,6 +277,22 @@ impl DnsService {
                 out.get_mut(..packet.len())?.copy_from_slice(&packet);
                 Some(packet.len())
             });
+        }
+    }
+
+    /// Queues an answer to the IPv6 client `to`, from the router's address it asked.
+    fn push6(&mut self, to: Client, client: Ipv6Addr, port: u16, payload: &[u8]) {
+        let (std::net::IpAddr::V6(server), Some(me)) = (to.server, self.addressing.get(Iface::Lan))
+        else {
+            return;
+        };
+        let capacity = wire6::HEADER_LEN + udp::HEADER_LEN + payload.len();
+        let built = super::Transmit::ipv6(Iface::Lan, me.mac, MacAddr::ZERO, capacity, |out| {
+            let ip = wire6::OwnHeader::new(server, client);
+            udp::build_datagram_v6(out, &ip, (PORT, port), payload).ok()
+        });
+        if let Some(t) = built {
+            self.out6.push_back((t.frame, client));
         }
     }
 

@@ -7,6 +7,11 @@
 //! for new connections; while no uplink is up the router lifetime is 0, so hosts stop using the
 //! router as their default. Every change is announced at once with a short burst.
 //!
+//! Start (RFC 4861 §6.2.2, RFC 4862 §5.4): nothing is sent before [`RaEngine::start`], which
+//! the caller calls once the router's link-local address on the LAN has passed DAD and the
+//! uplinks' health has been measured, so the first RAs already say which prefixes are usable
+//! instead of advertising everything deprecated until the first probes pass.
+//!
 //! Timing (RFC 4861 §6.2.4, §6.2.6): unsolicited RAs at a random interval in
 //! [min_interval, max_interval], the first few at most 16 s apart; a solicitation is answered
 //! with a multicast RA after a random delay of up to 500 ms; consecutive multicast RAs are at
@@ -82,9 +87,9 @@ pub struct RaConfig {
     /// link-local address RAs come from.
     pub lan_mac: MacAddr,
     pub prefixes: Vec<LanPrefix>,
-    /// The recursive DNS server advertised (RFC 8106): the router's LAN address, if it has
-    /// one that serves DNS; None: no RDNSS option.
-    pub dns: Option<Ipv6Addr>,
+    /// The recursive DNS servers advertised (RFC 8106): the router's LAN addresses where its
+    /// DNS forwarder answers; empty: no RDNSS option.
+    pub dns: Vec<Ipv6Addr>,
     pub params: RaParams,
 }
 
@@ -102,6 +107,8 @@ pub struct RaEngine {
     /// Uplinks whose track is up.
     up: Vec<UplinkId>,
     jitter: SplitMix,
+    /// Whether RAs go out yet (see [`start`](Self::start)).
+    started: bool,
     next_advert: Instant,
     last_advert: Option<Instant>,
     /// RAs still to send at most 16 s apart (start).
@@ -112,19 +119,34 @@ pub struct RaEngine {
 }
 
 impl RaEngine {
-    /// Starts advertising at `now`; every uplink counts as down until
-    /// [`set_uplink`](Self::set_uplink) says otherwise.
+    /// An engine that sends nothing until [`start`](Self::start); every uplink counts as down
+    /// until [`set_uplink`](Self::set_uplink) says otherwise.
     pub fn new(config: RaConfig, seed: u64, now: Instant) -> RaEngine {
         RaEngine {
             config,
             up: Vec::new(),
             jitter: SplitMix::new(seed),
+            started: false,
             next_advert: now,
             last_advert: None,
             initial_left: FAST_ADVERTS,
             burst_left: 0,
             transmits: VecDeque::new(),
         }
+    }
+
+    /// Starts advertising at `now` (the start-up RAs, at most 16 s apart): the router's
+    /// link-local address is usable (DAD passed) and the uplinks' states are known. Later
+    /// calls change nothing.
+    pub fn start(&mut self, now: Instant) {
+        if !self.started {
+            self.started = true;
+            self.next_advert = now;
+        }
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.started
     }
 
     /// The source of every RA: the router's link-local address on the LAN.
@@ -143,6 +165,10 @@ impl RaEngine {
             self.up.push(uplink);
         } else {
             self.up.retain(|&u| u != uplink);
+        }
+        if !self.started {
+            // The start-up RAs will say it.
+            return;
         }
         self.burst_left = FAST_ADVERTS;
         self.next_advert = self.next_advert.min(self.earliest(now));
@@ -169,6 +195,10 @@ impl RaEngine {
         {
             return false;
         }
+        if !self.started {
+            // Answered by the first RA, which goes out as soon as the router may send.
+            return true;
+        }
         let answer =
             (now + between(&mut self.jitter, Duration::ZERO, MAX_RA_DELAY)).max(self.earliest(now));
         self.next_advert = self.next_advert.min(answer);
@@ -177,7 +207,7 @@ impl RaEngine {
 
     /// Sends the RA that is due, and schedules the next.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if now < self.next_advert {
+        if !self.started || now < self.next_advert {
             return;
         }
         self.advertise();
@@ -197,7 +227,7 @@ impl RaEngine {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_advert)
+        self.started.then_some(self.next_advert)
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -243,16 +273,16 @@ impl RaEngine {
     fn advertise(&mut self) {
         let (ra, prefixes) = self.advert();
         let p = &self.config.params;
-        let dns = self.config.dns.map(|d| d.octets());
+        let dns: Vec<u8> = self.config.dns.iter().flat_map(|d| d.octets()).collect();
         // RFC 8106 §5.1: at least 3 × MaxRtrAdvInterval, so one lost RA does not drop it.
         let dns_lifetime = u32::try_from(p.max_interval.as_secs() * 3).unwrap_or(u32::MAX);
         let mut options = vec![NdOption::SourceLinkAddr(self.config.lan_mac)];
         options.extend(p.mtu.map(NdOption::Mtu));
         options.extend(prefixes.into_iter().map(NdOption::PrefixInfo));
-        if let Some(dns) = &dns {
+        if !dns.is_empty() {
             options.push(NdOption::Rdnss(Rdnss {
                 lifetime: dns_lifetime,
-                servers: dns,
+                servers: &dns,
             }));
         }
         let repr = NdRepr {
@@ -261,7 +291,8 @@ impl RaEngine {
             message: Message::RouterAdvert(ra),
             options: &options,
         };
-        let capacity = ipv6::HEADER_LEN + 16 + 8 + 8 + 32 * self.config.prefixes.len() + 24;
+        let capacity =
+            ipv6::HEADER_LEN + 16 + 8 + 8 + 32 * self.config.prefixes.len() + 8 + dns.len();
         if let Some(t) = Transmit::ipv6(
             Iface::Lan,
             self.config.lan_mac,

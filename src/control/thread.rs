@@ -148,7 +148,7 @@ impl Control {
         let ipv6 = cfg
             .ipv6
             .as_ref()
-            .map(|v6| ipv6::Ipv6Plane::new(v6, neigh_params.clone(), p.lan_mac, &macs, now));
+            .map(|v6| ipv6::Ipv6Plane::new(v6, cfg.dns.is_some(), neigh_params.clone(), p.lan_mac, &macs, now));
         let arp = ArpEngine::new(
             addressing.clone(),
             next_hops(&cfg, &p.carrier),
@@ -540,10 +540,8 @@ impl Control {
                 .vrrp
                 .handle_packet(p.frame.get(IP_OFFSET..).unwrap_or(&[]), now),
             ethernet::ethertype::IPV4 => self.handle_local(p.ingress, &p.frame, now),
-            ethernet::ethertype::IPV6 if let Some(v6) = &mut self.ipv6 => {
-                if let Err(reason) = v6.handle_frame(p.ingress, &p.frame, now) {
-                    self.counters.dropped(reason);
-                }
+            ethernet::ethertype::IPV6 if self.ipv6.is_some() => {
+                self.handle_local6(p.ingress, &p.frame, now)
             }
             _ => self.counters.dropped(DropReason::NotIpv4),
         }

@@ -1,4 +1,4 @@
-//! DNS forwarder on the router's LAN address (SPEC 30), I/O-free.
+//! DNS forwarder on the router's LAN addresses, IPv4 and IPv6 (SPEC 30), I/O-free.
 //!
 //! LAN clients' queries (`handle_query`) are answered from a small cache or forwarded to the
 //! resolvers of the uplink that carries the default route (`set_upstream`, called at once on
@@ -17,7 +17,7 @@ mod ratelimit;
 pub mod tcp;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -39,12 +39,21 @@ const MAX_TRIES: usize = 4;
 /// Answers are cached for at most this long whatever their TTL.
 const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 
-/// Where a datagram goes: to a LAN client (from the LAN address, port 53), or to a resolver
-/// (port 53) through one uplink.
+/// A LAN client as the forwarder answers it: where its query came from, and the router's
+/// address it was sent to, which the answer must come from (the router has one IPv4 LAN
+/// address but one IPv6 address per LAN prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub server: IpAddr,
+}
+
+/// Where a datagram goes: to a LAN client (from the address it asked, port 53), or to a
+/// resolver (port 53) through one uplink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
     Client {
-        dst: SocketAddrV4,
+        dst: Client,
         payload: Vec<u8>,
     },
     Upstream {
@@ -99,7 +108,7 @@ struct CacheEntry {
 }
 
 struct Pending {
-    client: SocketAddrV4,
+    client: Client,
     client_id: u16,
     query: Query,
     /// The client's query with the upstream id, resent as is on each try.
@@ -180,10 +189,10 @@ impl Forwarder {
         }
     }
 
-    /// A UDP datagram to the LAN address port 53 from `client`.
-    pub fn handle_query(&mut self, client: SocketAddrV4, payload: &[u8], now: Instant) {
+    /// A UDP datagram to one of the router's LAN addresses, port 53, from `client`.
+    pub fn handle_query(&mut self, client: Client, payload: &[u8], now: Instant) {
         self.counters.queries += 1;
-        if !self.buckets.take(*client.ip(), now) {
+        if !self.buckets.take(client.addr.ip(), now) {
             self.counters.rate_limited += 1;
             return;
         }
@@ -320,7 +329,7 @@ impl Forwarder {
         });
     }
 
-    fn servfail(&mut self, client: SocketAddrV4, id: u16, query: Query) {
+    fn servfail(&mut self, client: Client, id: u16, query: Query) {
         let mut m = Message::error_msg(id, OpCode::Query, ResponseCode::ServFail);
         m.metadata.recursion_desired = true;
         m.metadata.recursion_available = true;

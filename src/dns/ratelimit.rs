@@ -2,7 +2,7 @@
 //! each keep one set, with the configured rate and burst.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::clock::Instant;
 
@@ -20,7 +20,7 @@ pub(super) struct ClientBuckets {
     rate: u64,
     /// In thousandths of a query.
     burst: u64,
-    buckets: HashMap<Ipv4Addr, Bucket>,
+    buckets: HashMap<IpAddr, Bucket>,
 }
 
 impl ClientBuckets {
@@ -40,7 +40,7 @@ impl ClientBuckets {
 
     /// Takes a token from `client`'s bucket; false when it is empty (or `MAX_CLIENTS` others
     /// are still refilling).
-    pub(super) fn take(&mut self, client: Ipv4Addr, now: Instant) -> bool {
+    pub(super) fn take(&mut self, client: IpAddr, now: Instant) -> bool {
         let (rate, burst) = (self.rate, self.burst);
         if !self.buckets.contains_key(&client) && self.buckets.len() >= MAX_CLIENTS {
             // Forget clients whose bucket has refilled: they lose nothing.

@@ -30,8 +30,11 @@ fn t(ms: u64) -> Instant {
     Instant::from_millis(ms)
 }
 
-fn host(n: u8) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, n), 40000 + u16::from(n))
+fn host(n: u8) -> Client {
+    Client {
+        addr: SocketAddr::new(Ipv4Addr::new(192, 168, 0, n).into(), 40000 + u16::from(n)),
+        server: Ipv4Addr::new(192, 168, 0, 1).into(),
+    }
 }
 
 fn question(name: &str) -> Query {
@@ -78,7 +81,7 @@ fn upstream(f: &mut Forwarder) -> (UplinkId, Ipv4Addr, Vec<u8>) {
     }
 }
 
-fn to_client(f: &mut Forwarder) -> (SocketAddrV4, Message) {
+fn to_client(f: &mut Forwarder) -> (Client, Message) {
     match &out(f)[..] {
         [Transmit::Client { dst, payload }] => (*dst, Message::from_vec(payload).unwrap()),
         o => panic!("expected one answer to a client: {o:?}"),

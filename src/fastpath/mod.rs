@@ -78,6 +78,10 @@ pub enum Verdict {
         next_hop: IpAddr,
     },
     Drop(DropReason),
+    /// An MLD message (RFC 3810): a LAN host saying which multicast groups it listens to, as
+    /// every IPv6 host does. The router routes no multicast, so it takes no part; counted
+    /// (`mld`), not a drop: it is normal traffic, not a fault.
+    Mld,
 }
 
 /// The classes of frames for the control plane (SPEC 35): each has its own token bucket in

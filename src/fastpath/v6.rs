@@ -1,5 +1,7 @@
 //! IPv6 frames (SPEC 32, 33), routed without translation. Neighbour discovery goes to the
 //! control plane within the ARP class's rate, and pings to the router within the ping rate;
+//! MLD is taken and counted, not dropped (`Verdict::Mld`); UDP and TCP from the LAN to the
+//! router's addresses (DNS on its LAN addresses) go to the control plane like pings;
 //! from the LAN a packet leaves through the uplink whose prefix holds its source
 //! (`route::source6`), or gets "source address failed ingress/egress policy" (type 1 code 5)
 //! when that uplink is down; from an uplink only the LAN prefixes are reachable, and the rest
@@ -37,6 +39,8 @@ struct Ip6 {
     hlen: usize,
     /// The ICMPv6 type, when the upper layer is ICMPv6 and its header is in this packet.
     icmp_type: Option<u8>,
+    /// The upper layer's protocol (after the extension headers).
+    proto: u8,
     /// TCP or UDP header length, for the wire size of a GSO frame.
     l4_hlen: usize,
 }
@@ -66,6 +70,7 @@ fn parse(buf: &[u8]) -> Result<Ip6, DropReason> {
         total: ipv6::HEADER_LEN + p.payload_len(),
         hlen: ipv6::HEADER_LEN + upper.offset,
         icmp_type,
+        proto: upper.protocol,
         l4_hlen,
     })
 }
@@ -103,6 +108,9 @@ impl FastPath {
             if nd && ip.dst.is_multicast() && dst_mac.is_multicast() {
                 return self.punt_nd(env, v6, ingress, ip.src);
             }
+            if ip.icmp_type.is_some_and(icmpv6::is_mld) {
+                return Ok(Verdict::Mld);
+            }
             return Err(DropReason::Broadcast);
         }
         let ours = match ingress {
@@ -119,6 +127,14 @@ impl FastPath {
                     Ok(Verdict::Punt(PuntClass::Other))
                 }
                 Some(types::ECHO_REQUEST) => Err(DropReason::PingRateLimited),
+                // The DNS forwarder on the LAN addresses (SPEC 30); the control plane answers
+                // or counts the rest, as for IPv4.
+                None if ingress == Iface::Lan
+                    && !ip.dst.is_unicast_link_local()
+                    && matches!(ip.proto, next_header::UDP | next_header::TCP) =>
+                {
+                    self.punt_other(env.now)
+                }
                 _ => Err(DropReason::LocalUnhandled),
             };
         }

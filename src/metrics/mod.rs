@@ -41,6 +41,8 @@ pub struct MetricsInput {
     pub gro_frames: u64,
     pub gro_segments: u64,
     pub neighbour_changes: u64,
+    /// MLD messages from the LAN, taken without action.
+    pub mld: u64,
     pub uplinks: Vec<UplinkMetrics>,
     pub probes: Vec<ProbeMetrics>,
     pub tracks: Vec<TrackMetrics>,
@@ -169,6 +171,7 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
         gro_frames,
         gro_segments,
         neighbour_changes,
+        mld,
     } = s.totals;
     let names = std::iter::once("lan").chain(s.cfg.uplinks.iter().map(|u| u.name.as_str()));
     let interfaces = names
@@ -241,6 +244,7 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
         gro_frames,
         gro_segments,
         neighbour_changes,
+        mld,
         uplinks,
         probes,
         tracks,

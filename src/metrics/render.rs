@@ -110,6 +110,11 @@ pub fn render(m: &MetricsInput) -> String {
             "Neighbour (ARP) entries learned or changed.",
             m.neighbour_changes,
         ),
+        (
+            "mhrouter_mld_messages_total",
+            "MLD messages from LAN hosts, taken without action (no multicast routing).",
+            m.mld,
+        ),
     ];
     for (name, help, v) in totals {
         e.counter(name, help).sample(&[], v);
@@ -637,6 +642,7 @@ mod tests {
             gro_frames: 2,
             gro_segments: 61,
             neighbour_changes: 3,
+            mld: 4,
             uplinks: vec![
                 UplinkMetrics {
                     name: "isp-a".into(),
@@ -852,7 +858,7 @@ mod tests {
         for m in [filled(), MetricsInput::default()] {
             let text = render(&m);
             let families = strict_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(families.len(), 53, "{families:?}");
+            assert_eq!(families.len(), 54, "{families:?}");
             for (name, kind) in &families {
                 assert!(name.starts_with("mhrouter_"), "{name}");
                 assert_eq!(
@@ -953,6 +959,7 @@ mod tests {
             get("mhrouter_neighbour_changes_total", &[]),
             [V::Counter(3.0)]
         );
+        assert_eq!(get("mhrouter_mld_messages_total", &[]), [V::Counter(4.0)]);
         assert_eq!(
             get("mhrouter_uplink_usable", &[("uplink", "isp-b")]),
             [V::Gauge(0.0)]

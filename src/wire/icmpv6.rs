@@ -24,6 +24,19 @@ pub mod types {
     pub const ROUTER_ADVERT: u8 = 134;
     pub const NEIGHBOR_SOLICIT: u8 = 135;
     pub const NEIGHBOR_ADVERT: u8 = 136;
+    /// Multicast listener discovery (RFC 2710, RFC 3810): query, v1 report, done, v2 report.
+    pub const MLD_QUERY: u8 = 130;
+    pub const MLD_REPORT: u8 = 131;
+    pub const MLD_DONE: u8 = 132;
+    pub const MLD2_REPORT: u8 = 143;
+}
+
+/// True for an MLD message type.
+pub fn is_mld(msg_type: u8) -> bool {
+    matches!(
+        msg_type,
+        types::MLD_QUERY | types::MLD_REPORT | types::MLD_DONE | types::MLD2_REPORT
+    )
 }
 
 /// ICMPv6 codes (destination-unreachable unless noted).

@@ -1,10 +1,11 @@
 //! UDP datagrams (RFC 768).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::checksum::{self, L4Checksum};
 use super::field::{set_u16, slice, slice_mut, u16_at};
 use super::ipv4::{self, OwnHeader, proto};
+use super::ipv6::{self, next_header};
 use super::{Result, Side, WireError};
 
 /// Length of the UDP header.
@@ -81,6 +82,14 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         self.checksum() == 0
             || self.datagram().is_some_and(|datagram| {
                 checksum::l4_checksum(src, dst, proto::UDP, datagram) == Some(0)
+            })
+    }
+
+    /// Over IPv6 the checksum is mandatory (RFC 8200 §8.1): a zero one does not verify.
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        self.checksum() != 0
+            && self.datagram().is_some_and(|datagram| {
+                checksum::l4_checksum_v6(src, dst, next_header::UDP, datagram) == Some(0)
             })
     }
 
@@ -166,6 +175,34 @@ pub fn build_datagram(
     udp.set_len(udp_len);
     udp.payload_mut().copy_from_slice(payload);
     udp.fill_checksum(ip.src, ip.dst);
+    Ok(len)
+}
+
+/// Builds an IPv6+UDP datagram from `sport` to `dport` carrying `payload`, checksum filled
+/// (the DNS forwarder's answers). Err(Truncated) if `out` is too small, Err(Malformed) if the
+/// payload cannot fit in one IPv6 packet.
+pub fn build_datagram_v6(
+    out: &mut [u8],
+    ip: &ipv6::OwnHeader,
+    (sport, dport): (u16, u16),
+    payload: &[u8],
+) -> Result<usize> {
+    let udp_len = HEADER_LEN + payload.len();
+    let len = ipv6::HEADER_LEN + udp_len;
+    let packet = out.get_mut(..len).ok_or(WireError::Truncated)?;
+    ipv6::write_header(packet, &ip.repr(next_header::UDP, udp_len))?;
+    let udp_len = u16::try_from(udp_len).map_err(|_| WireError::Malformed)?;
+    let mut udp = UdpPacket::new_unchecked(slice_mut(packet, ipv6::HEADER_LEN..len));
+    udp.set_src_port(sport);
+    udp.set_dst_port(dport);
+    udp.set_len(udp_len);
+    udp.payload_mut().copy_from_slice(payload);
+    udp.set_checksum(0);
+    let datagram = udp.datagram().ok_or(WireError::Truncated)?;
+    let computed = checksum::l4_checksum_v6(ip.src, ip.dst, next_header::UDP, datagram)
+        .ok_or(WireError::Malformed)?;
+    // RFC 8200 §8.1: a computed 0 is sent as 0xffff, 0 meaning none (invalid over IPv6).
+    udp.set_checksum(if computed == 0 { 0xffff } else { computed });
     Ok(len)
 }
 

@@ -31,14 +31,21 @@ fn config() -> RaConfig {
                 prefix: "2001:db8:b::/64".parse().unwrap(),
             },
         ],
-        dns: Some(DNS),
+        dns: vec![DNS],
         params: RaParams::default(),
     }
 }
 
+/// An engine started at t(0), nothing up yet.
+fn started(seed: u64) -> RaEngine {
+    let mut e = RaEngine::new(config(), seed, t(0));
+    e.start(t(0));
+    e
+}
+
 /// An engine with both uplinks up whose start-up RAs have all been sent by `at`.
 fn steady(seed: u64) -> (RaEngine, Instant) {
-    let mut e = RaEngine::new(config(), seed, t(0));
+    let mut e = started(seed);
     e.set_uplink(A, true, t(0));
     e.set_uplink(B, true, t(0));
     let mut now = t(0);
@@ -137,7 +144,7 @@ fn advertises_both_prefixes_rdnss_and_the_router() {
 #[test]
 fn startup_sends_three_fast_adverts_then_slow_ones() {
     for seed in 0..20 {
-        let mut e = RaEngine::new(config(), seed, t(0));
+        let mut e = started(seed);
         let sent = run_until(&mut e, secs(3000));
         let at: Vec<_> = sent.iter().map(|(at, _)| *at).collect();
         assert_eq!(at[0], t(0), "the first RA at once");
@@ -242,6 +249,68 @@ fn multicast_adverts_are_at_least_3_s_apart_even_on_flapping() {
     );
 }
 
+/// RFC 8106 §5.1 on the wire: type 25, length in 8-octet units (1 + 2 per server), two
+/// reserved bytes, the lifetime, then the servers in the configured order.
+#[test]
+fn rdnss_option_bytes_list_every_router_lan_address() {
+    let b = Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 1);
+    let mut e = RaEngine::new(
+        RaConfig {
+            dns: vec![DNS, b],
+            ..config()
+        },
+        1,
+        t(0),
+    );
+    e.start(t(0));
+    e.handle_timeout(t(0));
+    let tx = e.poll_transmit().unwrap();
+    let icmp = &tx.frame[IP_OFFSET + 40..];
+    // RA header (16), source link-layer (8), two prefix options (32 each).
+    let opt = &icmp[16 + 8 + 64..];
+    let mut want = vec![25, 5, 0, 0];
+    want.extend(1800u32.to_be_bytes());
+    want.extend(DNS.octets());
+    want.extend(b.octets());
+    assert_eq!(opt, &want[..]);
+    // No servers: no option at all.
+    let mut e = RaEngine::new(
+        RaConfig {
+            dns: Vec::new(),
+            ..config()
+        },
+        1,
+        t(0),
+    );
+    e.start(t(0));
+    e.handle_timeout(t(0));
+    let tx = e.poll_transmit().unwrap();
+    assert_eq!(tx.frame.len(), IP_OFFSET + 40 + 16 + 8 + 64);
+}
+
+/// RFC 4861 §6.2.2: nothing goes out before `start` (the link-local address still in DAD,
+/// the uplinks not measured), whatever the clock, the uplinks and the hosts do; then the first
+/// RA goes out at once and already carries the uplinks' states.
+#[test]
+fn nothing_is_advertised_before_start_then_the_known_states_at_once() {
+    let mut e = RaEngine::new(config(), 5, t(0));
+    assert_eq!(e.poll_timeout(), None);
+    e.set_uplink(A, true, t(100));
+    let host = ndisc::link_local(HOST_MAC);
+    assert!(e.handle_frame(&rs(host, Some(HOST_MAC), 255), t(200)));
+    e.handle_timeout(t(900));
+    assert_eq!(e.poll_timeout(), None);
+    assert!(drain(&mut e).is_empty());
+    e.start(t(1_000));
+    let sent = run_until(&mut e, t(1_000));
+    assert_eq!(sent, vec![(t(1_000), seen(1800, 2700, 0))]);
+    // Start-up RAs follow (16 s apart at most), not a change burst.
+    let next = e.poll_timeout().unwrap();
+    assert!(next >= t(4_000) && next <= t(17_000), "{next:?}");
+    e.start(t(2_000));
+    assert_eq!(e.poll_timeout(), Some(next), "a second start changes nothing");
+}
+
 fn rs(src: Ipv6Addr, lladdr: Option<MacAddr>, hop_limit: u8) -> Vec<u8> {
     let options: Vec<_> = lladdr.map(NdOption::SourceLinkAddr).into_iter().collect();
     let repr = NdRepr {
@@ -313,7 +382,7 @@ proptest! {
         seed in any::<u64>(),
         steps in proptest::collection::vec((0u64..20_000, 0u8..3, any::<bool>()), 1..30),
     ) {
-        let mut e = RaEngine::new(config(), seed, t(0));
+        let mut e = started(seed);
         let mut up = [false, false];
         let mut now = t(0);
         let mut last: Option<Instant> = None;

@@ -1,10 +1,21 @@
 //! The control thread's IPv6 (SPEC 32, 33): neighbour discovery on every interface (DAD for the
 //! router's addresses, answers, next hops and LAN hosts resolved for the fast path), Router
-//! Advertisements on the LAN whose prefixes follow the uplinks' health, and echo replies for
-//! the router's addresses. The engines are `ndp` and `ra`; this only feeds them.
+//! Advertisements on the LAN whose prefixes follow the uplinks' health, echo replies for the
+//! router's addresses, and DNS queries to its LAN addresses handed to the forwarder. The
+//! engines are `ndp` and `ra`; this only feeds them.
+//!
+//! The router has an address in each LAN prefix (::1, `Uplink6Config::lan_address`), which it
+//! uses once DAD has passed. The RAs list all of them as DNS servers (RFC 8106), in the
+//! configuration's order and whatever the uplinks' health: a LAN address stays reachable on the
+//! link when its uplink's prefix is deprecated (only its SLAAC addresses stop being chosen as
+//! sources), so a host's DNS keeps working through a failover. RAs start once the LAN
+//! link-local address has passed DAD and the uplinks' health is measured (every track watching
+//! an uplink has seen its first probe or carrier state, as IPv4 routes wait for it), or at the
+//! latest `MAX_START_WAIT` after start.
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
+use std::time::Duration;
 
 use super::*;
 use crate::config::Ipv6Config;
@@ -17,6 +28,8 @@ use crate::wire::ndisc;
 
 /// Room for an echo reply: as large as any request the LAN or an uplink can carry.
 const ECHO_ROOM: usize = 9000;
+/// The longest the first RA waits for the uplinks' health to be measured.
+const MAX_START_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) struct Ipv6Plane {
     ndp: NdpEngine,
@@ -25,14 +38,20 @@ pub(super) struct Ipv6Plane {
     next_hops: Vec<Option<Ipv6Addr>>,
     /// Per uplink: whether it carries IPv6 now, as last told to the RAs.
     up: Vec<bool>,
+    /// Whether every uplink's health has been measured once.
+    measured: bool,
+    /// RAs start by then even if it has not been.
+    start_by: Instant,
     /// The router's addresses, by interface.
     local: Vec<(Iface, Ipv6Addr)>,
     macs: HashMap<Iface, MacAddr>,
 }
 
 impl Ipv6Plane {
+    /// `dns`: the DNS forwarder runs, so the RAs advertise the router's LAN addresses.
     pub(super) fn new(
         v6: &Ipv6Config,
+        dns: bool,
         params: NeighParams,
         lan_mac: MacAddr,
         uplink_macs: &[MacAddr],
@@ -43,6 +62,7 @@ impl Ipv6Plane {
         ndp.add_interface(Iface::Lan, lan_mac, now);
         let mut local = vec![(Iface::Lan, ndisc::link_local(lan_mac))];
         let mut prefixes = Vec::new();
+        let mut lan_addrs = Vec::new();
         for (u, c) in v6.uplinks.iter().enumerate() {
             let (Some(c), Some(&mac)) = (c, uplink_macs.get(u)) else {
                 continue;
@@ -60,13 +80,15 @@ impl Ipv6Plane {
                 uplink: id,
                 prefix: c.lan_prefix,
             });
+            ndp.add_address(Iface::Lan, c.lan_address(), now);
+            local.push((Iface::Lan, c.lan_address()));
+            lan_addrs.push(c.lan_address());
         }
         let ra = RaEngine::new(
             RaConfig {
                 lan_mac,
                 prefixes,
-                // The DNS forwarder answers on the LAN's IPv4 address only.
-                dns: None,
+                dns: if dns { lan_addrs } else { Vec::new() },
                 params: RaParams::default(),
             },
             now.as_nanos(),
@@ -81,20 +103,41 @@ impl Ipv6Plane {
                 .map(|c| c.as_ref().map(|c| c.next_hop))
                 .collect(),
             up: vec![false; v6.uplinks.len()],
+            measured: false,
+            start_by: now + MAX_START_WAIT,
             local,
             macs,
         }
     }
 
     /// The uplinks' health changed (or may have): each uplink whose IPv6 state changed has its
-    /// prefix deprecated or restored in the RAs (SPEC 33).
-    pub(super) fn set_health(&mut self, up: &[bool], now: Instant) {
+    /// prefix deprecated or restored in the RAs (SPEC 33). `measured`: every uplink's health
+    /// has been observed once.
+    pub(super) fn set_health(&mut self, up: &[bool], measured: bool, now: Instant) {
         for (u, (&new, old)) in up.iter().zip(self.up.iter_mut()).enumerate() {
             if new != *old {
                 *old = new;
                 self.ra.set_uplink(UplinkId(u as u8), new, now);
             }
         }
+        self.measured |= measured;
+        self.start_ra(now);
+    }
+
+    /// Starts the RAs when the router may send them (RFC 4861 §6.2.2: from a link-local
+    /// address that passed DAD) and they can say which prefixes are usable.
+    fn start_ra(&mut self, now: Instant) {
+        if !self.ra.is_started()
+            && self.ndp.is_usable(Iface::Lan, self.ra.source())
+            && (self.measured || now >= self.start_by)
+        {
+            self.ra.start(now);
+        }
+    }
+
+    /// True for one of the router's addresses on `iface` that is in use (DAD passed).
+    pub(super) fn is_usable(&self, iface: Iface, addr: Ipv6Addr) -> bool {
+        self.local.contains(&(iface, addr)) && self.ndp.is_usable(iface, addr)
     }
 
     /// An IPv6 frame punted to the control thread: neighbour discovery, else an echo request to
@@ -120,7 +163,7 @@ impl Ipv6Plane {
             self.ndp.handle_frame(ingress, frame, now);
             return Ok(());
         }
-        if msg_type != types::ECHO_REQUEST || !self.local.contains(&(ingress, ip.dst())) {
+        if msg_type != types::ECHO_REQUEST || !self.is_usable(ingress, ip.dst()) {
             return Err(DropReason::LocalUnhandled);
         }
         let req = Icmpv6Packet::new_checked(icmp).map_err(|_| DropReason::BadL4Header)?;
@@ -165,6 +208,7 @@ impl Ipv6Plane {
 
     pub(super) fn handle_timeout(&mut self, now: Instant) {
         self.ndp.handle_timeout(now);
+        self.start_ra(now);
         self.ra.handle_timeout(now);
         for (u, nh) in self.next_hops.iter().enumerate() {
             if let Some(nh) = nh {
@@ -174,7 +218,8 @@ impl Ipv6Plane {
     }
 
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        [self.ndp.poll_timeout(), self.ra.poll_timeout()]
+        let start = (!self.ra.is_started()).then_some(self.start_by);
+        [self.ndp.poll_timeout(), self.ra.poll_timeout(), start]
             .into_iter()
             .flatten()
             .min()
@@ -199,11 +244,34 @@ impl Ipv6Plane {
 }
 
 impl Control {
-    /// Tells the RAs which uplinks carry IPv6 now (carrier and tracks).
+    /// Tells the RAs which uplinks carry IPv6 now (carrier and tracks), and whether that is
+    /// measured yet: an uplink without carrier is, one with carrier once every track watching
+    /// it has seen its first observation.
     pub(super) fn ipv6_health(&mut self, now: Instant) {
         let up = ipv6_up(&self.cfg, &self.carrier, &self.tracks.states());
+        let all_carrier = vec![true; self.carrier.len()];
+        let settled = ipv6_up(&self.cfg, &all_carrier, &self.tracks.settled());
+        let measured = self.carrier.iter().zip(&settled).all(|(&c, &s)| !c || s);
         if let Some(v6) = &mut self.ipv6 {
-            v6.set_health(&up, now);
+            v6.set_health(&up, measured, now);
+        }
+    }
+
+    /// An IPv6 frame for the router itself: DNS to one of its LAN addresses in use goes to
+    /// the forwarder; the rest is the IPv6 plane's.
+    pub(super) fn handle_local6(&mut self, ingress: Iface, frame: &[u8], now: Instant) {
+        let Some(v6) = &mut self.ipv6 else {
+            return self.counters.dropped(DropReason::NotIpv4);
+        };
+        let dst = Ipv6Packet::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[])).map(|p| p.dst());
+        let r = match (&mut self.dns, dst) {
+            (Some(d), Ok(dst)) if ingress == Iface::Lan && v6.is_usable(ingress, dst) && !dst.is_unicast_link_local() && is_udp(frame) => {
+                d.handle_frame6(frame, now)
+            }
+            _ => v6.handle_frame(ingress, frame, now),
+        };
+        if let Err(reason) = r {
+            self.counters.dropped(reason);
         }
     }
 
@@ -212,6 +280,10 @@ impl Control {
         let Some(v6) = &mut self.ipv6 else {
             return;
         };
+        let now = Instant::now();
+        while let Some((frame, client)) = self.dns.as_mut().and_then(DnsService::poll_outgoing6) {
+            v6.send_via(Iface::Lan, client, frame, now);
+        }
         let mut out = Vec::new();
         while let Some(t) = v6.poll_transmit() {
             out.push(t);
@@ -242,4 +314,11 @@ impl Control {
             }
         }
     }
+}
+
+/// True for an IPv6 packet whose upper layer is UDP.
+fn is_udp(frame: &[u8]) -> bool {
+    Ipv6Packet::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[]))
+        .and_then(|p| p.upper_layer())
+        .is_ok_and(|u| u.protocol == next_header::UDP)
 }

@@ -481,7 +481,7 @@ impl TcpRelay {
             match read_message(s, &mut c.from_client, MAX_QUERY) {
                 Ok(Some(query)) => {
                     self.counters.queries += 1;
-                    if !self.buckets.take(*c.client.ip(), now) {
+                    if !self.buckets.take((*c.client.ip()).into(), now) {
                         self.counters.rate_limited += 1;
                         return Some(End::Reset);
                     }

@@ -302,6 +302,56 @@ fn neighbour_discovery_and_pings_to_the_router_are_punted() {
         run6(&w, &mut udp, Iface::Lan).0,
         Verdict::Drop(DropReason::LocalUnhandled)
     );
+    // The router's address in a LAN prefix serves DNS (SPEC 30), UDP and TCP.
+    let lan_router = a6("2001:db8:a:1::1");
+    let mut dns = from_lan(host_a(), lan_router, 64, 8);
+    assert_eq!(
+        run6(&w, &mut dns, Iface::Lan).0,
+        Verdict::Punt(PuntClass::Other)
+    );
+    let mut ping = eth6(
+        LAN_MAC,
+        HOST_MAC,
+        &packet6(Kind6::Echo, host_a(), lan_router, 64, &[0; 8]),
+    );
+    assert_eq!(
+        run6(&w, &mut ping, Iface::Lan).0,
+        Verdict::Punt(PuntClass::Other)
+    );
+}
+
+/// An MLD message from `src` as Linux sends it: a hop-by-hop header with the router alert
+/// option, then ICMPv6 `msg_type` (the rest zero), to `group`'s MAC.
+fn mld(src: Ipv6Addr, group: Ipv6Addr, msg_type: u8) -> Vec<u8> {
+    let mut ip = vec![0x60, 0, 0, 0, 0, 8 + 8, 0, 1];
+    ip.extend(src.octets());
+    ip.extend(group.octets());
+    ip.extend([crate::wire::ipv6::next_header::ICMPV6, 0, 5, 2, 0, 0, 1, 0]);
+    ip.extend([msg_type, 0, 0, 0, 0, 0, 0, 0]);
+    eth6(ndisc::multicast_mac(group), HOST_MAC, &ip)
+}
+
+/// MLD (every host joins its solicited-node groups with it) is taken and counted as what it
+/// is, not as a broadcast drop; other multicast still is one.
+#[test]
+fn mld_is_counted_as_mld_not_dropped() {
+    let w = world(1500);
+    let mld2_routers = a6("ff02::16");
+    for (src, msg_type) in [
+        (ndisc::link_local(HOST_MAC), icmpv6::types::MLD2_REPORT),
+        (Ipv6Addr::UNSPECIFIED, icmpv6::types::MLD2_REPORT),
+        (ndisc::link_local(HOST_MAC), icmpv6::types::MLD_REPORT),
+        (ndisc::link_local(HOST_MAC), icmpv6::types::MLD_DONE),
+        (ndisc::link_local(HOST_MAC), icmpv6::types::MLD_QUERY),
+    ] {
+        let mut f = mld(src, mld2_routers, msg_type);
+        assert_eq!(run6(&w, &mut f, Iface::Lan).0, Verdict::Mld, "{msg_type}");
+    }
+    let mut other = mld(host_a(), mld2_routers, icmpv6::types::ECHO_REQUEST);
+    assert_eq!(
+        run6(&w, &mut other, Iface::Lan).0,
+        Verdict::Drop(DropReason::Broadcast)
+    );
 }
 
 #[test]
@@ -449,6 +499,10 @@ fn run_case6(c: &Case6) -> Result<&'static str, TestCaseError> {
         Verdict::Drop(_) => {
             prop_assert_eq!(&f, &before);
             return Ok("drop");
+        }
+        Verdict::Mld => {
+            prop_assert_eq!(&f, &before);
+            return Ok("mld");
         }
         Verdict::Fragment { .. } => {
             prop_assert!(false, "IPv6 is never fragmented by a router");

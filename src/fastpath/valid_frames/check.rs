@@ -131,7 +131,7 @@ pub fn check(
             ensure_eq!(after, before, "dropped frames are not modified");
             return Ok(());
         }
-        Verdict::Punt(_) => {
+        Verdict::Punt(_) | Verdict::Mld => {
             ensure_eq!(after, before, "punted frames are not modified");
             return Ok(());
         }
@@ -359,6 +359,7 @@ pub fn outcomes(
         Verdict::Punt(_) => "punt",
         Verdict::NeedsNeighbour { .. } => "needs neighbour",
         Verdict::Drop(_) => "drop",
+        Verdict::Mld => "mld",
     }];
     if !matches!(
         verdict,

@@ -61,6 +61,8 @@ pub fn state() -> Ipv6State {
             (A, a6("2001:db8:ffa::1")),
             (B, ndisc::link_local(B_MAC)),
             (B, a6("2001:db8:ffb::1")),
+            (Iface::Lan, a6("2001:db8:a:1::1")),
+            (Iface::Lan, a6("2001:db8:b:1::1")),
         ],
     }
 }
