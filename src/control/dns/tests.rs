@@ -92,6 +92,50 @@ fn a_lan_query_leaves_through_the_active_uplink_and_the_answer_comes_back() {
     assert_eq!(Message::from_vec(&payload).unwrap().metadata.id, 0x4242);
 }
 
+/// A UDP query over IPv6 to one of the router's LAN addresses.
+fn udp6_frame(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 48 + payload.len()];
+    let ip = wire6::OwnHeader::new(src, dst);
+    let n = udp::build_datagram_v6(&mut p, &ip, (sport, PORT), payload).unwrap();
+    p.truncate(n);
+    frame(LAN_MAC, HOST_MAC, crate::wire::ethernet::ethertype::IPV6, &p)
+}
+
+/// A host asks B's router address from its A address (a deprecated prefix's address is still
+/// a source for on-link destinations): upstream over IPv4 through the active uplink, and the
+/// answer comes back from the address asked, to the host's, checksum right.
+#[test]
+fn an_ipv6_query_is_answered_from_the_address_asked() {
+    let mut s = service();
+    let host: Ipv6Addr = "2001:db8:a::10".parse().unwrap();
+    let router: Ipv6Addr = "2001:db8:b::1".parse().unwrap();
+    s.handle_frame6(&udp6_frame(host, router, 40001, &query()), t(1))
+        .unwrap();
+    let (iface, hop, src, dst, _, _, payload) = parse(&s.poll_outgoing().unwrap());
+    assert_eq!((iface, hop, src, dst), (A, NH_A, A_IP, RESOLVER));
+    let mut answer = Message::from_vec(&payload).unwrap();
+    answer.metadata.message_type = MessageType::Response;
+    let a = udp_frame(RESOLVER, A_IP, PORT, PORT, &answer.to_vec().unwrap());
+    s.handle_frame(A, &a, t(2)).unwrap();
+    assert!(s.poll_outgoing().is_none(), "nothing for IPv4");
+    let (frame, next_hop) = s.poll_outgoing6().expect("the answer");
+    assert_eq!(next_hop, host);
+    let eth = EthernetFrame::new_checked(&frame[ETH_OFFSET..]).unwrap();
+    assert_eq!(eth.src(), LAN_MAC);
+    let ip = Ipv6Packet::new_checked(&frame[IP_OFFSET..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (router, host));
+    let u = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert!(u.verify_checksum_v6(router, host));
+    assert_eq!((u.src_port(), u.dst_port()), (PORT, 40001));
+    assert_eq!(Message::from_vec(u.payload()).unwrap().metadata.id, 0x4242);
+    // A bad checksum, or another port, is not a query.
+    let mut bad = udp6_frame(host, router, 40001, &query());
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(s.handle_frame6(&bad, t(3)), Err(DropReason::LocalUnhandled));
+    assert_eq!(s.forwarder().counters().queries, 1);
+}
+
 #[test]
 fn after_failover_queries_leave_through_the_new_uplink() {
     let mut s = service();

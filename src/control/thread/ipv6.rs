@@ -322,3 +322,6 @@ fn is_udp(frame: &[u8]) -> bool {
         .and_then(|p| p.upper_layer())
         .is_ok_and(|u| u.protocol == next_header::UDP)
 }
+
+#[cfg(test)]
+mod tests;
