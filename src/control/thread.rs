@@ -145,10 +145,16 @@ impl Control {
             queue_bytes: cfg.limits.held_bytes_per_neighbour,
             ..NeighParams::default()
         };
-        let ipv6 = cfg
-            .ipv6
-            .as_ref()
-            .map(|v6| ipv6::Ipv6Plane::new(v6, cfg.dns.is_some(), neigh_params.clone(), p.lan_mac, &macs, now));
+        let ipv6 = cfg.ipv6.as_ref().map(|v6| {
+            ipv6::Ipv6Plane::new(
+                v6,
+                cfg.dns.is_some(),
+                neigh_params.clone(),
+                p.lan_mac,
+                &macs,
+                now,
+            )
+        });
         let arp = ArpEngine::new(
             addressing.clone(),
             next_hops(&cfg, &p.carrier),

@@ -98,7 +98,12 @@ fn udp6_frame(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, payload: &[u8]) -> Vec<u
     let ip = wire6::OwnHeader::new(src, dst);
     let n = udp::build_datagram_v6(&mut p, &ip, (sport, PORT), payload).unwrap();
     p.truncate(n);
-    frame(LAN_MAC, HOST_MAC, crate::wire::ethernet::ethertype::IPV6, &p)
+    frame(
+        LAN_MAC,
+        HOST_MAC,
+        crate::wire::ethernet::ethertype::IPV6,
+        &p,
+    )
 }
 
 /// A host asks B's router address from its A address (a deprecated prefix's address is still

@@ -308,7 +308,11 @@ fn nothing_is_advertised_before_start_then_the_known_states_at_once() {
     let next = e.poll_timeout().unwrap();
     assert!(next >= t(4_000) && next <= t(17_000), "{next:?}");
     e.start(t(2_000));
-    assert_eq!(e.poll_timeout(), Some(next), "a second start changes nothing");
+    assert_eq!(
+        e.poll_timeout(),
+        Some(next),
+        "a second start changes nothing"
+    );
 }
 
 fn rs(src: Ipv6Addr, lladdr: Option<MacAddr>, hop_limit: u8) -> Vec<u8> {

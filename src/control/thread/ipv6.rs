@@ -265,7 +265,12 @@ impl Control {
         };
         let dst = Ipv6Packet::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[])).map(|p| p.dst());
         let r = match (&mut self.dns, dst) {
-            (Some(d), Ok(dst)) if ingress == Iface::Lan && v6.is_usable(ingress, dst) && !dst.is_unicast_link_local() && is_udp(frame) => {
+            (Some(d), Ok(dst))
+                if ingress == Iface::Lan
+                    && v6.is_usable(ingress, dst)
+                    && !dst.is_unicast_link_local()
+                    && is_udp(frame) =>
+            {
                 d.handle_frame6(frame, now)
             }
             _ => v6.handle_frame(ingress, frame, now),
