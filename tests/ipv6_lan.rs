@@ -1,6 +1,6 @@
 //! The router's IPv6 LAN services in the lab (SPEC 30, 32, 33) with real peers: the router's
 //! address in each LAN /64 answers ping, its RAs name those addresses as DNS servers (RFC 8106,
-//! read on the LAN host by rdisc6), dig asks them for AAAA over IPv6; `curl -6` to an HTTP
+//! read on the LAN host by rdisc6), dig asks them for AAAA over IPv6 (UDP and TCP); `curl -6` to an HTTP
 //! server at the central site keeps working across a fault on ISP A, the new connection leaving
 //! by PE B from the host's B address (tcpdump); the LAN host's MLD reports are counted as
 //! `mld`, not as `broadcast` drops.
@@ -77,29 +77,24 @@ fn start(lab: &Lab) -> (String, String) {
 /// (it solicits one RA and prints its options).
 fn rdnss(lab: &Lab) -> Vec<String> {
     let out = lab.ok("lan", &["rdisc6", "-1", "-n", "-w", "2000", "eth0"]);
+    // "Recursive DNS server     : 2001:db8:a:1::1"
     out.lines()
         .filter_map(|l| l.trim().strip_prefix("Recursive DNS server"))
-        .filter_map(|l| {
-            Some(
-                l.split(':')
-                    .skip(1)
-                    .collect::<Vec<_>>()
-                    .join(":")
-                    .trim()
-                    .to_string(),
-            )
-        })
+        .filter_map(|l| l.split_once(':'))
+        .map(|(_, addr)| addr.trim().to_string())
         .filter(|a| !a.is_empty())
         .collect()
 }
 
-/// `dig AAAA name @server` over IPv6 from the LAN host: the addresses answered.
-fn dig_aaaa(lab: &Lab, server: &str, name: &str) -> Vec<String> {
+/// `dig AAAA name @server` over IPv6 (UDP, or TCP if `tcp`) from the LAN host: the
+/// addresses answered.
+fn dig_aaaa(lab: &Lab, server: &str, name: &str, tcp: bool) -> Vec<String> {
     let at = format!("@{server}");
+    let transport = if tcp { "+tcp" } else { "+notcp" };
     let out = lab.ok(
         "lan",
         &[
-            "dig", "-6", "+short", "+tries=2", "+time=2", "AAAA", name, &at,
+            "dig", "-6", transport, "+short", "+tries=2", "+time=2", "AAAA", name, &at,
         ],
     );
     out.lines().map(|l| l.trim().to_string()).collect()
@@ -122,11 +117,10 @@ fn rdnss_names_the_router_which_answers_ping_and_aaaa_and_mld_is_no_drop() {
                 .success(),
             "the router's LAN address {router} does not answer ping"
         );
-        assert_eq!(
-            dig_aaaa(&lab, router, "probe.lab"),
-            [SERVER6],
-            "AAAA @{router}"
-        );
+        for tcp in [false, true] {
+            let got = dig_aaaa(&lab, router, "probe.lab", tcp);
+            assert_eq!(got, [SERVER6], "AAAA @{router} (tcp: {tcp})");
+        }
     }
 
     // MLD: the host joins a new solicited-node group (an address without DAD): its MLDv2
@@ -217,7 +211,7 @@ fn curl6_by_name_through_the_router_keeps_working_across_a_failover() {
     });
     let resolve = |lab: &Lab| {
         let server = rdnss(lab).into_iter().next().expect("an RDNSS server");
-        let addrs = dig_aaaa(lab, &server, "probe.lab");
+        let addrs = dig_aaaa(lab, &server, "probe.lab", false);
         assert_eq!(
             addrs,
             [SERVER6],

@@ -6,8 +6,9 @@
 //! from a resolver's port 53 to one of `TCP_PORTS` on the active uplink's address (punted by the
 //! fast path like the UDP answers). Outputs carry the next hop the frame goes to, which the ARP
 //! engine resolves. Over IPv6, UDP queries to the router's LAN addresses (one per LAN prefix)
-//! are answered from the address asked (`handle_frame6`, `poll_outgoing6`, which neighbour
-//! discovery resolves); upstream stays IPv4, through the active uplink.
+//! and TCP connections to them are answered from the address asked (`handle_frame6`,
+//! `poll_outgoing6`, which neighbour discovery resolves); upstream stays IPv4, through the
+//! active uplink.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
@@ -20,6 +21,7 @@ use crate::config::DnsConfig;
 use crate::counters::DropReason;
 use crate::dns::tcp::{TCP_PORTS, TcpRelay, TcpTransmit, TcpUpstream};
 use crate::dns::{Client, Forwarder, PORT, Transmit as DnsTransmit};
+use crate::prefix6::Ipv6Prefix;
 use crate::wire::ethernet::MacAddr;
 use crate::wire::frame::IP_OFFSET;
 use crate::wire::ipv4::{self, Ipv4Packet, OwnHeader, proto};
@@ -41,10 +43,17 @@ pub struct DnsService {
 }
 
 impl DnsService {
-    /// `seed` drives the upstream query ids, TCP ports and sequence numbers.
-    pub fn new(cfg: DnsConfig, addressing: Addressing, seed: u64, now: Instant) -> DnsService {
+    /// `lan6`: the router's IPv6 LAN addresses with their prefix lengths, where DNS over TCP
+    /// is served too. `seed` drives the upstream query ids, TCP ports and sequence numbers.
+    pub fn new(
+        cfg: DnsConfig,
+        addressing: Addressing,
+        lan6: &[Ipv6Prefix],
+        seed: u64,
+        now: Instant,
+    ) -> DnsService {
         DnsService {
-            relay: TcpRelay::new(&cfg, addressing.lan.prefix, !seed, now),
+            relay: TcpRelay::new(&cfg, addressing.lan.prefix, lan6, !seed, now),
             forwarder: Forwarder::new(cfg, seed),
             addressing,
             gateway: None,
@@ -194,9 +203,36 @@ impl DnsService {
         Some((src, dst, u.src_port(), data))
     }
 
+    /// The IPv6 packet in `frame` if it carries TCP to port 53 (whole, the headers right
+    /// after the fixed one, as hosts send it); a checksum left partial by the sender's offload
+    /// is completed, since smoltcp checks it.
+    fn tcp53_v6(frame: &[u8]) -> Option<Vec<u8>> {
+        let ip = Ipv6Packet::new_checked(frame.get(IP_OFFSET..)?).ok()?;
+        if ip.next_header() != next_header::TCP {
+            return None;
+        }
+        let t = TcpPacket::new_checked(ip.payload()).ok()?;
+        if t.dst_port() != PORT {
+            return None;
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        let mut packet =
+            frame[IP_OFFSET..IP_OFFSET + wire6::HEADER_LEN + ip.payload_len()].to_vec();
+        if VnetHdr::parse(frame).is_ok_and(|h| h.needs_csum()) {
+            TcpPacket::new_unchecked(&mut packet[wire6::HEADER_LEN..]).fill_checksum_v6(src, dst);
+        }
+        Some(packet)
+    }
+
     /// An IPv6 frame from the LAN to one of the router's LAN addresses (the caller checked
-    /// that it is one in use): a UDP query is taken; anything else is not served.
+    /// that it is one in use): a UDP query or a TCP segment to port 53 is taken; anything else
+    /// is not served.
     pub fn handle_frame6(&mut self, frame: &[u8], now: Instant) -> Result<(), DropReason> {
+        if let Some(packet) = Self::tcp53_v6(frame) {
+            self.relay.handle_packet(Iface::Lan, &packet, now);
+            self.drain();
+            return Ok(());
+        }
         let (src, dst, sport, data) = Self::udp53_v6(frame).ok_or(DropReason::LocalUnhandled)?;
         let client = Client {
             addr: SocketAddr::new(src.into(), sport),
@@ -265,6 +301,14 @@ impl DnsService {
             });
         }
         while let Some(TcpTransmit { iface, packet }) = self.relay.poll_transmit() {
+            if iface == Iface::Lan
+                && let Ok(ip) = Ipv6Packet::new_checked(&packet[..])
+                && ip.version() == 6
+            {
+                let client = ip.dst();
+                self.push6_packet(client, &packet);
+                continue;
+            }
             let next_hop = match (iface, self.gateway) {
                 (Iface::Lan, _) => match Ipv4Packet::new_checked(&packet[..]) {
                     Ok(ip) => ip.dst(),
@@ -290,6 +334,20 @@ impl DnsService {
         let built = super::Transmit::ipv6(Iface::Lan, me.mac, MacAddr::ZERO, capacity, |out| {
             let ip = wire6::OwnHeader::new(server, client);
             udp::build_datagram_v6(out, &ip, (PORT, port), payload).ok()
+        });
+        if let Some(t) = built {
+            self.out6.push_back((t.frame, client));
+        }
+    }
+
+    /// Queues an IPv6 packet the TCP relay sent to a LAN client.
+    fn push6_packet(&mut self, client: Ipv6Addr, packet: &[u8]) {
+        let Some(me) = self.addressing.get(Iface::Lan) else {
+            return;
+        };
+        let built = super::Transmit::ipv6(Iface::Lan, me.mac, MacAddr::ZERO, packet.len(), |out| {
+            out.get_mut(..packet.len())?.copy_from_slice(packet);
+            Some(packet.len())
         });
         if let Some(t) = built {
             self.out6.push_back((t.frame, client));

@@ -45,6 +45,7 @@ use crate::wire::tcp::{self, TcpRepr};
 use crate::wire::vnet::VnetHdr;
 use crate::wire::vrrp;
 use crate::{Iface, UplinkId};
+use ipv6::lan6;
 
 mod addressing;
 mod ipv6;
@@ -205,7 +206,7 @@ impl Control {
             dns: cfg
                 .dns
                 .clone()
-                .map(|d| DnsService::new(d, addressing.clone(), now.as_nanos(), now)),
+                .map(|d| DnsService::new(d, addressing.clone(), &lan6(&cfg), now.as_nanos(), now)),
             echo: EchoResponder::new(addressing),
             vrrp: Vrrp::new(cfg.vrrp.clone(), cfg.lan.address.addr()),
             tracks,

@@ -1,6 +1,6 @@
 //! TCP segments (RFC 9293): the fields NAT, MSS clamping, RSTs and SYN probes need.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::checksum::{self, L4Checksum};
 use super::field::{set_u8, set_u16, set_u32, slice, try_u16_at, u8_at, u16_at, u32_at};
@@ -188,6 +188,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
         if let Some(checksum) = checksum::l4_checksum(src, dst, proto::TCP, self.buffer.as_ref()) {
+            self.set_checksum(checksum);
+        }
+    }
+
+    /// The same over the IPv6 pseudo header.
+    pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        self.set_checksum(0);
+        let tcp = super::ipv6::next_header::TCP;
+        if let Some(checksum) = checksum::l4_checksum_v6(src, dst, tcp, self.buffer.as_ref()) {
             self.set_checksum(checksum);
         }
     }

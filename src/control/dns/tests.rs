@@ -23,7 +23,7 @@ fn service() -> DnsService {
         burst: 100,
         timeout: Duration::from_secs(2),
     };
-    let mut s = DnsService::new(cfg, addressing(), 5, t(0));
+    let mut s = DnsService::new(cfg, addressing(), &[], 5, t(0));
     s.set_upstream(Some((A_ID, NH_A)), vec![RESOLVER], t(0));
     s
 }

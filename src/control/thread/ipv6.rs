@@ -21,6 +21,7 @@ use super::*;
 use crate::config::Ipv6Config;
 use crate::control::ndp::{DadParams, NdpEngine, NdpEvent};
 use crate::control::ra::{LanPrefix, RaConfig, RaEngine, RaParams};
+use crate::prefix6::Ipv6Prefix;
 use crate::shared::ipv6_up;
 use crate::wire::icmpv6::{self, EchoRepr, Icmpv6Packet, types};
 use crate::wire::ipv6::{self as wire6, Ipv6Packet, next_header};
@@ -269,7 +270,7 @@ impl Control {
                 if ingress == Iface::Lan
                     && v6.is_usable(ingress, dst)
                     && !dst.is_unicast_link_local()
-                    && is_udp(frame) =>
+                    && is_udp_or_tcp(frame) =>
             {
                 d.handle_frame6(frame, now)
             }
@@ -321,11 +322,19 @@ impl Control {
     }
 }
 
-/// True for an IPv6 packet whose upper layer is UDP.
-fn is_udp(frame: &[u8]) -> bool {
+/// The router's IPv6 LAN addresses (::1 of each LAN prefix) with their prefix lengths.
+pub(super) fn lan6(cfg: &Config) -> Vec<Ipv6Prefix> {
+    let uplinks = cfg.ipv6.iter().flat_map(|v6| v6.uplinks.iter().flatten());
+    uplinks
+        .filter_map(|c| Ipv6Prefix::new(c.lan_address(), c.lan_prefix.prefix_len()).ok())
+        .collect()
+}
+
+/// True for an IPv6 packet whose upper layer is UDP or TCP.
+fn is_udp_or_tcp(frame: &[u8]) -> bool {
     Ipv6Packet::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[]))
         .and_then(|p| p.upper_layer())
-        .is_ok_and(|u| u.protocol == next_header::UDP)
+        .is_ok_and(|u| matches!(u.protocol, next_header::UDP | next_header::TCP))
 }
 
 #[cfg(test)]

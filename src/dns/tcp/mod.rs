@@ -1,4 +1,5 @@
-//! DNS over TCP (RFC 7766) on the router's LAN address, relayed over TCP to the resolvers of
+//! DNS over TCP (RFC 7766) on the router's LAN addresses (IPv4, and IPv6 in each LAN prefix),
+//! relayed over TCP to the resolvers of
 //! the uplink that carries the default route (SPEC 30), as dnsmasq does: each LAN connection
 //! gets at most one upstream connection, from the active uplink's address and a port of
 //! [`TCP_PORTS`], to one resolver; queries and answers are whole length-prefixed messages,
@@ -13,8 +14,8 @@
 //! keeps what smoltcp cannot know: the relay, its bounds and its counters.
 //!
 //! Same engine shape as the UDP forwarder: `handle_packet(side, packet, now)`,
-//! `handle_timeout(now)`, `poll_transmit`, `poll_timeout`. Packets are IPv4 packets without a
-//! link header. Bounds: connections in total and per client (further SYNs are dropped and
+//! `handle_timeout(now)`, `poll_transmit`, `poll_timeout`. Packets are IP packets without a
+//! link header: IPv4 or IPv6 on the LAN side, IPv4 upstream. Bounds: connections in total and per client (further SYNs are dropped and
 //! counted), each client's queries (a token bucket like the UDP forwarder's, of its own: a
 //! query over it resets the connection), one query's size, unanswered queries per connection
 //! (reading pauses), answer bytes held for a slow client (reading the resolver pauses),
@@ -30,20 +31,21 @@
 mod stack;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::AnySocket;
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::wire::{IpAddress, IpListenEndpoint, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{IpListenEndpoint, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 
 use self::stack::Stack;
 use super::ratelimit::ClientBuckets;
 use crate::clock::Instant;
 use crate::config::DnsConfig;
 use crate::prefix::Ipv4Prefix;
+use crate::prefix6::Ipv6Prefix;
 use crate::rng::SplitMix;
 use crate::{Iface, UplinkId};
 
@@ -90,7 +92,8 @@ pub struct TcpUpstream {
     pub resolvers: Vec<Ipv4Addr>,
 }
 
-/// An IPv4 packet to send on `iface` (to a LAN client, or through the active uplink).
+/// An IP packet to send on `iface` (IPv4 or IPv6 to a LAN client, or IPv4 through the active
+/// uplink).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpTransmit {
     pub iface: Iface,
@@ -137,7 +140,7 @@ struct Upstream {
 }
 
 struct Conn {
-    client: SocketAddrV4,
+    client: SocketAddr,
     opened: Instant,
     /// Last query or answer.
     active: Instant,
@@ -197,8 +200,9 @@ fn socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
 
 fn listen(stack: &mut Stack) -> SocketHandle {
     let mut s = socket(CLIENT_RX, CLIENT_TX);
+    // Any of the stack's addresses: the LAN address and the router's IPv6 LAN addresses.
     let endpoint = IpListenEndpoint {
-        addr: Some(IpAddress::from(stack.addr())),
+        addr: None,
         port: super::PORT,
     };
     s.listen(endpoint).expect("port 53 is not zero");
@@ -251,11 +255,19 @@ fn write_some(s: &mut tcp::Socket, buf: &mut Vec<u8>) {
 }
 
 impl TcpRelay {
-    /// Listens on the LAN address, port 53; `cfg.timeout` is how long a resolver may keep a
-    /// query unanswered, `cfg.rate` and `cfg.burst` each client's queries.
-    pub fn new(cfg: &DnsConfig, lan: Ipv4Prefix, seed: u64, now: Instant) -> Self {
+    /// Listens on the LAN address and the IPv6 addresses `lan6` (with their prefix lengths),
+    /// port 53; `cfg.timeout` is how long a resolver may keep a query unanswered, `cfg.rate`
+    /// and `cfg.burst` each client's queries.
+    pub fn new(
+        cfg: &DnsConfig,
+        lan: Ipv4Prefix,
+        lan6: &[Ipv6Prefix],
+        seed: u64,
+        now: Instant,
+    ) -> Self {
         let mut rng = SplitMix::new(seed);
-        let mut lan = Stack::new(lan.addr(), lan.prefix_len(), false, rng.next_u64(), now);
+        let seed = rng.next_u64();
+        let mut lan = Stack::new(lan.addr(), lan.prefix_len(), lan6, false, seed, now);
         let listener = listen(&mut lan);
         TcpRelay {
             lan,
@@ -298,7 +310,7 @@ impl TcpRelay {
                 // resolvers may refuse the new address. Unanswered queries go out again.
                 self.up = u.map(|u| UpSide {
                     uplink: u.uplink,
-                    stack: Stack::new(u.addr, 32, true, self.rng.next_u64(), now),
+                    stack: Stack::new(u.addr, 32, &[], true, self.rng.next_u64(), now),
                     resolvers: u.resolvers,
                     closing: VecDeque::new(),
                 });
@@ -311,8 +323,8 @@ impl TcpRelay {
         self.run(now);
     }
 
-    /// An IPv4 packet for the relay: TCP to `lan:53` from the LAN, or TCP from a resolver's
-    /// port 53 to one of `TCP_PORTS` on uplink `u`.
+    /// An IP packet for the relay: TCP to one of the LAN addresses, port 53, from the LAN
+    /// (IPv4 or IPv6), or TCP from a resolver's port 53 to one of `TCP_PORTS` on uplink `u`.
     pub fn handle_packet(&mut self, iface: Iface, packet: &[u8], now: Instant) {
         match iface {
             Iface::Lan => {
@@ -367,16 +379,16 @@ impl TcpRelay {
     /// False for a SYN that would open a connection over the bounds (counted). A SYN of a
     /// connection already open (retransmitted) passes.
     fn admit(&mut self, packet: &[u8]) -> bool {
-        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+        let Some((src, segment)) = tcp_segment(packet) else {
             return true;
         };
-        let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+        let Ok(tcp) = TcpPacket::new_checked(segment) else {
             return true;
         };
         if !tcp.syn() || tcp.ack() {
             return true;
         }
-        let client = SocketAddrV4::new(ip.src_addr(), tcp.src_port());
+        let client = SocketAddr::new(src, tcp.src_port());
         if self.conns.values().any(|c| c.client == client) {
             return true;
         }
@@ -438,10 +450,8 @@ impl TcpRelay {
             return;
         }
         let client = match s.remote_endpoint() {
-            Some(e) => match e.addr {
-                IpAddress::Ipv4(a) => SocketAddrV4::new(a, e.port),
-            },
-            None => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            Some(e) => SocketAddr::new(e.addr.into(), e.port),
+            None => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
         };
         self.counters.accepted += 1;
         self.conns.insert(
@@ -481,7 +491,7 @@ impl TcpRelay {
             match read_message(s, &mut c.from_client, MAX_QUERY) {
                 Ok(Some(query)) => {
                     self.counters.queries += 1;
-                    if !self.buckets.take((*c.client.ip()).into(), now) {
+                    if !self.buckets.take(c.client.ip(), now) {
                         self.counters.rate_limited += 1;
                         return Some(End::Reset);
                     }
@@ -646,6 +656,21 @@ impl TcpRelay {
                 }
             }
         }
+    }
+}
+
+/// The source and the TCP segment of an IPv4 or IPv6 packet whose payload is TCP.
+fn tcp_segment(packet: &[u8]) -> Option<(IpAddr, &[u8])> {
+    match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            (ip.next_header() == IpProtocol::Tcp).then(|| (ip.src_addr().into(), ip.payload()))
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            (ip.next_header() == IpProtocol::Tcp).then(|| (ip.src_addr().into(), ip.payload()))
+        }
+        _ => None,
     }
 }
 

@@ -1,8 +1,11 @@
 //! One smoltcp interface with its sockets, driven by packets handed in and out: the relay has
-//! one on the LAN address and one on the active uplink's address.
+//! one on the LAN addresses (IPv4, and IPv6 in each LAN prefix) and one on the active uplink's
+//! address.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
+
+use crate::prefix6::Ipv6Prefix;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
@@ -77,11 +80,13 @@ pub(super) struct Stack {
 }
 
 impl Stack {
-    /// An interface with `addr/prefix_len`; off-link destinations are reached only when
-    /// `default_route` (the uplink side: everything leaves through it).
+    /// An interface with `addr/prefix_len` and the IPv6 addresses `v6` (with their on-link
+    /// prefix lengths); off-link destinations are reached only when `default_route` (the uplink
+    /// side: everything leaves through it).
     pub(super) fn new(
         addr: Ipv4Addr,
         prefix_len: u8,
+        v6: &[Ipv6Prefix],
         default_route: bool,
         seed: u64,
         now: Instant,
@@ -92,6 +97,10 @@ impl Stack {
         let mut iface = Interface::new(config, &mut dev, smol(now));
         iface.update_ip_addrs(|a| {
             let _ = a.push(IpCidr::new(addr.into(), prefix_len));
+            for p in v6 {
+                // Beyond smoltcp's room (8 addresses) a prefix's address is not served.
+                let _ = a.push(IpCidr::new(p.addr().into(), p.prefix_len()));
+            }
         });
         if default_route {
             // Medium::Ip has no neighbours: the gateway only has to exist.

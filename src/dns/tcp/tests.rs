@@ -63,7 +63,7 @@ fn cfg() -> DnsConfig {
 }
 
 fn relay(seed: u64, now: Instant) -> TcpRelay {
-    TcpRelay::new(&cfg(), "192.168.0.1/24".parse().unwrap(), seed, now)
+    TcpRelay::new(&cfg(), "192.168.0.1/24".parse().unwrap(), &[], seed, now)
 }
 
 struct Net {
@@ -89,7 +89,7 @@ impl Net {
         let resolvers = [RESOLVER, RESOLVER_2]
             .iter()
             .map(|&a| {
-                let mut s = Stack::new(a, 32, true, 3, now);
+                let mut s = Stack::new(a, 32, &[], true, 3, now);
                 let mut l = socket(4096, 16384);
                 l.listen(53).expect("listen");
                 s.add(l);
@@ -99,7 +99,7 @@ impl Net {
         Net {
             now,
             relay,
-            client: Stack::new(CLIENT, 24, false, 5, now),
+            client: Stack::new(CLIENT, 24, &[], false, 5, now),
             resolvers,
             sent: Vec::new(),
             lose_upstream: 0,
