@@ -110,6 +110,20 @@ fn rdnss_names_the_router_which_answers_ping_and_aaaa_and_mld_is_no_drop() {
     let servers = rdnss(&lab);
     println!("RDNSS in the router's RA: {servers:?}");
     assert_eq!(servers, [ROUTER_A, ROUTER_B], "RDNSS");
+    let shown = lab.ctl_json(&["show", "ipv6"]);
+    assert_eq!(
+        shown["rdnss"],
+        serde_json::json!([ROUTER_A, ROUTER_B]),
+        "{shown}"
+    );
+    for (i, router) in [ROUTER_A, ROUTER_B].iter().enumerate() {
+        assert_eq!(shown["prefixes"][i]["router_address"], *router, "{shown}");
+        assert_eq!(
+            shown["prefixes"][i]["router_address_in_use"], true,
+            "{shown}"
+        );
+    }
+    println!("{}", lab.ctl(&["show", "ipv6"]));
     for router in [ROUTER_A, ROUTER_B] {
         assert!(
             lab.exec("lan", &["ping", "-6", "-c", "1", "-W", "2", router])

@@ -149,6 +149,11 @@ impl RaEngine {
         self.started
     }
 
+    /// The DNS servers the RAs name.
+    pub fn dns(&self) -> &[Ipv6Addr] {
+        &self.config.dns
+    }
+
     /// The source of every RA: the router's link-local address on the LAN.
     pub fn source(&self) -> Ipv6Addr {
         ndisc::link_local(self.config.lan_mac)

@@ -1,5 +1,6 @@
 //! `show ipv6` (SPEC 32, 33): each uplink's prefix as the LAN's Router Advertisements carry it
-//! now (preferred, or deprecated while the uplink is down), and the IPv6 neighbours the fast
+//! now (preferred, or deprecated while the uplink is down) with the router's address in it, the
+//! DNS servers the RAs name (RDNSS), whether RAs are sent yet, and the IPv6 neighbours the fast
 //! path uses.
 
 use std::fmt;
@@ -19,12 +20,20 @@ pub struct Ipv6Info {
     /// The router lifetime the RAs carry now (0: no uplink carries IPv6).
     pub router_lifetime: u16,
     pub prefixes: Vec<PrefixInfo>,
+    /// The router's LAN addresses and whether each is in use (DAD passed).
+    pub lan_addresses: Vec<(Ipv6Addr, bool)>,
+    /// The DNS servers the RAs name (RFC 8106).
+    pub rdnss: Vec<Ipv6Addr>,
+    /// False until the first RA (DAD of the link-local address, the uplinks' health measured).
+    pub advertising: bool,
     pub neighbours: Vec<(Iface, Ipv6Addr, MacAddr)>,
 }
 
 #[derive(Serialize)]
 struct Ipv6View {
     router_lifetime_s: u16,
+    advertising: bool,
+    rdnss: Vec<Ipv6Addr>,
     prefixes: Vec<PrefixRow>,
     neighbours: Vec<NeighbourRow>,
 }
@@ -38,19 +47,28 @@ struct PrefixRow {
     state: &'static str,
     preferred_lifetime_s: u32,
     valid_lifetime_s: u32,
+    /// The router's address in the LAN prefix, and whether it is in use (DAD passed).
+    router_address: Ipv6Addr,
+    router_address_in_use: bool,
 }
 
 impl fmt::Display for PrefixRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<10} {:<20} {:<22} {:<11} {:>9} {:>9}",
+            "{:<10} {:<20} {:<22} {:<11} {:>9} {:>9}  {}{}",
             self.uplink,
             self.prefix,
             self.lan_prefix,
             self.state,
             self.preferred_lifetime_s,
-            self.valid_lifetime_s
+            self.valid_lifetime_s,
+            self.router_address,
+            if self.router_address_in_use {
+                ""
+            } else {
+                " (tentative)"
+            }
         )
     }
 }
@@ -111,6 +129,8 @@ fn prefix_rows(info: &Ipv6Info, cfg: &Config) -> Vec<PrefixRow> {
                 },
                 preferred_lifetime_s: pi.preferred_lifetime,
                 valid_lifetime_s: pi.valid_lifetime,
+                router_address: c.lan_address(),
+                router_address_in_use: info.lan_addresses.contains(&(c.lan_address(), true)),
             })
         })
         .collect()
@@ -138,13 +158,30 @@ pub(super) fn show(st: &State, json: bool) -> String {
     if json {
         return to_json(&Ipv6View {
             router_lifetime_s: info.router_lifetime,
+            advertising: info.advertising,
+            rdnss: info.rdnss.clone(),
             prefixes,
             neighbours,
         });
     }
+    let rdnss: Vec<String> = info.rdnss.iter().map(Ipv6Addr::to_string).collect();
     let mut s = format!(
-        "Router lifetime {} s\n{:<10} {:<20} {:<22} {:<11} {:>9} {:>9}\n",
-        info.router_lifetime, "Uplink", "Prefix", "LAN prefix", "State", "Preferred", "Valid"
+        "Router lifetime {} s{}; DNS servers advertised (RDNSS): {}\n",
+        info.router_lifetime,
+        if info.advertising {
+            ""
+        } else {
+            " (no RA yet: DAD or the uplinks' health pending)"
+        },
+        if rdnss.is_empty() {
+            "none".to_string()
+        } else {
+            rdnss.join(", ")
+        }
+    );
+    s += &format!(
+        "{:<10} {:<20} {:<22} {:<11} {:>9} {:>9}  {}\n",
+        "Uplink", "Prefix", "LAN prefix", "State", "Preferred", "Valid", "Router address"
     );
     s.extend(prefixes.iter().map(PrefixRow::to_string));
     s += &format!(

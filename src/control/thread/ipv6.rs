@@ -238,6 +238,25 @@ impl Ipv6Plane {
         self.ndp.resolved()
     }
 
+    /// The router's LAN addresses (one per LAN prefix) and whether each is in use, for `show`.
+    pub(super) fn lan_addresses(&self) -> Vec<(Ipv6Addr, bool)> {
+        self.local
+            .iter()
+            .filter(|(i, a)| *i == Iface::Lan && !a.is_unicast_link_local())
+            .map(|&(i, a)| (a, self.ndp.is_usable(i, a)))
+            .collect()
+    }
+
+    /// The DNS servers the RAs name, for `show`.
+    pub(super) fn rdnss(&self) -> &[Ipv6Addr] {
+        self.ra.dns()
+    }
+
+    /// Whether RAs are sent yet, for `show`.
+    pub(super) fn advertising(&self) -> bool {
+        self.ra.is_started()
+    }
+
     /// What the RAs say now, for `show`.
     pub(super) fn advert(&self) -> (ndisc::RouterAdvert, Vec<ndisc::PrefixInfo>) {
         self.ra.advert()

@@ -104,10 +104,14 @@ impl Control {
     }
 
     fn ipv6_info(&self) -> Option<views::Ipv6Info> {
-        let (ra, prefixes) = self.ipv6.as_ref()?.advert();
+        let v6 = self.ipv6.as_ref()?;
+        let (ra, prefixes) = v6.advert();
         Some(views::Ipv6Info {
             router_lifetime: ra.router_lifetime,
             prefixes,
+            lan_addresses: v6.lan_addresses(),
+            rdnss: v6.rdnss().to_vec(),
+            advertising: v6.advertising(),
             neighbours: self.shared.neighbours.load().v6().collect(),
         })
     }
