@@ -100,13 +100,73 @@ fn dig_aaaa(lab: &Lab, server: &str, name: &str, tcp: bool) -> Vec<String> {
     out.lines().map(|l| l.trim().to_string()).collect()
 }
 
+/// The router's first RA (RFC 4861 §6.2.2) leaves only once DAD of its link-local source has
+/// run its course (one solicitation from ::, then RetransTimer, 1 s, without an answer), and
+/// already carries what the first probes measured: a default router, both prefixes preferred.
+fn first_ra_after_dad_with_measured_health(capture: &str) {
+    // tcpdump -vv: a line per packet starting with its time, the options indented below.
+    let mut packets: Vec<(f64, String)> = Vec::new();
+    for line in capture.lines() {
+        match line
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse::<f64>().ok())
+        {
+            Some(t) if !line.starts_with(char::is_whitespace) => {
+                packets.push((t, line.to_string()))
+            }
+            _ => {
+                if let Some(p) = packets.last_mut() {
+                    p.1 += &format!("\n{line}");
+                }
+            }
+        }
+    }
+    let (ra_at, ra) = packets
+        .iter()
+        .find(|(_, p)| p.contains("router advertisement"))
+        .unwrap_or_else(|| panic!("no RA captured:\n{capture}"));
+    // "... IP6 (hlim 255, ...) fe80::... > ff02::1: ..."
+    let src = ra
+        .split(" > ")
+        .next()
+        .and_then(|head| head.split_whitespace().last())
+        .expect("the RA's source");
+    assert!(src.starts_with("fe80::"), "{ra}");
+    let dad = packets
+        .iter()
+        .find(|(_, p)| p.contains(":: > ") && p.contains(&format!("who has {src}")))
+        .unwrap_or_else(|| panic!("no DAD solicitation for {src} before its RA:\n{capture}"));
+    println!(
+        "DAD for {src} at {:.3}, first RA at {ra_at:.3}:\n{ra}",
+        dad.0
+    );
+    // Capture stamps against the configured RetransTimer (1 s), a little slack for stamping.
+    assert!(
+        ra_at - dad.0 >= 0.99,
+        "RA {:.3} s after the DAD probe",
+        ra_at - dad.0
+    );
+    assert!(ra.contains("router lifetime 1800s"), "first RA:\n{ra}");
+    assert_eq!(ra.matches("pref. time 2700s").count(), 2, "first RA:\n{ra}");
+}
+
 #[test]
 fn rdnss_names_the_router_which_answers_ping_and_aaaa_and_mld_is_no_drop() {
     if !require_root() {
         return;
     }
     let lab = Lab::up("l61-");
+    // Everything the LAN host hears of neighbour discovery from the router's first frame on.
+    let nd = Capture::start(
+        &lab,
+        "lan",
+        "eth0",
+        "-vv icmp6 and (ip6[40] == 134 or ip6[40] == 135)",
+    );
     start(&lab);
+    let nd = nd.stop();
+    first_ra_after_dad_with_measured_health(&nd);
     let servers = rdnss(&lab);
     println!("RDNSS in the router's RA: {servers:?}");
     assert_eq!(servers, [ROUTER_A, ROUTER_B], "RDNSS");
