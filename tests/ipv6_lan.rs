@@ -238,6 +238,33 @@ fn rdnss_names_the_router_which_answers_ping_and_aaaa_and_mld_is_no_drop() {
     );
 }
 
+/// Without probes the uplinks' health is known at once (their carrier), so only DAD holds the
+/// first RA back: it still leaves a RetransTimer after the link-local address's probe.
+#[test]
+fn without_probes_the_first_ra_still_waits_for_the_link_local_dad() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("l63-");
+    let full = std::fs::read_to_string(repo().join("scripts/lab.toml")).expect("lab.toml");
+    let uplinks_only = full
+        .split("[[probe]]")
+        .next()
+        .expect("the LAN and uplinks")
+        .to_string();
+    let nd = Capture::start(
+        &lab,
+        "lan",
+        "eth0",
+        "-vv icmp6 and (ip6[40] == 134 or ip6[40] == 135)",
+    );
+    lab.start_router(&uplinks_only);
+    lab.wait_for("the first RA", Duration::from_secs(20), || {
+        nd.so_far().contains("router advertisement")
+    });
+    first_ra_after_dad_with_measured_health(&nd.stop());
+}
+
 /// `curl -6` from the LAN host (from `source` if given, else the address the host picks) to
 /// the central site's HTTP server at `addr`: (local address, HTTP status).
 fn curl6(lab: &Lab, addr: &str, source: Option<&str>) -> (String, String) {
