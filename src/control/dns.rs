@@ -11,7 +11,7 @@
 //! active uplink.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 
 use super::{Addressing, Outgoing};
 use crate::Iface;
@@ -326,8 +326,7 @@ impl DnsService {
 
     /// Queues an answer to the IPv6 client `to`, from the router's address it asked.
     fn push6(&mut self, to: Client, client: Ipv6Addr, port: u16, payload: &[u8]) {
-        let (std::net::IpAddr::V6(server), Some(me)) = (to.server, self.addressing.get(Iface::Lan))
-        else {
+        let (IpAddr::V6(server), Some(me)) = (to.server, self.addressing.get(Iface::Lan)) else {
             return;
         };
         let capacity = wire6::HEADER_LEN + udp::HEADER_LEN + payload.len();
