@@ -1,7 +1,7 @@
 //! Router Advertisement engine for the LAN (RFC 4861 §6.2, RFC 8106, RFC 8475; SPEC 32, 33).
 //!
 //! The LAN gets one /64 per uplink, each advertised for SLAAC (L and A set), the router's LAN
-//! address as the recursive DNS server, and the router as the default router. Health drives the
+//! addresses as the recursive DNS servers, and the router as the default router. Health drives the
 //! lifetimes: while an uplink is down its prefix is advertised with preferred lifetime 0 (its
 //! valid lifetime kept, RFC 8475 §3), so hosts keep their addresses but pick the other prefix
 //! for new connections; while no uplink is up the router lifetime is 0, so hosts stop using the
