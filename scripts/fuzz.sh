@@ -10,10 +10,12 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: scripts/fuzz.sh [--time SECONDS] [--runs N] [TARGET...]
+Usage: scripts/fuzz.sh [--time SECONDS] [--runs N] [--sanitizer none|address] [TARGET...]
 
   --time SECONDS   how long each target runs (default 60)
   --runs N         also stop each target after N executions (default: time only)
+  --sanitizer S    none (default) or address; builds always have overflow checks and debug
+                   assertions on (see docs/fuzzing.md for why)
   TARGET           one or more of the targets in fuzz/Cargo.toml (default: all)
 
 New corpus entries are added to fuzz/corpus/TARGET/ (commit the ones worth keeping).
@@ -22,11 +24,13 @@ USAGE
 
 seconds=60
 runs=-1
+sanitizer=none
 targets=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --time) seconds="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
+        --sanitizer) sanitizer="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "fuzz.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
@@ -42,7 +46,9 @@ fi
 if [[ ${#targets[@]} -eq 0 ]]; then
     mapfile -t targets < <(cargo fuzz list)
 fi
-cargo fuzz build -O
+# -a: overflow checks and debug assertions, so wrapping arithmetic panics instead of hiding.
+build=(-O -a -s "$sanitizer")
+cargo fuzz build "${build[@]}"
 
 failed=0
 printf '%-16s %12s %8s %8s %8s\n' target execs crashes corpus seconds
@@ -51,7 +57,7 @@ for t in "${targets[@]}"; do
     log=$(mktemp)
     status=0
     start=$SECONDS
-    cargo fuzz run -O "$t" "corpus/$t" -- \
+    cargo fuzz run "${build[@]}" "$t" "corpus/$t" -- \
         -max_total_time="$seconds" -runs="$runs" -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" >"$log" 2>&1 || status=$?
     execs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log")

@@ -98,12 +98,21 @@ impl PortPool {
     /// Takes the ports of `first..=last` inside the range out of the pool for good (the ports
     /// of port forwards).
     pub fn reserve(&mut self, first: u16, last: u16) {
-        for port in first..=last {
-            let index = usize::from(port.wrapping_sub(self.port_min));
-            if port >= self.port_min && index < self.range && !self.is_used(index) {
-                self.set_used(index, true);
-                self.in_use += 1;
+        // Word by word over the part inside the range: every table reserves the probe and
+        // relay ports at startup, and the fuzz targets build tables per input.
+        let lo = usize::from(first.max(self.port_min) - self.port_min);
+        let hi = (usize::from(last) + 1).saturating_sub(usize::from(self.port_min));
+        let hi = hi.min(self.range);
+        let mut index = lo;
+        while index < hi {
+            let bit = index % 64;
+            let bits = (hi - index).min(64 - bit);
+            let mask = (u64::MAX >> (64 - bits)) << bit;
+            if let Some(word) = self.used.get_mut(index / 64) {
+                self.in_use += (mask & !*word).count_ones() as usize;
+                *word |= mask;
             }
+            index += bits;
         }
     }
 
@@ -153,12 +162,6 @@ impl PortPool {
         None
     }
 
-    fn is_used(&self, index: usize) -> bool {
-        self.used
-            .get(index / 64)
-            .is_some_and(|w| w & 1 << (index % 64) != 0)
-    }
-
     fn set_used(&mut self, index: usize, used: bool) {
         if let Some(word) = self.used.get_mut(index / 64) {
             let bit = 1u64 << (index % 64);
@@ -174,6 +177,14 @@ impl PortPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl PortPool {
+        fn is_used(&self, index: usize) -> bool {
+            self.used
+                .get(index / 64)
+                .is_some_and(|w| w & 1 << (index % 64) != 0)
+        }
+    }
 
     fn ep(port: u16) -> Endpoint {
         Endpoint {
@@ -249,5 +260,36 @@ mod tests {
         let seed = RandomState::default();
         let mut pool = PortPool::new(10, 9);
         assert_eq!(pool.acquire(ep(1), &seed), Err(NatError::PortsExhausted));
+    }
+
+    proptest::proptest! {
+        /// Reserving word by word takes exactly the ports of the range inside the pool.
+        #[test]
+        fn reserve_takes_exactly_the_ports_inside_the_range(
+            min in 1u16..200, len in 0u16..300, first in 0u16..600, n in 0u16..300,
+            earlier in proptest::option::of((0u16..600, 0u16..100)),
+        ) {
+            let max = min.wrapping_add(len).wrapping_sub(1);
+            let mut pool = PortPool::new(min, max);
+            let mut expected = pool.in_use;
+            let mut taken = vec![false; usize::from(len)];
+            let mut take = |pool: &mut PortPool, first: u16, last: u16, expected: &mut usize| {
+                pool.reserve(first, last);
+                for port in first..=last {
+                    if port >= min && usize::from(port - min) < taken.len() && !taken[usize::from(port - min)] {
+                        taken[usize::from(port - min)] = true;
+                        *expected += 1;
+                    }
+                }
+            };
+            if let Some((f, k)) = earlier {
+                take(&mut pool, f, f + k, &mut expected);
+            }
+            take(&mut pool, first, first.saturating_add(n), &mut expected);
+            proptest::prop_assert_eq!(pool.in_use, expected);
+            for (i, &t) in taken.iter().enumerate() {
+                proptest::prop_assert_eq!(pool.is_used(i), t, "port {}", u32::from(min) + i as u32);
+            }
+        }
     }
 }
