@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lab benchmark (issue 6): the same iperf3 traffic through the kernel (ip_forward + nftables
 # masquerade) and through mhrouter, in two labs built one after the other in this run, and a table
-# of mhrouter/kernel ratios. Results go to results/<timestamp>/ (results.md, results.json, raw/).
+# of mhrouter/kernel ratios. Results go to results/<timestamp>/ (results.md, results.json, flows.dat and flows.svg, raw/).
 #
 # CPU seconds per GB (method also in README-bench.md). GB = bytes iperf3's receiver got. Samples
 # are taken just before and after each iperf3 run, in clock ticks:
@@ -29,6 +29,9 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$SCRIPT_DIR")
 LAB=$REPO_DIR/scripts/lab.sh
 SERVER=172.18.0.6
+SERVER6=2001:db8:18::6
+# ISP A's LAN /64 (docs/lab.md); the kernel router gives the LAN host ::100 in it.
+LAN_PREFIX6=2001:db8:a:1:
 UDP_LEN=64
 CPS_PORT=7000
 CPS_CONCURRENCY=16
@@ -45,10 +48,12 @@ Builds target/release/mhrouter, then measures with iperf3 from the LAN host to 1
 first with the kernel routing in <P>rtr (ip_forward=1, nftables masquerade on wan-a), then with
 mhrouter (scripts/lab.sh router start, scripts/lab.toml), each in a freshly built lab.
 Cases: TCP 1 stream up/down, TCP 4 streams up/down, with the hosts' offloads on and off
-(ethtool -K tso/gso/gro/tx on eth0 in <P>lan and isp-a in <P>net), TCP 16 streams down (the
-senders' retransmissions compared), UDP 64-byte packets (iperf3 -u -l 64 -b 0, receiver pps),
-and new TCP connections per second (bench/cps.rs: connect, one byte each way, close; 16 in
-flight). Prints mhrouter/kernel ratios and CPU seconds per GB and
+(ethtool -K tso/gso/gro/tx on eth0 in <P>lan and isp-a in <P>net), TCP 16 and 64 streams down
+(the senders' retransmissions compared), UDP 64-byte packets (iperf3 -u -l 64 -b 0, receiver
+pps), new TCP connections per second (bench/cps.rs: connect, one byte each way, close; 16 in
+flight), and TCP 1 stream up/down over IPv6 to 2001:db8:18::6 from the LAN host's address in
+ISP A's prefix (the kernel router forwards IPv6 untranslated, as mhrouter does). With gnuplot
+installed, flows.svg plots throughput against the number of download streams (1, 4, 16, 64). Prints mhrouter/kernel ratios and CPU seconds per GB and
 writes them to results/<UTC timestamp>/results.{md,json}, iperf3 output to raw/.
 
   --quick      2-second iperf3 runs (default 5)
@@ -127,7 +132,7 @@ trap 'exit 130' INT TERM
 cpu_sample() {
     local busy lab_pids
     busy=$(awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat)
-    lab_pids=" $$ $(cat "$STATE/iperf3.pid" "$STATE/dnsmasq.pid" 2>/dev/null | tr '\n' ' ')"
+    lab_pids=" $$ $(cat "$STATE/iperf3.pid" "$STATE/iperf3-6.pid" "$STATE/dnsmasq.pid" 2>/dev/null | tr '\n' ' ')"
     # Processes come and go while cat reads: a vanished one is not an error.
     { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
         awk -v router="$ROUTER_PID" -v lab="$lab_pids" -v busy="$busy" '
@@ -147,7 +152,8 @@ cpu_sample() {
 
 # --- one measurement ---------------------------------------------------------------------------
 
-# Runs iperf3 from the LAN host and appends one JSON record to $RECORDS.
+# Runs iperf3 from the LAN host and appends one JSON record to $RECORDS. The arguments name the
+# server (-c) and, for IPv6, the source (-B).
 run_case() { # router case offloads iperf3-args...
     local router=$1 name=$2 offloads=$3 raw try s0 s1
     shift 3
@@ -155,7 +161,7 @@ run_case() { # router case offloads iperf3-args...
     for try in 1 2; do
         s0=$(cpu_sample)
         # lab.sh exec and ip netns exec both exec: $! is iperf3 itself.
-        "$LAB" --prefix "$PREFIX" exec lan iperf3 -c "$SERVER" -t "$DURATION" -J "$@" >"$raw" 2>&1 &
+        "$LAB" --prefix "$PREFIX" exec lan iperf3 -t "$DURATION" -J "$@" >"$raw" 2>&1 &
         CLIENT_PID=$!
         if wait "$CLIENT_PID"; then
             CLIENT_PID=
@@ -234,21 +240,41 @@ set_offloads() { # on|off
 }
 
 measure() { # router
-    local offloads
+    local offloads src6
     lab exec lan ping -c 3 -i 0.2 -W 1 "$SERVER" >/dev/null || die "$1: no path from the LAN host to $SERVER"
     for offloads in on off; do
         set_offloads "$offloads"
-        run_case "$1" tcp1-up "$offloads"
-        run_case "$1" tcp1-down "$offloads" -R
-        run_case "$1" tcp4-up "$offloads" -P 4
-        run_case "$1" tcp4-down "$offloads" -P 4 -R
-        # Many streams, 64-byte packets and connection setup: once is enough (offloads on).
+        run_case "$1" tcp1-up "$offloads" -c "$SERVER"
+        run_case "$1" tcp1-down "$offloads" -c "$SERVER" -R
+        run_case "$1" tcp4-up "$offloads" -c "$SERVER" -P 4
+        run_case "$1" tcp4-down "$offloads" -c "$SERVER" -P 4 -R
+        # Many streams, 64-byte packets, connection setup and IPv6: once is enough (offloads on).
         if [[ $offloads == on ]]; then
-            run_case "$1" tcp16-down "$offloads" -P 16 -R
-            run_case "$1" udp64-up "$offloads" -u -l "$UDP_LEN" -b 0
+            run_case "$1" tcp16-down "$offloads" -c "$SERVER" -P 16 -R
+            run_case "$1" tcp64-down "$offloads" -c "$SERVER" -P 64 -R
+            run_case "$1" udp64-up "$offloads" -c "$SERVER" -u -l "$UDP_LEN" -b 0
             run_cps "$1"
+            src6=$(lan_address6)
+            run_case "$1" tcp1-up-v6 "$offloads" -c "$SERVER6" -B "$src6"
+            run_case "$1" tcp1-down-v6 "$offloads" -c "$SERVER6" -B "$src6" -R
         fi
     done
+}
+
+# The LAN host's address in ISP A's LAN prefix (static with the kernel router, SLAAC from
+# mhrouter's advertisements), once it answers: both routers send it out through ISP A.
+lan_address6() {
+    local i addr
+    for ((i = 0; i < ROUTE_TIMEOUT_S * 2; i++)); do
+        addr=$(lab exec lan ip -6 -o addr show dev eth0 scope global -tentative |
+            awk '{sub(/\/.*/, "", $4); print $4}' | grep -m1 "^${LAN_PREFIX6}" || true)
+        if [[ -n $addr ]] && lab exec lan ping -6 -c 1 -W 1 -I "$addr" "$SERVER6" >/dev/null 2>&1; then
+            echo "$addr"
+            return 0
+        fi
+        sleep 0.5
+    done
+    die "no IPv6 path from the LAN host's ${LAN_PREFIX6}/64 address to $SERVER6"
 }
 
 # --- the two labs ------------------------------------------------------------------------------
@@ -269,6 +295,15 @@ kernel_router() {
     lab exec rtr ip addr add 172.17.3.1/30 dev wan-b
     lab exec rtr sysctl -qw net.ipv4.ip_forward=1
     lab exec rtr ip route add default via 172.16.1.2 dev wan-a
+    # IPv6 as mhrouter routes it, without translation: the LAN's ISP A /64 out through ISP A.
+    # The lab creates the router's namespace with IPv6 off; the kernel router needs it on.
+    lab exec rtr sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.br-lan.disable_ipv6=0 \
+        net.ipv6.conf.wan-a.disable_ipv6=0 net.ipv6.conf.all.forwarding=1
+    lab exec rtr ip -6 addr add "${LAN_PREFIX6}:1/64" dev br-lan nodad
+    lab exec rtr ip -6 addr add 2001:db8:ffa::1/64 dev wan-a nodad
+    lab exec rtr ip -6 route add default via 2001:db8:ffa::2 dev wan-a
+    lab exec lan ip -6 addr add "${LAN_PREFIX6}:100/64" dev eth0 nodad
+    lab exec lan ip -6 route replace default via "${LAN_PREFIX6}:1" dev eth0
     lab exec rtr nft -f - <<'EOF'
 table ip bench-nat {
     chain postrouting {
@@ -341,6 +376,28 @@ def cell: if . == null then "–" elif . == true then "yes" elif . == false then
  | "| \(.case) | \(.offloads) | \(.kernel_gbps | cell) | \(.mhrouter_gbps | cell) | \(.ratio_gbps | cell) | \(.kernel_pps // .kernel_cps | cell) | \(.mhrouter_pps // .mhrouter_cps | cell) | \(.ratio_pps // .ratio_cps | cell) | \(.kernel_retransmits | cell) | \(.mhrouter_retransmits | cell) | \(if .target then "≥ \(.target)" else "–" end) | \(.target_met | cell) | \($c.kernel_path | cell) | \($c.mhrouter_path | cell) | \(.ratio_cpu_path | cell) | \($c.mhrouter_process | cell) | \($c.mhrouter_system | cell) | \($c.kernel_system | cell) |")
 '
 
+# Throughput against the number of download streams (offloads on), both routers: flows.dat and,
+# with gnuplot, flows.svg.
+plot_flows() { # table-json
+    jq -r '.[] | select(.offloads == "on" and (.case | test("^tcp[0-9]+-down$")))
+        | [(.case | ltrimstr("tcp") | rtrimstr("-down") | tonumber), .kernel_gbps, .mhrouter_gbps]
+        | @tsv' <<<"$1" | sort -n >"$OUT/flows.dat"
+    command -v gnuplot >/dev/null || return 0
+    gnuplot <<EOF
+set terminal svg size 640,400
+set output "$OUT/flows.svg"
+set title "TCP download through the router, offloads on ($(basename "$OUT"))"
+set xlabel "streams (iperf3 -P)"
+set ylabel "Gbit/s"
+set logscale x 2
+set xtics (1, 4, 16, 64)
+set yrange [0:*]
+set key bottom right
+plot "$OUT/flows.dat" using 1:2 with linespoints title "kernel + nft masquerade", \\
+     "$OUT/flows.dat" using 1:3 with linespoints title "mhrouter"
+EOF
+}
+
 report() {
     local table meta
     table=$(jq -s --argjson on "$TARGET_ON" --argjson off "$TARGET_OFF" "$TABLE_JQ" "$RECORDS")
@@ -365,6 +422,7 @@ report() {
         echo
         jq -r "$MD_JQ" <<<"$table"
     } >"$OUT/results.md"
+    plot_flows "$table"
     echo
     cat "$OUT/results.md"
     echo
