@@ -447,7 +447,7 @@ echo "bench: $(nproc) cores; load average $LOAD_START; other namespaces: ${OTHER
 
 echo "bench: building the release binary and the connection-rate tool"
 (cd "$REPO_DIR" && cargo build --release --bin mhrouter --quiet)
-export MHROUTER_BIN=$REPO_DIR/target/release/mhrouter
+export MHROUTER_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/mhrouter
 CPS_BIN=$(cd "$REPO_DIR" && cargo bench --bench cps --no-run --message-format=json 2>/dev/null |
     jq -r 'select(.executable != null and .target.name == "cps") | .executable')
 [[ -x $CPS_BIN ]] || die "could not build bench/cps.rs"
