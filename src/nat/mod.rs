@@ -2,7 +2,7 @@
 //! and address-and-port-dependent filtering (RFC 4787), and port forwards (`forward.rs`), whose
 //! sessions are ordinary sessions of their uplink on a port the pools never hand out. Pure
 //! state: the fast path parses and rewrites packets, this module decides and remembers
-//! translations.
+//! translations. IPv6 prefix translation (NPTv6) is stateless and lives apart, in `npt6.rs`.
 //!
 //! Layout: sessions live in 64 shards chosen by the remote endpoint, which both the outbound key
 //! (proto, inside, remote) and the inbound key (uplink, proto, outside port, remote) contain, so
@@ -15,6 +15,7 @@
 
 mod forward;
 mod frag;
+pub mod npt6;
 mod ports;
 mod session;
 mod state;
