@@ -82,10 +82,13 @@ pub enum DropReason {
     /// IPv6 packet from a source in the prefix of an uplink that is down, which no other uplink
     /// can carry (an ICMPv6 "source address failed ingress/egress policy" was sent, SPEC 33).
     SourcePolicyFailed,
+    /// IPv6 packet NPTv6 cannot translate: its interface identifier has no word that is not
+    /// 0xFFFF to keep the checksum neutral (RFC 6296 §3.5, SPEC 33).
+    Npt6Untranslatable,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 38] = [
+    pub const ALL: [DropReason; 39] = [
         DropReason::Truncated,
         DropReason::BadVnetHeader,
         DropReason::NotIpv4,
@@ -124,6 +127,7 @@ impl DropReason {
         DropReason::NeighbourTableFull,
         DropReason::PacketTooBig,
         DropReason::SourcePolicyFailed,
+        DropReason::Npt6Untranslatable,
     ];
 
     /// Stable snake_case name used in `show counters`, JSON and metrics.
@@ -167,6 +171,7 @@ impl DropReason {
             DropReason::NeighbourTableFull => "neighbour_table_full",
             DropReason::PacketTooBig => "packet_too_big",
             DropReason::SourcePolicyFailed => "source_policy_failed",
+            DropReason::Npt6Untranslatable => "npt6_untranslatable",
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::clock::Instant;
 use crate::config::{Config, ProbeKind, TrackSource};
 use crate::control::UplinkIo;
 use crate::io::poll::Waker;
+use crate::nat::npt6::Npt6;
 use crate::nat::{FragTable, NatTable};
 use crate::probe::probe_port;
 use crate::probe::schedule::ProbeStatus;
@@ -267,18 +268,23 @@ fn ipv6_state(cfg: &Config, lan_mac: MacAddr, io: &[UplinkIo], up: &[bool]) -> O
     let v6 = cfg.ipv6.as_ref()?;
     let mut state = Ipv6State {
         local: vec![(Iface::Lan, ndisc::link_local(lan_mac))],
+        lan_prefixes: v6.lan_prefixes(),
         ..Ipv6State::default()
     };
     for (u, c) in v6.uplinks.iter().enumerate() {
         let iface = Iface::Uplink(UplinkId(u as u8));
         state.next_hops.push(c.as_ref().map(|c| c.next_hop));
+        let npt6 = c.as_ref().zip(v6.npt6_prefix).and_then(|(c, internal)| {
+            // Both /64s, checked by the config.
+            Npt6::new(internal, c.lan_prefix).ok()
+        });
+        state.npt6.push(npt6);
         let Some(c) = c else { continue };
-        state.lan_prefixes.push(c.lan_prefix);
         state.uplinks.push(UplinkPrefix {
             uplink: UplinkId(u as u8),
             prefix: c.prefix,
             up: up.get(u).copied().unwrap_or(false),
-            translates: false,
+            translates: npt6.is_some(),
         });
         if let Some(mac) = io.get(u).map(|io| io.mac) {
             state.local.push((iface, ndisc::link_local(mac)));
@@ -286,8 +292,9 @@ fn ipv6_state(cfg: &Config, lan_mac: MacAddr, io: &[UplinkIo], up: &[bool]) -> O
         if let Some(a) = c.address {
             state.local.push((iface, a.addr()));
         }
-        state.local.push((Iface::Lan, c.lan_address()));
     }
+    let lan = v6.lan_addresses();
+    state.local.extend(lan.iter().map(|a| (Iface::Lan, a.addr())));
     Some(state)
 }
 

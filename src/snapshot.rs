@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::nat::npt6::Npt6;
 use crate::prefix::Ipv4Prefix;
 use crate::prefix6::Ipv6Prefix;
 use crate::probe::PROBE_PORTS;
@@ -40,6 +41,10 @@ pub struct Ipv6State {
     /// The router's own addresses, by interface: each interface's link-local address and each
     /// uplink's `address6`. The first of an interface is the source of its ICMPv6 errors.
     pub local: Vec<(Iface, Ipv6Addr)>,
+    /// NPTv6 (SPEC 33), per uplink (indexed like `Snapshot::uplinks`): the mapping of the LAN's
+    /// internal prefix (then the only one in `lan_prefixes`) to the uplink's LAN /64; None
+    /// everywhere while NPTv6 is off.
+    pub npt6: Vec<Option<Npt6>>,
 }
 
 impl Ipv6State {
@@ -71,6 +76,17 @@ impl Ipv6State {
 
     pub fn next_hop(&self, u: UplinkId) -> Option<Ipv6Addr> {
         self.next_hops.get(usize::from(u.0)).copied().flatten()
+    }
+
+    /// The NPTv6 mapping of packets leaving by uplink `u`, if it translates.
+    pub fn npt6(&self, u: UplinkId) -> Option<&Npt6> {
+        self.npt6.get(usize::from(u.0))?.as_ref()
+    }
+
+    /// The NPTv6 mapping whose external prefix holds `dst`: a packet to a LAN host from
+    /// outside.
+    pub fn npt6_inbound(&self, dst: Ipv6Addr) -> Option<&Npt6> {
+        self.npt6.iter().flatten().find(|n| n.external().contains(dst))
     }
 }
 

@@ -225,9 +225,32 @@ pub struct DnsConfig {
 pub struct Ipv6Config {
     /// Indexed like `Config::uplinks`; None for an uplink without IPv6.
     pub uplinks: Vec<Option<Uplink6Config>>,
+    /// NPTv6 (`[lan] npt6_prefix`, SPEC 33): the LAN's one internal /64, advertised instead of
+    /// the uplinks' LAN /64s and translated to the `lan_prefix` of the uplink a packet leaves
+    /// by; None: the provider prefixes are on the LAN themselves.
+    pub npt6_prefix: Option<Ipv6Prefix>,
 }
 
 /// One uplink's IPv6: its provider prefix and what the LAN and the link get from it.
+impl Ipv6Config {
+    /// The /64s on the LAN: the NPTv6 prefix alone, else each uplink's LAN prefix.
+    pub fn lan_prefixes(&self) -> Vec<Ipv6Prefix> {
+        match self.npt6_prefix {
+            Some(p) => vec![p],
+            None => self.uplinks.iter().flatten().map(|c| c.lan_prefix).collect(),
+        }
+    }
+
+    /// The router's own LAN addresses, ::1 of each LAN /64, with the prefix length: what LAN
+    /// hosts ping and what the RAs advertise as their DNS servers (RFC 8106).
+    pub fn lan_addresses(&self) -> Vec<Ipv6Prefix> {
+        self.lan_prefixes()
+            .into_iter()
+            .filter_map(|p| Ipv6Prefix::new(p.host(1), p.prefix_len()).ok())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Uplink6Config {
     /// The provider prefix (static; DHCPv6-PD is not supported yet).

@@ -75,6 +75,7 @@ pub(super) struct RawLan {
     pub mac: Option<S<String>>,
     pub mtu: Option<S<i64>>,
     pub ipv6: Option<S<bool>>,
+    pub npt6_prefix: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -5,7 +5,7 @@
 //! name tables every section uses, and the small sections (`[router]`, `[lan]`, `[nat]`,
 //! `[failover]`). `interfaces` checks uplinks, routes and policies; `health` checks probes,
 //! tracks and hooks; `vrrp` checks the VRRP groups; `forwards` checks port forwards; `ipv6` the
-//! IPv6 keys of `[lan]` and the uplinks.
+//! IPv6 keys of `[lan]` and the uplinks, `npt6` the NPTv6 prefix.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -32,6 +32,7 @@ mod forwards;
 mod health;
 mod interfaces;
 mod ipv6;
+mod npt6;
 mod services;
 mod vrrp;
 

@@ -5,7 +5,8 @@
 //! lifetimes: while an uplink is down its prefix is advertised with preferred lifetime 0 (its
 //! valid lifetime kept, RFC 8475 §3), so hosts keep their addresses but pick the other prefix
 //! for new connections; while no uplink is up the router lifetime is 0, so hosts stop using the
-//! router as their default. Every change is announced at once with a short burst.
+//! router as their default. With NPTv6 the LAN has one internal prefix instead, preferred while
+//! any uplink is up. Every change is announced at once with a short burst.
 //!
 //! Start (RFC 4861 §6.2.2, RFC 4862 §5.4): nothing is sent before [`RaEngine::start`], which
 //! the caller calls once the router's link-local address on the LAN has passed DAD and the
@@ -73,10 +74,12 @@ impl Default for RaParams {
     }
 }
 
-/// The LAN /64 that an uplink's provider prefix gives.
+/// The LAN /64 that an uplink's provider prefix gives, or the NPTv6 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LanPrefix {
-    pub uplink: UplinkId,
+    /// The uplink whose health the prefix follows; None for the NPTv6 prefix (SPEC 33), which
+    /// any uplink that is up carries, translated.
+    pub uplink: Option<UplinkId>,
     pub prefix: Ipv6Prefix,
 }
 
@@ -265,7 +268,7 @@ impl RaEngine {
                 on_link: true,
                 autonomous: true,
                 valid_lifetime: p.valid_lifetime,
-                preferred_lifetime: if self.up.contains(&lp.uplink) {
+                preferred_lifetime: if lp.uplink.map_or(!self.up.is_empty(), |u| self.up.contains(&u)) {
                     p.preferred_lifetime.min(p.valid_lifetime)
                 } else {
                     0

@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 use proptest::prelude::*;
 
 mod forwards;
+mod npt6;
 mod v6;
 mod valid_frames;
 

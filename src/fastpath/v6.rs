@@ -1,14 +1,23 @@
-//! IPv6 frames (SPEC 32, 33), routed without translation. Neighbour discovery goes to the
-//! control plane within the ARP class's rate, and pings to the router within the ping rate;
-//! MLD is taken and counted, not dropped (`Verdict::Mld`); UDP and TCP from the LAN to the
-//! router's addresses (DNS on its LAN addresses) go to the control plane like pings;
-//! from the LAN a packet leaves through the uplink whose prefix holds its source
-//! (`route::source6`), or gets "source address failed ingress/egress policy" (type 1 code 5)
-//! when that uplink is down; from an uplink only the LAN prefixes are reachable, and the rest
-//! of a provider prefix is destination unreachable (no route) either way. Then the
-//! common steps: hop limit (time exceeded), egress MTU (packet too big: routers never
-//! fragment IPv6), next hop's MAC from the published neighbours. GSO frames and partial
-//! checksums pass as they are: nothing the checksums cover changes.
+//! IPv6 frames (SPEC 32, 33). Neighbour discovery goes to the control plane within the ARP
+//! class's rate, and pings to the router within the ping rate; MLD is taken and counted, not
+//! dropped (`Verdict::Mld`); UDP and TCP from the LAN to the router's addresses (DNS on its LAN
+//! addresses) go to the control plane like pings; from the LAN a packet leaves through the
+//! uplink whose prefix holds its source (`route::source6`), or gets "source address failed
+//! ingress/egress policy" (type 1 code 5) when that uplink is down; from an uplink only the LAN
+//! prefixes are reachable, and the rest of a provider prefix is destination unreachable (no
+//! route) either way. Then the common steps: hop limit (time exceeded), egress MTU (packet too
+//! big: routers never fragment IPv6), next hop's MAC from the published neighbours.
+//!
+//! With NPTv6 (SPEC 33) the LAN has one internal prefix: a packet from it leaves by the first
+//! uplink that is up with its source translated into that uplink's LAN /64, and a packet to an
+//! uplink's LAN /64 has its destination translated back (`nat::npt6`). The decisions are taken
+//! on the internal addresses, and the address is rewritten last, so an ICMPv6 error the router
+//! sends quotes the packet as its sender sent it. An ICMPv6 error passing through has the
+//! address it quotes translated the same way, so the host (or the far end) recognises its own
+//! packet in it.
+//!
+//! GSO frames and partial checksums pass as they are: nothing the checksums cover changes (the
+//! translation is checksum-neutral).
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -80,6 +89,49 @@ fn is_martian(ip: Ipv6Addr) -> bool {
     ip.is_unspecified() || ip.is_loopback() || ip.is_unicast_link_local()
 }
 
+/// Which address of the header an ICMPv6 error quotes.
+#[derive(Clone, Copy)]
+enum Quoted {
+    Source,
+    Destination,
+}
+
+/// In an ICMPv6 error passing NPTv6, the `which` address of the header it quotes, translated
+/// by `map`: the error is about a packet that was translated the other way. Checksum-neutral
+/// like the outer address, so the ICMPv6 checksum stays valid; an address that does not map
+/// is left alone.
+fn translate_quoted(
+    packet: &mut Ipv6Packet<&mut [u8]>,
+    ip: &Ip6,
+    which: Quoted,
+    map: impl Fn(Ipv6Addr) -> Option<Ipv6Addr>,
+) {
+    if !ip.icmp_type.is_some_and(icmpv6::is_error) {
+        return;
+    }
+    // The quoted header starts after the error's own 8-byte header.
+    let start = ip.hlen - ipv6::HEADER_LEN + icmpv6::HEADER_LEN;
+    let Some(quoted) = packet
+        .payload_mut()
+        .get_mut(start..start + ipv6::HEADER_LEN)
+    else {
+        return;
+    };
+    let mut quoted = Ipv6Packet::new_unchecked(quoted);
+    match which {
+        Quoted::Source => {
+            if let Some(a) = map(quoted.src()) {
+                quoted.set_src(a);
+            }
+        }
+        Quoted::Destination => {
+            if let Some(a) = map(quoted.dst()) {
+                quoted.set_dst(a);
+            }
+        }
+    }
+}
+
 /// An ICMPv6 error to send about a dropped packet, and the drop it stands for.
 struct ErrorMsg6 {
     msg_type: u8,
@@ -138,10 +190,21 @@ impl FastPath {
                 _ => Err(DropReason::LocalUnhandled),
             };
         }
-        if is_martian(ip.src) || is_martian(ip.dst) {
+        // NPTv6 inbound: decided on the internal destination, rewritten at the end.
+        let inbound = match ingress {
+            Iface::Uplink(_) => v6.npt6_inbound(ip.dst),
+            Iface::Lan => None,
+        };
+        let dst = match inbound {
+            Some(n) => n
+                .to_internal(ip.dst)
+                .ok_or(DropReason::Npt6Untranslatable)?,
+            None => ip.dst,
+        };
+        if is_martian(ip.src) || is_martian(dst) {
             return Err(DropReason::Martian);
         }
-        if !v6.is_lan(ip.dst) && v6.uplinks.iter().any(|p| p.prefix.contains(ip.dst)) {
+        if !v6.is_lan(dst) && v6.uplinks.iter().any(|p| p.prefix.contains(dst)) {
             // Inside a provider prefix but in none of the LAN's /64s: nowhere, here or at
             // the ISP (which routes the whole prefix back to us).
             let msg = ErrorMsg6 {
@@ -153,7 +216,7 @@ impl FastPath {
             return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
         }
         let (egress, next_hop) = match ingress {
-            _ if v6.is_lan(ip.dst) => (Iface::Lan, ip.dst),
+            _ if v6.is_lan(dst) => (Iface::Lan, dst),
             Iface::Uplink(_) => return Err(DropReason::UplinkTransit),
             Iface::Lan if !v6.is_lan(ip.src) => return Err(DropReason::Spoofed),
             Iface::Lan => match route_by_source(ip.src, &v6.uplinks, None) {
@@ -169,8 +232,28 @@ impl FastPath {
                     };
                     return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
                 }
-                SourceRoute::Foreign => return Err(DropReason::Spoofed),
+                // A LAN source no uplink owns: the NPTv6 prefix, while no uplink is up.
+                SourceRoute::Foreign => {
+                    let msg = ErrorMsg6 {
+                        msg_type: types::DEST_UNREACH,
+                        code: codes::NO_ROUTE,
+                        rest: 0,
+                        reason: DropReason::NoRoute,
+                    };
+                    return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
+                }
             },
+        };
+        // NPTv6 outbound: the source's address in the egress uplink's prefix.
+        let outbound = match egress {
+            Iface::Uplink(u) => v6.npt6(u),
+            Iface::Lan => None,
+        };
+        let src = match outbound {
+            Some(n) => n
+                .to_external(ip.src)
+                .ok_or(DropReason::Npt6Untranslatable)?,
+            None => ip.src,
         };
         if ip.hop_limit <= 1 {
             let msg = ErrorMsg6 {
@@ -202,7 +285,16 @@ impl FastPath {
             self.punt_other(env.now)?;
         }
         let src_mac = env.snap.iface_mac(egress).ok_or(DropReason::NoRoute)?;
-        Ipv6Packet::new_unchecked(&mut buf[IP_OFFSET..]).decrement_hop_limit();
+        let mut packet = Ipv6Packet::new_unchecked(&mut buf[IP_OFFSET..IP_OFFSET + ip.total]);
+        packet.decrement_hop_limit();
+        if let Some(n) = outbound {
+            packet.set_src(src);
+            translate_quoted(&mut packet, &ip, Quoted::Destination, |a| n.to_external(a));
+        }
+        if let Some(n) = inbound {
+            packet.set_dst(dst);
+            translate_quoted(&mut packet, &ip, Quoted::Source, |a| n.to_internal(a));
+        }
         let mut eth = EthernetFrame::new_unchecked(&mut buf[ETH_OFFSET..]);
         eth.set_src(src_mac);
         match neighbour {

@@ -1,7 +1,7 @@
 //! IPv6 (SPEC 32): `[lan] ipv6` and each uplink's provider prefix (`prefix6`), the LAN /64
 //! carved from it (`subnet_id` or `lan_prefix6`), and the router's address and next hop on the
 //! uplink's link (`address6`, `next_hop6`). Prefixes are static; DHCPv6-PD is refused with a
-//! clear message until it exists.
+//! clear message until it exists. NPTv6's internal prefix is checked in `npt6.rs`.
 
 use std::net::Ipv6Addr;
 
@@ -11,7 +11,7 @@ use super::{Ctx, Result, S};
 use crate::prefix6::Ipv6Prefix;
 
 /// The LAN gets a /64 of each provider prefix: SLAAC needs exactly 64 bits of interface id.
-const LAN_PREFIX_LEN: u8 = 64;
+pub(super) const LAN_PREFIX_LEN: u8 = 64;
 
 pub(super) fn ipv6(
     cx: &Ctx,
@@ -20,6 +20,9 @@ pub(super) fn ipv6(
     uplinks: &[UplinkConfig],
 ) -> Result<Option<Ipv6Config>> {
     let enabled = lan.ipv6.as_ref().is_some_and(|e| *e.get_ref());
+    if let Some(v) = lan.npt6_prefix.as_ref().filter(|_| !enabled) {
+        return Err(cx.err(v.span(), "npt6_prefix needs ipv6 = true"));
+    }
     let mut out: Vec<Option<Uplink6Config>> = Vec::with_capacity(raw.len());
     for (u, named) in raw.iter().zip(uplinks) {
         let Some(p) = &u.prefix6 else {
@@ -92,17 +95,21 @@ pub(super) fn ipv6(
         let span = lan.ipv6.as_ref().map_or(0..0, |e| e.span());
         return Err(cx.err(span, "ipv6 = true needs at least one uplink with prefix6"));
     }
-    Ok(Some(Ipv6Config { uplinks: out }))
+    let npt6_prefix = super::npt6::npt6_prefix(cx, lan, raw, &out)?;
+    Ok(Some(Ipv6Config {
+        uplinks: out,
+        npt6_prefix,
+    }))
 }
 
-fn parse(cx: &Ctx, v: &S<String>, key: &str) -> Result<Ipv6Prefix> {
+pub(super) fn parse(cx: &Ctx, v: &S<String>, key: &str) -> Result<Ipv6Prefix> {
     v.get_ref()
         .parse()
         .map_err(|e| cx.err(v.span(), format!("{key}: {e}")))
 }
 
 /// Not a prefix anyone could route to this site: link-local, multicast, loopback, unspecified.
-fn is_unroutable(p: &Ipv6Prefix) -> bool {
+pub(super) fn is_unroutable(p: &Ipv6Prefix) -> bool {
     let a = p.addr();
     a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_unicast_link_local()
 }

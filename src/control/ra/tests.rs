@@ -23,11 +23,11 @@ fn config() -> RaConfig {
         lan_mac: LAN_MAC,
         prefixes: vec![
             LanPrefix {
-                uplink: A,
+                uplink: Some(A),
                 prefix: "2001:db8:a::/64".parse().unwrap(),
             },
             LanPrefix {
-                uplink: B,
+                uplink: Some(B),
                 prefix: "2001:db8:b::/64".parse().unwrap(),
             },
         ],
@@ -223,6 +223,28 @@ fn no_uplink_up_means_router_lifetime_zero() {
     e.set_uplink(B, true, now + Duration::from_secs(200));
     let sent = run_until(&mut e, now + Duration::from_secs(200));
     assert_eq!(sent[0].1, seen(1800, 0, 2700));
+}
+
+/// NPTv6 (SPEC 33): the one internal prefix stays preferred while any uplink is up.
+#[test]
+fn the_npt6_prefix_is_preferred_while_any_uplink_is_up() {
+    let cfg = RaConfig {
+        prefixes: vec![LanPrefix {
+            uplink: None,
+            prefix: "fd00:db8:1::/64".parse().unwrap(),
+        }],
+        ..config()
+    };
+    let mut e = RaEngine::new(cfg, 5, t(0));
+    let preferred = |e: &RaEngine| e.advert().1[0].preferred_lifetime;
+    assert_eq!(preferred(&e), 0);
+    e.set_uplink(A, true, t(0));
+    e.set_uplink(B, true, t(0));
+    assert_eq!(preferred(&e), 2700);
+    e.set_uplink(A, false, t(0));
+    assert_eq!(preferred(&e), 2700, "B carries it");
+    e.set_uplink(B, false, t(0));
+    assert_eq!((preferred(&e), e.advert().0.router_lifetime), (0, 0));
 }
 
 #[test]

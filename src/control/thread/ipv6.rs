@@ -77,13 +77,22 @@ impl Ipv6Plane {
                 ndp.add_address(iface, a.addr(), now);
                 local.push((iface, a.addr()));
             }
-            prefixes.push(LanPrefix {
-                uplink: id,
-                prefix: c.lan_prefix,
-            });
-            ndp.add_address(Iface::Lan, c.lan_address(), now);
-            local.push((Iface::Lan, c.lan_address()));
-            lan_addrs.push(c.lan_address());
+            if v6.npt6_prefix.is_none() {
+                prefixes.push(LanPrefix {
+                    uplink: Some(id),
+                    prefix: c.lan_prefix,
+                });
+            }
+        }
+        // NPTv6: the LAN sees only the internal prefix (SPEC 33).
+        prefixes.extend(v6.npt6_prefix.map(|prefix| LanPrefix {
+            uplink: None,
+            prefix,
+        }));
+        for a in v6.lan_addresses() {
+            ndp.add_address(Iface::Lan, a.addr(), now);
+            local.push((Iface::Lan, a.addr()));
+            lan_addrs.push(a.addr());
         }
         let ra = RaEngine::new(
             RaConfig {
@@ -343,9 +352,9 @@ impl Control {
 
 /// The router's IPv6 LAN addresses (::1 of each LAN prefix) with their prefix lengths.
 pub(super) fn lan6(cfg: &Config) -> Vec<Ipv6Prefix> {
-    let uplinks = cfg.ipv6.iter().flat_map(|v6| v6.uplinks.iter().flatten());
-    uplinks
-        .filter_map(|c| Ipv6Prefix::new(c.lan_address(), c.lan_prefix.prefix_len()).ok())
+    cfg.ipv6
+        .iter()
+        .flat_map(Ipv6Config::lan_addresses)
         .collect()
 }
 

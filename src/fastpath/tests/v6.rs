@@ -23,11 +23,11 @@ fn a6(s: &str) -> Ipv6Addr {
 fn host_unresolved() -> Ipv6Addr {
     a6("2001:db8:a:1::20")
 }
-fn server() -> Ipv6Addr {
+pub(super) fn server() -> Ipv6Addr {
     a6("2001:db8:18::6")
 }
 
-fn eth6(dst: MacAddr, src: MacAddr, ip_packet: &[u8]) -> Vec<u8> {
+pub(super) fn eth6(dst: MacAddr, src: MacAddr, ip_packet: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; vnet::LEN];
     f.extend_from_slice(&dst.0);
     f.extend_from_slice(&src.0);
@@ -37,13 +37,13 @@ fn eth6(dst: MacAddr, src: MacAddr, ip_packet: &[u8]) -> Vec<u8> {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Kind6 {
+pub(super) enum Kind6 {
     Tcp,
     Udp,
     Echo,
 }
 
-fn packet6(kind: Kind6, src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn packet6(kind: Kind6, src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
     let b = etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), hop_limit);
     let mut out = Vec::new();
     match kind {

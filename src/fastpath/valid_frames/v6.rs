@@ -64,6 +64,7 @@ pub fn state() -> Ipv6State {
             (Iface::Lan, a6("2001:db8:a:1::1")),
             (Iface::Lan, a6("2001:db8:b:1::1")),
         ],
+        npt6: vec![None, None],
     }
 }
 
