@@ -294,7 +294,9 @@ fn ipv6_state(cfg: &Config, lan_mac: MacAddr, io: &[UplinkIo], up: &[bool]) -> O
         }
     }
     let lan = v6.lan_addresses();
-    state.local.extend(lan.iter().map(|a| (Iface::Lan, a.addr())));
+    state
+        .local
+        .extend(lan.iter().map(|a| (Iface::Lan, a.addr())));
     Some(state)
 }
 

@@ -86,7 +86,10 @@ impl Ipv6State {
     /// The NPTv6 mapping whose external prefix holds `dst`: a packet to a LAN host from
     /// outside.
     pub fn npt6_inbound(&self, dst: Ipv6Addr) -> Option<&Npt6> {
-        self.npt6.iter().flatten().find(|n| n.external().contains(dst))
+        self.npt6
+            .iter()
+            .flatten()
+            .find(|n| n.external().contains(dst))
     }
 }
 

@@ -231,13 +231,17 @@ pub struct Ipv6Config {
     pub npt6_prefix: Option<Ipv6Prefix>,
 }
 
-/// One uplink's IPv6: its provider prefix and what the LAN and the link get from it.
 impl Ipv6Config {
     /// The /64s on the LAN: the NPTv6 prefix alone, else each uplink's LAN prefix.
     pub fn lan_prefixes(&self) -> Vec<Ipv6Prefix> {
         match self.npt6_prefix {
             Some(p) => vec![p],
-            None => self.uplinks.iter().flatten().map(|c| c.lan_prefix).collect(),
+            None => self
+                .uplinks
+                .iter()
+                .flatten()
+                .map(|c| c.lan_prefix)
+                .collect(),
         }
     }
 
@@ -251,6 +255,7 @@ impl Ipv6Config {
     }
 }
 
+/// One uplink's IPv6: its provider prefix and what the LAN and the link get from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Uplink6Config {
     /// The provider prefix (static; DHCPv6-PD is not supported yet).
@@ -262,14 +267,6 @@ pub struct Uplink6Config {
     pub address: Option<Ipv6Prefix>,
     /// The PE: link-local, or inside `address`'s prefix.
     pub next_hop: Ipv6Addr,
-}
-
-impl Uplink6Config {
-    /// The router's own address in `lan_prefix` (::1 of the /64): what LAN hosts ping and
-    /// what the RAs advertise as their DNS server (RFC 8106).
-    pub fn lan_address(&self) -> Ipv6Addr {
-        self.lan_prefix.host(1)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

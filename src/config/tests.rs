@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use super::*;
 
 mod ipv6;
+mod npt6;
 
 const EXAMPLE: &str = include_str!("../../scripts/example.toml");
 

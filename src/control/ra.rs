@@ -268,7 +268,10 @@ impl RaEngine {
                 on_link: true,
                 autonomous: true,
                 valid_lifetime: p.valid_lifetime,
-                preferred_lifetime: if lp.uplink.map_or(!self.up.is_empty(), |u| self.up.contains(&u)) {
+                preferred_lifetime: if lp
+                    .uplink
+                    .map_or(!self.up.is_empty(), |u| self.up.contains(&u))
+                {
                     p.preferred_lifetime.min(p.valid_lifetime)
                 } else {
                     0

@@ -24,7 +24,9 @@ use crate::prefix6::Ipv6Prefix;
 pub enum Npt6Error {
     #[error("the prefixes differ in length (/{0} and /{1})")]
     Lengths(u8, u8),
-    #[error("prefix length /{0} is longer than /64: no word of the subnet or interface identifier is left to adjust")]
+    #[error(
+        "prefix length /{0} is longer than /64: no word of the subnet or interface identifier is left to adjust"
+    )]
     TooLong(u8),
 }
 

@@ -43,11 +43,15 @@ struct PrefixRow {
     uplink: String,
     prefix: String,
     lan_prefix: String,
+    /// With NPTv6 (SPEC 33): the internal prefix the LAN uses, translated to `lan_prefix`
+    /// on this uplink; `state` and the lifetimes are then the internal prefix's.
+    npt6_prefix: Option<String>,
     /// "preferred", or "deprecated" (preferred lifetime 0) while the uplink is down.
     state: &'static str,
     preferred_lifetime_s: u32,
     valid_lifetime_s: u32,
-    /// The router's address in the LAN prefix, and whether it is in use (DAD passed).
+    /// The router's address in the LAN prefix (in the NPTv6 prefix with NPTv6), and whether
+    /// it is in use (DAD passed).
     router_address: Ipv6Addr,
     router_address_in_use: bool,
 }
@@ -114,14 +118,16 @@ fn prefix_rows(info: &Ipv6Info, cfg: &Config) -> Vec<PrefixRow> {
         .enumerate()
         .filter_map(|(u, c)| {
             let c = c.as_ref()?;
+            let advertised = v6.npt6_prefix.unwrap_or(c.lan_prefix);
             let pi = info
                 .prefixes
                 .iter()
-                .find(|p| p.prefix == c.lan_prefix.network().addr())?;
+                .find(|p| p.prefix == advertised.network().addr())?;
             Some(PrefixRow {
                 uplink: cfg.uplinks.get(u)?.name.clone(),
                 prefix: c.prefix.to_string(),
                 lan_prefix: c.lan_prefix.to_string(),
+                npt6_prefix: v6.npt6_prefix.map(|p| p.to_string()),
                 state: if pi.preferred_lifetime == 0 {
                     "deprecated"
                 } else {
@@ -129,8 +135,8 @@ fn prefix_rows(info: &Ipv6Info, cfg: &Config) -> Vec<PrefixRow> {
                 },
                 preferred_lifetime_s: pi.preferred_lifetime,
                 valid_lifetime_s: pi.valid_lifetime,
-                router_address: c.lan_address(),
-                router_address_in_use: info.lan_addresses.contains(&(c.lan_address(), true)),
+                router_address: advertised.host(1),
+                router_address_in_use: info.lan_addresses.contains(&(advertised.host(1), true)),
             })
         })
         .collect()
@@ -179,6 +185,11 @@ pub(super) fn show(st: &State, json: bool) -> String {
             rdnss.join(", ")
         }
     );
+    if let Some(p) = st.cfg.ipv6.as_ref().and_then(|v6| v6.npt6_prefix) {
+        s += &format!(
+            "NPTv6: the LAN uses {p}, translated to the LAN prefix of the egress uplink\n"
+        );
+    }
     s += &format!(
         "{:<10} {:<20} {:<22} {:<11} {:>9} {:>9}  {}\n",
         "Uplink", "Prefix", "LAN prefix", "State", "Preferred", "Valid", "Router address"

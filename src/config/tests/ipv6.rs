@@ -6,7 +6,7 @@ use crate::prefix6::Ipv6Prefix;
 
 /// The lab's IPv6 addressing: ISP A delegates 2001:db8:a::/48 and ISP B 2001:db8:b::/48, the
 /// PE links are 2001:db8:ffa::/64 and 2001:db8:ffb::/64.
-const DUAL: &str = r#"
+pub(super) const DUAL: &str = r#"
 [lan]
 address = "192.168.0.1/24"
 ipv6 = true

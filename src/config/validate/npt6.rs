@@ -22,7 +22,9 @@ pub(super) fn npt6_prefix(
     if p.prefix_len() != LAN_PREFIX_LEN || p.has_host_bits() {
         return Err(cx.err(
             v.span(),
-            format!("npt6_prefix {p} is not a /64 prefix (each uplink's LAN /64 is its translation)"),
+            format!(
+                "npt6_prefix {p} is not a /64 prefix (each uplink's LAN /64 is its translation)"
+            ),
         ));
     }
     if is_unroutable(&p) {

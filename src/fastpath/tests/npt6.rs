@@ -22,7 +22,11 @@ fn ula_host() -> Ipv6Addr {
 }
 
 fn npt(external: &str) -> Npt6 {
-    Npt6::new("fd00:db8:1::/64".parse().unwrap(), external.parse().unwrap()).unwrap()
+    Npt6::new(
+        "fd00:db8:1::/64".parse().unwrap(),
+        external.parse().unwrap(),
+    )
+    .unwrap()
 }
 
 /// The lab with `[lan] npt6_prefix = "fd00:db8:1::/64"`: the ULA host is resolved on the LAN.
@@ -33,7 +37,10 @@ fn world_npt6() -> World {
     for u in &mut v6.uplinks {
         u.translates = true;
     }
-    v6.npt6 = vec![Some(npt("2001:db8:a:1::/64")), Some(npt("2001:db8:b:1::/64"))];
+    v6.npt6 = vec![
+        Some(npt("2001:db8:a:1::/64")),
+        Some(npt("2001:db8:b:1::/64")),
+    ];
     let mut resolved = crate::fastpath::valid_frames::v6::neighbours();
     resolved.insert((Iface::Lan, ula_host()), HOST_MAC);
     w.neighbours = std::mem::replace(&mut w.neighbours, Neighbours::new(HashMap::new(), vec![]))
@@ -63,8 +70,10 @@ fn tcp(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
 #[test]
 fn the_lan_prefix_leaves_by_the_first_up_uplink_translated() {
     let mut w = world_npt6();
-    for (egress, external, pe) in [(A, "2001:db8:a:1::/64", PE_A), (B, "2001:db8:b:1::/64", PE_B)]
-    {
+    for (egress, external, pe) in [
+        (A, "2001:db8:a:1::/64", PE_A),
+        (B, "2001:db8:b:1::/64", PE_B),
+    ] {
         let mut f = eth6(LAN_MAC, HOST_MAC, &tcp(ula_host(), server(), 64));
         let (v, _) = run(&w, &mut f, Iface::Lan);
         assert_eq!(v, Verdict::Forward { egress });
@@ -92,7 +101,10 @@ fn the_way_back_translates_the_destination() {
     // B's prefix maps to the same host, whichever uplink it comes in on.
     let outside_b = npt("2001:db8:b:1::/64").to_external(ula_host()).unwrap();
     let mut f = eth6(B_MAC, PE_B, &tcp(server(), outside_b, 60));
-    assert_eq!(run(&w, &mut f, B).0, Verdict::Forward { egress: Iface::Lan });
+    assert_eq!(
+        run(&w, &mut f, B).0,
+        Verdict::Forward { egress: Iface::Lan }
+    );
     // The rest of A's provider prefix is still nowhere.
     let mut f = eth6(A_MAC, PE_A, &tcp(server(), a6("2001:db8:a:2::1"), 60));
     assert!(matches!(
@@ -148,7 +160,10 @@ fn an_icmpv6_error_coming_in_quotes_the_internal_source() {
     )
     .unwrap();
     let mut f = eth6(A_MAC, PE_A, &ip[..n]);
-    assert_eq!(run(&w, &mut f, A).0, Verdict::Forward { egress: Iface::Lan });
+    assert_eq!(
+        run(&w, &mut f, A).0,
+        Verdict::Forward { egress: Iface::Lan }
+    );
     let ip = Ipv6Packet::new_checked(&f[IP_OFFSET..]).unwrap();
     assert_eq!(ip.dst(), ula_host());
     let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
@@ -178,7 +193,10 @@ fn an_icmpv6_error_going_out_quotes_the_external_destination() {
     )
     .unwrap();
     let mut f = eth6(LAN_MAC, HOST_MAC, &ip[..n]);
-    assert_eq!(run(&w, &mut f, Iface::Lan).0, Verdict::Forward { egress: A });
+    assert_eq!(
+        run(&w, &mut f, Iface::Lan).0,
+        Verdict::Forward { egress: A }
+    );
     let ip = Ipv6Packet::new_checked(&f[IP_OFFSET..]).unwrap();
     assert_eq!(ip.src(), outside);
     let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();

@@ -43,7 +43,13 @@ pub(super) enum Kind6 {
     Echo,
 }
 
-pub(super) fn packet6(kind: Kind6, src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn packet6(
+    kind: Kind6,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), hop_limit);
     let mut out = Vec::new();
     match kind {
