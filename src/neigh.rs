@@ -84,8 +84,9 @@ pub struct PollOutcome<A = Ipv4Addr> {
     pub requests: Vec<(Iface, A)>,
     /// Addresses removed (expired, or unresolved after max_requests).
     pub removed: Vec<(Iface, A)>,
-    /// Frames dropped because their neighbour never answered.
-    pub dropped_frames: usize,
+    /// Frames dropped because their neighbour never answered, with the interface they were
+    /// for (so the sender can be told: ICMPv6 address unreachable).
+    pub dropped_frames: Vec<(Iface, Vec<u8>)>,
 }
 
 /// The cache, keyed by interface and address (`Ipv4Addr` for ARP, `Ipv6Addr` for neighbour
@@ -234,7 +235,7 @@ impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
         let mut out = PollOutcome {
             requests: Vec::new(),
             removed: Vec::new(),
-            dropped_frames: 0,
+            dropped_frames: Vec::new(),
         };
         let (mut lan, mut uplinks) = (0, 0);
         self.entries.retain(|&(iface, ip), e| {
@@ -281,7 +282,8 @@ impl<A: Copy + Eq + Hash + Ord> NeighTable<A> {
                     return true;
                 }
                 if e.requests >= p.max_requests {
-                    out.dropped_frames += e.queue.len();
+                    out.dropped_frames
+                        .extend(e.queue.drain(..).map(|f| (iface, f)));
                     out.removed.push((iface, ip));
                     return false;
                 }
@@ -399,7 +401,7 @@ mod tests {
         assert_eq!(n.poll(t(2000)).requests, vec![(A, IP)]);
         let out = n.poll(t(3000));
         assert_eq!(out.removed, vec![(A, IP)]);
-        assert_eq!(out.dropped_frames, 1);
+        assert_eq!(out.dropped_frames.len(), 1);
         assert_eq!(n.lookup(A, IP), None);
     }
 

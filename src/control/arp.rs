@@ -197,7 +197,7 @@ impl ArpEngine {
         for (iface, ip) in out.requests {
             self.request(iface, ip);
         }
-        for _ in 0..out.dropped_frames {
+        for _ in &out.dropped_frames {
             self.events
                 .push_back(ArpEvent::Dropped(DropReason::NoNeighbour));
         }

@@ -13,9 +13,11 @@
 //! - `failover`: what happens to NAT flows when the route table changes (SPEC 21, 22);
 //! - `vrrp`: VRRPv3 groups on the LAN, priority from the tracks (SPEC 29);
 //! - `ndp`: IPv6 neighbour discovery: the neighbour cache, answers for the router's own
-//!   addresses, duplicate address detection (SPEC 32; not wired into the threads yet);
-//! - `ra`: Router Advertisements on the LAN, one prefix per uplink, deprecated by health
-//!   (SPEC 32, 33; not wired into the threads yet);
+//!   addresses, duplicate address detection (SPEC 32);
+//! - `ra`: Router Advertisements on the LAN, one prefix per uplink deprecated by health, or
+//!   the NPTv6 prefix (SPEC 32, 33);
+//! - `unreachable6`: ICMPv6 address unreachable for a LAN address neighbour discovery could
+//!   not resolve (SPEC 34);
 //! - `inputs`: what they are built from, derived from the configuration at start and reload.
 //!
 //! Threads own the sockets and the clock and dispatch to the engines:
@@ -37,6 +39,7 @@ pub mod probe_thread;
 pub mod ra;
 pub mod socket;
 pub mod thread;
+pub mod unreachable6;
 pub mod uplink_dhcp;
 pub mod vrrp;
 

@@ -59,9 +59,11 @@ pub enum NdpEvent {
     AddressReady { iface: Iface, addr: Ipv6Addr },
     /// Another node uses (or is claiming) an own address: it is not used (RFC 4862 §5.4.5).
     Duplicate { iface: Iface, addr: Ipv6Addr },
-    /// A frame was dropped (bad ND packet, a held frame whose neighbour never answered, or no
-    /// room to hold it).
+    /// A frame was dropped (bad ND packet, or no room to hold it).
     Dropped(DropReason),
+    /// A held frame was dropped: its neighbour on `iface` never answered (counted as
+    /// `no_neighbour`; its sender may be told, ICMPv6 address unreachable).
+    Unresolved { iface: Iface, frame: Vec<u8> },
 }
 
 /// Where an own address is in its life.
@@ -392,9 +394,8 @@ impl NdpEngine {
         for (iface, ip) in out.requests {
             self.request(iface, ip);
         }
-        for _ in 0..out.dropped_frames {
-            self.events
-                .push_back(NdpEvent::Dropped(DropReason::NoNeighbour));
+        for (iface, frame) in out.dropped_frames {
+            self.events.push_back(NdpEvent::Unresolved { iface, frame });
         }
         if !out.removed.is_empty() {
             self.events.push_back(NdpEvent::Removed);

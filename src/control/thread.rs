@@ -579,7 +579,7 @@ impl Control {
         while let Some(t) = self.echo.poll_transmit() {
             self.send(t);
         }
-        self.drain_ipv6();
+        self.drain_ipv6(now);
         while let Some(eth) = self.vrrp.poll_transmit() {
             let mut frame = vec![0u8; ETH_OFFSET];
             if VnetHdr::default().write(&mut frame).is_ok() {

@@ -20,7 +20,7 @@
 mod admit;
 mod decide;
 mod parse;
-mod ratelimit;
+pub(crate) mod ratelimit;
 mod reply;
 mod rewrite;
 #[cfg(test)]
@@ -125,6 +125,10 @@ pub struct FastPath {
     punts: RateLimit,
 }
 
+/// ICMP errors (and RSTs) the router generates per second, like the kernel's
+/// icmp_msgs_per_sec; the control thread's own errors (ICMPv6 address unreachable) have a
+/// bucket of this size too.
+pub(crate) const ERRORS_PER_SECOND: u32 = 1000;
 /// ARP frames per second from each uplink's next hop: it answers a request a second at most.
 const NEXT_HOP_ARP_PER_SECOND: u32 = 50;
 /// VRRP advertisements per second: a group's master sends one a second by default, at most
@@ -136,7 +140,7 @@ const PROBE_ERRORS_PER_SECOND: u32 = 100;
 impl FastPath {
     pub fn new(limits: &LimitsConfig) -> FastPath {
         FastPath {
-            errors: RateLimit::per_second(1000),
+            errors: RateLimit::per_second(ERRORS_PER_SECOND),
             pings: RateLimit::per_second(200),
             probe_replies: RateLimit::per_second(limits.probe_replies_per_second),
             probe_errors: RateLimit::per_second(PROBE_ERRORS_PER_SECOND),

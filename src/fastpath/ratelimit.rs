@@ -3,14 +3,14 @@
 use crate::clock::Instant;
 
 /// At most `per_sec` events per second, refilled whole once a second (burst as large).
-pub(super) struct RateLimit {
+pub(crate) struct RateLimit {
     per_sec: u32,
     tokens: u32,
     refill: Instant,
 }
 
 impl RateLimit {
-    pub(super) fn per_second(per_sec: u32) -> RateLimit {
+    pub(crate) fn per_second(per_sec: u32) -> RateLimit {
         RateLimit {
             per_sec,
             tokens: per_sec,
@@ -18,7 +18,7 @@ impl RateLimit {
         }
     }
 
-    pub(super) fn take(&mut self, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         if now.saturating_since(self.refill).as_secs() >= 1 {
             self.tokens = self.per_sec;
             self.refill = now;

@@ -332,7 +332,10 @@ fn gives_up_and_drops_held_frames() {
     assert_eq!(
         events(&mut e),
         [
-            NdpEvent::Dropped(DropReason::NoNeighbour),
+            NdpEvent::Unresolved {
+                iface: WAN_A,
+                frame: vec![0; 60]
+            },
             NdpEvent::Removed
         ]
     );

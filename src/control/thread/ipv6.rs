@@ -21,6 +21,9 @@ use super::*;
 use crate::config::Ipv6Config;
 use crate::control::ndp::{DadParams, NdpEngine, NdpEvent};
 use crate::control::ra::{LanPrefix, RaConfig, RaEngine, RaParams};
+use crate::control::unreachable6::address_unreachable;
+use crate::fastpath::ERRORS_PER_SECOND;
+use crate::fastpath::ratelimit::RateLimit;
 use crate::prefix6::Ipv6Prefix;
 use crate::shared::ipv6_up;
 use crate::wire::icmpv6::{self, EchoRepr, Icmpv6Packet, types};
@@ -46,6 +49,8 @@ pub(super) struct Ipv6Plane {
     /// The router's addresses, by interface.
     local: Vec<(Iface, Ipv6Addr)>,
     macs: HashMap<Iface, MacAddr>,
+    /// ICMPv6 errors this thread sends (address unreachable).
+    errors: RateLimit,
 }
 
 impl Ipv6Plane {
@@ -117,6 +122,7 @@ impl Ipv6Plane {
             start_by: now + MAX_START_WAIT,
             local,
             macs,
+            errors: RateLimit::per_second(ERRORS_PER_SECOND),
         }
     }
 
@@ -309,25 +315,17 @@ impl Control {
         }
     }
 
-    /// Sends what the IPv6 engines queued and acts on what neighbour discovery reports.
-    pub(super) fn drain_ipv6(&mut self) {
+    /// Acts on what neighbour discovery reports and sends what the IPv6 engines queued.
+    pub(super) fn drain_ipv6(&mut self, now: Instant) {
         let Some(v6) = &mut self.ipv6 else {
             return;
         };
-        let now = Instant::now();
         while let Some((frame, client)) = self.dns.as_mut().and_then(DnsService::poll_outgoing6) {
             v6.send_via(Iface::Lan, client, frame, now);
-        }
-        let mut out = Vec::new();
-        while let Some(t) = v6.poll_transmit() {
-            out.push(t);
         }
         let mut events = Vec::new();
         while let Some(ev) = v6.poll_event() {
             events.push(ev);
-        }
-        for t in out {
-            self.send(t);
         }
         for ev in events {
             match ev {
@@ -345,7 +343,34 @@ impl Control {
                     self.iface_name(iface)
                 ),
                 NdpEvent::Dropped(reason) => self.counters.dropped(reason),
+                NdpEvent::Unresolved { iface, frame } => self.unresolved(iface, frame, now),
             }
+        }
+        let Some(v6) = &mut self.ipv6 else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(t) = v6.poll_transmit() {
+            out.push(t);
+        }
+        for t in out {
+            self.send(t);
+        }
+    }
+
+    /// A held frame whose neighbour never answered: counted, and for a LAN address its sender
+    /// gets ICMPv6 address unreachable (SPEC 34), within the error rate.
+    fn unresolved(&mut self, iface: Iface, mut frame: Vec<u8>, now: Instant) {
+        self.counters.dropped(DropReason::NoNeighbour);
+        let Some(v6) = &mut self.ipv6 else {
+            return;
+        };
+        if iface != Iface::Lan || !v6.errors.take(now) {
+            return;
+        }
+        if let Some(u) = address_unreachable(&self.shared.snapshot.load(), &mut frame) {
+            bump(&self.counters.icmp_errors_sent, 1);
+            v6.send_via(u.transmit.iface, u.next_hop, u.transmit.frame, now);
         }
     }
 }
