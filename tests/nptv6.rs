@@ -136,6 +136,15 @@ fn the_lan_ula_leaves_translated_into_each_isps_prefix() {
         !addrs.iter().any(|a| a.segments()[..2] == [0x2001, 0xdb8]),
         "the RAs carry only the ULA: {addrs:?}"
     );
+    let shown = lab.ctl_json(&["show", "ipv6"]);
+    for (row, lan_prefix) in [(0, "2001:db8:a:1::/64"), (1, "2001:db8:b:1::/64")] {
+        let p = &shown["prefixes"][row];
+        assert_eq!(
+            (&p["npt6_prefix"], &p["lan_prefix"]),
+            (&ULA.into(), &lan_prefix.into()),
+            "{shown}"
+        );
+    }
     let via_a = mapping("2001:db8:a:1::/64").to_external(host).unwrap();
     let via_b = mapping("2001:db8:b:1::/64").to_external(host).unwrap();
     let filter = format!("-v ip6 and host {SERVER6}");

@@ -68,7 +68,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
         } else if old.limits != new.limits {
             "the [limits] settings"
         } else if old.ipv6 != new.ipv6 {
-            "IPv6 ([lan] ipv6 and the uplinks' prefix6, address6, next_hop6)"
+            "IPv6 ([lan] ipv6 and npt6_prefix, the uplinks' prefix6, address6, next_hop6)"
         } else {
             return None;
         };
