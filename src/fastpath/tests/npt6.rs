@@ -11,7 +11,7 @@ use crate::fastpath::valid_frames::B_MAC;
 use crate::fastpath::valid_frames::v6::{A, B, PE_B};
 use crate::nat::npt6::Npt6;
 use crate::wire::icmpv6::{self, Icmpv6Packet};
-use crate::wire::ipv6::{Ipv6Packet, next_header};
+use crate::wire::ipv6::Ipv6Packet;
 
 fn a6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
@@ -48,15 +48,15 @@ fn world_npt6() -> World {
     w
 }
 
-/// The TCP checksum of an IPv6 packet is what its addresses and segment give.
-fn tcp_checksum_ok(ip_packet: &[u8]) -> bool {
+/// The upper-layer checksum (TCP, UDP, ICMPv6: no extension headers here) of an IPv6 packet is
+/// what its addresses and payload give.
+fn l4_checksum_ok(ip_packet: &[u8]) -> bool {
     let ip = Ipv6Packet::new_checked(ip_packet).unwrap();
-    assert_eq!(ip.next_header(), next_header::TCP);
     checksum::fold(checksum::add(
         checksum::pseudo_header_sum_v6(
             ip.src(),
             ip.dst(),
-            next_header::TCP,
+            ip.next_header(),
             ip.payload().len() as u32,
         ),
         checksum::sum(ip.payload()),
@@ -82,7 +82,7 @@ fn the_lan_prefix_leaves_by_the_first_up_uplink_translated() {
         let expected: crate::prefix6::Ipv6Prefix = external.parse().unwrap();
         assert!(expected.contains(ip.src()), "{}", ip.src());
         assert_eq!((ip.dst(), ip.hop_limit()), (server(), 63));
-        assert!(tcp_checksum_ok(&f[IP_OFFSET..]), "checksum-neutral");
+        assert!(l4_checksum_ok(&f[IP_OFFSET..]), "checksum-neutral");
         // A fails: the next packet of the same flow leaves by B, from B's prefix.
         w.snap.ipv6.as_mut().unwrap().uplinks[0].up = false;
     }
@@ -97,7 +97,7 @@ fn the_way_back_translates_the_destination() {
     assert_eq!(v, Verdict::Forward { egress: Iface::Lan });
     let ip = Ipv6Packet::new_checked(&f[IP_OFFSET..]).unwrap();
     assert_eq!((ip.src(), ip.dst()), (server(), ula_host()));
-    assert!(tcp_checksum_ok(&f[IP_OFFSET..]));
+    assert!(l4_checksum_ok(&f[IP_OFFSET..]));
     // B's prefix maps to the same host, whichever uplink it comes in on.
     let outside_b = npt("2001:db8:b:1::/64").to_external(ula_host()).unwrap();
     let mut f = eth6(B_MAC, PE_B, &tcp(server(), outside_b, 60));
@@ -231,4 +231,48 @@ fn errors_to_the_host_quote_its_own_packet() {
             ..
         }
     ));
+}
+
+proptest! {
+    /// Any TCP, UDP or echo packet from any LAN address to any remote: it leaves by the first
+    /// uplink that is up, from that uplink's /64 with a valid checksum, and the answer to that
+    /// address comes back to the host it came from, valid too; an address with no word to
+    /// adjust is dropped and counted instead.
+    #[test]
+    fn out_and_back_through_any_uplink(
+        kind in prop_oneof![Just(Kind6::Tcp), Just(Kind6::Udp), Just(Kind6::Echo)],
+        iid in prop_oneof![any::<u64>(), Just(u64::MAX), Just(0xffff_ffff_ffff_0000)],
+        remote in any::<u64>(),
+        a_up in any::<bool>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut w = world_npt6();
+        w.snap.ipv6.as_mut().unwrap().uplinks[0].up = a_up;
+        let host = Ipv6Addr::from_bits(0xfd00_0db8_0001_0000 << 64 | u128::from(iid));
+        let remote = Ipv6Addr::from_bits(0x2001_0db8_0018_0000 << 64 | u128::from(remote));
+        let (egress, mac) = if a_up { (A, PE_A) } else { (B, PE_B) };
+        let mut f = eth6(LAN_MAC, HOST_MAC, &packet6(kind, host, remote, 64, &payload));
+        let (v, _) = run(&w, &mut f, Iface::Lan);
+        if iid == u64::MAX {
+            prop_assert_eq!(v, Verdict::Drop(DropReason::Npt6Untranslatable));
+            return Ok(());
+        }
+        prop_assert_eq!(v, Verdict::Forward { egress });
+        let out = Ipv6Packet::new_checked(&f[IP_OFFSET..]).unwrap().src();
+        let external = w.snap.ipv6.as_ref().unwrap().npt6(match egress {
+            Iface::Uplink(u) => u,
+            Iface::Lan => unreachable!(),
+        }).unwrap().external();
+        prop_assert!(external.contains(out));
+        prop_assert!(l4_checksum_ok(&f[IP_OFFSET..]));
+        let router_mac = w.snap.iface_mac(egress).unwrap();
+        let mut back = eth6(router_mac, mac, &packet6(kind, remote, out, 60, &payload));
+        let (v, _) = run(&w, &mut back, egress);
+        let resolved = v == Verdict::Forward { egress: Iface::Lan };
+        let held = v == Verdict::NeedsNeighbour { egress: Iface::Lan, next_hop: host.into() };
+        prop_assert!(resolved || held, "{:?}", v);
+        let ip = Ipv6Packet::new_checked(&back[IP_OFFSET..]).unwrap();
+        prop_assert_eq!(ip.dst(), host);
+        prop_assert!(l4_checksum_ok(&back[IP_OFFSET..]));
+    }
 }
