@@ -162,6 +162,17 @@ mod tests {
         assert_eq!(npt.to_internal(a("2001:db8:a:1:ffff:ffff:ffff:ffff")), None);
     }
 
+    /// RFC 6296 §3.5: 0xFFFF and 0x0000 are the same one's-complement number; writing 0x0000
+    /// keeps the word adjustable on the way back.
+    #[test]
+    fn a_result_of_all_ones_is_written_as_zero() {
+        let npt = Npt6::new(p("fd00:db8:1::/64"), p("2001:db8:a:1::/64")).unwrap();
+        let host = Ipv6Addr::new(0xfd00, 0xdb8, 1, 0, !npt.adjustment, 0, 0, 1);
+        let out = npt.to_external(host).unwrap();
+        assert_eq!(out.segments()[4], 0);
+        assert_eq!(npt.to_internal(out), Some(host));
+    }
+
     #[test]
     fn outside_the_prefix_is_not_translated() {
         let npt = Npt6::new(p("fd00:db8:1::/64"), p("2001:db8:a:1::/64")).unwrap();
