@@ -74,7 +74,6 @@ mod tests {
     use crate::fastpath::valid_frames::{LAN_MAC, world};
     use crate::nat::npt6::Npt6;
     use crate::wire::icmpv6::Icmpv6Packet;
-    use crate::wire::ndisc;
     use crate::wire::vnet;
 
     fn a6(s: &str) -> Ipv6Addr {
@@ -130,7 +129,7 @@ mod tests {
         let (iface, hop, src, dst, _) = sent(&address_unreachable(&w.snap, &mut f).unwrap());
         assert_eq!(
             (iface, hop, src, dst),
-            (Iface::Lan, host_a(), ndisc::link_local(LAN_MAC), host_a())
+            (Iface::Lan, host_a(), a6("2001:db8:a:1::1"), host_a())
         );
     }
 

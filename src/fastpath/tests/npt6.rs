@@ -34,6 +34,10 @@ fn world_npt6() -> World {
     let mut w = world(1500);
     let v6 = w.snap.ipv6.as_mut().unwrap();
     v6.lan_prefixes = vec!["fd00:db8:1::/64".parse().unwrap()];
+    // The router's LAN address is the internal prefix's ::1.
+    v6.local
+        .retain(|&(i, a)| i != Iface::Lan || a.is_unicast_link_local());
+    v6.local.push((Iface::Lan, a6("fd00:db8:1::1")));
     for u in &mut v6.uplinks {
         u.translates = true;
     }

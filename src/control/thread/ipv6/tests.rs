@@ -37,6 +37,7 @@ fn config() -> Ipv6Config {
                 "2001:db8:ffb::2",
             ),
         ],
+        npt6_prefix: None,
     }
 }
 
@@ -130,6 +131,33 @@ fn the_first_ra_waits_for_the_link_local_dad_and_lists_the_lan_addresses_as_dns(
             vec![2700, 0],
             vec![a6("2001:db8:a::1"), a6("2001:db8:b::1")]
         )
+    );
+}
+
+/// NPTv6 (SPEC 33): the RAs carry the internal prefix alone, preferred while either uplink is
+/// up, and the router's one LAN address is its ::1 (DAD'd, the DNS server).
+#[test]
+fn with_npt6_the_lan_sees_only_the_internal_prefix() {
+    let cfg = Ipv6Config {
+        npt6_prefix: Some("fd00:db8:1::/64".parse().unwrap()),
+        ..config()
+    };
+    let mut p = Ipv6Plane::new(
+        &cfg,
+        true,
+        NeighParams::default(),
+        LAN_MAC,
+        &[A_MAC, B_MAC],
+        t(0),
+    );
+    p.set_health(&[false, true], true, t(0));
+    let sent = run(&mut p, t(0), t(1_000));
+    let ula_router = a6("fd00:db8:1::1");
+    assert!(sent.contains(&(t(0), Sent::Dad(ula_router))), "{sent:?}");
+    assert!(!sent.contains(&(t(0), Sent::Dad(a6("2001:db8:a::1")))));
+    assert_eq!(
+        ras(&sent)[0].1,
+        &Sent::Ra(1800, vec![2700], vec![ula_router])
     );
 }
 
