@@ -85,10 +85,13 @@ pub enum DropReason {
     /// IPv6 packet NPTv6 cannot translate: its interface identifier has no word that is not
     /// 0xFFFF to keep the checksum neutral (RFC 6296 §3.5, SPEC 33).
     Npt6Untranslatable,
+    /// Frames the kernel dropped before the router read them: an uplink socket's receive
+    /// buffer was full (`PACKET_STATISTICS`, read every 100 ms by each worker).
+    RxQueueFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 39] = [
+    pub const ALL: [DropReason; 40] = [
         DropReason::Truncated,
         DropReason::BadVnetHeader,
         DropReason::NotIpv4,
@@ -128,6 +131,7 @@ impl DropReason {
         DropReason::PacketTooBig,
         DropReason::SourcePolicyFailed,
         DropReason::Npt6Untranslatable,
+        DropReason::RxQueueFull,
     ];
 
     /// Stable snake_case name used in `show counters`, JSON and metrics.
@@ -172,6 +176,7 @@ impl DropReason {
             DropReason::PacketTooBig => "packet_too_big",
             DropReason::SourcePolicyFailed => "source_policy_failed",
             DropReason::Npt6Untranslatable => "npt6_untranslatable",
+            DropReason::RxQueueFull => "rx_queue_full",
         }
     }
 }
@@ -241,9 +246,14 @@ impl Counters {
 
     /// A frame received on `iface` was dropped for `reason`.
     pub fn rx_dropped(&self, iface: usize, reason: DropReason) {
-        self.dropped(reason);
+        self.rx_dropped_n(iface, reason, 1);
+    }
+
+    /// `n` frames of `iface` were dropped for `reason`.
+    pub fn rx_dropped_n(&self, iface: usize, reason: DropReason, n: u64) {
+        bump(&self.drops[reason as usize], n);
         if let Some(c) = self.ifaces.get(iface) {
-            bump(&c.rx_dropped, 1);
+            bump(&c.rx_dropped, n);
         }
     }
 

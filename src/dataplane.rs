@@ -27,6 +27,9 @@ use crate::{Iface, UplinkId};
 /// Frames drained from one source before moving to the next.
 pub const BATCH: usize = 32;
 
+/// How often a worker asks the kernel how many frames its uplink sockets lost.
+const SOCKET_DROPS_EVERY: Duration = Duration::from_millis(100);
+
 pub struct Worker {
     pub id: usize,
     pub tap: Arc<TapQueue>,
@@ -59,6 +62,7 @@ impl Worker {
         let mut fp = FastPath::new(&self.limits);
         let mut ready = Vec::new();
         let mut out = Outbox::new(self.uplinks.len(), self.gro);
+        let mut drops_read = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
             ep.wait(&mut ready, 500)?;
             if ready.contains(&TOKEN_WAKER) {
@@ -137,6 +141,10 @@ impl Worker {
                     out.flush(&self, |i| batch.frame(i));
                     self.batch_done(n);
                 }
+                if env.now.saturating_since(drops_read) >= SOCKET_DROPS_EVERY {
+                    drops_read = env.now;
+                    self.count_socket_drops();
+                }
                 // Under sustained load the drain loop never runs dry: see `stop` every pass.
                 if work == 0 || self.shared.stop.load(Ordering::Relaxed) {
                     break;
@@ -144,6 +152,22 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Frames lost before the router read them (the socket's buffer was full) count as drops
+    /// of their uplink: the loss the senders' retransmissions show is visible here.
+    fn count_socket_drops(&self) {
+        for (u, sock) in self.uplinks.iter().enumerate() {
+            match sock.take_drops() {
+                Ok(0) => {}
+                Ok(n) => self.counters.rx_dropped_n(
+                    Iface::Uplink(UplinkId(u as u8)).index(),
+                    DropReason::RxQueueFull,
+                    u64::from(n),
+                ),
+                Err(e) => log::warn!("worker {}: uplink {u} statistics: {e}", self.id),
+            }
+        }
     }
 
     fn batch_done(&self, n: usize) {

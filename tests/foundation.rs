@@ -285,3 +285,43 @@ fn a_config_error_touches_nothing() {
         "TAP created anyway"
     );
 }
+
+/// Frames the kernel drops because an uplink socket's buffer is full are counted: the router is
+/// stopped while PE_A sends 20,000 datagrams of 1,000 bytes to its address (several times what
+/// the socket holds), and once it resumes `rx_queue_full` and isp-a's `rx_dropped` show the loss.
+#[test]
+fn frames_lost_in_a_full_uplink_socket_are_counted() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("fd5-");
+    lab.start_router(&static_config(""));
+    assert_eq!(lab.drops("rx_queue_full"), 0);
+    let pid = lab.router_pid().expect("router pid");
+    // SAFETY: signals the router we started, by its recorded pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let flood = lab.exec(
+        "ispa",
+        &[
+            "python3",
+            "-c",
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for _ in range(20000): s.sendto(b'x' * 1000, ('172.16.1.1', 9))",
+        ],
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(flood.status.success(), "{}", text(&flood));
+    lab.wait_for("rx_queue_full counted", Duration::from_secs(5), || {
+        lab.drops("rx_queue_full") > 0
+    });
+    let lost = lab.drops("rx_queue_full");
+    let counters = lab.ctl_json(&["show", "counters"]);
+    let isp_a_dropped = counters["ifaces"][1]["rx_dropped"].as_u64().unwrap();
+    assert!(
+        lost > 1000 && isp_a_dropped >= lost,
+        "{lost} lost, isp-a rx_dropped {isp_a_dropped}"
+    );
+    lab.ok("lan", &["ping", "-c", "1", "-W", "2", "172.18.0.6"]);
+}

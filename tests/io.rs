@@ -441,3 +441,63 @@ fn link_watcher_reports_an_overrun() {
     });
     let _ = std::fs::remove_file(&batch);
 }
+
+#[test]
+fn a_full_receive_buffer_is_counted_and_the_count_taken_once() {
+    if !common::require_root() {
+        return;
+    }
+    let ns = Netns::new("drops");
+    // No IPv6: the links' own router solicitations and MLD reports would be frames too.
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.name,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ]);
+    ns.ip("link add pa type veth peer name pb");
+    ns.ip("link set pa up");
+    ns.ip("link set pb up");
+
+    ns.run(|| {
+        let pa = link_info("pa").unwrap().ifindex;
+        let pb = link_info("pb").unwrap().ifindex;
+        let sa = PacketSocket::open(pa, &receiving(true, None)).unwrap();
+        // The smallest buffer the kernel allows (it doubles and floors the value): a few
+        // frames fill it, and the rest are the kernel's drops.
+        let small = PacketOptions {
+            rcvbuf: 1,
+            ..receiving(true, None)
+        };
+        let sb = PacketSocket::open(pb, &small).unwrap();
+        assert_eq!(sb.take_drops().unwrap(), 0, "nothing lost yet");
+        let burst: Vec<Vec<u8>> = (0..200u8)
+            .map(|i| with_vnet(&eth_frame(1, &[i; 1000])))
+            .collect();
+        let mut sent = 0;
+        for chunk in burst.chunks(20) {
+            sent += send_all(&sa, chunk.iter().map(Vec::as_slice)).unwrap();
+        }
+        assert_eq!(sent, 200);
+        let got = collect(&sb, 200, Duration::from_millis(300)).len();
+        let lost = sb.take_drops().unwrap() as usize;
+        assert!(
+            got < 200,
+            "a {got}-frame buffer is not full: the test shows nothing"
+        );
+        assert_eq!(
+            got + lost,
+            200,
+            "every frame either read ({got}) or counted lost ({lost})"
+        );
+        assert_eq!(
+            sb.take_drops().unwrap(),
+            0,
+            "the count is taken, not read twice"
+        );
+    });
+}

@@ -122,6 +122,30 @@ impl PacketSocket {
         Ok(())
     }
 
+    /// Frames the kernel dropped for this socket since the last call (its receive buffer was
+    /// full); reading `PACKET_STATISTICS` resets the kernel's counts.
+    pub fn take_drops(&self) -> io::Result<u32> {
+        let mut stats = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: the pointer and length describe `stats`, which the kernel fills.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&raw mut stats).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stats.tp_drops)
+    }
+
     pub fn ifindex(&self) -> u32 {
         self.ifindex
     }
