@@ -1,14 +1,16 @@
-//! DHCPv4, as I/O-free engines over the `dhcproto` wire format:
+//! DHCPv4, and DHCPv6 prefix delegation, as I/O-free engines over the `dhcproto` wire format:
 //! - `server`: the LAN's DHCP server (SPEC 27): pools, static leases, conflict check by ARP
 //!   probe, bounded per source MAC and in total, every dropped request counted;
 //! - `leases`: the server's lease file, kept across restarts and written atomically;
-//! - `client`: the DHCP client of an uplink (SPEC 28), RFC 2131 states and timers.
+//! - `client`: the DHCP client of an uplink (SPEC 28), RFC 2131 states and timers;
+//! - `pd`: the DHCPv6 prefix delegation client of an uplink (SPEC 32), RFC 8415 IA_PD.
 //!
 //! The engines speak DHCP payloads (the UDP payload) and addresses; the control thread builds
 //! and parses the UDP/IP/Ethernet around them and owns the clock and the files.
 
 pub mod client;
 pub mod leases;
+pub mod pd;
 pub mod server;
 
 use std::net::Ipv4Addr;
