@@ -101,6 +101,15 @@ Verbs:
                      172.17.3.2 goes unanswered. Both options give PE_B 172.17.3.6/30 on rtr0
                      and the central site a route back to 172.17.3.4/30.
   isp-dhcp b stop    Stop PE_B's DHCP server.
+  isp-dhcp6 b kea [--lease S] [--renumber]
+                     Run kea-dhcp6 in <P>ispb on rtr0 (its files in STATE/ispb-kea6), delegating
+                     ISP B's 2001:db8:b::/48 by DHCPv6-PD (whole, delegated length 48): valid and
+                     preferred lifetime S seconds (default 3600), T1 S/2, T2 4S/5. Replaces a
+                     running one, keeping its lease file. The router then needs
+                     `prefix6 = "dhcpv6-pd"` on isp-b (scripts/lab-pd-b.toml).
+                     --renumber: delegate 2001:db8:bb::/48 instead; PE_B and the central site
+                     route it to the router and PE_B's source filter lets it through.
+  isp-dhcp6 b stop   Stop PE_B's DHCPv6 server.
   host add N         Plug one more host into the LAN bridge: namespace <P>hN (N 1..9) with eth0
                      and no address (for DHCP clients); `down` removes it too. It gets its own
                      /etc/netns/<P>hN/resolv.conf, which `ip netns exec` shows as
@@ -620,6 +629,86 @@ EOF
     done
 }
 
+# `isp-dhcp6 b kea|stop [--lease S] [--renumber]`: Kea delegating ISP B's prefix by DHCPv6-PD,
+# its config, lease file, log, pid and lock files in STATE/ispb-kea6.
+cmd_isp_dhcp6() {
+    (($# >= 2)) || die "isp-dhcp6: expected b and kea or stop"
+    [[ $1 == b ]] || die "isp-dhcp6: only side b delegates by DHCPv6, not '$1'"
+    local server=$2 lease=3600 prefix=$ISPB_PREFIX6 kea_bin dir=$STATE/ispb-kea6 i
+    shift 2
+    [[ $(topology) == default ]] || die "isp-dhcp6: needs the default topology"
+    require_lab
+    case $server in
+    kea | stop) ;;
+    *) die "isp-dhcp6: server must be kea or stop, not '$server'" ;;
+    esac
+    [[ $server != stop || $# == 0 ]] || die "isp-dhcp6 stop takes no options"
+    while (($#)); do
+        case $1 in
+        --lease)
+            [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "isp-dhcp6: --lease needs whole seconds"
+            lease=$2
+            shift 2
+            ;;
+        --renumber)
+            prefix=2001:db8:bb::/48
+            shift
+            ;;
+        *) die "isp-dhcp6: unexpected argument '$1' (--lease S, --renumber)" ;;
+        esac
+    done
+    stop_pidfile "$STATE/ispb-dhcp6.pid"
+    if [[ $server == stop ]]; then
+        echo "DHCPv6 on PE_B stopped"
+        return 0
+    fi
+    kea_bin=$(PATH="$PATH:/usr/sbin" command -v kea-dhcp6) ||
+        die "isp-dhcp6 kea needs kea-dhcp6 (apt-get install kea-dhcp6-server)"
+    if [[ $prefix != "$ISPB_PREFIX6" ]]; then
+        # The second prefix lives behind the router too, and PE_B forwards its sources.
+        ip -n "$(ns ispb)" -6 route replace "$prefix" via 2001:db8:ffb::1 dev rtr0
+        ip -n "$(ns net)" -6 route replace "$prefix" via 2001:db8:fb1::1 dev isp-b
+        in_ns ispb nft -f - <<EOF
+table ip6 mhlab-bcp38 {}
+delete table ip6 mhlab-bcp38
+table ip6 mhlab-bcp38 {
+    chain forward {
+        type filter hook forward priority -10; policy accept;
+        iifname "rtr0" ip6 saddr != { $ISPB_PREFIX6, $prefix, 2001:db8:ffb::/64 } counter drop
+    }
+}
+EOF
+    fi
+    mkdir -p "$dir"
+    cat >"$dir/kea-dhcp6.conf" <<EOF
+{ "Dhcp6": {
+    "interfaces-config": { "interfaces": [ "rtr0" ] },
+    "lease-database": { "type": "memfile", "persist": true, "name": "$dir/leases6.csv",
+                        "lfc-interval": 0 },
+    "preferred-lifetime": $lease, "valid-lifetime": $lease,
+    "renew-timer": $((lease / 2)), "rebind-timer": $((lease * 4 / 5)),
+    "subnet6": [ { "id": 1, "subnet": "2001:db8:ffb::/64", "interface": "rtr0",
+                   "pd-pools": [ { "prefix": "${prefix%/*}", "prefix-len": 48,
+                                   "delegated-len": 48 } ] } ],
+    "loggers": [ { "name": "kea-dhcp6", "severity": "DEBUG", "debuglevel": 40,
+                   "output_options": [ { "output": "stdout" } ] } ]
+} }
+EOF
+    : >"$dir/kea.log"
+    KEA_PIDFILE_DIR=$dir KEA_LOCKFILE_DIR=$dir spawn "$STATE/ispb-dhcp6.pid" "$dir/kea.log" \
+        ip netns exec "$(ns ispb)" "$kea_bin" -c "$dir/kea-dhcp6.conf"
+    # Ready once its sockets are open: it logs DHCP6_STARTED.
+    for ((i = 0; i < 50; i++)); do
+        if grep -q DHCP6_STARTED "$dir/kea.log"; then
+            echo "DHCPv6 on PE_B: kea delegates $prefix (valid $lease s)"
+            return 0
+        fi
+        live_pid "$STATE/ispb-dhcp6.pid" >/dev/null || break
+        sleep 0.1
+    done
+    die "kea-dhcp6 (DHCPv6-PD on PE_B) did not start; see $dir/kea.log"
+}
+
 # --- down --------------------------------------------------------------------------------------
 
 cmd_down() {
@@ -632,6 +721,7 @@ cmd_down() {
     done
     stop_pidfile "$STATE/dnsmasq.pid"
     stop_pidfile "$STATE/ispb-dhcp.pid"
+    stop_pidfile "$STATE/ispb-dhcp6.pid"
     stop_pidfile "$STATE/iperf3.pid"
     stop_pidfile "$STATE/iperf3-6.pid"
     for role in "${ALL_ROLES[@]}" h1 h2 h3 h4 h5 h6 h7 h8 h9; do
@@ -687,6 +777,8 @@ cmd_status() {
     [[ ! -e $STATE/ispb-dhcp.pid ]] ||
         print_pid_state "$(cat "$STATE/ispb-dhcp.server" 2>/dev/null || echo dnsmasq) (DHCP on PE_B)" \
             "$STATE/ispb-dhcp.pid"
+    [[ ! -e $STATE/ispb-dhcp6.pid ]] ||
+        print_pid_state "kea (DHCPv6-PD on PE_B)" "$STATE/ispb-dhcp6.pid"
     echo "faults:"
     for side in a b; do
         if [[ -s $STATE/faults-$side ]]; then
@@ -1102,6 +1194,7 @@ heal) cmd_heal "$@" ;;
 exec) cmd_exec "$@" ;;
 host) cmd_host "$@" ;;
 isp-dhcp) cmd_isp_dhcp "$@" ;;
+isp-dhcp6) cmd_isp_dhcp6 "$@" ;;
 ctl) cmd_ctl "$@" ;;
 *) die "unknown verb '$verb' (see --help)" ;;
 esac

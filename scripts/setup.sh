@@ -17,16 +17,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 # keepalived and tshark are the VRRP peer and dissector of tests/vrrp.rs; dhclient, udhcpc,
 # dhcpcd and dig the real clients of the DHCP server and DNS forwarder tests; curl and dig the
 # clients of tests/forwards.rs; kea-dhcp4 the ISP's server with short leases in
-# tests/uplink_dhcp.rs (lab.sh runs it in a lab namespace; Debian's package also installs a
-# system service whose default config listens on no interface); rdisc6 (ndisc6) reads the
-# router's RAs on the LAN host in tests/ipv6_lan.rs (its RDNSS option); gnuplot draws
-# bench/run.sh's plot.
+# tests/uplink_dhcp.rs, kea-dhcp6 the ISP's prefix delegation server in tests/ipv6_pd.rs
+# (lab.sh runs them in a lab namespace; Debian's packages also install system services whose
+# default configs listen on no interface); rdisc6 (ndisc6) reads the router's RAs on the LAN
+# host in tests/ipv6_lan.rs (its RDNSS option); gnuplot draws bench/run.sh's plot.
 TOOLS="cc:gcc+libc6-dev c++:g++ ip:iproute2 ss:iproute2 bridge:iproute2 tc:iproute2 iperf3:iperf3 nft:nftables
 ethtool:ethtool tcpdump:tcpdump dnsmasq:dnsmasq-base ping:iputils-ping traceroute:traceroute
 python3:python3 setpriv:util-linux sysctl:procps timeout:coreutils jq:jq keepalived:keepalived
 tshark:tshark dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base dig:bind9-dnsutils
-curl:curl setsid:util-linux kea-dhcp4:kea-dhcp4-server tracepath:iputils-tracepath
-rdisc6:ndisc6 gnuplot:gnuplot-nox"
+curl:curl setsid:util-linux kea-dhcp4:kea-dhcp4-server kea-dhcp6:kea-dhcp6-server
+tracepath:iputils-tracepath rdisc6:ndisc6 gnuplot:gnuplot-nox"
 
 say() { echo "mhrouter setup: $*"; }
 

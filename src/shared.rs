@@ -274,18 +274,24 @@ fn ipv6_state(cfg: &Config, lan_mac: MacAddr, io: &[UplinkIo], up: &[bool]) -> O
     for (u, c) in v6.uplinks.iter().enumerate() {
         let iface = Iface::Uplink(UplinkId(u as u8));
         state.next_hops.push(c.as_ref().map(|c| c.next_hop));
-        let npt6 = c.as_ref().zip(v6.npt6_prefix).and_then(|(c, internal)| {
-            // Both /64s, checked by the config.
-            Npt6::new(internal, c.lan_prefix).ok()
-        });
+        let npt6 = c
+            .as_ref()
+            .and_then(|c| c.provider)
+            .zip(v6.npt6_prefix)
+            .and_then(|(p, internal)| {
+                // Both /64s, checked by the config.
+                Npt6::new(internal, p.lan_prefix).ok()
+            });
         state.npt6.push(npt6);
         let Some(c) = c else { continue };
-        state.uplinks.push(UplinkPrefix {
-            uplink: UplinkId(u as u8),
-            prefix: c.prefix,
-            up: up.get(u).copied().unwrap_or(false),
-            translates: npt6.is_some(),
-        });
+        if let Some(p) = c.provider {
+            state.uplinks.push(UplinkPrefix {
+                uplink: UplinkId(u as u8),
+                prefix: p.prefix,
+                up: up.get(u).copied().unwrap_or(false),
+                translates: npt6.is_some(),
+            });
+        }
         if let Some(mac) = io.get(u).map(|io| io.mac) {
             state.local.push((iface, ndisc::link_local(mac)));
         }

@@ -33,7 +33,7 @@ use crate::{Iface, UplinkId};
 mod vrrp;
 
 pub use explain::explain;
-pub use ipv6::Ipv6Info;
+pub use ipv6::{Ipv6Info, PdInfo};
 
 /// Everything a view reads.
 pub struct State<'a> {

@@ -240,7 +240,8 @@ impl Ipv6Config {
                 .uplinks
                 .iter()
                 .flatten()
-                .map(|c| c.lan_prefix)
+                .filter_map(|c| c.provider)
+                .map(|p| p.lan_prefix)
                 .collect(),
         }
     }
@@ -258,15 +259,41 @@ impl Ipv6Config {
 /// One uplink's IPv6: its provider prefix and what the LAN and the link get from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Uplink6Config {
-    /// The provider prefix (static; DHCPv6-PD is not supported yet).
-    pub prefix: Ipv6Prefix,
-    /// The /64 of `prefix` advertised on the LAN.
-    pub lan_prefix: Ipv6Prefix,
+    /// The provider prefix and the LAN's /64 of it: static, or (in the running configuration)
+    /// the delegation held now; None while a `dhcpv6-pd` uplink holds none.
+    pub provider: Option<ProviderPrefix>,
+    /// `prefix6 = "dhcpv6-pd"`: the prefix comes from DHCPv6 prefix delegation on the uplink.
+    pub pd: Option<PdConfig>,
     /// The router's address on the uplink's link, with the link's prefix length; None: only
     /// its link-local address.
     pub address: Option<Ipv6Prefix>,
     /// The PE: link-local, or inside `address`'s prefix.
     pub next_hop: Ipv6Addr,
+}
+
+/// A provider prefix and the /64 of it advertised on the LAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderPrefix {
+    pub prefix: Ipv6Prefix,
+    pub lan_prefix: Ipv6Prefix,
+}
+
+/// DHCPv6 prefix delegation on an uplink (SPEC 32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PdConfig {
+    /// Which /64 of the delegated prefix the LAN gets (`subnet_id`, default 0).
+    pub subnet_id: u128,
+}
+
+impl PdConfig {
+    /// The prefixes a delegation gives: None when the delegated prefix has no /64 number
+    /// `subnet_id`.
+    pub fn provider(&self, delegated: Ipv6Prefix) -> Option<ProviderPrefix> {
+        Some(ProviderPrefix {
+            prefix: delegated,
+            lan_prefix: delegated.subnet(64, self.subnet_id)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,7 @@
 //! What the control plane derives from the configuration, at start and on every reload: the
-//! tracks' inputs, the router's addresses, the next hops to keep resolved, and what a reload
-//! may not change. Pure.
+//! tracks' inputs, the router's addresses, the next hops to keep resolved, what a reload may
+//! not change, and the running configuration: the file's with the uplinks' DHCP leases and
+//! delegated prefixes applied. Pure.
 
 use std::net::Ipv4Addr;
 
@@ -8,6 +9,7 @@ use super::arp::NextHop;
 use super::{Addressing, IfAddr};
 use crate::config::{Config, RouteConfig, TrackSource};
 use crate::dhcp::client;
+use crate::prefix6::Ipv6Prefix;
 use crate::track::{TrackDef, TrackInput};
 use crate::wire::ethernet::MacAddr;
 
@@ -146,6 +148,59 @@ pub fn with_leases(base: &Config, leases: &[Option<client::Lease>]) -> Config {
         }
     }
     cfg
+}
+
+/// `cfg` with each `dhcpv6-pd` uplink's delegated prefix (by uplink index) as its provider
+/// prefix, the LAN's /64 numbered by its `subnet_id`. A delegation without that /64, or
+/// overlapping another uplink's prefix or the NPTv6 prefix, is not used
+/// (`unusable_delegations` names it).
+pub fn with_delegations(cfg: Config, delegated: &[Option<Ipv6Prefix>]) -> Config {
+    let mut cfg = cfg;
+    let Some(v6) = &mut cfg.ipv6 else {
+        return cfg;
+    };
+    for u in 0..v6.uplinks.len() {
+        let Some(pd) = v6.uplinks[u].as_ref().and_then(|c| c.pd) else {
+            continue;
+        };
+        let provider = delegated
+            .get(u)
+            .copied()
+            .flatten()
+            .and_then(|p| pd.provider(p))
+            .filter(|p| {
+                !v6.npt6_prefix.is_some_and(|n| n.overlaps(&p.prefix))
+                    && !v6.uplinks.iter().enumerate().any(|(o, c)| {
+                        o != u
+                            && c.as_ref()
+                                .and_then(|c| c.provider)
+                                .is_some_and(|c| c.prefix.overlaps(&p.prefix))
+                    })
+            });
+        if let Some(c) = &mut v6.uplinks[u] {
+            c.provider = provider;
+        }
+    }
+    cfg
+}
+
+/// The delegations `with_delegations` could not use, by uplink index.
+pub fn unusable_delegations(
+    cfg: &Config,
+    delegated: &[Option<Ipv6Prefix>],
+) -> Vec<(usize, Ipv6Prefix)> {
+    let Some(v6) = &cfg.ipv6 else {
+        return Vec::new();
+    };
+    v6.uplinks
+        .iter()
+        .zip(delegated)
+        .enumerate()
+        .filter_map(|(u, (c, d))| {
+            let (c, d) = (c.as_ref()?, (*d)?);
+            (c.pd.is_some() && c.provider.is_none_or(|p| p.prefix != d)).then_some((u, d))
+        })
+        .collect()
 }
 
 /// MTUs a lease may set (RFC 2132 allows down to 68; IPv4 hosts must take 576).

@@ -10,6 +10,8 @@
 //! - `dhcp`: the LAN's DHCP server (SPEC 27) in frames, around `crate::dhcp::server`;
 //! - `dns`: the DNS forwarder (SPEC 30) in frames, around `crate::dns`;
 //! - `uplink_dhcp`: an uplink's DHCP client (SPEC 28) in frames, around `crate::dhcp::client`;
+//! - `uplink_pd`: an uplink's DHCPv6 prefix delegation client (SPEC 32) in frames, around
+//!   `crate::dhcp::pd`;
 //! - `failover`: what happens to NAT flows when the route table changes (SPEC 21, 22);
 //! - `vrrp`: VRRPv3 groups on the LAN, priority from the tracks (SPEC 29);
 //! - `ndp`: IPv6 neighbour discovery: the neighbour cache, answers for the router's own
@@ -41,6 +43,7 @@ pub mod socket;
 pub mod thread;
 pub mod unreachable6;
 pub mod uplink_dhcp;
+pub mod uplink_pd;
 pub mod vrrp;
 
 #[cfg(test)]

@@ -13,6 +13,10 @@
 //! uplinks' health has been measured, so the first RAs already say which prefixes are usable
 //! instead of advertising everything deprecated until the first probes pass.
 //!
+//! A delegated prefix can change or go (SPEC 32): the uplink's old /64 is then advertised
+//! with preferred and valid lifetime 0 (RFC 7084 L-13, RFC 9096) for as long as hosts may
+//! still hold it (the valid lifetime it was advertised with), so they stop using it at once.
+//!
 //! Timing (RFC 4861 §6.2.4, §6.2.6): unsolicited RAs at a random interval in
 //! [min_interval, max_interval], the first few at most 16 s apart; a solicitation is answered
 //! with a multicast RA after a random delay of up to 500 ms; consecutive multicast RAs are at
@@ -107,6 +111,8 @@ fn between(rng: &mut SplitMix, lo: Duration, hi: Duration) -> Duration {
 
 pub struct RaEngine {
     config: RaConfig,
+    /// LAN prefixes an uplink no longer has, advertised with lifetimes 0 until the instant.
+    withdrawn: Vec<(LanPrefix, Instant)>,
     /// Uplinks whose track is up.
     up: Vec<UplinkId>,
     jitter: SplitMix,
@@ -127,6 +133,7 @@ impl RaEngine {
     pub fn new(config: RaConfig, seed: u64, now: Instant) -> RaEngine {
         RaEngine {
             config,
+            withdrawn: Vec::new(),
             up: Vec::new(),
             jitter: SplitMix::new(seed),
             started: false,
@@ -157,6 +164,12 @@ impl RaEngine {
         &self.config.dns
     }
 
+    /// The DNS servers change with the router's LAN addresses (a delegated prefix came or
+    /// went); the next RA names them ([`set_prefix`](Self::set_prefix) announces it).
+    pub fn set_dns(&mut self, dns: Vec<Ipv6Addr>) {
+        self.config.dns = dns;
+    }
+
     /// The source of every RA: the router's link-local address on the LAN.
     pub fn source(&self) -> Ipv6Addr {
         ndisc::link_local(self.config.lan_mac)
@@ -180,6 +193,36 @@ impl RaEngine {
         }
         self.burst_left = FAST_ADVERTS;
         self.next_advert = self.next_advert.min(self.earliest(now));
+    }
+
+    /// Uplink `uplink`'s LAN prefix is now `prefix` (a delegation came, changed or went): the
+    /// old one is withdrawn, and the change announced with a burst like a health change.
+    pub fn set_prefix(&mut self, uplink: UplinkId, prefix: Option<Ipv6Prefix>, now: Instant) {
+        let prefixes = &mut self.config.prefixes;
+        let old = prefixes.iter().position(|p| p.uplink == Some(uplink));
+        if old.map(|i| prefixes[i].prefix) == prefix {
+            return;
+        }
+        if let Some(i) = old {
+            let gone = prefixes.remove(i);
+            let until = now + Duration::from_secs(self.config.params.valid_lifetime.into());
+            self.withdrawn.push((gone, until));
+        }
+        if let Some(prefix) = prefix {
+            self.withdrawn.retain(|(w, _)| w.prefix != prefix);
+            prefixes.push(LanPrefix {
+                uplink: Some(uplink),
+                prefix,
+            });
+            prefixes.sort_by_key(|p| p.uplink.map(|u| u.0));
+        }
+        self.burst_left = FAST_ADVERTS;
+        self.next_advert = self.next_advert.min(self.earliest(now));
+    }
+
+    /// The LAN prefixes withdrawn and still advertised with lifetimes 0.
+    pub fn withdrawn(&self) -> impl Iterator<Item = LanPrefix> + '_ {
+        self.withdrawn.iter().map(|(p, _)| *p)
     }
 
     /// The earliest a multicast RA may go out: now, or 3 s after the last one.
@@ -218,6 +261,7 @@ impl RaEngine {
         if !self.started || now < self.next_advert {
             return;
         }
+        self.withdrawn.retain(|&(_, until)| until > now);
         self.advertise();
         self.last_advert = Some(now);
         let p = &self.config.params;
@@ -277,6 +321,14 @@ impl RaEngine {
                     0
                 },
             })
+            .chain(self.withdrawn.iter().map(|(w, _)| PrefixInfo {
+                prefix: w.prefix.network().addr(),
+                prefix_len: w.prefix.prefix_len(),
+                on_link: true,
+                autonomous: true,
+                valid_lifetime: 0,
+                preferred_lifetime: 0,
+            }))
             .collect();
         (ra, prefixes)
     }
@@ -302,8 +354,8 @@ impl RaEngine {
             message: Message::RouterAdvert(ra),
             options: &options,
         };
-        let capacity =
-            ipv6::HEADER_LEN + 16 + 8 + 8 + 32 * self.config.prefixes.len() + 8 + dns.len();
+        let pios = self.config.prefixes.len() + self.withdrawn.len();
+        let capacity = ipv6::HEADER_LEN + 16 + 8 + 8 + 32 * pios + 8 + dns.len();
         if let Some(t) = Transmit::ipv6(
             Iface::Lan,
             self.config.lan_mac,

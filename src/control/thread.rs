@@ -16,7 +16,7 @@ use super::dhcp::DhcpService;
 use super::dns::DnsService;
 use super::failover::{Action, Failover};
 use super::icmp::EchoResponder;
-use super::inputs::{addressing, next_hops, restart_needed, track_defs, with_leases};
+use super::inputs::{addressing, next_hops, restart_needed, track_defs};
 use super::probe_thread::ProbeReport;
 use super::socket::{Pending, Request, View};
 use super::uplink_dhcp::{ClientOutput, UplinkDhcp};
@@ -49,6 +49,7 @@ use ipv6::lan6;
 
 mod addressing;
 mod ipv6;
+mod pd;
 mod requests;
 
 /// Room for the IPv4 packets the control thread builds (RSTs).
@@ -65,7 +66,8 @@ pub struct UplinkIo {
 }
 
 pub struct Control {
-    /// The running configuration: `base_cfg` with the uplinks' DHCP leases applied.
+    /// The running configuration: `base_cfg` with the uplinks' DHCP leases and delegated
+    /// prefixes applied.
     cfg: Config,
     /// The configuration as read from the file.
     base_cfg: Config,
@@ -350,6 +352,7 @@ impl Control {
             d.handle_timeout(now);
         }
         self.lease_events(now);
+        self.pd_events(now);
         let actions = self.failover.handle_timeout(
             now,
             &self.shared.snapshot.load().routes,
@@ -449,6 +452,9 @@ impl Control {
             .failover
             .on_routes_changed(&old.routes, &snap.routes, now);
         snap.lan.virtual_macs = self.vrrp.mastered().map(|(mac, _)| mac).collect();
+        if let (Some(s), Some(v6)) = (&mut snap.ipv6, &self.ipv6) {
+            v6.add_withdrawn(s);
+        }
         self.shared.snapshot.store(Arc::new(snap));
         self.failover_actions(actions);
     }

@@ -142,6 +142,11 @@ impl PdCounters {
         self.solicits + self.requests + self.renews + self.rebinds
     }
 
+    /// Advertises and Replies taken.
+    pub fn received(&self) -> u64 {
+        self.advertises + self.replies
+    }
+
     pub fn ignored(&self) -> u64 {
         self.malformed + self.not_ours + self.unusable
     }

@@ -1,7 +1,8 @@
 //! IPv6 frames (SPEC 32, 33). Neighbour discovery goes to the control plane within the ARP
 //! class's rate, and pings to the router within the ping rate; MLD is taken and counted, not
 //! dropped (`Verdict::Mld`); UDP and TCP from the LAN to the router's addresses (DNS on its LAN
-//! addresses) go to the control plane like pings; from the LAN a packet leaves through the
+//! addresses) go to the control plane like pings, and DHCPv6 answers to an uplink's prefix
+//! delegation client within the punt rate too; from the LAN a packet leaves through the
 //! uplink whose prefix holds its source (`route::source6`), or gets "source address failed
 //! ingress/egress policy" (type 1 code 5) when that uplink is down; from an uplink only the LAN
 //! prefixes are reachable, and the rest of a provider prefix is destination unreachable (no
@@ -24,6 +25,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use super::{Env, FastPath, PuntClass, Verdict};
 use crate::Iface;
 use crate::counters::DropReason;
+use crate::dhcp::pd;
 use crate::route::source6::{SourceRoute, route_by_source};
 use crate::snapshot::Ipv6State;
 use crate::wire::WireError;
@@ -33,7 +35,7 @@ use crate::wire::icmpv6::{self, codes, types};
 use crate::wire::ipv6::{self, Ipv6Packet, next_header};
 use crate::wire::ndisc;
 use crate::wire::tcp::TcpPacket;
-use crate::wire::udp;
+use crate::wire::udp::{self, UdpPacket};
 use crate::wire::vnet::VnetHdr;
 
 /// The fields of an IPv6 packet the decisions need, read once.
@@ -52,6 +54,8 @@ struct Ip6 {
     proto: u8,
     /// TCP or UDP header length, for the wire size of a GSO frame.
     l4_hlen: usize,
+    /// Source and destination ports of a UDP datagram whose header is in this packet.
+    udp_ports: Option<(u16, u16)>,
 }
 
 fn parse(buf: &[u8]) -> Result<Ip6, DropReason> {
@@ -72,6 +76,10 @@ fn parse(buf: &[u8]) -> Result<Ip6, DropReason> {
             .header_len(),
         _ => udp::HEADER_LEN,
     };
+    let udp_ports = (whole && upper.protocol == next_header::UDP)
+        .then(|| UdpPacket::new_checked(l4).ok())
+        .flatten()
+        .map(|u| (u.src_port(), u.dst_port()));
     Ok(Ip6 {
         src: p.src(),
         dst: p.dst(),
@@ -81,6 +89,7 @@ fn parse(buf: &[u8]) -> Result<Ip6, DropReason> {
         icmp_type,
         proto: upper.protocol,
         l4_hlen,
+        udp_ports,
     })
 }
 
@@ -184,6 +193,12 @@ impl FastPath {
                 None if ingress == Iface::Lan
                     && !ip.dst.is_unicast_link_local()
                     && matches!(ip.proto, next_header::UDP | next_header::TCP) =>
+                {
+                    self.punt_other(env.now)
+                }
+                // A DHCPv6 server's answer to an uplink's prefix delegation client.
+                None if ingress != Iface::Lan
+                    && ip.udp_ports == Some((pd::SERVER_PORT, pd::CLIENT_PORT)) =>
                 {
                     self.punt_other(env.now)
                 }

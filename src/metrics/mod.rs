@@ -61,6 +61,20 @@ pub struct MetricsInput {
     /// IPv6 (SPEC 32, 33): each LAN prefix as the RAs carry it, and the neighbours resolved.
     pub ipv6_prefixes: Vec<Ipv6PrefixMetrics>,
     pub ipv6_neighbours: usize,
+    /// DHCPv6 prefix delegation clients (SPEC 32), one per delegated uplink.
+    pub ipv6_pd: Vec<PdMetrics>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PdMetrics {
+    pub uplink: String,
+    /// Whether the uplink holds a delegated prefix now.
+    pub delegated: bool,
+    pub sent: u64,
+    /// Advertises and Replies taken.
+    pub received: u64,
+    /// Messages ignored: malformed, not ours, unusable.
+    pub ignored: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -156,6 +170,7 @@ pub struct Sources<'a> {
     pub dns: Option<(&'a Forwarder, &'a TcpCounters)>,
     pub ipv6_prefixes: Vec<Ipv6PrefixMetrics>,
     pub ipv6_neighbours: usize,
+    pub ipv6_pd: Vec<PdMetrics>,
 }
 
 /// Gathers a scrape from the control thread's state; keeps that glue out of the control thread.
@@ -283,6 +298,7 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
             .collect(),
         ipv6_prefixes: s.ipv6_prefixes,
         ipv6_neighbours: s.ipv6_neighbours,
+        ipv6_pd: s.ipv6_pd,
     }
 }
 
@@ -443,6 +459,7 @@ target = "172.18.0.6"
             vrrp: Vec::new(),
             ipv6_prefixes: Vec::new(),
             ipv6_neighbours: 0,
+            ipv6_pd: Vec::new(),
         });
         let names: Vec<_> = m.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["lan", "isp-a", "isp-b"]);

@@ -408,6 +408,26 @@ pub fn render(m: &MetricsInput) -> String {
         "IPv6 neighbours resolved by neighbour discovery.",
     )
     .sample(&[], m.ipv6_neighbours as u64);
+    let mut fam = e.gauge(
+        "mhrouter_dhcpv6_pd_delegated",
+        "1 while the uplink holds a prefix delegated by DHCPv6.",
+    );
+    for p in &m.ipv6_pd {
+        fam.sample(&[("uplink", &p.uplink)], u64::from(p.delegated));
+    }
+    let mut fam = e.counter(
+        "mhrouter_dhcpv6_pd_messages_total",
+        "DHCPv6 prefix delegation messages: sent, received (Advertises and Replies taken), ignored (malformed, not ours, unusable).",
+    );
+    for p in &m.ipv6_pd {
+        for (kind, n) in [
+            ("sent", p.sent),
+            ("received", p.received),
+            ("ignored", p.ignored),
+        ] {
+            fam.sample(&[("uplink", &p.uplink), ("kind", kind)], n);
+        }
+    }
     e.out
 }
 
@@ -751,6 +771,13 @@ mod tests {
                 preferred_lifetime: 0,
             }],
             ipv6_neighbours: 2,
+            ipv6_pd: vec![super::super::PdMetrics {
+                uplink: "isp-b".into(),
+                delegated: true,
+                sent: 4,
+                received: 2,
+                ignored: 1,
+            }],
         }
     }
 
@@ -858,7 +885,7 @@ mod tests {
         for m in [filled(), MetricsInput::default()] {
             let text = render(&m);
             let families = strict_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(families.len(), 54, "{families:?}");
+            assert_eq!(families.len(), 56, "{families:?}");
             for (name, kind) in &families {
                 assert!(name.starts_with("mhrouter_"), "{name}");
                 assert_eq!(
@@ -983,6 +1010,17 @@ mod tests {
             [V::Gauge(0.0)]
         );
         assert_eq!(get("mhrouter_ipv6_neighbours", &[]), [V::Gauge(2.0)]);
+        assert_eq!(
+            get("mhrouter_dhcpv6_pd_delegated", &[("uplink", "isp-b")]),
+            [V::Gauge(1.0)]
+        );
+        assert_eq!(
+            get(
+                "mhrouter_dhcpv6_pd_messages_total",
+                &[("uplink", "isp-b"), ("kind", "ignored")]
+            ),
+            [V::Counter(1.0)]
+        );
         let a = [
             ("probe", "a-e2e"),
             ("uplink", "isp-a"),

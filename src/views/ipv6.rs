@@ -1,7 +1,8 @@
 //! `show ipv6` (SPEC 32, 33): each uplink's prefix as the LAN's Router Advertisements carry it
 //! now (preferred, or deprecated while the uplink is down) with the router's address in it, the
-//! DNS servers the RAs name (RDNSS), whether RAs are sent yet, and the IPv6 neighbours the fast
-//! path uses.
+//! DNS servers the RAs name (RDNSS), whether RAs are sent yet, the DHCPv6 prefix delegation
+//! clients (state, prefix, server, timers, messages), and the IPv6 neighbours the fast path
+//! uses.
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -10,8 +11,10 @@ use serde::Serialize;
 
 use super::{State, iface_name, to_json};
 use crate::Iface;
+use crate::clock::Instant;
 use crate::config::Config;
-use crate::metrics::Ipv6PrefixMetrics;
+use crate::dhcp::pd;
+use crate::metrics::{Ipv6PrefixMetrics, PdMetrics};
 use crate::wire::ethernet::MacAddr;
 use crate::wire::ndisc::PrefixInfo;
 
@@ -27,6 +30,73 @@ pub struct Ipv6Info {
     /// False until the first RA (DAD of the link-local address, the uplinks' health measured).
     pub advertising: bool,
     pub neighbours: Vec<(Iface, Ipv6Addr, MacAddr)>,
+    pub pd: Vec<PdInfo>,
+}
+
+/// One uplink's DHCPv6 prefix delegation client, its timers counted from now.
+pub struct PdInfo {
+    pub uplink: usize,
+    pub state: pd::State,
+    pub delegation: Option<pd::Delegation>,
+    pub counters: pd::PdCounters,
+    pub now: Instant,
+}
+
+#[derive(Serialize)]
+struct PdRow {
+    uplink: String,
+    state: &'static str,
+    prefix: Option<String>,
+    server: Option<Ipv6Addr>,
+    renew_in_s: Option<u64>,
+    rebind_in_s: Option<u64>,
+    expires_in_s: Option<u64>,
+    sent: u64,
+    received: u64,
+    ignored: u64,
+}
+
+impl PdRow {
+    fn new(p: &PdInfo, cfg: &Config) -> PdRow {
+        let d = p.delegation.as_ref();
+        let left =
+            |at: fn(&pd::Delegation) -> Instant| d.map(|d| at(d).saturating_since(p.now).as_secs());
+        PdRow {
+            uplink: cfg
+                .uplinks
+                .get(p.uplink)
+                .map_or_else(String::new, |u| u.name.clone()),
+            state: p.state.name(),
+            prefix: d.map(|d| d.prefix.to_string()),
+            server: d.map(|d| d.server_addr),
+            renew_in_s: left(pd::Delegation::renew_at),
+            rebind_in_s: left(pd::Delegation::rebind_at),
+            expires_in_s: left(pd::Delegation::expires_at),
+            sent: p.counters.sent(),
+            received: p.counters.received(),
+            ignored: p.counters.ignored(),
+        }
+    }
+}
+
+impl fmt::Display for PdRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = |s: Option<u64>| s.map_or("-".to_string(), |s| s.to_string());
+        writeln!(
+            f,
+            "{:<10} {:<11} {:<20} {:<26} {:>6} {:>6} {:>7} {:>5}/{}/{}",
+            self.uplink,
+            self.state,
+            self.prefix.as_deref().unwrap_or("-"),
+            self.server.map_or("-".to_string(), |s| s.to_string()),
+            secs(self.renew_in_s),
+            secs(self.rebind_in_s),
+            secs(self.expires_in_s),
+            self.sent,
+            self.received,
+            self.ignored
+        )
+    }
 }
 
 #[derive(Serialize)]
@@ -35,6 +105,7 @@ struct Ipv6View {
     advertising: bool,
     rdnss: Vec<Ipv6Addr>,
     prefixes: Vec<PrefixRow>,
+    prefix_delegation: Vec<PdRow>,
     neighbours: Vec<NeighbourRow>,
 }
 
@@ -108,6 +179,25 @@ impl Ipv6Info {
     }
 }
 
+impl Ipv6Info {
+    /// Each prefix delegation client's messages and whether it holds a prefix.
+    pub fn pd_metrics(&self, cfg: &Config) -> Vec<PdMetrics> {
+        self.pd
+            .iter()
+            .map(|p| PdMetrics {
+                uplink: cfg
+                    .uplinks
+                    .get(p.uplink)
+                    .map_or_else(String::new, |u| u.name.clone()),
+                delegated: p.delegation.is_some(),
+                sent: p.counters.sent(),
+                received: p.counters.received(),
+                ignored: p.counters.ignored(),
+            })
+            .collect()
+    }
+}
+
 /// One row per uplink with IPv6, its lifetimes as the RAs carry them.
 fn prefix_rows(info: &Ipv6Info, cfg: &Config) -> Vec<PrefixRow> {
     let Some(v6) = &cfg.ipv6 else {
@@ -117,7 +207,7 @@ fn prefix_rows(info: &Ipv6Info, cfg: &Config) -> Vec<PrefixRow> {
         .iter()
         .enumerate()
         .filter_map(|(u, c)| {
-            let c = c.as_ref()?;
+            let c = c.as_ref()?.provider?;
             let advertised = v6.npt6_prefix.unwrap_or(c.lan_prefix);
             let pi = info
                 .prefixes
@@ -161,12 +251,14 @@ pub(super) fn show(st: &State, json: bool) -> String {
         })
         .collect();
     neighbours.sort_by(|a, b| (&a.interface, a.address).cmp(&(&b.interface, b.address)));
+    let pd: Vec<PdRow> = info.pd.iter().map(|p| PdRow::new(p, st.cfg)).collect();
     if json {
         return to_json(&Ipv6View {
             router_lifetime_s: info.router_lifetime,
             advertising: info.advertising,
             rdnss: info.rdnss.clone(),
             prefixes,
+            prefix_delegation: pd,
             neighbours,
         });
     }
@@ -195,6 +287,13 @@ pub(super) fn show(st: &State, json: bool) -> String {
         "Uplink", "Prefix", "LAN prefix", "State", "Preferred", "Valid", "Router address"
     );
     s.extend(prefixes.iter().map(PrefixRow::to_string));
+    if !pd.is_empty() {
+        s += &format!(
+            "\nDHCPv6 prefix delegation\n{:<10} {:<11} {:<20} {:<26} {:>6} {:>6} {:>7} {}\n",
+            "Uplink", "State", "Prefix", "Server", "T1 in", "T2 in", "Expires", "Sent/rcvd/ignored"
+        );
+        s.extend(pd.iter().map(PdRow::to_string));
+    }
     s += &format!(
         "\n{:<10} {:<40} {}\n",
         "Interface", "Neighbour", "Hardware Addr"

@@ -1,4 +1,5 @@
-//! UDP datagrams (RFC 768).
+//! UDP datagrams (RFC 768), over IPv4 and over IPv6 (where the checksum is mandatory,
+//! RFC 8200 §8.1).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -237,6 +238,31 @@ mod tests {
         assert_eq!(&ours[..len], &theirs[..]);
         assert_eq!(
             build_datagram(&mut ours[..len - 1], &own(64, 0), (1, 2), b"query"),
+            Err(WireError::Truncated)
+        );
+    }
+
+    #[test]
+    fn datagram_v6_matches_etherparse_and_verifies() {
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("fe80::1".parse().unwrap(), "ff02::1:2".parse().unwrap());
+        let mut ours = [0u8; 128];
+        let ip = ipv6::OwnHeader::new(src, dst);
+        let len = build_datagram_v6(&mut ours, &ip, (546, 547), b"solicit").unwrap();
+        let mut theirs = Vec::new();
+        PacketBuilder::ipv6(src.octets(), dst.octets(), 64)
+            .udp(546, 547)
+            .write(&mut theirs, b"solicit")
+            .unwrap();
+        assert_eq!(&ours[..len], &theirs[..]);
+        let udp = UdpPacket::new_checked(&ours[ipv6::HEADER_LEN..len]).unwrap();
+        assert!(udp.verify_checksum_v6(src, dst));
+        let mut bad = ours;
+        bad[len - 1] ^= 1;
+        let udp = UdpPacket::new_checked(&bad[ipv6::HEADER_LEN..len]).unwrap();
+        assert!(!udp.verify_checksum_v6(src, dst));
+        assert_eq!(
+            build_datagram_v6(&mut ours[..len - 1], &ip, (1, 2), b"solicit"),
             Err(WireError::Truncated)
         );
     }

@@ -39,9 +39,11 @@ fn lab_addressing_parses() {
     let c = ok(DUAL);
     let v6 = c.ipv6.expect("ipv6 on");
     let a = v6.uplinks[0].as_ref().unwrap();
-    assert_eq!(a.prefix, p6("2001:db8:a::/48"));
+    assert_eq!(a.pd, None);
+    let pa = a.provider.unwrap();
+    assert_eq!(pa.prefix, p6("2001:db8:a::/48"));
     assert_eq!(
-        a.lan_prefix,
+        pa.lan_prefix,
         p6("2001:db8:a::/64"),
         "the first /64 by default"
     );
@@ -51,7 +53,7 @@ fn lab_addressing_parses() {
         "2001:db8:ffa::1".parse::<std::net::Ipv6Addr>().unwrap()
     );
     let b = v6.uplinks[1].as_ref().unwrap();
-    assert_eq!(b.lan_prefix, p6("2001:db8:b:5::/64"));
+    assert_eq!(b.provider.unwrap().lan_prefix, p6("2001:db8:b:5::/64"));
     assert_eq!(
         (b.address, b.next_hop.to_string()),
         (None, "fe80::1".to_string())
@@ -74,7 +76,12 @@ fn explicit_lan_prefix() {
     let text = DUAL.replace("subnet_id = 5", "lan_prefix6 = \"2001:db8:b:ff::/64\"");
     let c = ok(&text);
     assert_eq!(
-        c.ipv6.unwrap().uplinks[1].as_ref().unwrap().lan_prefix,
+        c.ipv6.unwrap().uplinks[1]
+            .as_ref()
+            .unwrap()
+            .provider
+            .unwrap()
+            .lan_prefix,
         p6("2001:db8:b:ff::/64")
     );
 }
@@ -99,9 +106,9 @@ fn errors() {
         ("ipv6 = true", "ipv6 = false", None),
         (
             "prefix6 = \"2001:db8:a::/48\"",
-            "prefix6 = \"dhcpv6-pd\"",
+            "prefix6 = \"dhcpv6\"",
             Some(
-                "prefix6: DHCPv6 prefix delegation is not supported yet; give the delegated prefix",
+                "prefix6: 'dhcpv6' is not an IPv6 prefix (expected like 2001:db8:a::/48), or \"dhcpv6-pd\"",
             ),
         ),
         (
@@ -122,7 +129,9 @@ fn errors() {
         (
             "prefix6 = \"2001:db8:a::/48\"",
             "prefix6 = \"2001:db8:a::\"",
-            Some("prefix6: '2001:db8:a::' is not an IPv6 prefix (expected like 2001:db8:a::/48)"),
+            Some(
+                "prefix6: '2001:db8:a::' is not an IPv6 prefix (expected like 2001:db8:a::/48), or \"dhcpv6-pd\"",
+            ),
         ),
         (
             "prefix6 = \"2001:db8:b::/48\"",
@@ -234,4 +243,45 @@ fn keys_that_need_others() {
         &lonely,
         "ipv6 = true needs at least one uplink with prefix6",
     );
+}
+
+#[test]
+fn delegated_prefix() {
+    let text = DUAL.replace("prefix6 = \"2001:db8:b::/48\"", "prefix6 = \"dhcpv6-pd\"");
+    let v6 = ok(&text).ipv6.unwrap();
+    let b = v6.uplinks[1].as_ref().unwrap();
+    assert_eq!(b.provider, None, "known once delegated");
+    let pd = b.pd.expect("delegated");
+    assert_eq!(pd.subnet_id, 5);
+    assert_eq!(
+        pd.provider(p6("2001:db8:b::/48")).unwrap().lan_prefix,
+        p6("2001:db8:b:5::/64")
+    );
+    assert_eq!(
+        pd.provider(p6("2001:db8:b::/64")),
+        None,
+        "no /64 number 5 in a /64"
+    );
+    let default = ok(&text.replace("subnet_id = 5\n", "")).ipv6.unwrap();
+    assert_eq!(
+        default.uplinks[1].as_ref().unwrap().pd.unwrap().subnet_id,
+        0
+    );
+    // Both uplinks delegated: nothing static needed.
+    let both = text.replace("prefix6 = \"2001:db8:a::/48\"", "prefix6 = \"dhcpv6-pd\"");
+    assert!(
+        ok(&both)
+            .ipv6
+            .unwrap()
+            .uplinks
+            .iter()
+            .all(|u| u.as_ref().unwrap().pd.is_some())
+    );
+    let with_lan = text.replace("subnet_id = 5", "lan_prefix6 = \"2001:db8:b:5::/64\" # <-");
+    check(
+        &with_lan,
+        "lan_prefix6 cannot be used with prefix6 = \"dhcpv6-pd\": give subnet_id",
+    );
+    let negative = text.replace("subnet_id = 5", "subnet_id = -1 # <-");
+    check(&negative, "subnet_id -1 is negative");
 }

@@ -1,17 +1,20 @@
 //! IPv6 (SPEC 32): `[lan] ipv6` and each uplink's provider prefix (`prefix6`), the LAN /64
 //! carved from it (`subnet_id` or `lan_prefix6`), and the router's address and next hop on the
-//! uplink's link (`address6`, `next_hop6`). Prefixes are static; DHCPv6-PD is refused with a
-//! clear message until it exists. NPTv6's internal prefix is checked in `npt6.rs`.
+//! uplink's link (`address6`, `next_hop6`). A prefix is static, or `"dhcpv6-pd"`: delegated by
+//! DHCPv6 on the uplink, the LAN's /64 then numbered by `subnet_id` alone (what the prefix
+//! will be is not known here). NPTv6's internal prefix is checked in `npt6.rs`.
 
 use std::net::Ipv6Addr;
 
 use super::super::raw::{RawLan, RawUplink};
-use super::super::{Ipv6Config, Uplink6Config, UplinkConfig};
+use super::super::{Ipv6Config, PdConfig, ProviderPrefix, Uplink6Config, UplinkConfig};
 use super::{Ctx, Result, S};
 use crate::prefix6::Ipv6Prefix;
 
 /// The LAN gets a /64 of each provider prefix: SLAAC needs exactly 64 bits of interface id.
 pub(super) const LAN_PREFIX_LEN: u8 = 64;
+/// `prefix6` for a prefix delegated by DHCPv6 (SPEC 32).
+const PD: &str = "dhcpv6-pd";
 
 pub(super) fn ipv6(
     cx: &Ctx,
@@ -42,21 +45,27 @@ pub(super) fn ipv6(
         if !enabled {
             return Err(cx.err(p.span(), "prefix6 needs [lan] ipv6 = true"));
         }
-        let prefix = provider_prefix(cx, p)?;
-        if let Some((other, name)) = out.iter().zip(uplinks).find_map(|(o, n)| {
-            o.as_ref()
-                .filter(|o| o.prefix.overlaps(&prefix))
-                .map(|o| (o, n))
-        }) {
-            return Err(cx.err(
-                p.span(),
-                format!(
-                    "prefix6 {prefix} overlaps prefix6 {} of uplink '{}'",
-                    other.prefix, name.name
-                ),
-            ));
-        }
-        let lan_prefix = lan_prefix(cx, u, &prefix)?;
+        let (provider, pd) = if p.get_ref() == PD {
+            (None, Some(pd(cx, u)?))
+        } else {
+            let prefix = provider_prefix(cx, p)?;
+            if let Some((other, name)) = out.iter().zip(uplinks).find_map(|(o, n)| {
+                o.as_ref()
+                    .and_then(|o| o.provider)
+                    .filter(|o| o.prefix.overlaps(&prefix))
+                    .map(|o| (o, n))
+            }) {
+                return Err(cx.err(
+                    p.span(),
+                    format!(
+                        "prefix6 {prefix} overlaps prefix6 {} of uplink '{}'",
+                        other.prefix, name.name
+                    ),
+                ));
+            }
+            let lan_prefix = lan_prefix(cx, u, &prefix)?;
+            (Some(ProviderPrefix { prefix, lan_prefix }), None)
+        };
         let address = match &u.address6 {
             Some(a) => Some(address(cx, a)?),
             None => None,
@@ -69,8 +78,8 @@ pub(super) fn ipv6(
         };
         let next_hop = next_hop(cx, hop, address)?;
         out.push(Some(Uplink6Config {
-            prefix,
-            lan_prefix,
+            provider,
+            pd,
             address,
             next_hop,
         }));
@@ -84,7 +93,12 @@ pub(super) fn ipv6(
         let (Some(v), Some(a)) = (&u.address6, cfg.as_ref().and_then(|c| c.address)) else {
             continue;
         };
-        if let Some(p) = out.iter().flatten().find(|o| o.prefix.contains(a.addr())) {
+        if let Some(p) = out
+            .iter()
+            .flatten()
+            .filter_map(|o| o.provider)
+            .find(|o| o.prefix.contains(a.addr()))
+        {
             return Err(cx.err(
                 v.span(),
                 format!("address6 {} is inside prefix6 {}", a.addr(), p.prefix),
@@ -114,14 +128,28 @@ pub(super) fn is_unroutable(p: &Ipv6Prefix) -> bool {
     a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_unicast_link_local()
 }
 
-fn provider_prefix(cx: &Ctx, v: &S<String>) -> Result<Ipv6Prefix> {
-    if v.get_ref() == "dhcpv6-pd" {
+/// `prefix6 = "dhcpv6-pd"`: only `subnet_id` numbers the LAN's /64; whether the delegated
+/// prefix has that /64 is checked when it comes.
+fn pd(cx: &Ctx, u: &RawUplink) -> Result<PdConfig> {
+    if let Some(v) = &u.lan_prefix6 {
         return Err(cx.err(
             v.span(),
-            "prefix6: DHCPv6 prefix delegation is not supported yet; give the delegated prefix",
+            format!("lan_prefix6 cannot be used with prefix6 = \"{PD}\": give subnet_id"),
         ));
     }
-    let p = parse(cx, v, "prefix6")?;
+    let subnet_id = match &u.subnet_id {
+        None => 0,
+        Some(id) => u128::try_from(*id.get_ref())
+            .map_err(|_| cx.err(id.span(), format!("subnet_id {} is negative", id.get_ref())))?,
+    };
+    Ok(PdConfig { subnet_id })
+}
+
+fn provider_prefix(cx: &Ctx, v: &S<String>) -> Result<Ipv6Prefix> {
+    let p: Ipv6Prefix = v
+        .get_ref()
+        .parse()
+        .map_err(|e| cx.err(v.span(), format!("prefix6: {e}, or \"{PD}\"")))?;
     if p.has_host_bits() {
         return Err(cx.err(
             v.span(),

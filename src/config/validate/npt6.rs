@@ -36,12 +36,13 @@ pub(super) fn npt6_prefix(
     for (u, c) in raw.iter().zip(uplinks) {
         let Some(c) = c else { continue };
         let name = u.name.get_ref();
-        if c.prefix.overlaps(&p) {
+        // A delegated prefix is checked against it when it comes.
+        if let Some(pp) = c.provider.filter(|pp| pp.prefix.overlaps(&p)) {
             return Err(cx.err(
                 v.span(),
                 format!(
                     "npt6_prefix {p} overlaps prefix6 {} of uplink '{name}'",
-                    c.prefix
+                    pp.prefix
                 ),
             ));
         }

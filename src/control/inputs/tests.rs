@@ -118,3 +118,37 @@ fn a_lease_brings_its_mtu_and_classless_routes() {
     let none = with_leases(&base, &vec![None; base.uplinks.len()]);
     assert_eq!(none.routes.len(), base.routes.len());
 }
+
+/// The lab's dual-stack site with ISP B's prefix delegated (scripts/lab-pd-b.toml).
+const PD_SITE: &str = include_str!("../../../scripts/lab-pd-b.toml");
+
+#[test]
+fn a_delegation_becomes_the_provider_prefix_and_its_lan_64() {
+    let base = config(PD_SITE);
+    let b = |c: &Config| {
+        c.ipv6.as_ref().unwrap().uplinks[1]
+            .as_ref()
+            .unwrap()
+            .provider
+    };
+    assert_eq!(b(&base), None);
+    let p6 = |s: &str| -> Ipv6Prefix { s.parse().unwrap() };
+    let run = with_delegations(base.clone(), &[None, Some(p6("2001:db8:b::/48"))]);
+    let got = b(&run).expect("delegated");
+    assert_eq!(
+        (got.prefix, got.lan_prefix),
+        (p6("2001:db8:b::/48"), p6("2001:db8:b:1::/64")),
+        "subnet 1, as the static prefixes give the LAN"
+    );
+    assert!(unusable_delegations(&run, &[None, Some(p6("2001:db8:b::/48"))]).is_empty());
+    // A /64 has no /64 number 1; ISP A's prefix is not ISP B's to give.
+    for bad in ["2001:db8:b::/64", "2001:db8:a::/56"] {
+        let delegated = [None, Some(p6(bad))];
+        let run = with_delegations(base.clone(), &delegated);
+        assert_eq!(b(&run), None, "{bad}");
+        assert_eq!(unusable_delegations(&run, &delegated), vec![(1, p6(bad))]);
+    }
+    // Uplink A's static prefix is untouched; without a delegation B has none again.
+    assert_eq!(with_delegations(run.clone(), &[None, None]).ipv6, base.ipv6);
+    assert_eq!(restart_needed(&base, &config(PD_SITE)), None);
+}

@@ -438,3 +438,56 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_renumbered_prefix_is_withdrawn_with_lifetimes_zero() {
+    let (mut e, start) = steady(3);
+    let now = start + Duration::from_secs(100);
+    let new: Ipv6Prefix = "2001:db8:bb::/64".parse().unwrap();
+    e.set_prefix(B, Some(new), now);
+    assert_eq!(e.poll_timeout(), Some(now), "announced at once");
+    let sent = run_until(&mut e, now + Duration::from_secs(6));
+    assert_eq!(sent.len(), 3, "a burst 3 s apart: {sent:?}");
+    for (_, s) in &sent {
+        assert_eq!(
+            s.prefixes,
+            vec![
+                ("2001:db8:a::".into(), 5400, 2700),
+                ("2001:db8:bb::".into(), 5400, 2700),
+                ("2001:db8:b::".into(), 0, 0),
+            ]
+        );
+    }
+    assert_eq!(
+        e.withdrawn().collect::<Vec<_>>(),
+        vec![LanPrefix {
+            uplink: Some(B),
+            prefix: "2001:db8:b::/64".parse().unwrap()
+        }]
+    );
+    // Setting the same prefix again changes nothing; the withdrawn one goes after its valid
+    // lifetime.
+    e.set_prefix(B, Some(new), now);
+    let later = run_until(&mut e, now + Duration::from_secs(5400 + 700));
+    let (_, last) = later.last().unwrap();
+    assert_eq!(last.prefixes.len(), 2, "{last:?}");
+    assert_eq!(e.withdrawn().count(), 0);
+}
+
+#[test]
+fn a_lost_delegation_leaves_only_the_withdrawal() {
+    let (mut e, start) = steady(4);
+    let now = start + Duration::from_secs(100);
+    e.set_prefix(B, None, now);
+    let sent = run_until(&mut e, now);
+    assert_eq!(
+        sent[0].1.prefixes,
+        vec![
+            ("2001:db8:a::".into(), 5400, 2700),
+            ("2001:db8:b::".into(), 0, 0),
+        ]
+    );
+    // The delegation comes back: advertised again, no longer withdrawn.
+    e.set_prefix(B, Some("2001:db8:b::/64".parse().unwrap()), now);
+    assert_eq!(e.withdrawn().count(), 0);
+}

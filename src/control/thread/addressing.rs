@@ -91,7 +91,7 @@ impl Control {
             }
         }
         if changed {
-            let new = with_leases(&self.base_cfg, &self.uplink_leases);
+            let new = self.running(&self.base_cfg);
             self.apply_addresses(&new);
             self.cfg = new;
             self.readdress(now);

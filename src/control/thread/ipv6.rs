@@ -1,11 +1,12 @@
 //! The control thread's IPv6 (SPEC 32, 33): neighbour discovery on every interface (DAD for the
 //! router's addresses, answers, next hops and LAN hosts resolved for the fast path), Router
 //! Advertisements on the LAN whose prefixes follow the uplinks' health, echo replies for the
-//! router's addresses, and DNS queries to its LAN addresses handed to the forwarder. The
-//! engines are `ndp` and `ra`; this only feeds them.
+//! router's addresses, DNS queries to its LAN addresses handed to the forwarder, and the
+//! uplinks' DHCPv6 prefix delegation clients. The engines are `ndp`, `ra` and `dhcp::pd`;
+//! this only feeds them.
 //!
-//! The router has an address in each LAN prefix (::1, `Uplink6Config::lan_address`), which it
-//! uses once DAD has passed. The RAs list all of them as DNS servers (RFC 8106), in the
+//! The router has an address in each LAN prefix (::1, `ProviderPrefix::lan_address`), which it
+//! uses once DAD has passed; a delegated prefix's comes and goes with the delegation. The RAs list all of them as DNS servers (RFC 8106), in the
 //! configuration's order and whatever the uplinks' health: a LAN address stays reachable on the
 //! link when its uplink's prefix is deprecated (only its SLAAC addresses stop being chosen as
 //! sources), so a host's DNS keeps working through a failover. RAs start once the LAN
@@ -18,14 +19,18 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use super::*;
-use crate::config::Ipv6Config;
+use crate::config::{Ipv6Config, ProviderPrefix};
 use crate::control::ndp::{DadParams, NdpEngine, NdpEvent};
 use crate::control::ra::{LanPrefix, RaConfig, RaEngine, RaParams};
 use crate::control::unreachable6::address_unreachable;
+use crate::control::uplink_pd::UplinkPd;
+use crate::dhcp::pd;
 use crate::fastpath::ERRORS_PER_SECOND;
 use crate::fastpath::ratelimit::RateLimit;
 use crate::prefix6::Ipv6Prefix;
+use crate::route::source6::UplinkPrefix;
 use crate::shared::ipv6_up;
+use crate::snapshot::Ipv6State;
 use crate::wire::icmpv6::{self, EchoRepr, Icmpv6Packet, types};
 use crate::wire::ipv6::{self as wire6, Ipv6Packet, next_header};
 use crate::wire::ndisc;
@@ -38,6 +43,14 @@ const MAX_START_WAIT: Duration = Duration::from_secs(10);
 pub(super) struct Ipv6Plane {
     ndp: NdpEngine,
     ra: RaEngine,
+    /// Per uplink: its DHCPv6 prefix delegation client (`prefix6 = "dhcpv6-pd"`).
+    pd: Vec<Option<UplinkPd>>,
+    /// The DNS forwarder runs: the RAs name the router's LAN addresses.
+    dns: bool,
+    /// NPTv6: the LAN has the internal prefix only, whatever the uplinks' prefixes.
+    npt6: bool,
+    /// Per uplink: the router's address in its LAN prefix, while it has one (none with NPTv6).
+    lan_addrs: Vec<Option<Ipv6Addr>>,
     /// Per uplink: its next hop, if it has IPv6 (kept resolved).
     next_hops: Vec<Option<Ipv6Addr>>,
     /// Per uplink: whether it carries IPv6 now, as last told to the RAs.
@@ -68,8 +81,16 @@ impl Ipv6Plane {
         ndp.add_interface(Iface::Lan, lan_mac, now);
         let mut local = vec![(Iface::Lan, ndisc::link_local(lan_mac))];
         let mut prefixes = Vec::new();
-        let mut lan_addrs = Vec::new();
+        let mut lan_addrs = vec![None; v6.uplinks.len()];
+        let mut pd = Vec::new();
         for (u, c) in v6.uplinks.iter().enumerate() {
+            let client = match (c, uplink_macs.get(u)) {
+                (Some(c), Some(&mac)) if c.pd.is_some() => {
+                    Some(UplinkPd::new(UplinkId(u as u8), mac, now))
+                }
+                _ => None,
+            };
+            pd.push(client);
             let (Some(c), Some(&mac)) = (c, uplink_macs.get(u)) else {
                 continue;
             };
@@ -83,10 +104,11 @@ impl Ipv6Plane {
                 local.push((iface, a.addr()));
             }
             if v6.npt6_prefix.is_none() {
-                prefixes.push(LanPrefix {
+                prefixes.extend(c.provider.map(|p| LanPrefix {
                     uplink: Some(id),
-                    prefix: c.lan_prefix,
-                });
+                    prefix: p.lan_prefix,
+                }));
+                lan_addrs[u] = c.provider.map(|p| p.lan_prefix.host(1));
             }
         }
         // NPTv6: the LAN sees only the internal prefix (SPEC 33).
@@ -97,13 +119,16 @@ impl Ipv6Plane {
         for a in v6.lan_addresses() {
             ndp.add_address(Iface::Lan, a.addr(), now);
             local.push((Iface::Lan, a.addr()));
-            lan_addrs.push(a.addr());
         }
         let ra = RaEngine::new(
             RaConfig {
                 lan_mac,
                 prefixes,
-                dns: if dns { lan_addrs } else { Vec::new() },
+                dns: if dns {
+                    v6.lan_addresses().iter().map(|a| a.addr()).collect()
+                } else {
+                    Vec::new()
+                },
                 params: RaParams::default(),
             },
             now.as_nanos(),
@@ -112,6 +137,10 @@ impl Ipv6Plane {
         Ipv6Plane {
             ndp,
             ra,
+            pd,
+            dns,
+            npt6: v6.npt6_prefix.is_some(),
+            lan_addrs,
             next_hops: v6
                 .uplinks
                 .iter()
@@ -156,14 +185,21 @@ impl Ipv6Plane {
         self.local.contains(&(iface, addr)) && self.ndp.is_usable(iface, addr)
     }
 
-    /// An IPv6 frame punted to the control thread: neighbour discovery, else an echo request to
-    /// one of the router's addresses.
+    /// An IPv6 frame punted to the control thread: a DHCPv6 answer to an uplink's prefix
+    /// delegation client, neighbour discovery, else an echo request to one of the router's
+    /// addresses.
     pub(super) fn handle_frame(
         &mut self,
         ingress: Iface,
         frame: &[u8],
         now: Instant,
     ) -> Result<(), DropReason> {
+        if let Iface::Uplink(u) = ingress
+            && let Some(Some(c)) = self.pd.get_mut(usize::from(u.0))
+            && UplinkPd::is_reply(frame)
+        {
+            return c.handle_frame(frame, now);
+        }
         let ip = Ipv6Packet::new_checked(frame.get(IP_OFFSET..).unwrap_or(&[]))
             .map_err(|_| DropReason::BadIpHeader)?;
         let upper = ip.upper_layer().map_err(|_| DropReason::BadIpHeader)?;
@@ -226,6 +262,9 @@ impl Ipv6Plane {
         self.ndp.handle_timeout(now);
         self.start_ra(now);
         self.ra.handle_timeout(now);
+        for c in self.pd.iter_mut().flatten() {
+            c.handle_timeout(now);
+        }
         for (u, nh) in self.next_hops.iter().enumerate() {
             if let Some(nh) = nh {
                 self.ndp.want(Iface::Uplink(UplinkId(u as u8)), *nh, now);
@@ -237,12 +276,98 @@ impl Ipv6Plane {
         let start = (!self.ra.is_started()).then_some(self.start_by);
         [self.ndp.poll_timeout(), self.ra.poll_timeout(), start]
             .into_iter()
+            .chain(self.pd.iter().flatten().map(UplinkPd::poll_timeout))
             .flatten()
             .min()
     }
 
     pub(super) fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.ndp.poll_transmit().or_else(|| self.ra.poll_transmit())
+        self.ndp
+            .poll_transmit()
+            .or_else(|| self.ra.poll_transmit())
+            .or_else(|| {
+                self.pd
+                    .iter_mut()
+                    .flatten()
+                    .find_map(UplinkPd::poll_transmit)
+            })
+    }
+
+    /// The next event of a prefix delegation client, with its uplink.
+    pub(super) fn poll_pd_event(&mut self) -> Option<(usize, pd::Event)> {
+        self.pd
+            .iter_mut()
+            .enumerate()
+            .find_map(|(u, c)| Some((u, c.as_mut()?.poll_event()?)))
+    }
+
+    /// Per uplink: the prefix delegated to it now.
+    pub(super) fn delegated(&self) -> Vec<Option<Ipv6Prefix>> {
+        self.pd
+            .iter()
+            .map(|c| Some(c.as_ref()?.client().delegation()?.prefix))
+            .collect()
+    }
+
+    /// The prefix delegation clients, for `show ipv6` and the metrics.
+    pub(super) fn pd_info(&self, now: Instant) -> Vec<views::PdInfo> {
+        self.pd
+            .iter()
+            .enumerate()
+            .filter_map(|(uplink, c)| {
+                let c = c.as_ref()?.client();
+                Some(views::PdInfo {
+                    uplink,
+                    state: c.state(),
+                    delegation: c.delegation().cloned(),
+                    counters: c.counters().clone(),
+                    now,
+                })
+            })
+            .collect()
+    }
+
+    /// Uplink `u`'s prefixes changed with its delegation: the router's LAN address moves to
+    /// the new LAN prefix (DAD first), the RAs name it as DNS server and withdraw the old prefix.
+    /// With NPTv6 nothing on the LAN changes: only the translation (in the snapshot) does.
+    pub(super) fn set_lan_prefix(&mut self, u: UplinkId, p: Option<ProviderPrefix>, now: Instant) {
+        if self.npt6 {
+            return;
+        }
+        let new = p.map(|p| p.lan_prefix.host(1));
+        if let Some(slot) = self.lan_addrs.get_mut(usize::from(u.0))
+            && *slot != new
+        {
+            if let Some(old) = slot.take() {
+                self.ndp.remove_address(Iface::Lan, old);
+                self.local.retain(|&l| l != (Iface::Lan, old));
+            }
+            if let Some(a) = new {
+                self.ndp.add_address(Iface::Lan, a, now);
+                self.local.push((Iface::Lan, a));
+            }
+            *slot = new;
+            if self.dns {
+                self.ra
+                    .set_dns(self.lan_addrs.iter().flatten().copied().collect());
+            }
+        }
+        self.ra.set_prefix(u, p.map(|p| p.lan_prefix), now);
+    }
+
+    /// The fast path's view of withdrawn LAN prefixes: still the LAN's, owned by a dead uplink,
+    /// so a flow from one gets code 5 at once (as from a dead uplink's prefix) rather than
+    /// silence.
+    pub(super) fn add_withdrawn(&self, state: &mut Ipv6State) {
+        for (w, uplink) in self.ra.withdrawn().filter_map(|w| Some((w, w.uplink?))) {
+            state.lan_prefixes.push(w.prefix);
+            state.uplinks.push(UplinkPrefix {
+                uplink,
+                prefix: w.prefix,
+                up: false,
+                translates: false,
+            });
+        }
     }
 
     pub(super) fn poll_event(&mut self) -> Option<NdpEvent> {
@@ -283,7 +408,13 @@ impl Control {
     /// measured yet: an uplink without carrier is, one with carrier once every track watching
     /// it has seen its first observation.
     pub(super) fn ipv6_health(&mut self, now: Instant) {
-        let up = ipv6_up(&self.cfg, &self.carrier, &self.tracks.states());
+        let mut up = ipv6_up(&self.cfg, &self.carrier, &self.tracks.states());
+        // A delegated uplink carries IPv6 only while it holds a prefix.
+        if let Some(v6) = &self.cfg.ipv6 {
+            for (up, c) in up.iter_mut().zip(&v6.uplinks) {
+                *up &= c.as_ref().is_none_or(|c| c.provider.is_some());
+            }
+        }
         let all_carrier = vec![true; self.carrier.len()];
         let settled = ipv6_up(&self.cfg, &all_carrier, &self.tracks.settled());
         let measured = self.carrier.iter().zip(&settled).all(|(&c, &s)| !c || s);

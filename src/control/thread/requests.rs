@@ -77,6 +77,10 @@ impl Control {
                     .map(|i| i.prefix_metrics(&self.cfg))
                     .unwrap_or_default(),
                 ipv6_neighbours: self.ipv6_info().map_or(0, |i| i.neighbours.len()),
+                ipv6_pd: self
+                    .ipv6_info()
+                    .map(|i| i.pd_metrics(&self.cfg))
+                    .unwrap_or_default(),
             }))),
         }
     }
@@ -113,6 +117,7 @@ impl Control {
             rdnss: v6.rdnss().to_vec(),
             advertising: v6.advertising(),
             neighbours: self.shared.neighbours.load().v6().collect(),
+            pd: self.ipv6.as_ref()?.pd_info(Instant::now()),
         })
     }
 
@@ -144,7 +149,7 @@ impl Control {
         let now = Instant::now();
         let result = Config::from_file(&self.config_path)
             .map_err(|e| e.to_string())
-            .and_then(|new| restart_needed(&self.cfg, &new).map_or(Ok(new), Err));
+            .and_then(|new| restart_needed(&self.base_cfg, &new).map_or(Ok(new), Err));
         let new = match result {
             Ok(new) => new,
             Err(e) => {
@@ -154,7 +159,7 @@ impl Control {
             }
         };
         self.base_cfg = new.clone();
-        let new = with_leases(&new, &self.uplink_leases);
+        let new = self.running(&new);
         self.apply_addresses(&new);
         self.tracks.reconfigure(track_defs(&new), now);
         let _ = self.probe_configs.send(new.probes.clone());

@@ -3,7 +3,7 @@
 //! those addresses once DAD has passed.
 
 use super::*;
-use crate::config::Uplink6Config;
+use crate::config::{PdConfig, ProviderPrefix, Uplink6Config};
 use crate::control::fixtures::{A_MAC, B_MAC, HOST_MAC, LAN_MAC, frame, t};
 use crate::wire::ethernet::ethertype;
 use crate::wire::ndisc::{Message, NdOption, NdPacket};
@@ -16,8 +16,11 @@ fn a6(s: &str) -> Ipv6Addr {
 fn config() -> Ipv6Config {
     let uplink = |p: &str, lan: &str, addr: &str, nh: &str| {
         Some(Uplink6Config {
-            prefix: p.parse().unwrap(),
-            lan_prefix: lan.parse().unwrap(),
+            provider: Some(ProviderPrefix {
+                prefix: p.parse().unwrap(),
+                lan_prefix: lan.parse().unwrap(),
+            }),
+            pd: None,
             address: Some(addr.parse().unwrap()),
             next_hop: a6(nh),
         })
@@ -218,4 +221,70 @@ fn the_lan_addresses_answer_echo_once_dad_has_passed() {
     run(&mut p, t(500), t(1_000));
     assert!(p.is_usable(Iface::Lan, router));
     assert_eq!(p.handle_frame(Iface::Lan, &ping(router), t(1_000)), Ok(()));
+}
+
+#[test]
+fn a_delegation_moves_the_routers_lan_address_and_the_rdnss() {
+    // B's prefix is delegated: nothing of it at start.
+    let mut cfg = config();
+    let b = cfg.uplinks[1].as_mut().unwrap();
+    b.provider = None;
+    b.pd = Some(PdConfig { subnet_id: 0 });
+    let mut p = Ipv6Plane::new(
+        &cfg,
+        true,
+        NeighParams::default(),
+        LAN_MAC,
+        &[A_MAC, B_MAC],
+        t(0),
+    );
+    p.set_health(&[true, true], true, t(0));
+    let sent = run(&mut p, t(0), t(1_000));
+    assert!(
+        !sent.contains(&(t(0), Sent::Dad(a6("2001:db8:b::1")))),
+        "{sent:?}"
+    );
+    assert_eq!(
+        ras(&sent)[0].1,
+        &Sent::Ra(1800, vec![2700], vec![a6("2001:db8:a::1")])
+    );
+    let delegated = |lan: &str| ProviderPrefix {
+        prefix: "2001:db8:b::/48".parse().unwrap(),
+        lan_prefix: lan.parse().unwrap(),
+    };
+    // Delegated: DAD for its ::1, announced at once, named as DNS server.
+    p.set_lan_prefix(UplinkId(1), Some(delegated("2001:db8:b::/64")), t(10_000));
+    let sent = run(&mut p, t(10_000), t(10_000));
+    assert!(
+        sent.contains(&(t(10_000), Sent::Dad(a6("2001:db8:b::1")))),
+        "{sent:?}"
+    );
+    assert_eq!(
+        ras(&sent)[0].1,
+        &Sent::Ra(
+            1800,
+            vec![2700, 2700],
+            vec![a6("2001:db8:a::1"), a6("2001:db8:b::1")]
+        )
+    );
+    // Renumbered: the old address goes, the new one is checked, the old prefix withdrawn.
+    p.set_lan_prefix(UplinkId(1), Some(delegated("2001:db8:b:1::/64")), t(20_000));
+    let sent = run(&mut p, t(20_000), t(20_000));
+    assert!(
+        sent.contains(&(t(20_000), Sent::Dad(a6("2001:db8:b:1::1")))),
+        "{sent:?}"
+    );
+    assert!(
+        !p.lan_addresses()
+            .iter()
+            .any(|(a, _)| *a == a6("2001:db8:b::1"))
+    );
+    assert_eq!(
+        ras(&sent)[0].1,
+        &Sent::Ra(
+            1800,
+            vec![2700, 2700, 0],
+            vec![a6("2001:db8:a::1"), a6("2001:db8:b:1::1")]
+        )
+    );
 }
