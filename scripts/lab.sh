@@ -630,7 +630,8 @@ EOF
 }
 
 # `isp-dhcp6 b kea|stop [--lease S] [--renumber]`: Kea delegating ISP B's prefix by DHCPv6-PD,
-# its config, lease file, log, pid and lock files in STATE/ispb-kea6.
+# its config, lease file, log, pid and lock files in STATE/ispb-kea6. A fixed server DUID (not
+# persisted in Kea's data directory) stays the same across restarts, as a real ISP's does.
 cmd_isp_dhcp6() {
     (($# >= 2)) || die "isp-dhcp6: expected b and kea or stop"
     [[ $1 == b ]] || die "isp-dhcp6: only side b delegates by DHCPv6, not '$1'"
@@ -679,10 +680,18 @@ table ip6 mhlab-bcp38 {
 }
 EOF
     fi
+    # Kea binds to rtr0's link-local address, which a fresh lab may still be checking (DAD).
+    for ((i = 0; i < 50; i++)); do
+        ip -n "$(ns ispb)" -6 addr show dev rtr0 scope link | grep -q inet6 &&
+            [[ -z $(ip -n "$(ns ispb)" -6 addr show dev rtr0 scope link tentative) ]] && break
+        sleep 0.1
+    done
     mkdir -p "$dir"
     cat >"$dir/kea-dhcp6.conf" <<EOF
 { "Dhcp6": {
     "interfaces-config": { "interfaces": [ "rtr0" ] },
+    "server-id": { "type": "EN", "enterprise-id": 2495, "identifier": "6d686c6162",
+                   "persist": false },
     "lease-database": { "type": "memfile", "persist": true, "name": "$dir/leases6.csv",
                         "lfc-interval": 0 },
     "preferred-lifetime": $lease, "valid-lifetime": $lease,
