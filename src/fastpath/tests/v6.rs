@@ -361,6 +361,47 @@ fn mld_is_counted_as_mld_not_dropped() {
 }
 
 #[test]
+fn dhcpv6_answers_to_an_uplinks_link_local_address_are_punted() {
+    let w = world(1500);
+    let router = ndisc::link_local(B_MAC);
+    let server = ndisc::link_local(PE_B);
+    let udp = |ports: (u16, u16)| {
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ipv6(server.octets(), router.octets(), 64)
+            .udp(ports.0, ports.1)
+            .write(&mut out, &[7; 40])
+            .unwrap();
+        eth6(B_MAC, PE_B, &out)
+    };
+    assert_eq!(
+        run6(&w, &mut udp((547, 546)), B).0,
+        Verdict::Punt(PuntClass::Other)
+    );
+    // Other ports, or the same ports from the LAN: nothing asked for them.
+    assert_eq!(
+        run6(&w, &mut udp((546, 547)), B).0,
+        Verdict::Drop(DropReason::LocalUnhandled)
+    );
+    let mut from_lan = eth6(
+        LAN_MAC,
+        HOST_MAC,
+        &packet6(
+            Kind6::Udp,
+            host_a(),
+            ndisc::link_local(LAN_MAC),
+            64,
+            &[0; 8],
+        ),
+    );
+    let ip = IP_OFFSET;
+    from_lan[ip + 40..ip + 44].copy_from_slice(&[2, 0x23, 2, 0x22]);
+    assert_eq!(
+        run6(&w, &mut from_lan, Iface::Lan).0,
+        Verdict::Drop(DropReason::LocalUnhandled)
+    );
+}
+
+#[test]
 fn spoofed_and_martian_sources_are_dropped() {
     let w = world(1500);
     for (src, reason) in [
