@@ -158,6 +158,19 @@ fn pings_through_b(lab: &Lab, src: &str) {
     );
 }
 
+/// The router answers a ping to its address `addr` (after its DAD).
+fn router_answers(lab: &Lab, addr: &str) {
+    lab.wait_for(
+        &format!("the router answering at {addr}"),
+        Duration::from_secs(5),
+        || {
+            lab.exec("lan", &["ping", "-6", "-c", "1", "-W", "1", addr])
+                .status
+                .success()
+        },
+    );
+}
+
 /// A ping from `src` refused by the router with code 5 (counted), not forwarded.
 fn refused_with_code_5(lab: &Lab, src: &str) {
     let before = lab.drops("source_policy_failed");
@@ -196,6 +209,8 @@ fn delegated_prefix_reaches_the_lan_renews_at_t1_and_renumbers() {
         || lan_prefix_b(&lab) == Some(("2001:db8:b:1::/64".into(), "preferred".into())),
     );
     pings_through_b(&lab, &old);
+    // The router's own address in the delegated LAN prefix (::1) answers once DAD passed.
+    router_answers(&lab, "2001:db8:b:1::1");
 
     // RENEW at T1, counted from the REQUEST that got the delegation.
     let renewed = logged(
@@ -249,6 +264,7 @@ fn delegated_prefix_reaches_the_lan_renews_at_t1_and_renumbers() {
         || lan_prefix_b(&lab) == Some(("2001:db8:bb:1::/64".into(), "preferred".into())),
     );
     pings_through_b(&lab, &new);
+    router_answers(&lab, "2001:db8:bb:1::1");
     refused_with_code_5(&lab, &old);
     dhcp.stop();
 }
