@@ -32,6 +32,12 @@ use crate::snapshot::Neighbours;
 use crate::systemd;
 use crate::wire::ethernet::MacAddr;
 
+/// Receive buffer of each uplink socket. Frames arrive GRO-merged (up to 64 KiB each), so 4 MiB
+/// held only ~60 of them: a 64-stream download overflowed it (`rx_queue_full`) and the senders
+/// retransmitted ~100,000 segments in 3 s where the kernel router lost ~500; with 16 MiB nothing
+/// was lost. The kernel charges the memory only while frames wait.
+const UPLINK_RCVBUF: usize = 16 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("uplink {uplink}: interface {interface}: {source}")]
@@ -240,7 +246,7 @@ pub fn run(
                     vnet_hdr: true,
                     receive: true,
                     fanout_group: (workers > 1).then_some(fanout_base | ui as u16),
-                    rcvbuf: 4 << 20,
+                    rcvbuf: UPLINK_RCVBUF,
                     sndbuf: 4 << 20,
                 },
             )
