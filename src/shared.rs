@@ -12,18 +12,20 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::clock::Instant;
-use crate::config::{Config, ProbeKind, TrackSource};
+use crate::config::{Config, PolicyFallback, ProbeKind, TrackSource};
 use crate::control::UplinkIo;
 use crate::io::poll::Waker;
 use crate::nat::npt6::Npt6;
 use crate::nat::{FragTable, NatTable};
 use crate::probe::probe_port;
 use crate::probe::schedule::ProbeStatus;
+use crate::route::egress6::Policy6;
 use crate::route::source6::UplinkPrefix;
 use crate::route::{self, Health, RouteTable};
 use crate::snapshot::{Ipv6State, LanState, Neighbours, ProbeFlow, Snapshot, UplinkState};
 use crate::wire::ethernet::MacAddr;
 use crate::wire::ipv4::proto;
+use crate::wire::ipv6::next_header;
 use crate::wire::ndisc;
 use crate::{Iface, UplinkId};
 
@@ -189,7 +191,12 @@ pub fn build_snapshot(
         lan_mac,
         uplinks,
         &ipv6_up(cfg, carrier, &health.tracks),
-    );
+    )
+    .map(|v6| Ipv6State {
+        routes: routes6(cfg, &health),
+        policies: policies6(cfg),
+        ..v6
+    });
     Snapshot {
         ipv6,
         routes: RouteTable::build(ifaces, routes, policies, &health),
@@ -227,6 +234,7 @@ pub fn build_snapshot(
                 Some(ProbeFlow {
                     uplink: UplinkId(cfg.uplink_index(&p.uplink)? as u8),
                     proto: match p.kind {
+                        ProbeKind::IcmpEcho { .. } if p.target.is_ipv6() => next_header::ICMPV6,
                         ProbeKind::IcmpEcho { .. } => proto::ICMP,
                         ProbeKind::Tcp { .. } => proto::TCP,
                         ProbeKind::Dns { .. } => proto::UDP,
@@ -304,6 +312,49 @@ fn ipv6_state(cfg: &Config, lan_mac: MacAddr, io: &[UplinkIo], up: &[bool]) -> O
         .local
         .extend(lan.iter().map(|a| (Iface::Lan, a.addr())));
     Some(state)
+}
+
+/// The IPv6 routes with their eligibility: carrier, and the track if any (SPEC 5, 34).
+fn routes6(cfg: &Config, health: &Health) -> Vec<route::table6::Route6> {
+    cfg.routes6
+        .iter()
+        .enumerate()
+        .filter_map(|(index, r)| {
+            let u = cfg.uplink_index(&r.uplink)?;
+            let track_up = r.track.as_deref().is_none_or(|t| {
+                cfg.track_index(t)
+                    .is_some_and(|i| health.tracks.get(i) == Some(&true))
+            });
+            Some(route::table6::Route6 {
+                index,
+                prefix: r.prefix,
+                uplink: UplinkId(u as u8),
+                distance: r.distance,
+                eligible: health.carrier.get(u) == Some(&true) && track_up,
+            })
+        })
+        .collect()
+}
+
+/// The IPv6 policies as the fast path matches them.
+fn policies6(cfg: &Config) -> Vec<Policy6> {
+    cfg.policies6
+        .iter()
+        .enumerate()
+        .map(|(index, p)| Policy6 {
+            index,
+            source: p.source,
+            destination: p.destination,
+            protocol: p.protocol,
+            ports: p.port.map(|r| (r.first, r.last)),
+            uplinks: p
+                .uplinks
+                .iter()
+                .filter_map(|u| Some(UplinkId(cfg.uplink_index(u)? as u8)))
+                .collect(),
+            unreachable: p.fallback == PolicyFallback::Unreachable,
+        })
+        .collect()
 }
 
 /// The neighbours to publish: every resolved entry, and each uplink's next hop looked up once.

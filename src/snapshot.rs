@@ -3,14 +3,16 @@
 //! neighbours (`Neighbours`) are published apart: ARP changes far more often than routes.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::nat::npt6::Npt6;
 use crate::prefix::Ipv4Prefix;
 use crate::prefix6::Ipv6Prefix;
 use crate::probe::PROBE_PORTS;
 use crate::route::RouteTable;
+use crate::route::egress6::Policy6;
 use crate::route::source6::UplinkPrefix;
+use crate::route::table6::Route6;
 use crate::wire::ethernet::MacAddr;
 use crate::{Iface, UplinkId};
 
@@ -45,6 +47,10 @@ pub struct Ipv6State {
     /// internal prefix (then the only one in `lan_prefixes`) to the uplink's LAN /64; None
     /// everywhere while NPTv6 is off.
     pub npt6: Vec<Option<Npt6>>,
+    /// The IPv6 `[[route]]`s with their eligibility (SPEC 34), in configuration order.
+    pub routes: Vec<Route6>,
+    /// The IPv6 `[[policy]]`s, in order.
+    pub policies: Vec<Policy6>,
 }
 
 impl Ipv6State {
@@ -99,7 +105,7 @@ impl Ipv6State {
 pub struct ProbeFlow {
     pub uplink: UplinkId,
     pub proto: u8,
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     pub port: u16,
 }
 
@@ -196,7 +202,7 @@ impl Snapshot {
 
     /// True when a packet of protocol `proto` from `remote` to the router's `port` on `uplink`
     /// is one a probe expects (it may still answer no outstanding attempt).
-    pub fn is_probe_reply(&self, uplink: UplinkId, proto: u8, remote: Ipv4Addr, port: u16) -> bool {
+    pub fn is_probe_reply(&self, uplink: UplinkId, proto: u8, remote: IpAddr, port: u16) -> bool {
         PROBE_PORTS.contains(&port)
             && self.probes.contains(&ProbeFlow {
                 uplink,
@@ -330,7 +336,7 @@ mod tests {
     const PE_A: MacAddr = MacAddr([2, 0, 0, 0, 1, 0xa]);
     const HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
     const HOST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
-    const TARGET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    const TARGET: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
 
     #[test]
     fn next_hops_are_found_before_the_map_and_only_on_their_uplink() {
@@ -396,7 +402,7 @@ mod tests {
             !s.is_probe_reply(UplinkId(0), proto::UDP, TARGET, port),
             "another protocol"
         );
-        let other = Ipv4Addr::new(198, 51, 100, 2);
+        let other = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2));
         assert!(
             !s.is_probe_reply(UplinkId(0), proto::ICMP, other, port),
             "another host"

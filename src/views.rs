@@ -5,13 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
 mod explain;
+mod explain6;
 mod forwards;
 mod ipv6;
+mod routes6;
 
 use crate::clock::Instant;
 use crate::config::{Config, TrackSource};
@@ -33,6 +35,7 @@ use crate::{Iface, UplinkId};
 mod vrrp;
 
 pub use explain::explain;
+pub use explain6::explain6;
 pub use ipv6::{Ipv6Info, PdInfo};
 
 /// Everything a view reads.
@@ -80,9 +83,13 @@ pub fn show(st: &State, view: View, json: bool) -> String {
                         },
                     ),
                     routes: snap.routes.entries(),
+                    routes6: routes6::rows(st),
+                    policies6: routes6::policy_rows(&st.cfg.policies6),
                 })
             } else {
-                snap.routes.render(&st.tracks.names())
+                let v6 =
+                    routes6::render(&routes6::rows(st), &routes6::policy_rows(&st.cfg.policies6));
+                snap.routes.render(&st.tracks.names()) + &v6
             }
         }
         View::Uplinks => {
@@ -343,6 +350,9 @@ fn rows_view<R: Serialize + fmt::Display>(key: &str, rows: &[R], json: bool) -> 
 struct RouteView {
     gateway_of_last_resort: Option<Gateway>,
     routes: Vec<route::RouteEntryView>,
+    /// The IPv6 routes (SPEC 34), in configuration order.
+    routes6: Vec<routes6::Route6Row>,
+    policies6: Vec<routes6::Policy6Row>,
 }
 
 #[derive(Serialize)]
@@ -435,7 +445,7 @@ struct ProbeRow {
     #[serde(rename = "type")]
     kind: &'static str,
     uplink: String,
-    target: Ipv4Addr,
+    target: IpAddr,
     interval_ms: u64,
     timeout_ms: u64,
     threshold_ms: u64,
@@ -652,6 +662,7 @@ fn proto_name(p: u8) -> String {
         proto::TCP => "tcp".into(),
         proto::UDP => "udp".into(),
         proto::ICMP => "icmp".into(),
+        crate::wire::ipv6::next_header::ICMPV6 => "icmpv6".into(),
         n => n.to_string(),
     }
 }
@@ -679,7 +690,7 @@ mod tests {
             name: "a-ping".into(),
             kind: "icmp-echo",
             uplink: "isp-a".into(),
-            target: Ipv4Addr::new(198, 51, 100, 1),
+            target: Ipv4Addr::new(198, 51, 100, 1).into(),
             interval_ms: 1000,
             timeout_ms: 500,
             threshold_ms: 200,

@@ -10,7 +10,7 @@ mod values;
 #[cfg(test)]
 mod tests;
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,7 +28,11 @@ pub struct Config {
     pub uplinks: Vec<UplinkConfig>,
     pub nat: NatConfig,
     pub routes: Vec<RouteConfig>,
+    /// `[[route]]`s with an IPv6 prefix (SPEC 34), in configuration order.
+    pub routes6: Vec<Route6Config>,
     pub policies: Vec<PolicyConfig>,
+    /// `[[policy]]`s with an IPv6 source or destination (SPEC 34), in order.
+    pub policies6: Vec<Policy6Config>,
     pub probes: Vec<ProbeConfig>,
     pub tracks: Vec<TrackConfig>,
     pub failover: FailoverConfig,
@@ -327,6 +331,20 @@ pub struct RouteConfig {
     pub track: Option<String>,
 }
 
+/// A `[[route]]` with an IPv6 prefix (SPEC 34): it leaves to its uplink's `next_hop6`. With
+/// egress by source (SPEC 32) it chooses among the uplinks that can carry a packet's source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route6Config {
+    pub name: String,
+    /// Has no host bits set.
+    pub prefix: Ipv6Prefix,
+    /// Name of an uplink with IPv6 (`prefix6`).
+    pub uplink: String,
+    pub distance: u8,
+    /// Name of a defined track.
+    pub track: Option<String>,
+}
+
 /// Inclusive destination port range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
@@ -363,6 +381,22 @@ pub struct PolicyConfig {
     /// Only with protocol 6 or 17.
     pub port: Option<PortRange>,
     /// Defined uplinks in order of preference, non-empty, no duplicates.
+    pub uplinks: Vec<String>,
+    pub fallback: PolicyFallback,
+}
+
+/// A `[[policy]]` with an IPv6 source or destination (SPEC 34): like [`PolicyConfig`], its
+/// uplinks taken only when they can carry the packet's source (SPEC 32).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy6Config {
+    pub name: String,
+    pub source: Option<Ipv6Prefix>,
+    pub destination: Option<Ipv6Prefix>,
+    /// IPv6 next header ("tcp" = 6, "udp" = 17, "icmp" = 58, ICMPv6).
+    pub protocol: Option<u8>,
+    /// Only with protocol 6 or 17.
+    pub port: Option<PortRange>,
+    /// Defined uplinks with IPv6, in order of preference, non-empty, no duplicates.
     pub uplinks: Vec<String>,
     pub fallback: PolicyFallback,
 }
@@ -410,7 +444,8 @@ pub struct ProbeConfig {
     pub kind: ProbeKind,
     /// Name of a defined uplink; the probe always leaves through it (SPEC 15).
     pub uplink: String,
-    pub target: Ipv4Addr,
+    /// IPv4, or IPv6 (SPEC 34: from the uplink's `address6` to its `next_hop6`).
+    pub target: IpAddr,
     pub interval: Duration,
     /// <= interval.
     pub timeout: Duration,

@@ -10,6 +10,8 @@ use super::*;
 
 mod ipv6;
 mod npt6;
+mod probes6;
+mod routes6;
 
 const EXAMPLE: &str = include_str!("../../scripts/example.toml");
 
@@ -994,7 +996,7 @@ fn probe_bad_target() {
         &base(
             "[[probe]]\nname = \"p\"\ntype = \"tcp\"\nuplink = \"isp-a\"\ntarget = \"172.18.0.256\"  # <-\nport = 80\n",
         ),
-        "target: '172.18.0.256' is not an IPv4 address",
+        "target: '172.18.0.256' is not an IP address",
     );
 }
 

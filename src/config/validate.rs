@@ -33,11 +33,12 @@ mod health;
 mod interfaces;
 mod ipv6;
 mod npt6;
+mod routes6;
 mod services;
 mod vrrp;
 
 use forwards::{check_relay_ports, forwards};
-use health::{probes, tracks};
+use health::{ipv6_probes, probes, tracks};
 use interfaces::{policies, routes, uplinks};
 use services::{dhcp_server, dns};
 
@@ -63,8 +64,8 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
     let nat = nat(&cx, &raw.nat)?;
     let (probes, probe_names) = probes(&cx, &raw.probe, &uplink_names)?;
     let (tracks, track_names) = tracks(&cx, &raw.track, &uplink_names, &probe_names, &probes)?;
-    let routes = routes(&cx, &raw.route, &uplink_names, &uplinks, &lan, &track_names)?;
-    let policies = policies(&cx, &raw.policy, &uplink_names)?;
+    let (routes, routes6) = routes(&cx, &raw.route, &uplink_names, &uplinks, &lan, &track_names)?;
+    let (policies, policies6) = policies(&cx, &raw.policy, &uplink_names)?;
     let failover = failover(&cx, &raw.failover)?;
     let vrrp = vrrp::groups(&cx, &raw.vrrp, &lan, &track_names)?;
     let dns = match &raw.dns {
@@ -95,6 +96,9 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         check_relay_ports(&cx, &raw.forward, &forwards)?;
     }
     let ipv6 = ipv6::ipv6(&cx, &raw.lan, &raw.uplink, &uplinks)?;
+    ipv6_probes(&cx, &raw.probe, &probes, &uplinks, ipv6.as_ref())?;
+    routes6::check(&cx, &raw.route, &routes6, &uplinks, ipv6.as_ref())?;
+    routes6::check_policies(&cx, &raw.policy, &policies6, &uplinks, ipv6.as_ref())?;
     let limits = limits(&cx, &raw.limits)?;
     Ok(Config {
         router,
@@ -102,7 +106,9 @@ pub(super) fn parse(text: &str, origin: &str, default_workers: usize) -> Result<
         uplinks,
         nat,
         routes,
+        routes6,
         policies,
+        policies6,
         probes,
         tracks,
         failover,

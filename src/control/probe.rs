@@ -1,9 +1,10 @@
 //! Probe engine: sends each probe as a complete frame pinned to its uplink (SPEC 15) and matches
 //! the replies the workers received, timed by when they received them. Pure: the probe thread
-//! gives it the uplinks' state, the replies and the clock, and sends what it queues.
+//! gives it the uplinks' state, the replies and the clock, and sends what it queues. A probe to
+//! an IPv6 target leaves from the uplink's `address6` to its `next_hop6` (SPEC 34).
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::Transmit;
 use crate::clock::Instant;
@@ -12,6 +13,7 @@ use crate::probe::schedule::{Probe, ProbeSet, Source, TcpReset};
 use crate::wire::ethernet::MacAddr;
 use crate::wire::frame::IP_OFFSET;
 use crate::wire::ipv4::OwnHeader;
+use crate::wire::ipv6;
 use crate::wire::tcp::{self, TcpRepr};
 use crate::{Iface, UplinkId};
 
@@ -26,6 +28,16 @@ pub struct ProbeUplink {
     /// `None` while the next hop is unresolved.
     pub next_hop_mac: Option<MacAddr>,
     pub carrier: bool,
+    /// The uplink's IPv6, when it has an `address6` to send probes from.
+    pub v6: Option<ProbeUplink6>,
+}
+
+/// What a probe to an IPv6 target needs from its uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeUplink6 {
+    pub addr: Ipv6Addr,
+    /// The MAC of `next_hop6`; `None` while neighbour discovery has not resolved it.
+    pub next_hop_mac: Option<MacAddr>,
 }
 
 pub struct ProbeEngine {
@@ -138,17 +150,40 @@ impl ProbeEngine {
             mac: MacAddr::ZERO,
             next_hop_mac: None,
             carrier: false,
+            v6: None,
         });
         let iface = Iface::Uplink(UplinkId(u as u8));
-        let dst = up.next_hop_mac.unwrap_or(MacAddr::ZERO);
         let set = &mut self.set;
-        let built = Transmit::ipv4(iface, up.mac, dst, PACKET_ROOM, |out| {
-            set.build(i, Source { addr: up.addr }, out, now)
-        });
-        // Without carrier or next hop the attempt still counts: it will time out.
+        // Without an address, carrier or next hop the attempt still counts: it will time out.
+        let (built, next_hop_mac) = match set.probes[i].def.target {
+            IpAddr::V4(_) => {
+                let dst = up.next_hop_mac.unwrap_or(MacAddr::ZERO);
+                let src = Source {
+                    addr: IpAddr::V4(up.addr),
+                };
+                let t = Transmit::ipv4(iface, up.mac, dst, PACKET_ROOM, |out| {
+                    set.build(i, src, out, now)
+                });
+                (t, up.next_hop_mac)
+            }
+            IpAddr::V6(_) => {
+                let v6 = up.v6.unwrap_or(ProbeUplink6 {
+                    addr: Ipv6Addr::UNSPECIFIED,
+                    next_hop_mac: None,
+                });
+                let dst = v6.next_hop_mac.unwrap_or(MacAddr::ZERO);
+                let src = Source {
+                    addr: IpAddr::V6(v6.addr),
+                };
+                let t = Transmit::ipv6(iface, up.mac, dst, PACKET_ROOM, |out| {
+                    set.build(i, src, out, now)
+                });
+                (t, up.v6.and_then(|v6| v6.next_hop_mac))
+            }
+        };
         if let Some(t) = built
             && up.carrier
-            && up.next_hop_mac.is_some()
+            && next_hop_mac.is_some()
         {
             self.transmits.push_back(t);
         }
@@ -160,20 +195,30 @@ impl ProbeEngine {
         let ProbeKind::Tcp { port } = p.def.kind else {
             return;
         };
-        let target = p.def.target;
         let Some(up) = self.uplinks.get(usize::from(uplink.0)).copied() else {
             return;
         };
-        let Some(mac) = up.next_hop_mac else {
-            return;
+        let iface = Iface::Uplink(uplink);
+        let rst = TcpRepr::rst(r.sport, port, r.seq);
+        let frame = match p.def.target {
+            IpAddr::V4(target) => up.next_hop_mac.and_then(|mac| {
+                Transmit::ipv4(iface, up.mac, mac, PACKET_ROOM, |out| {
+                    tcp::build_segment(out, &OwnHeader::new(up.addr, target), &rst).ok()
+                })
+            }),
+            IpAddr::V6(target) => up.v6.and_then(|v6| {
+                let mac = v6.next_hop_mac?;
+                Transmit::ipv6(iface, up.mac, mac, PACKET_ROOM, |out| {
+                    let ip = ipv6::OwnHeader::new(v6.addr, target);
+                    tcp::build_segment_v6(out, &ip, &rst).ok()
+                })
+            }),
         };
-        let rst = Transmit::ipv4(Iface::Uplink(uplink), up.mac, mac, PACKET_ROOM, |out| {
-            let rst = TcpRepr::rst(r.sport, port, r.seq);
-            tcp::build_segment(out, &OwnHeader::new(up.addr, target), &rst).ok()
-        });
-        self.transmits.extend(rst);
+        self.transmits.extend(frame);
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;

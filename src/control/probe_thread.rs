@@ -13,7 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::Transmit;
-use super::probe::{ProbeEngine, ProbeUplink};
+use super::probe::{ProbeEngine, ProbeUplink, ProbeUplink6};
 use crate::clock::Instant;
 use crate::config::ProbeConfig;
 use crate::counters::{Counters, DropReason};
@@ -113,18 +113,34 @@ impl ProbeThread {
         Ok(())
     }
 
-    /// The uplinks as the control thread last published them.
+    /// The uplinks as the control thread last published them: IPv6 from the uplink's global
+    /// address (`address6`) to its IPv6 next hop, when it has both.
     fn uplinks(&self) -> Vec<ProbeUplink> {
         let snap = self.shared.snapshot.load();
         let neighbours = self.shared.neighbours.load();
         snap.uplinks
             .iter()
             .enumerate()
-            .map(|(u, s)| ProbeUplink {
-                addr: s.address.addr(),
-                mac: s.mac,
-                next_hop_mac: neighbours.lookup(Iface::Uplink(UplinkId(u as u8)), s.next_hop),
-                carrier: s.carrier,
+            .map(|(u, s)| {
+                let id = UplinkId(u as u8);
+                let iface = Iface::Uplink(id);
+                let v6 = snap.ipv6.as_ref().and_then(|v6| {
+                    let next_hop = v6.next_hop(id)?;
+                    let addr = v6
+                        .iface_addr(iface)
+                        .filter(|a| !a.is_unicast_link_local())?;
+                    Some(ProbeUplink6 {
+                        addr,
+                        next_hop_mac: neighbours.lookup6(iface, next_hop),
+                    })
+                });
+                ProbeUplink {
+                    addr: s.address.addr(),
+                    mac: s.mac,
+                    next_hop_mac: neighbours.lookup(iface, s.next_hop),
+                    carrier: s.carrier,
+                    v6,
+                }
             })
             .collect()
     }

@@ -5,7 +5,7 @@
 //! Reply format: a first line `ok` or `error: <message>`, then the body (text or JSON).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -50,9 +50,10 @@ pub enum Request {
         view: View,
         json: bool,
     },
+    /// IPv4 or IPv6 (both ends of one family).
     Explain {
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         proto: u8,
         sport: u16,
         dport: u16,
@@ -176,9 +177,15 @@ impl Request {
                     return Err(usage());
                 }
                 let ip = |s: &str| {
-                    s.parse::<Ipv4Addr>()
-                        .map_err(|_| RequestError::Syntax(format!("'{s}' is not an IPv4 address")))
+                    s.parse::<IpAddr>()
+                        .map_err(|_| RequestError::Syntax(format!("'{s}' is not an IP address")))
                 };
+                let (src, dst) = (ip(rest[0])?, ip(rest[1])?);
+                if src.is_ipv4() != dst.is_ipv4() {
+                    return Err(RequestError::Syntax(
+                        "SRC and DST must both be IPv4 or both IPv6".into(),
+                    ));
+                }
                 let port = |s: &str| {
                     s.parse::<u16>()
                         .map_err(|_| RequestError::Syntax(format!("'{s}' is not a port")))
@@ -186,6 +193,7 @@ impl Request {
                 let proto = match rest[2] {
                     "tcp" => 6,
                     "udp" => 17,
+                    "icmp" if src.is_ipv6() => 58,
                     "icmp" => 1,
                     n => n.parse().map_err(|_| {
                         RequestError::Syntax(format!(
@@ -199,8 +207,8 @@ impl Request {
                     (0, 0)
                 };
                 Ok(Request::Explain {
-                    src: ip(rest[0])?,
-                    dst: ip(rest[1])?,
+                    src,
+                    dst,
                     proto,
                     sport,
                     dport,
@@ -517,8 +525,8 @@ mod tests {
         assert_eq!(
             Request::parse("explain 192.168.0.10 172.18.0.6 tcp 40000 80"),
             Ok(Request::Explain {
-                src: Ipv4Addr::new(192, 168, 0, 10),
-                dst: Ipv4Addr::new(172, 18, 0, 6),
+                src: Ipv4Addr::new(192, 168, 0, 10).into(),
+                dst: Ipv4Addr::new(172, 18, 0, 6).into(),
                 proto: 6,
                 sport: 40000,
                 dport: 80,
@@ -570,6 +578,24 @@ mod tests {
         assert!(Request::parse("show nat uplink").is_err());
         assert!(Request::parse("explain 1.2.3.4 5.6.7.8 tcp 1").is_err());
         assert!(Request::parse("explain 1.2.3.4 5.6.7.999 tcp").is_err());
+        assert_eq!(
+            Request::parse("explain 2001:db8:a:1::10 2001:db8:18::6 icmp"),
+            Ok(Request::Explain {
+                src: "2001:db8:a:1::10".parse().unwrap(),
+                dst: "2001:db8:18::6".parse().unwrap(),
+                proto: 58,
+                sport: 0,
+                dport: 0,
+                json: false
+            }),
+            "icmp between IPv6 addresses is ICMPv6"
+        );
+        assert_eq!(
+            Request::parse("explain 2001:db8:a:1::10 172.18.0.6 tcp"),
+            Err(RequestError::Syntax(
+                "SRC and DST must both be IPv4 or both IPv6".into()
+            ))
+        );
         assert!(Request::parse("reload now").is_err());
         assert!(Request::parse("show nat limit 0").is_err());
         assert!(Request::parse("show nat limit many").is_err());

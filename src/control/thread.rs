@@ -448,6 +448,7 @@ impl Control {
         for line in RouteTable::diff(&old.routes, &snap.routes) {
             log::warn!("{line}");
         }
+        self.log_ipv6_routes(&old, &snap);
         let actions = self
             .failover
             .on_routes_changed(&old.routes, &snap.routes, now);

@@ -2,7 +2,7 @@
 //! belongs to (or opens), the route it takes, and the common forwarding steps (TTL, MTU, NAT
 //! commit) before the rewrite.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::parse::{L4, frag_key, outbound_key, quoted};
 use super::reply::ErrorMsg;
@@ -257,7 +257,7 @@ impl FastPath {
             _ => None,
         };
         if let Some((proto, remote, port)) = probe_port
-            && env.snap.is_probe_reply(u, proto, remote, port)
+            && env.snap.is_probe_reply(u, proto, IpAddr::V4(remote), port)
         {
             return self.punt_probe(env.now, matches!(f.l4, L4::IcmpError));
         }

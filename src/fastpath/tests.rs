@@ -5,6 +5,8 @@ use proptest::prelude::*;
 
 mod forwards;
 mod npt6;
+mod probes6;
+mod routes6;
 mod v6;
 mod valid_frames;
 

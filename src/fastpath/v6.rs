@@ -6,8 +6,12 @@
 //! uplink whose prefix holds its source (`route::source6`), or gets "source address failed
 //! ingress/egress policy" (type 1 code 5) when that uplink is down; from an uplink only the LAN
 //! prefixes are reachable, and the rest of a provider prefix is destination unreachable (no
-//! route) either way. Then the common steps: hop limit (time exceeded), egress MTU (packet too
-//! big: routers never fragment IPv6), next hop's MAC from the published neighbours.
+//! route) either way. A matching IPv6 policy, else the eligible IPv6 route for the
+//! destination, may steer a LAN packet to another uplink that can carry its source
+//! (`route::egress6`, SPEC 34). Then the common steps: hop limit (time exceeded), egress MTU
+//! (packet too big: routers never fragment IPv6), next hop's MAC from the published neighbours.
+//! On an uplink, probe replies (and errors quoting a probe) to the router go to the probe
+//! thread before anything else (SPEC 34, 35).
 //!
 //! With NPTv6 (SPEC 33) the LAN has one internal prefix: a packet from it leaves by the first
 //! uplink that is up with its source translated into that uplink's LAN /64, and a packet to an
@@ -26,7 +30,8 @@ use super::{Env, FastPath, PuntClass, Verdict};
 use crate::Iface;
 use crate::counters::DropReason;
 use crate::dhcp::pd;
-use crate::route::source6::{SourceRoute, route_by_source};
+use crate::route::egress6::{self, FlowTuple6};
+use crate::route::source6::SourceRoute;
 use crate::snapshot::Ipv6State;
 use crate::wire::WireError;
 use crate::wire::ethernet::{self, EthernetFrame};
@@ -35,7 +40,7 @@ use crate::wire::icmpv6::{self, codes, types};
 use crate::wire::ipv6::{self, Ipv6Packet, next_header};
 use crate::wire::ndisc;
 use crate::wire::tcp::TcpPacket;
-use crate::wire::udp::{self, UdpPacket};
+use crate::wire::udp;
 use crate::wire::vnet::VnetHdr;
 
 /// The fields of an IPv6 packet the decisions need, read once.
@@ -54,8 +59,9 @@ struct Ip6 {
     proto: u8,
     /// TCP or UDP header length, for the wire size of a GSO frame.
     l4_hlen: usize,
-    /// Source and destination ports of a UDP datagram whose header is in this packet.
-    udp_ports: Option<(u16, u16)>,
+    /// For TCP and UDP with their header here, the ports (0 otherwise): with `proto`, what
+    /// IPv6 policies match (SPEC 34).
+    ports: (u16, u16),
 }
 
 fn parse(buf: &[u8]) -> Result<Ip6, DropReason> {
@@ -76,10 +82,13 @@ fn parse(buf: &[u8]) -> Result<Ip6, DropReason> {
             .header_len(),
         _ => udp::HEADER_LEN,
     };
-    let udp_ports = (whole && upper.protocol == next_header::UDP)
-        .then(|| UdpPacket::new_checked(l4).ok())
-        .flatten()
-        .map(|u| (u.src_port(), u.dst_port()));
+    let ports = match upper.protocol {
+        next_header::TCP | next_header::UDP if whole && l4.len() >= 4 => (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+        _ => (0, 0),
+    };
     Ok(Ip6 {
         src: p.src(),
         dst: p.dst(),
@@ -89,8 +98,74 @@ fn parse(buf: &[u8]) -> Result<Ip6, DropReason> {
         icmp_type,
         proto: upper.protocol,
         l4_hlen,
-        udp_ports,
+        ports,
     })
+}
+
+/// What tells a probe's reply to the router's address `ip.dst` apart (SPEC 35): protocol, the
+/// remote end and the router's port (ICMPv6 echo id, TCP/UDP destination port).
+struct ProbeKey {
+    proto: u8,
+    remote: Ipv6Addr,
+    port: u16,
+    /// An ICMPv6 error quoting what left from `ip.dst`: the key is the quoted packet's.
+    error: bool,
+}
+
+/// The probe key of a packet to the router on an uplink: an echo reply's (source, id), a TCP
+/// or UDP packet's (source, destination port), or for an ICMPv6 error quoting a packet that
+/// left from `ip.dst`, that packet's (destination, id or source port). The probe thread
+/// matches the rest (sequence, checksum).
+fn probe_key(packet: &[u8], ip: &Ip6) -> Option<ProbeKey> {
+    let key = |proto, remote, port, error| ProbeKey {
+        proto,
+        remote,
+        port,
+        error,
+    };
+    if matches!(ip.proto, next_header::TCP | next_header::UDP) {
+        return Some(key(ip.proto, ip.src, ip.ports.1, false));
+    }
+    // Set only for a whole ICMPv6 message: never a non-initial fragment's data.
+    ip.icmp_type?;
+    let icmp = packet.get(ip.hlen..ip.total)?;
+    let m = icmpv6::Icmpv6Packet::new_checked(icmp).ok()?;
+    match m.msg_type() {
+        types::ECHO_REPLY => Some(key(next_header::ICMPV6, ip.src, m.ident(), false)),
+        t if icmpv6::is_error(t) => {
+            let q = Ipv6Packet::new_quoted(m.payload()).ok()?;
+            let upper = q.upper_layer().ok()?;
+            let l4 = q.payload().get(upper.offset..)?;
+            if q.src() != ip.dst || upper.fragment.is_some() {
+                return None;
+            }
+            match upper.protocol {
+                next_header::ICMPV6 if l4.len() >= icmpv6::HEADER_LEN => {
+                    let e = icmpv6::Icmpv6Packet::new_unchecked(l4);
+                    (e.msg_type() == types::ECHO_REQUEST)
+                        .then(|| key(next_header::ICMPV6, q.dst(), e.ident(), true))
+                }
+                p @ (next_header::TCP | next_header::UDP) if l4.len() >= 2 => {
+                    Some(key(p, q.dst(), u16::from_be_bytes([l4[0], l4[1]]), true))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Where a packet from the LAN leaves: policies, routes, then its source (SPEC 32, 34); `None`
+/// for a policy that makes it unreachable.
+fn egress(v6: &Ipv6State, ip: &Ip6) -> Option<SourceRoute> {
+    let flow = FlowTuple6 {
+        src: ip.src,
+        dst: ip.dst,
+        proto: ip.proto,
+        src_port: ip.ports.0,
+        dst_port: ip.ports.1,
+    };
+    egress6::decide(&flow, &v6.uplinks, &v6.routes, &v6.policies).0
 }
 
 /// Never routed: unspecified, loopback, link-local (only ever for the router itself).
@@ -182,6 +257,14 @@ impl FastPath {
             return Err(DropReason::NotOurMac);
         }
         if v6.is_local(ip.dst) {
+            if let Iface::Uplink(u) = ingress
+                && let Some(k) = probe_key(&buf[IP_OFFSET..], &ip)
+                && env
+                    .snap
+                    .is_probe_reply(u, k.proto, IpAddr::V6(k.remote), k.port)
+            {
+                return self.punt_probe(env.now, k.error);
+            }
             return match ip.icmp_type {
                 _ if nd => self.punt_nd(env, v6, ingress, ip.src),
                 Some(types::ECHO_REQUEST) if self.pings.take(env.now) => {
@@ -198,7 +281,8 @@ impl FastPath {
                 }
                 // A DHCPv6 server's answer to an uplink's prefix delegation client.
                 None if ingress != Iface::Lan
-                    && ip.udp_ports == Some((pd::SERVER_PORT, pd::CLIENT_PORT)) =>
+                    && ip.proto == next_header::UDP
+                    && ip.ports == (pd::SERVER_PORT, pd::CLIENT_PORT) =>
                 {
                     self.punt_other(env.now)
                 }
@@ -234,11 +318,20 @@ impl FastPath {
             _ if v6.is_lan(dst) => (Iface::Lan, dst),
             Iface::Uplink(_) => return Err(DropReason::UplinkTransit),
             Iface::Lan if !v6.is_lan(ip.src) => return Err(DropReason::Spoofed),
-            Iface::Lan => match route_by_source(ip.src, &v6.uplinks, None) {
-                SourceRoute::Via(u) => {
+            Iface::Lan => match egress(v6, &ip) {
+                None => {
+                    let msg = ErrorMsg6 {
+                        msg_type: types::DEST_UNREACH,
+                        code: codes::NO_ROUTE,
+                        rest: 0,
+                        reason: DropReason::NoRoute,
+                    };
+                    return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
+                }
+                Some(SourceRoute::Via(u)) => {
                     (Iface::Uplink(u), v6.next_hop(u).ok_or(DropReason::NoRoute)?)
                 }
-                SourceRoute::SourcePolicyFailed(_) => {
+                Some(SourceRoute::SourcePolicyFailed(_)) => {
                     let msg = ErrorMsg6 {
                         msg_type: types::DEST_UNREACH,
                         code: codes::SOURCE_POLICY_FAILED,
@@ -248,7 +341,7 @@ impl FastPath {
                     return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
                 }
                 // A LAN source no uplink owns: the NPTv6 prefix, while no uplink is up.
-                SourceRoute::Foreign => {
+                Some(SourceRoute::Foreign) => {
                     let msg = ErrorMsg6 {
                         msg_type: types::DEST_UNREACH,
                         code: codes::NO_ROUTE,

@@ -8,7 +8,7 @@ mod render;
 pub use http::{MAX_HEAD, serve};
 pub use render::render;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use crate::UplinkId;
@@ -22,6 +22,7 @@ use crate::nat::{ForwardStats, NatCounters, NatTable};
 use crate::probe::schedule::ProbeStatus;
 use crate::probe::stats::ProbeStatsView;
 use crate::route::RouteTable;
+use crate::route::table6::{self, Route6};
 use crate::track::{TrackSet, TrackState};
 
 /// Everything one scrape reports, as plain data.
@@ -123,7 +124,7 @@ pub struct UplinkMetrics {
 pub struct ProbeMetrics {
     pub name: String,
     pub uplink: String,
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     /// "icmp-echo", "tcp" or "dns" (`ProbeKind::name`).
     pub kind: &'static str,
     /// Times in milliseconds, as in `show probes`; the renderer converts them to seconds.
@@ -159,6 +160,8 @@ pub struct Sources<'a> {
     /// Per uplink, by index.
     pub carrier: &'a [bool],
     pub routes: &'a RouteTable,
+    /// The IPv6 routes as the snapshot has them (SPEC 34).
+    pub routes6: &'a [Route6],
     pub nat: &'a NatTable,
     pub probes: &'a [ProbeStatus],
     pub tracks: &'a TrackSet,
@@ -239,6 +242,16 @@ pub fn collect(s: Sources<'_>) -> MetricsInput {
             distance: r.distance,
             installed: r.installed,
         })
+        .chain(s.routes6.iter().filter_map(|r| {
+            let c = s.cfg.routes6.get(r.index)?;
+            Some(RouteMetrics {
+                name: c.name.clone(),
+                prefix: c.prefix.to_string(),
+                uplink: c.uplink.clone(),
+                distance: c.distance,
+                installed: table6::installed(s.routes6, r),
+            })
+        }))
         .collect();
     let (last_load_ok, last_success) = s.last_load;
     MetricsInput {
@@ -450,6 +463,7 @@ target = "172.18.0.6"
             totals: Totals::sum([&counters]),
             carrier: &carrier,
             routes: &routes,
+            routes6: &[],
             nat: &nat,
             dhcp: None,
             dns: None,

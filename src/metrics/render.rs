@@ -681,14 +681,14 @@ mod tests {
                 ProbeMetrics {
                     name: "a-e2e".into(),
                     uplink: "isp-a".into(),
-                    target: Ipv4Addr::new(172, 18, 0, 6),
+                    target: Ipv4Addr::new(172, 18, 0, 6).into(),
                     kind: "icmp-echo",
                     stats: a,
                 },
                 ProbeMetrics {
                     name: "b-e2e".into(),
                     uplink: "isp-b".into(),
-                    target: Ipv4Addr::new(172, 18, 0, 6),
+                    target: Ipv4Addr::new(172, 18, 0, 6).into(),
                     kind: "tcp",
                     stats: b,
                 },

@@ -5,11 +5,12 @@
 //! Probes are pinned by construction (SPEC 15): the frame carries the uplink's own address and
 //! goes to that uplink's next hop on that uplink's socket; replies are matched by (uplink, id,
 //! sequence), ids drawn at random so an outsider cannot forge a success. Ids and source ports
-//! come from `PROBE_PORTS`, which no NAT session can hold (SPEC 35).
+//! come from `PROBE_PORTS`, which no NAT session can hold (SPEC 35). A probe to an IPv6 target
+//! (ICMPv6 echo, TCP or DNS) leaves from the uplink's `address6` (SPEC 34), matched the same way.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::clock::Instant;
@@ -17,7 +18,9 @@ use crate::config::{ProbeConfig, ProbeKind};
 use crate::probe::probe_port;
 use crate::probe::stats::{ProbeResult, ProbeStats};
 use crate::wire::icmp::{self, EchoRepr, IcmpPacket, types};
+use crate::wire::icmpv6::{self, Icmpv6Packet};
 use crate::wire::ipv4::{Ipv4Packet, OwnHeader, proto};
+use crate::wire::ipv6::{self, Ipv6Packet, next_header};
 use crate::wire::tcp::{self, TcpPacket, TcpRepr};
 use crate::wire::udp::{self, UdpPacket};
 
@@ -57,15 +60,15 @@ struct Outstanding {
     seq: u16,
     sent: Instant,
     /// The uplink address it left from: a reply must come back to it.
-    src: Ipv4Addr,
+    src: IpAddr,
     /// Source port of this attempt (TCP/DNS).
     sport: u16,
 }
 
-/// What a frame to send needs from the uplink.
+/// What a frame to send needs from the uplink: its address of the target's family.
 #[derive(Clone, Copy)]
 pub struct Source {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
 }
 
 /// A probe attempt that ended.
@@ -171,55 +174,17 @@ impl ProbeSet {
             .collect()
     }
 
-    /// Writes probe `i`'s next attempt (an IPv4 packet, from `src`) into `out` and starts its
-    /// timer. Returns the packet length.
+    /// Writes probe `i`'s next attempt (an IP packet from `src`, of the target's family) into
+    /// `out` and starts its timer. Returns the packet length.
     pub fn build(&mut self, i: usize, src: Source, out: &mut [u8], now: Instant) -> Option<usize> {
         let p = self.probes.get_mut(i)?;
         p.seq = p.seq.wrapping_add(1);
         // Schedule from the planned time, not from now, so intervals do not drift.
         p.next_send = (p.next_send + p.def.interval).max(now);
-        let ip = OwnHeader {
-            src: src.addr,
-            dst: p.def.target,
-            ttl: 64,
-            dscp: p.def.dscp,
-        };
-        let (n, sport) = match &p.def.kind {
-            ProbeKind::IcmpEcho { payload_size } => {
-                let mut payload = [0u8; 1472];
-                let len = (*payload_size as usize).min(payload.len());
-                for (k, b) in payload[..len].iter_mut().enumerate() {
-                    *b = k as u8;
-                }
-                let echo = EchoRepr {
-                    msg_type: types::ECHO_REQUEST,
-                    ident: p.ident,
-                    seq: p.seq,
-                };
-                let n = icmp::build_echo(out, &ip, &echo, &payload[..len]).ok()?;
-                (n, 0)
-            }
-            ProbeKind::Tcp { port } => {
-                let sport = p.ident;
-                let isn = u32::from(p.ident) << 16 | u32::from(p.seq);
-                let syn = TcpRepr {
-                    sport,
-                    dport: *port,
-                    seq: isn,
-                    ack: 0,
-                    flags: tcp::flags::SYN,
-                    window: 65535,
-                };
-                let n = tcp::build_segment(out, &ip, &syn).ok()?;
-                (n, sport)
-            }
-            ProbeKind::Dns { port, query } => {
-                let sport = p.ident;
-                let mut q = [0u8; 300];
-                let qlen = dns_query(&mut q, p.seq_id(p.seq), query)?;
-                let n = udp::build_datagram(out, &ip, (sport, *port), &q[..qlen]).ok()?;
-                (n, sport)
-            }
+        let (n, sport) = match (src.addr, p.def.target) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => p.build4(s, d, out)?,
+            (IpAddr::V6(s), IpAddr::V6(d)) => p.build6(s, d, out)?,
+            _ => return None,
         };
         p.outstanding = Some(Outstanding {
             seq: p.seq,
@@ -230,7 +195,7 @@ impl ProbeSet {
         Some(n)
     }
 
-    /// Matches an IPv4 packet that arrived on `uplink` against the outstanding probes of that
+    /// Matches an IP packet that arrived on `uplink` against the outstanding probes of that
     /// uplink. Returns the outcome and, for a TCP SYN-ACK, the RST to send back.
     pub fn match_reply(
         &mut self,
@@ -238,13 +203,32 @@ impl ProbeSet {
         packet: &[u8],
         now: Instant,
     ) -> Option<(Outcome, Option<TcpReset>)> {
+        let (i, reset) = match packet.first()? >> 4 {
+            6 => self.match_reply6(uplink, packet)?,
+            _ => self.match_reply4(uplink, packet)?,
+        };
+        let p = &mut self.probes[i];
+        let o = p.outstanding.take()?;
+        let rtt = now.saturating_since(o.sent);
+        let result = if rtt > p.def.threshold {
+            ProbeResult::OverThreshold(rtt)
+        } else {
+            ProbeResult::Ok(rtt)
+        };
+        p.stats.record(result);
+        Some((Outcome { probe: i, result }, reset))
+    }
+
+    /// The probe an IPv4 packet answers, and for a TCP SYN-ACK the RST to send back.
+    fn match_reply4(&self, uplink: usize, packet: &[u8]) -> Option<(usize, Option<TcpReset>)> {
         let ip = Ipv4Packet::new_checked(packet).ok()?;
         if ip.is_fragment() {
             return None;
         }
-        let (i, reset) = self.probes.iter().enumerate().find_map(|(i, p)| {
+        let (src, dst) = (IpAddr::V4(ip.src()), IpAddr::V4(ip.dst()));
+        self.probes.iter().enumerate().find_map(|(i, p)| {
             let o = p.outstanding?;
-            if p.uplink != uplink || ip.src() != p.def.target || ip.dst() != o.src {
+            if p.uplink != uplink || src != p.def.target || dst != o.src {
                 return None;
             }
             match (&p.def.kind, ip.protocol()) {
@@ -257,56 +241,53 @@ impl ProbeSet {
                 }
                 (ProbeKind::Tcp { port }, proto::TCP) => {
                     let t = TcpPacket::new_checked(ip.payload()).ok()?;
-                    let isn = u32::from(p.ident) << 16 | u32::from(o.seq);
-                    if t.src_port() != *port
-                        || t.dst_port() != o.sport
-                        || t.ack() != isn.wrapping_add(1)
-                    {
-                        return None;
-                    }
-                    let f = t.flags();
-                    if f & tcp::flags::RST != 0 {
-                        Some((i, None))
-                    } else if f & (tcp::flags::SYN | tcp::flags::ACK)
-                        == tcp::flags::SYN | tcp::flags::ACK
-                    {
-                        Some((
-                            i,
-                            Some(TcpReset {
-                                probe: i,
-                                sport: o.sport,
-                                seq: t.ack(),
-                            }),
-                        ))
-                    } else {
-                        None
-                    }
+                    tcp_answer(i, p, o, *port, &t)
                 }
                 (ProbeKind::Dns { port, .. }, proto::UDP) => {
                     let u = UdpPacket::new_checked(ip.payload()).ok()?;
-                    let d = u.payload();
-                    let id = p.seq_id(o.seq);
-                    let ok = u.src_port() == *port
-                        && u.dst_port() == o.sport
-                        && d.len() >= 12
-                        && u16::from_be_bytes([d[0], d[1]]) == id
-                        && d[2] & 0x80 != 0
-                        && !DNS_FAILURES.contains(&(d[3] & 0x0f));
-                    ok.then_some((i, None))
+                    dns_answer(p, o, *port, &u).then_some((i, None))
                 }
                 _ => None,
             }
-        })?;
-        let p = &mut self.probes[i];
-        let o = p.outstanding.take()?;
-        let rtt = now.saturating_since(o.sent);
-        let result = if rtt > p.def.threshold {
-            ProbeResult::OverThreshold(rtt)
-        } else {
-            ProbeResult::Ok(rtt)
-        };
-        p.stats.record(result);
-        Some((Outcome { probe: i, result }, reset))
+        })
+    }
+
+    /// The probe an IPv6 packet answers (from its target to the address the attempt left
+    /// from): an ICMPv6 echo reply with its id and sequence and a valid checksum, a TCP or DNS
+    /// answer as over IPv4; for a TCP SYN-ACK the RST to send back.
+    fn match_reply6(&self, uplink: usize, packet: &[u8]) -> Option<(usize, Option<TcpReset>)> {
+        let ip = Ipv6Packet::new_checked(packet).ok()?;
+        let upper = ip.upper_layer().ok()?;
+        if upper.fragment.is_some() {
+            return None;
+        }
+        let l4 = ip.payload().get(upper.offset..)?;
+        let (src, dst) = (IpAddr::V6(ip.src()), IpAddr::V6(ip.dst()));
+        self.probes.iter().enumerate().find_map(|(i, p)| {
+            let o = p.outstanding?;
+            if p.uplink != uplink || src != p.def.target || dst != o.src {
+                return None;
+            }
+            match (&p.def.kind, upper.protocol) {
+                (ProbeKind::IcmpEcho { .. }, next_header::ICMPV6) => {
+                    let m = Icmpv6Packet::new_checked(l4).ok()?;
+                    (m.msg_type() == icmpv6::types::ECHO_REPLY
+                        && m.verify_checksum(ip.src(), ip.dst())
+                        && m.ident() == p.ident
+                        && m.seq_no() == o.seq)
+                        .then_some((i, None))
+                }
+                (ProbeKind::Tcp { port }, next_header::TCP) => {
+                    let t = TcpPacket::new_checked(l4).ok()?;
+                    tcp_answer(i, p, o, *port, &t)
+                }
+                (ProbeKind::Dns { port, .. }, next_header::UDP) => {
+                    let u = UdpPacket::new_checked(l4).ok()?;
+                    dns_answer(p, o, *port, &u).then_some((i, None))
+                }
+                _ => None,
+            }
+        })
     }
 }
 
@@ -315,6 +296,9 @@ impl ProbeSet {
     /// outstanding attempt of a probe of that uplink (target, protocol, id or source port). The
     /// attempt itself runs on to its timeout; errors that quote no attempt are not accepted.
     pub fn match_error(&self, uplink: usize, packet: &[u8]) -> Option<usize> {
+        if packet.first()? >> 4 == 6 {
+            return self.match_error6(uplink, packet);
+        }
         let ip = Ipv4Packet::new_checked(packet).ok()?;
         let m = IcmpPacket::new_checked(ip.payload()).ok()?;
         if ip.protocol() != proto::ICMP || !icmp::is_error(m.msg_type()) {
@@ -326,7 +310,7 @@ impl ProbeSet {
             let Some(o) = p.outstanding else {
                 return false;
             };
-            if p.uplink != uplink || q.dst() != p.def.target {
+            if p.uplink != uplink || IpAddr::V4(q.dst()) != p.def.target {
                 return false;
             }
             match (&p.def.kind, q.protocol()) {
@@ -343,9 +327,134 @@ impl ProbeSet {
             }
         })
     }
+
+    /// [`match_error`](Self::match_error) for ICMPv6: the error quotes the request of an
+    /// outstanding attempt, from the address it left from to the probe's target (echo id and
+    /// sequence, or TCP/UDP source port).
+    fn match_error6(&self, uplink: usize, packet: &[u8]) -> Option<usize> {
+        let ip = Ipv6Packet::new_checked(packet).ok()?;
+        let upper = ip.upper_layer().ok()?;
+        if upper.protocol != next_header::ICMPV6 || upper.fragment.is_some() {
+            return None;
+        }
+        let m = Icmpv6Packet::new_checked(ip.payload().get(upper.offset..)?).ok()?;
+        if !icmpv6::is_error(m.msg_type()) {
+            return None;
+        }
+        let q = Ipv6Packet::new_quoted(m.payload()).ok()?;
+        let quoted = q.upper_layer().ok()?;
+        if quoted.fragment.is_some() {
+            return None;
+        }
+        let l4 = q.payload().get(quoted.offset..)?;
+        let (src, dst) = (IpAddr::V6(q.src()), IpAddr::V6(q.dst()));
+        self.probes.iter().position(|p| {
+            let Some(o) = p.outstanding else {
+                return false;
+            };
+            if p.uplink != uplink || dst != p.def.target || src != o.src {
+                return false;
+            }
+            match (&p.def.kind, quoted.protocol) {
+                (ProbeKind::IcmpEcho { .. }, next_header::ICMPV6) => {
+                    l4.len() >= icmpv6::HEADER_LEN && {
+                        let e = Icmpv6Packet::new_unchecked(l4);
+                        e.msg_type() == icmpv6::types::ECHO_REQUEST
+                            && e.ident() == p.ident
+                            && e.seq_no() == o.seq
+                    }
+                }
+                (ProbeKind::Tcp { .. }, next_header::TCP)
+                | (ProbeKind::Dns { .. }, next_header::UDP) => {
+                    l4.len() >= 2 && u16::from_be_bytes([l4[0], l4[1]]) == o.sport
+                }
+                _ => false,
+            }
+        })
+    }
 }
 
 impl Probe {
+    /// An IPv4 attempt from `src` to `dst`: its length and source port (TCP/DNS).
+    fn build4(&self, src: Ipv4Addr, dst: Ipv4Addr, out: &mut [u8]) -> Option<(usize, u16)> {
+        let ip = OwnHeader {
+            src,
+            dst,
+            ttl: 64,
+            dscp: self.def.dscp,
+        };
+        Some(match &self.def.kind {
+            ProbeKind::IcmpEcho { payload_size } => {
+                let echo = EchoRepr {
+                    msg_type: types::ECHO_REQUEST,
+                    ident: self.ident,
+                    seq: self.seq,
+                };
+                let (payload, len) = echo_payload(*payload_size);
+                let n = icmp::build_echo(out, &ip, &echo, &payload[..len]).ok()?;
+                (n, 0)
+            }
+            ProbeKind::Tcp { port } => {
+                let n = tcp::build_segment(out, &ip, &self.syn(*port)).ok()?;
+                (n, self.ident)
+            }
+            ProbeKind::Dns { port, query } => {
+                let sport = self.ident;
+                let mut q = [0u8; 300];
+                let qlen = dns_query(&mut q, self.seq_id(self.seq), query)?;
+                let n = udp::build_datagram(out, &ip, (sport, *port), &q[..qlen]).ok()?;
+                (n, sport)
+            }
+        })
+    }
+
+    /// An IPv6 attempt from `src` to `dst`, its DSCP in the traffic class: its length and
+    /// source port (TCP/DNS).
+    fn build6(&self, src: Ipv6Addr, dst: Ipv6Addr, out: &mut [u8]) -> Option<(usize, u16)> {
+        let ip = ipv6::OwnHeader::new(src, dst);
+        let (n, sport) = match &self.def.kind {
+            ProbeKind::IcmpEcho { payload_size } => {
+                let echo = icmpv6::EchoRepr {
+                    msg_type: icmpv6::types::ECHO_REQUEST,
+                    ident: self.ident,
+                    seq: self.seq,
+                };
+                let (payload, len) = echo_payload(*payload_size);
+                (
+                    icmpv6::build_echo(out, &ip, &echo, &payload[..len]).ok()?,
+                    0,
+                )
+            }
+            ProbeKind::Tcp { port } => {
+                let n = tcp::build_segment_v6(out, &ip, &self.syn(*port)).ok()?;
+                (n, self.ident)
+            }
+            ProbeKind::Dns { port, query } => {
+                let mut q = [0u8; 300];
+                let qlen = dns_query(&mut q, self.seq_id(self.seq), query)?;
+                let ports = (self.ident, *port);
+                (
+                    udp::build_datagram_v6(out, &ip, ports, &q[..qlen]).ok()?,
+                    self.ident,
+                )
+            }
+        };
+        Ipv6Packet::new_unchecked(&mut out[..n]).set_version_tc_flow(self.def.dscp << 2, 0);
+        Some((n, sport))
+    }
+
+    /// The SYN of a TCP attempt to `port`: from the probe's port, its id and sequence in the ISN.
+    fn syn(&self, port: u16) -> TcpRepr {
+        TcpRepr {
+            sport: self.ident,
+            dport: port,
+            seq: isn(self.ident, self.seq),
+            ack: 0,
+            flags: tcp::flags::SYN,
+            window: 65535,
+        }
+    }
+
     pub fn status(&self) -> ProbeStatus {
         ProbeStatus {
             def: self.def.clone(),
@@ -356,6 +465,64 @@ impl Probe {
     fn seq_id(&self, seq: u16) -> u16 {
         seq ^ self.ident
     }
+}
+
+/// A TCP attempt's initial sequence number: the probe's id and the attempt's sequence, so only
+/// an answer to this attempt acknowledges it.
+fn isn(ident: u16, seq: u16) -> u32 {
+    u32::from(ident) << 16 | u32::from(seq)
+}
+
+/// Whether `t` answers probe `i`'s outstanding attempt `o` to `port` (IPv4 or IPv6): a RST, or
+/// a SYN-ACK with the RST that closes the half-open connection.
+fn tcp_answer(
+    i: usize,
+    p: &Probe,
+    o: Outstanding,
+    port: u16,
+    t: &TcpPacket<&[u8]>,
+) -> Option<(usize, Option<TcpReset>)> {
+    if t.src_port() != port
+        || t.dst_port() != o.sport
+        || t.ack() != isn(p.ident, o.seq).wrapping_add(1)
+    {
+        return None;
+    }
+    let f = t.flags();
+    if f & tcp::flags::RST != 0 {
+        Some((i, None))
+    } else if f & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN | tcp::flags::ACK {
+        let reset = TcpReset {
+            probe: i,
+            sport: o.sport,
+            seq: t.ack(),
+        };
+        Some((i, Some(reset)))
+    } else {
+        None
+    }
+}
+
+/// Whether `u` answers probe `p`'s outstanding DNS attempt `o` to `port`: its id, the
+/// response bit, and a resolver that works (not SERVFAIL or REFUSED).
+fn dns_answer(p: &Probe, o: Outstanding, port: u16, u: &UdpPacket<&[u8]>) -> bool {
+    let d = u.payload();
+    u.src_port() == port
+        && u.dst_port() == o.sport
+        && d.len() >= 12
+        && u16::from_be_bytes([d[0], d[1]]) == p.seq_id(o.seq)
+        && d[2] & 0x80 != 0
+        && !DNS_FAILURES.contains(&(d[3] & 0x0f))
+}
+
+/// An echo probe's payload: `size` bytes counting up (at most 1472, what one IPv4 frame holds).
+fn echo_payload(size: u16) -> ([u8; 1472], usize) {
+    let mut payload = [0u8; 1472];
+    let len = usize::from(size).min(payload.len());
+    for (k, b) in payload[..len].iter_mut().enumerate() {
+        *b = k as u8;
+    }
+    (payload, len)
 }
 
 /// Writes a DNS query for `name` (type A, class IN, recursion desired) into `out`.
@@ -394,7 +561,7 @@ mod tests {
             name: "p".into(),
             kind,
             uplink: "isp-a".into(),
-            target: TARGET,
+            target: TARGET.into(),
             interval: Duration::from_millis(200),
             timeout: Duration::from_millis(150),
             threshold: Duration::from_millis(100),
@@ -407,7 +574,12 @@ mod tests {
         let mut set = ProbeSet::new(vec![def(kind)], |_| 0, 0, Instant::ZERO);
         let mut out = [0u8; 1600];
         let n = set
-            .build(0, Source { addr: ME }, &mut out, Instant::from_millis(1000))
+            .build(
+                0,
+                Source { addr: ME.into() },
+                &mut out,
+                Instant::from_millis(1000),
+            )
             .unwrap();
         (set, out[..n].to_vec())
     }
@@ -515,7 +687,12 @@ mod tests {
         let mut set = ProbeSet::new(vec![d], |_| 0, 0, Instant::ZERO);
         let mut out = [0u8; 200];
         let n = set
-            .build(0, Source { addr: ME }, &mut out, Instant::from_millis(1000))
+            .build(
+                0,
+                Source { addr: ME.into() },
+                &mut out,
+                Instant::from_millis(1000),
+            )
             .unwrap();
         let ip = Ipv4Packet::new_checked(&out[..n]).unwrap();
         assert!(ip.verify_checksum());
@@ -536,7 +713,7 @@ mod tests {
         // The next attempt times out; its reply arriving after that is not a success.
         let mut out = [0u8; 200];
         let n = set
-            .build(0, Source { addr: ME }, &mut out, at(200))
+            .build(0, Source { addr: ME.into() }, &mut out, at(200))
             .unwrap();
         let (_, seq2) = echo_ids(&out[..n]);
         assert_eq!(
@@ -556,7 +733,7 @@ mod tests {
         assert_eq!(matched(&mut set, 0, &late, 360), None);
         // Nor does the old attempt's reply answer a newer one.
         let n = set
-            .build(0, Source { addr: ME }, &mut out, at(400))
+            .build(0, Source { addr: ME.into() }, &mut out, at(400))
             .unwrap();
         let (_, seq3) = echo_ids(&out[..n]);
         assert_eq!(matched(&mut set, 0, &late, 401), None);
@@ -610,7 +787,7 @@ mod tests {
         // A RST (port closed) answers too: the target is reachable.
         let mut out = [0u8; 100];
         let n = set
-            .build(0, Source { addr: ME }, &mut out, at(200))
+            .build(0, Source { addr: ME.into() }, &mut out, at(200))
             .unwrap();
         let ip = Ipv4Packet::new_checked(&out[..n]).unwrap();
         let syn = TcpPacket::new_checked(ip.payload()).unwrap();

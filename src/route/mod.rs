@@ -16,13 +16,18 @@
 //!    through to shorter prefixes, as with a withdrawn route.
 //!
 //! IPv6 leaves by its source address instead (`source6.rs`, SPEC 32): a pure function of the
-//! source, the uplinks' provider prefixes and states, and a policy's choice.
+//! source, the uplinks' provider prefixes and states, and a policy's choice. IPv6 `[[route]]`s
+//! (`table6.rs`, SPEC 34) and policies make that choice (`egress6.rs`): a matching policy, else
+//! the eligible route for the destination, steers the packet to an uplink that can carry the
+//! source.
 
+pub mod egress6;
 mod fib;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod render;
 pub mod source6;
+pub mod table6;
 #[cfg(test)]
 mod tests;
 

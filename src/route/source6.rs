@@ -50,21 +50,12 @@ pub fn route_by_source(
     uplinks: &[UplinkPrefix],
     steer: Option<UplinkId>,
 ) -> SourceRoute {
-    let forwardable = !(src.is_unspecified()
-        || src.is_loopback()
-        || src.is_multicast()
-        || src.is_unicast_link_local());
-    let owner = uplinks
-        .iter()
-        .filter(|u| forwardable && u.prefix.contains(src))
-        .max_by_key(|u| u.prefix.prefix_len());
-    let carries =
-        |u: &UplinkPrefix| u.up && (u.translates || owner.is_some_and(|o| o.uplink == u.uplink));
-    if let Some(chosen) = steer.and_then(|s| uplinks.iter().find(|u| u.uplink == s))
-        && forwardable
-        && carries(chosen)
+    let forwardable = is_forwardable(src);
+    let owner = owner(src, uplinks);
+    if let Some(s) = steer
+        && can_carry(src, uplinks, s)
     {
-        return SourceRoute::Via(chosen.uplink);
+        return SourceRoute::Via(s);
     }
     if let Some(o) = owner.filter(|o| o.up) {
         return SourceRoute::Via(o.uplink);
@@ -76,6 +67,33 @@ pub fn route_by_source(
         Some(o) => SourceRoute::SourcePolicyFailed(o.uplink),
         None => SourceRoute::Foreign,
     }
+}
+
+/// A source the router may forward at all (not unspecified, loopback, multicast, link-local).
+fn is_forwardable(src: Ipv6Addr) -> bool {
+    !(src.is_unspecified()
+        || src.is_loopback()
+        || src.is_multicast()
+        || src.is_unicast_link_local())
+}
+
+/// The uplink whose prefix holds `src` (the longest, should prefixes nest).
+fn owner(src: Ipv6Addr, uplinks: &[UplinkPrefix]) -> Option<&UplinkPrefix> {
+    uplinks
+        .iter()
+        .filter(|u| is_forwardable(src) && u.prefix.contains(src))
+        .max_by_key(|u| u.prefix.prefix_len())
+}
+
+/// True when uplink `u` is up and can carry a packet from `src`: it owns the source's prefix,
+/// or it translates (NPTv6). What a route or policy may steer to.
+pub fn can_carry(src: Ipv6Addr, uplinks: &[UplinkPrefix], u: UplinkId) -> bool {
+    let Some(chosen) = uplinks.iter().find(|p| p.uplink == u) else {
+        return false;
+    };
+    is_forwardable(src)
+        && chosen.up
+        && (chosen.translates || owner(src, uplinks).is_some_and(|o| o.uplink == u))
 }
 
 #[cfg(test)]

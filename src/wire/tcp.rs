@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::checksum::{self, L4Checksum};
 use super::field::{set_u8, set_u16, set_u32, slice, try_u16_at, u8_at, u16_at, u32_at};
 use super::ipv4::{self, OwnHeader, proto};
+use super::ipv6;
 use super::{Result, Side, WireError};
 
 /// Length of a header without options.
@@ -280,6 +281,28 @@ pub fn build_segment(out: &mut [u8], ip: &OwnHeader, repr: &TcpRepr) -> Result<u
         .ok_or(WireError::Truncated)?;
     segment.fill(0);
     let mut tcp = TcpPacket::new_unchecked(segment);
+    write_repr(&mut tcp, repr);
+    tcp.fill_checksum(ip.src, ip.dst);
+    Ok(len)
+}
+
+/// [`build_segment`] over IPv6: a SYN probe to an IPv6 target, or its RST.
+pub fn build_segment_v6(out: &mut [u8], ip: &ipv6::OwnHeader, repr: &TcpRepr) -> Result<usize> {
+    let len = ipv6::HEADER_LEN + MIN_HEADER_LEN;
+    let packet = out.get_mut(..len).ok_or(WireError::Truncated)?;
+    ipv6::write_header(packet, &ip.repr(ipv6::next_header::TCP, MIN_HEADER_LEN))?;
+    let segment = packet
+        .get_mut(ipv6::HEADER_LEN..)
+        .ok_or(WireError::Truncated)?;
+    segment.fill(0);
+    let mut tcp = TcpPacket::new_unchecked(segment);
+    write_repr(&mut tcp, repr);
+    tcp.fill_checksum_v6(ip.src, ip.dst);
+    Ok(len)
+}
+
+/// The fields of `repr` into a zeroed minimal header.
+fn write_repr(tcp: &mut TcpPacket<&mut [u8]>, repr: &TcpRepr) {
     tcp.set_src_port(repr.sport);
     tcp.set_dst_port(repr.dport);
     tcp.set_seq(repr.seq);
@@ -287,8 +310,6 @@ pub fn build_segment(out: &mut [u8], ip: &OwnHeader, repr: &TcpRepr) -> Result<u
     tcp.set_header_len(MIN_HEADER_LEN);
     tcp.set_flags(repr.flags);
     tcp.set_window(repr.window);
-    tcp.fill_checksum(ip.src, ip.dst);
-    Ok(len)
 }
 
 #[cfg(test)]

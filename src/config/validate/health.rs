@@ -1,12 +1,15 @@
 //! The health sections: `[[probe]]`, `[[track]]` (with the list-cycle check) and hooks.
 
+use std::net::IpAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::super::raw::{RawHook, RawListOp, RawProbe, RawProbeType, RawTrack, Scalar};
 use super::super::values;
-use super::super::{Hook, ListOp, ProbeConfig, ProbeKind, TrackConfig, TrackSource};
+use super::super::{
+    Hook, Ipv6Config, ListOp, ProbeConfig, ProbeKind, TrackConfig, TrackSource, UplinkConfig,
+};
 use super::{Ctx, Names, Result, S};
 
 pub(super) fn probes<'a>(
@@ -30,7 +33,13 @@ pub(super) fn probe<'a>(
 ) -> Result<ProbeConfig> {
     let name = names.define(cx, &p.name)?;
     let uplink = uplinks.resolve(cx, &p.uplink)?;
-    let target = cx.addr(&p.target, "target")?;
+    let target: IpAddr = p.target.get_ref().parse().map_err(|_| {
+        let s = p.target.get_ref().escape_debug();
+        cx.err(
+            p.target.span(),
+            format!("target: '{s}' is not an IP address"),
+        )
+    })?;
     let type_name = match p.kind {
         RawProbeType::IcmpEcho => "icmp-echo",
         RawProbeType::Tcp => "tcp",
@@ -123,6 +132,66 @@ pub(super) fn probe<'a>(
         threshold,
         dscp,
     })
+}
+
+/// The largest ICMPv6 echo payload in a 1500-byte packet (40 bytes of IPv6, 8 of ICMPv6).
+const MAX_PAYLOAD6: u16 = 1452;
+
+/// Probes to IPv6 targets (SPEC 34): from the uplink's `address6` to its `next_hop6`, so the
+/// uplink needs both (checked once `[lan] ipv6` and the uplinks' IPv6 are
+/// known).
+pub(super) fn ipv6_probes(
+    cx: &Ctx,
+    raw: &[RawProbe],
+    probes: &[ProbeConfig],
+    uplinks: &[UplinkConfig],
+    ipv6: Option<&Ipv6Config>,
+) -> Result<()> {
+    for (r, p) in raw.iter().zip(probes) {
+        let IpAddr::V6(target) = p.target else {
+            continue;
+        };
+        let at = |m: String| cx.err(r.target.span(), m);
+        if target.is_unspecified()
+            || target.is_loopback()
+            || target.is_multicast()
+            || target.is_unicast_link_local()
+        {
+            return Err(at(format!(
+                "target {target} is not a unicast address beyond the uplink's link"
+            )));
+        }
+        if let (ProbeKind::IcmpEcho { payload_size }, Some(v)) = (p.kind.clone(), &r.payload_size)
+            && payload_size > MAX_PAYLOAD6
+        {
+            return Err(cx.err(
+                v.span(),
+                format!(
+                    "payload_size {payload_size} does not fit one IPv6 packet on a 1500-byte link (at most {MAX_PAYLOAD6})"
+                ),
+            ));
+        }
+        let Some(v6) = ipv6 else {
+            return Err(at(format!(
+                "probe '{}' has an IPv6 target but [lan] ipv6 is not on",
+                p.name
+            )));
+        };
+        let u = uplinks.iter().position(|u| u.name == p.uplink);
+        let Some(u6) = u.and_then(|u| v6.uplinks.get(u)).and_then(Option::as_ref) else {
+            return Err(at(format!(
+                "probe '{}' has an IPv6 target but uplink '{}' has no prefix6",
+                p.name, p.uplink
+            )));
+        };
+        if u6.address.is_none() {
+            return Err(at(format!(
+                "probe '{}' has an IPv6 target but uplink '{}' has no address6 to send it from",
+                p.name, p.uplink
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn tracks<'a>(

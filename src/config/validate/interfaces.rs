@@ -6,8 +6,10 @@ use std::net::Ipv4Addr;
 use super::super::raw::{RawPolicy, RawRoute, RawUplink};
 use super::super::values::{self, PROTO_TCP, PROTO_UDP};
 use super::super::{
-    DhcpClientConfig, LAN_EGRESS, LanConfig, PolicyConfig, RouteConfig, UplinkConfig,
+    DhcpClientConfig, LAN_EGRESS, LanConfig, Policy6Config, PolicyConfig, Route6Config,
+    RouteConfig, UplinkConfig,
 };
+use super::routes6;
 use super::services::resolvers;
 use super::{Ctx, MAX_UPLINKS, MTU_RANGE, Names, Result, S};
 use crate::prefix::Ipv4Prefix;
@@ -251,11 +253,16 @@ pub(super) fn routes(
     uplinks: &[UplinkConfig],
     lan: &LanConfig,
     tracks: &Names,
-) -> Result<Vec<RouteConfig>> {
+) -> Result<(Vec<RouteConfig>, Vec<Route6Config>)> {
     let mut names = Names::new("route");
     let mut out = Vec::with_capacity(raw.len());
+    let mut out6 = Vec::new();
     for r in raw {
         let name = names.define(cx, &r.name)?;
+        if routes6::is_ipv6(r) {
+            out6.push(routes6::route6(cx, r, name, uplink_names, tracks)?);
+            continue;
+        }
         let prefix = cx.network(&r.prefix, "prefix")?;
         let (uplink, next_hop) = if r.uplink.get_ref() == LAN_EGRESS {
             (LAN_EGRESS.to_string(), lan_next_hop(cx, r, lan)?)
@@ -296,7 +303,7 @@ pub(super) fn routes(
             });
         }
     }
-    Ok(out)
+    Ok((out, out6))
 }
 
 /// A route via the LAN goes to another router there (SPEC 29): its next hop is required.
@@ -352,13 +359,23 @@ fn uplink_next_hop(
     Ok((uplink.name.clone(), next_hop))
 }
 
-pub(super) fn policies(cx: &Ctx, raw: &[RawPolicy], uplinks: &Names) -> Result<Vec<PolicyConfig>> {
+pub(super) fn policies(
+    cx: &Ctx,
+    raw: &[RawPolicy],
+    uplinks: &Names,
+) -> Result<(Vec<PolicyConfig>, Vec<Policy6Config>)> {
     let mut names = Names::new("policy");
     let mut out = Vec::with_capacity(raw.len());
+    let mut out6 = Vec::new();
     for p in raw {
         let name = names.define(cx, &p.name)?;
         let prefix =
             |v: &Option<S<String>>, key| v.as_ref().map(|v| cx.network(v, key)).transpose();
+        let prefix6 = |v: &Option<S<String>>, key| {
+            v.as_ref()
+                .map(|v| routes6::network6(cx, v, key))
+                .transpose()
+        };
         let protocol = match &p.protocol {
             Some(v) => Some(values::protocol(v.get_ref()).map_err(|m| cx.err(v.span(), m))?),
             None => None,
@@ -385,6 +402,19 @@ pub(super) fn policies(cx: &Ctx, raw: &[RawPolicy], uplinks: &Names) -> Result<V
             }
             chosen.push(uplink);
         }
+        let fallback = p.fallback.unwrap_or_default();
+        if routes6::is_ipv6_policy(p) {
+            out6.push(Policy6Config {
+                name,
+                source: prefix6(&p.source, "source")?,
+                destination: prefix6(&p.destination, "destination")?,
+                protocol: protocol.map(routes6::next_header),
+                port,
+                uplinks: chosen,
+                fallback,
+            });
+            continue;
+        }
         out.push(PolicyConfig {
             name,
             source: prefix(&p.source, "source")?,
@@ -392,8 +422,8 @@ pub(super) fn policies(cx: &Ctx, raw: &[RawPolicy], uplinks: &Names) -> Result<V
             protocol,
             port,
             uplinks: chosen,
-            fallback: p.fallback.unwrap_or_default(),
+            fallback,
         });
     }
-    Ok(out)
+    Ok((out, out6))
 }

@@ -17,7 +17,7 @@ fn probe(name: &str, uplink: &str, kind: ProbeKind) -> ProbeConfig {
         name: name.into(),
         kind,
         uplink: uplink.into(),
-        target: TARGET,
+        target: TARGET.into(),
         interval: Duration::from_secs(1),
         timeout: Duration::from_millis(500),
         threshold: Duration::from_millis(200),
@@ -40,12 +40,14 @@ fn uplinks() -> Vec<ProbeUplink> {
             mac: A_MAC,
             next_hop_mac: Some(PE_A_MAC),
             carrier: true,
+            v6: None,
         },
         ProbeUplink {
             addr: B_IP,
             mac: B_MAC,
             next_hop_mac: Some(PE_B_MAC),
             carrier: true,
+            v6: None,
         },
     ]
 }

@@ -404,6 +404,21 @@ impl Ipv6Plane {
 }
 
 impl Control {
+    /// Logs each IPv6 route change between two snapshots (SPEC 24, 34).
+    pub(super) fn log_ipv6_routes(
+        &self,
+        old: &crate::snapshot::Snapshot,
+        new: &crate::snapshot::Snapshot,
+    ) {
+        let (Some(o), Some(n)) = (&old.ipv6, &new.ipv6) else {
+            return;
+        };
+        let name = |u| self.iface_name(Iface::Uplink(u));
+        for line in crate::route::table6::diff(&o.routes, &n.routes, name) {
+            log::warn!("{line}");
+        }
+    }
+
     /// Tells the RAs which uplinks carry IPv6 now (carrier and tracks), and whether that is
     /// measured yet: an uplink without carrier is, one with carrier once every track watching
     /// it has seen its first observation.

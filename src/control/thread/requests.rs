@@ -45,17 +45,31 @@ impl Control {
                 sport,
                 dport,
                 json,
-            } => Ok(views::explain(
-                &self.view_state(now),
-                FlowTuple {
-                    src,
-                    dst,
-                    proto,
-                    src_port: sport,
-                    dst_port: dport,
-                },
-                json,
-            )),
+            } => Ok(match (src, dst) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => views::explain(
+                    &self.view_state(now),
+                    FlowTuple {
+                        src,
+                        dst,
+                        proto,
+                        src_port: sport,
+                        dst_port: dport,
+                    },
+                    json,
+                ),
+                (IpAddr::V6(src), IpAddr::V6(dst)) => views::explain6(
+                    &self.view_state(now),
+                    crate::route::egress6::FlowTuple6 {
+                        src,
+                        dst,
+                        proto,
+                        src_port: sport,
+                        dst_port: dport,
+                    },
+                    json,
+                ),
+                _ => return Err("SRC and DST must both be IPv4 or both IPv6".to_string()),
+            }),
             Request::Reload => self.reload(),
             Request::Metrics => Ok(metrics::render(&metrics::collect(metrics::Sources {
                 probes: &self.shared.probe_health.load(),
@@ -63,6 +77,13 @@ impl Control {
                 totals: self.totals(),
                 carrier: &self.carrier,
                 routes: &self.shared.snapshot.load().routes,
+                routes6: self
+                    .shared
+                    .snapshot
+                    .load()
+                    .ipv6
+                    .as_ref()
+                    .map_or(&[], |v6| &v6.routes),
                 nat: &self.shared.nat,
                 tracks: &self.tracks,
                 last_load: self.last_load,

@@ -65,6 +65,8 @@ pub fn state() -> Ipv6State {
             (Iface::Lan, a6("2001:db8:b:1::1")),
         ],
         npt6: vec![None, None],
+        routes: vec![],
+        policies: vec![],
     }
 }
 
