@@ -224,6 +224,15 @@ struct ErrorMsg6 {
     reason: DropReason,
 }
 
+impl ErrorMsg6 {
+    const NO_ROUTE: ErrorMsg6 = ErrorMsg6 {
+        msg_type: types::DEST_UNREACH,
+        code: codes::NO_ROUTE,
+        rest: 0,
+        reason: DropReason::NoRoute,
+    };
+}
+
 impl FastPath {
     /// An IPv6 frame (vnet header first) while IPv6 is on.
     pub(super) fn ipv6(
@@ -306,27 +315,17 @@ impl FastPath {
         if !v6.is_lan(dst) && v6.uplinks.iter().any(|p| p.prefix.contains(dst)) {
             // Inside a provider prefix but in none of the LAN's /64s: nowhere, here or at
             // the ISP (which routes the whole prefix back to us).
-            let msg = ErrorMsg6 {
-                msg_type: types::DEST_UNREACH,
-                code: codes::NO_ROUTE,
-                rest: 0,
-                reason: DropReason::NoRoute,
-            };
-            return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
+            return self.error6(env, v6, buf, ingress, scratch, &ip, ErrorMsg6::NO_ROUTE);
         }
         let (egress, next_hop) = match ingress {
             _ if v6.is_lan(dst) => (Iface::Lan, dst),
             Iface::Uplink(_) => return Err(DropReason::UplinkTransit),
             Iface::Lan if !v6.is_lan(ip.src) => return Err(DropReason::Spoofed),
             Iface::Lan => match egress(v6, &ip) {
-                None => {
-                    let msg = ErrorMsg6 {
-                        msg_type: types::DEST_UNREACH,
-                        code: codes::NO_ROUTE,
-                        rest: 0,
-                        reason: DropReason::NoRoute,
-                    };
-                    return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
+                // No uplink up, or a LAN source no uplink owns (the NPTv6 prefix while no
+                // uplink is up).
+                None | Some(SourceRoute::Foreign) => {
+                    return self.error6(env, v6, buf, ingress, scratch, &ip, ErrorMsg6::NO_ROUTE);
                 }
                 Some(SourceRoute::Via(u)) => {
                     (Iface::Uplink(u), v6.next_hop(u).ok_or(DropReason::NoRoute)?)
@@ -337,16 +336,6 @@ impl FastPath {
                         code: codes::SOURCE_POLICY_FAILED,
                         rest: 0,
                         reason: DropReason::SourcePolicyFailed,
-                    };
-                    return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
-                }
-                // A LAN source no uplink owns: the NPTv6 prefix, while no uplink is up.
-                Some(SourceRoute::Foreign) => {
-                    let msg = ErrorMsg6 {
-                        msg_type: types::DEST_UNREACH,
-                        code: codes::NO_ROUTE,
-                        rest: 0,
-                        reason: DropReason::NoRoute,
                     };
                     return self.error6(env, v6, buf, ingress, scratch, &ip, msg);
                 }
