@@ -339,6 +339,8 @@ TABLE_JQ='
 def r3: if . == null then null else . * 1000 | round / 1000 end;
 def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b | r3 end;
 def per_gb(f): if . == null or (.bytes // 0) == 0 or f == null then null else f / (.bytes / 1e9) | r3 end;
+def per_mpkt(f): if . == null or .pps == null or f == null then null
+                 else f / (.pps * .seconds / 1e6) | r3 end;
 group_by(.case + " " + .offloads)
 | map((map(select(.router == "kernel"))[0]) as $k
       | (map(select(.router == "mhrouter"))[0]) as $m
@@ -357,7 +359,11 @@ group_by(.case + " " + .offloads)
            mhrouter_process: ($m | per_gb(.cpu_process_s)),
            mhrouter_system: ($m | per_gb(.cpu_system_s)),
            kernel_path: ($k | per_gb(.cpu_path_s)),
-           mhrouter_path: ($m | per_gb(.cpu_path_s))}}
+           mhrouter_path: ($m | per_gb(.cpu_path_s))},
+         cpu_s_per_mpkt: (if $k.pps == null then null else {
+           kernel_path: ($k | per_mpkt(.cpu_path_s)),
+           mhrouter_path: ($m | per_mpkt(.cpu_path_s)),
+           mhrouter_process: ($m | per_mpkt(.cpu_process_s))} end)}
       | .ratio_cpu_path = ratio(.cpu_s_per_gb.mhrouter_path; .cpu_s_per_gb.kernel_path)
       | .target = (if .case | startswith("tcp1-") then
                      (if .offloads == "on" then $on else $off end) else null end)
@@ -373,7 +379,9 @@ def cell: if . == null then "–" elif . == true then "yes" elif . == false then
 "| case | offloads | kernel Gbit/s | mhrouter Gbit/s | ratio | kernel pps/cps | mhrouter pps/cps | ratio pps/cps | retransmits kernel | mhrouter | target | met | CPU s/GB path kernel | path mhrouter | path ratio | mhrouter process | mhrouter system | kernel system |",
 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 (.[] | .cpu_s_per_gb as $c
- | "| \(.case) | \(.offloads) | \(.kernel_gbps | cell) | \(.mhrouter_gbps | cell) | \(.ratio_gbps | cell) | \(.kernel_pps // .kernel_cps | cell) | \(.mhrouter_pps // .mhrouter_cps | cell) | \(.ratio_pps // .ratio_cps | cell) | \(.kernel_retransmits | cell) | \(.mhrouter_retransmits | cell) | \(if .target then "≥ \(.target)" else "–" end) | \(.target_met | cell) | \($c.kernel_path | cell) | \($c.mhrouter_path | cell) | \(.ratio_cpu_path | cell) | \($c.mhrouter_process | cell) | \($c.mhrouter_system | cell) | \($c.kernel_system | cell) |")
+ | "| \(.case) | \(.offloads) | \(.kernel_gbps | cell) | \(.mhrouter_gbps | cell) | \(.ratio_gbps | cell) | \(.kernel_pps // .kernel_cps | cell) | \(.mhrouter_pps // .mhrouter_cps | cell) | \(.ratio_pps // .ratio_cps | cell) | \(.kernel_retransmits | cell) | \(.mhrouter_retransmits | cell) | \(if .target then "≥ \(.target)" else "–" end) | \(.target_met | cell) | \($c.kernel_path | cell) | \($c.mhrouter_path | cell) | \(.ratio_cpu_path | cell) | \($c.mhrouter_process | cell) | \($c.mhrouter_system | cell) | \($c.kernel_system | cell) |"),
+(.[] | select(.cpu_s_per_mpkt != null) | .cpu_s_per_mpkt as $p
+ | "", "\(.case): CPU seconds per million packets: path kernel \($p.kernel_path | cell), path mhrouter \($p.mhrouter_path | cell), mhrouter process \($p.mhrouter_process | cell).")
 '
 
 # Throughput against the number of download streams (offloads on), both routers: flows.dat and,
