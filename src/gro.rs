@@ -1,6 +1,7 @@
 //! Userspace GRO for frames going out on the LAN TAP: runs of in-order TCP segments of one flow
 //! become one GSO super-frame, so the TAP, the bridge and the LAN host's stack handle one 64 KiB
-//! frame instead of ~44 frames of 1500 bytes (what the kernel's own GRO would have built).
+//! frame instead of ~44 frames of 1500 bytes (what the kernel's own GRO would have built). TCP
+//! over IPv4 and over IPv6 alike; one batch may mix them.
 //!
 //! Up to `MAX_OPEN` flows have a run open at once, like the kernel's `MAX_GRO_SKBS`, so a batch
 //! in which several downloads interleave merges each of them. Frames of one TCP flow (addresses
@@ -9,14 +10,17 @@
 //! flow with an open run, which is then finished first. Open runs are finished oldest first when
 //! a new flow needs a slot, and all of them at the end of the batch.
 //!
-//! The merge rules are the kernel's `tcp_gro_receive` ones, kept strict so that segmenting the
-//! super-frame (which the kernel does by `gso_size`, copying the headers, incrementing the IPv4
-//! ident, clearing PSH on all but the last segment) gives back exactly the segments that were
-//! merged:
-//! - IPv4 without options, DF, not a fragment, valid header checksum; TCP with ACK and no other
-//!   flag but PSH, which ends a run; at least one byte of payload;
-//! - the same MACs, TOS, TTL, addresses, ports, ack, window and TCP option bytes (timestamps
-//!   included), the ident one more than the previous segment, the sequence number contiguous;
+//! The merge rules are the kernel's `inet_gro_receive`/`ipv6_gro_receive` and `tcp_gro_receive`
+//! ones, kept strict so that segmenting the super-frame (which the kernel does by `gso_size`,
+//! copying the headers, incrementing the IPv4 ident, clearing PSH on all but the last segment)
+//! gives back exactly the segments that were merged:
+//! - IPv4 without options, DF, not a fragment, valid header checksum; or IPv6 whose next header
+//!   is TCP (extension headers disqualify: the kernel's GSO would copy them into every segment,
+//!   and a fragment header cannot be); TCP with ACK and no other flag but PSH, which ends a
+//!   run; at least one byte of payload;
+//! - the same MACs, addresses, ports, ack, window and TCP option bytes (timestamps included);
+//!   for IPv4 the same TOS and TTL and the ident one more than the previous segment's; for IPv6
+//!   the same traffic class, flow label and hop limit; the sequence number contiguous;
 //! - every payload as large as the first one's (`gso_size`), but the last may be shorter.
 //!
 //! A segment with a complete checksum is merged only if that checksum verifies: the super-frame
@@ -26,21 +30,24 @@
 //!
 //! Memory: one 64 KiB buffer per open run, allocated on first use and kept (512 KiB per worker).
 
+use core::ops::Range;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
 use crate::wire::ipv4::{self, Ipv4Packet, proto};
+use crate::wire::ipv6::{self, Ipv6Packet, next_header};
 use crate::wire::tcp::{self, TcpPacket};
 use crate::wire::vnet::{self, VnetHdr};
 
-/// Largest IPv4 datagram, the bound of a super-frame.
+/// Largest IP datagram of a super-frame, header included: IPv4's bound, and the kernel's GRO
+/// limit (`GRO_MAX_SIZE`) for IPv6 as well.
 const MAX_IP_LEN: usize = u16::MAX as usize;
-/// Offset of the TCP header in a mergeable frame (IPv4 options disqualify).
-const TCP_OFFSET: usize = IP_OFFSET + ipv4::MIN_HEADER_LEN;
-/// `csum_start` of a TCP checksum behind a 20-byte IPv4 header, counted from Ethernet.
-const CSUM_START: u16 = (ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN) as u16;
 /// Offset of the checksum in the TCP header.
 const CSUM_OFFSET: u16 = 16;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS: usize = 13;
 
 /// How many flows may have a run open at once.
 pub const MAX_OPEN: usize = 8;
@@ -57,9 +64,10 @@ pub struct Gro {
 struct Seg {
     /// End of the TCP header in the frame (start of the payload).
     hdr_end: usize,
-    /// End of the IPv4 datagram in the frame (Ethernet padding excluded).
+    /// End of the IP datagram in the frame (Ethernet padding excluded).
     end: usize,
-    ident: u16,
+    /// The IPv4 ident; IPv6 has none.
+    ident: Option<u16>,
     seq: u32,
     psh: bool,
 }
@@ -81,7 +89,7 @@ struct Run<'a> {
     /// Payload bytes so far; once `segments > 1` they sit in the run's buffer after the headers.
     payload: usize,
     next_seq: u32,
-    next_ident: u16,
+    next_ident: Option<u16>,
     /// False once a segment shorter than the first or with PSH was taken: it must be the last.
     open: bool,
 }
@@ -141,7 +149,7 @@ impl Gro {
                 segments: 1,
                 payload: seg.payload_len(),
                 next_seq: seg.seq.wrapping_add(seg.payload_len() as u32),
-                next_ident: seg.ident.wrapping_add(1),
+                next_ident: seg.ident.map(|i| i.wrapping_add(1)),
                 open: !seg.psh,
             });
         }
@@ -169,7 +177,7 @@ impl Gro {
             && len <= size
             && seg.seq == run.next_seq
             && seg.ident == run.next_ident
-            && same_flow(run.head, frame, hdr_end))
+            && same_flow(run.flow.addrs, run.head, frame, hdr_end))
         {
             return false;
         }
@@ -191,10 +199,10 @@ impl Gro {
         run.segments += 1;
         run.payload += len;
         run.next_seq = run.next_seq.wrapping_add(len as u32);
-        run.next_ident = run.next_ident.wrapping_add(1);
+        run.next_ident = run.next_ident.map(|i| i.wrapping_add(1));
         run.open = len == size && !seg.psh;
         if seg.psh {
-            let flags = TCP_OFFSET + 13;
+            let flags = run.flow.addrs.tcp_offset() + TCP_FLAGS;
             if let Some(f) = buf.get_mut(flags) {
                 *f |= tcp::flags::PSH;
             }
@@ -208,32 +216,40 @@ impl Gro {
             emit(run.head, 1);
             return;
         }
+        let addrs = run.flow.addrs;
+        let tcp_at = addrs.tcp_offset();
         let hdr_end = run.first.hdr_end;
         let end = hdr_end + run.payload;
         let Some(frame) = self.buf(run.buf).get_mut(..end) else {
             return;
         };
-        let Some(ip_hdr) = frame.get_mut(IP_OFFSET..TCP_OFFSET) else {
+        let Some(ip_hdr) = frame.get_mut(IP_OFFSET..tcp_at) else {
             return;
         };
-        let mut ip = Ipv4Packet::new_unchecked(ip_hdr);
         // `append` kept the datagram within MAX_IP_LEN.
-        ip.set_total_len((end - IP_OFFSET) as u16);
-        ip.fill_checksum();
-        // The partial checksum the kernel completes (docs/architecture.md: NEEDS_CSUM holds the folded,
-        // uncomplemented pseudo-header sum).
-        let pseudo =
-            checksum::pseudo_header_sum(ip.src(), ip.dst(), proto::TCP, (end - TCP_OFFSET) as u16);
-        let Some(tcp_hdr) = frame.get_mut(TCP_OFFSET..hdr_end) else {
+        match addrs {
+            Addrs::V4 { .. } => {
+                let mut ip = Ipv4Packet::new_unchecked(ip_hdr);
+                ip.set_total_len((end - IP_OFFSET) as u16);
+                ip.fill_checksum();
+            }
+            Addrs::V6 { .. } => {
+                Ipv6Packet::new_unchecked(ip_hdr).set_payload_len((end - tcp_at) as u16)
+            }
+        }
+        // The partial checksum the kernel completes (docs/architecture.md: NEEDS_CSUM holds the
+        // folded, uncomplemented pseudo-header sum).
+        let pseudo = addrs.pseudo_header_sum(end - tcp_at);
+        let Some(tcp_hdr) = frame.get_mut(tcp_at..hdr_end) else {
             return;
         };
         TcpPacket::new_unchecked(tcp_hdr).set_checksum(checksum::fold(pseudo));
         let hdr = VnetHdr {
             flags: vnet::flags::NEEDS_CSUM,
-            gso_type: vnet::gso::TCPV4,
+            gso_type: addrs.gso_type(),
             hdr_len: (hdr_end - ETH_OFFSET) as u16,
             gso_size: run.first.payload_len() as u16,
-            csum_start: CSUM_START,
+            csum_start: addrs.csum_start(),
             csum_offset: CSUM_OFFSET,
         };
         // The buffer is longer than a vnet header.
@@ -246,59 +262,138 @@ impl Gro {
 /// rules).
 fn parse(frame: &[u8]) -> Option<(Seg, FlowKey)> {
     let vh = VnetHdr::parse(frame).ok()?;
-    let partial = vh.needs_csum();
-    if vh.is_gso() || partial && (vh.csum_start != CSUM_START || vh.csum_offset != CSUM_OFFSET) {
+    if vh.is_gso() {
         return None;
     }
     let eth = EthernetFrame::new_checked(frame.get(ETH_OFFSET..)?).ok()?;
-    if eth.ethertype() != ethernet::ethertype::IPV4 {
+    let (addrs, end, ident) = match eth.ethertype() {
+        ethernet::ethertype::IPV4 => {
+            let ip = Ipv4Packet::new_checked(frame.get(IP_OFFSET..)?).ok()?;
+            if ip.header_len() != ipv4::MIN_HEADER_LEN
+                || ip.protocol() != proto::TCP
+                || !ip.dont_frag()
+                || ip.is_fragment()
+                || !ip.verify_checksum()
+            {
+                return None;
+            }
+            let addrs = Addrs::V4 {
+                src: ip.src(),
+                dst: ip.dst(),
+            };
+            (addrs, IP_OFFSET + ip.total_len(), Some(ip.ident()))
+        }
+        ethernet::ethertype::IPV6 => {
+            let ip = Ipv6Packet::new_checked(frame.get(IP_OFFSET..)?).ok()?;
+            let end = IP_OFFSET + ipv6::HEADER_LEN + ip.payload_len();
+            // No Ethernet padding follows an IPv6 TCP segment: bytes past its payload length
+            // are refused as the kernel's GRO does (they would be lost in a super-frame).
+            if ip.next_header() != next_header::TCP || frame.len() != end {
+                return None;
+            }
+            let addrs = Addrs::V6 {
+                src: ip.src(),
+                dst: ip.dst(),
+            };
+            (addrs, end, None)
+        }
+        _ => return None,
+    };
+    if vh.needs_csum() && (vh.csum_start != addrs.csum_start() || vh.csum_offset != CSUM_OFFSET) {
         return None;
     }
-    let ip = Ipv4Packet::new_checked(frame.get(IP_OFFSET..)?).ok()?;
-    if ip.header_len() != ipv4::MIN_HEADER_LEN
-        || ip.protocol() != proto::TCP
-        || !ip.dont_frag()
-        || ip.is_fragment()
-        || !ip.verify_checksum()
-    {
-        return None;
-    }
-    let end = IP_OFFSET + ip.total_len();
-    let tcp = TcpPacket::new_checked(frame.get(TCP_OFFSET..end)?).ok()?;
+    let tcp_at = addrs.tcp_offset();
+    let tcp = TcpPacket::new_checked(frame.get(tcp_at..end)?).ok()?;
     let flags = tcp.flags();
     // The reserved bits and the AE (ECN) bit share the data offset's byte.
-    let reserved = frame.get(TCP_OFFSET + 12).copied()? & 0x0f;
+    let reserved = frame.get(tcp_at + 12).copied()? & 0x0f;
     if flags & !tcp::flags::PSH != tcp::flags::ACK || reserved != 0 {
         return None;
     }
-    let hdr_end = TCP_OFFSET + tcp.header_len();
+    let hdr_end = tcp_at + tcp.header_len();
     if hdr_end >= end {
         return None;
     }
-    let trusted = partial || vh.flags & vnet::flags::DATA_VALID != 0;
-    if !trusted && !tcp.verify_checksum(ip.src(), ip.dst()) {
+    let trusted = vh.needs_csum() || vh.flags & vnet::flags::DATA_VALID != 0;
+    if !trusted && !addrs.verifies(&tcp) {
         return None;
     }
     let seg = Seg {
         hdr_end,
         end,
-        ident: ip.ident(),
+        ident,
         seq: tcp.seq(),
         psh: flags & tcp::flags::PSH != 0,
     };
     let flow = FlowKey {
-        src: ip.src().to_bits(),
-        dst: ip.dst().to_bits(),
+        addrs,
         ports: [tcp.src_port(), tcp.dst_port()],
     };
     Some((seg, flow))
 }
 
+/// The addresses of a TCP flow, which also say where its TCP header sits in a mergeable frame.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Addrs {
+    V4 { src: Ipv4Addr, dst: Ipv4Addr },
+    V6 { src: Ipv6Addr, dst: Ipv6Addr },
+}
+
+impl Addrs {
+    /// Offset of the TCP header in a mergeable frame (no IPv4 options, no IPv6 extension
+    /// headers).
+    fn tcp_offset(self) -> usize {
+        IP_OFFSET
+            + match self {
+                Addrs::V4 { .. } => ipv4::MIN_HEADER_LEN,
+                Addrs::V6 { .. } => ipv6::HEADER_LEN,
+            }
+    }
+
+    /// `csum_start` of the TCP checksum, counted from the Ethernet header.
+    fn csum_start(self) -> u16 {
+        (self.tcp_offset() - ETH_OFFSET) as u16
+    }
+
+    fn gso_type(self) -> u8 {
+        match self {
+            Addrs::V4 { .. } => vnet::gso::TCPV4,
+            Addrs::V6 { .. } => vnet::gso::TCPV6,
+        }
+    }
+
+    /// Offsets in the IP header of the fields that differ from segment to segment, in order:
+    /// IPv4's total length, ident and header checksum; IPv6's payload length.
+    fn varying(self) -> &'static [Range<usize>] {
+        match self {
+            Addrs::V4 { .. } => &[2..6, 10..12],
+            Addrs::V6 { .. } => &[4..6],
+        }
+    }
+
+    /// The TCP pseudo-header sum of a segment of `len` bytes (at most `MAX_IP_LEN`).
+    fn pseudo_header_sum(self, len: usize) -> u32 {
+        match self {
+            Addrs::V4 { src, dst } => checksum::pseudo_header_sum(src, dst, proto::TCP, len as u16),
+            Addrs::V6 { src, dst } => {
+                checksum::pseudo_header_sum_v6(src, dst, next_header::TCP, len as u32)
+            }
+        }
+    }
+
+    /// The segment's complete checksum verifies.
+    fn verifies(self, tcp: &TcpPacket<&[u8]>) -> bool {
+        match self {
+            Addrs::V4 { src, dst } => tcp.verify_checksum(src, dst),
+            Addrs::V6 { src, dst } => tcp.verify_checksum_v6(src, dst),
+        }
+    }
+}
+
 /// A TCP flow as the order guarantee sees it: addresses and ports.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct FlowKey {
-    src: u32,
-    dst: u32,
+    addrs: Addrs,
     ports: [u16; 2],
 }
 
@@ -306,9 +401,9 @@ struct FlowKey {
 enum Belongs {
     /// A TCP segment of this flow.
     Flow(FlowKey),
-    /// Not TCP over IPv4: no run can hold a frame of its flow.
+    /// Not TCP: no run can hold a frame of its flow.
     NoFlow,
-    /// IPv4 that may be TCP but whose ports cannot be read (a fragment, a broken header).
+    /// IP that may be TCP but whose ports cannot be read (a fragment, a broken header).
     Unknown,
 }
 
@@ -319,50 +414,77 @@ fn tcp_flow(frame: &[u8]) -> Belongs {
     else {
         return Belongs::NoFlow;
     };
-    if eth.ethertype() != ethernet::ethertype::IPV4 {
-        return Belongs::NoFlow;
-    }
-    let Some(ip) = frame
-        .get(IP_OFFSET..)
-        .and_then(|f| Ipv4Packet::new_checked(f).ok())
-    else {
-        return Belongs::Unknown;
+    let packet = frame.get(IP_OFFSET..).unwrap_or_default();
+    // The addresses and where the TCP header starts, for a TCP packet that carries one.
+    let (addrs, tcp_at) = match eth.ethertype() {
+        ethernet::ethertype::IPV4 => {
+            let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+                return Belongs::Unknown;
+            };
+            if ip.protocol() != proto::TCP {
+                return Belongs::NoFlow;
+            }
+            if ip.frag_offset() != 0 {
+                return Belongs::Unknown;
+            }
+            let addrs = Addrs::V4 {
+                src: ip.src(),
+                dst: ip.dst(),
+            };
+            (addrs, IP_OFFSET + ip.header_len())
+        }
+        ethernet::ethertype::IPV6 => {
+            let Ok(ip) = Ipv6Packet::new_checked(packet) else {
+                return Belongs::Unknown;
+            };
+            let upper = match ip.upper_layer() {
+                Ok(u) if u.protocol != next_header::TCP => return Belongs::NoFlow,
+                Ok(u) if u.fragment.is_none_or(|f| !f.is_non_initial()) => u,
+                _ => return Belongs::Unknown,
+            };
+            let addrs = Addrs::V6 {
+                src: ip.src(),
+                dst: ip.dst(),
+            };
+            (addrs, IP_OFFSET + ipv6::HEADER_LEN + upper.offset)
+        }
+        _ => return Belongs::NoFlow,
     };
-    if ip.protocol() != proto::TCP {
-        return Belongs::NoFlow;
-    }
-    let ports = IP_OFFSET + ip.header_len();
-    match (ip.frag_offset(), frame.get(ports..ports + 4)) {
-        (0, Some(p)) => Belongs::Flow(FlowKey {
-            src: ip.src().to_bits(),
-            dst: ip.dst().to_bits(),
+    match frame.get(tcp_at..tcp_at + 4) {
+        Some(p) => Belongs::Flow(FlowKey {
+            addrs,
             ports: [
                 u16::from_be_bytes([p[0], p[1]]),
                 u16::from_be_bytes([p[2], p[3]]),
             ],
         }),
-        _ => Belongs::Unknown,
+        None => Belongs::Unknown,
     }
 }
 
-/// Everything but lengths, ident, checksums, sequence number and PSH is equal in the headers of
-/// two parsed frames whose TCP headers end at `hdr_end` in `a`.
-fn same_flow(a: &[u8], b: &[u8], hdr_end: usize) -> bool {
-    const IP_TOTAL_LEN: usize = IP_OFFSET + 2;
-    const IP_IDENT: usize = IP_OFFSET + 4;
-    const IP_CHECKSUM: usize = IP_OFFSET + 10;
-    const TCP_SEQ: usize = TCP_OFFSET + 4;
-    const TCP_FLAGS: usize = TCP_OFFSET + 13;
-    const TCP_CHECKSUM: usize = TCP_OFFSET + 16;
-    let same = |r: core::ops::Range<usize>| a.get(r.clone()).is_some_and(|x| b.get(r) == Some(x));
+/// Everything but lengths, IPv4 ident and checksum, TCP checksum, sequence number and flags
+/// byte (the flags themselves were checked by `parse`) is equal in the headers of two parsed
+/// frames of `addrs` whose TCP headers end at `hdr_end` in `a`.
+fn same_flow(addrs: Addrs, a: &[u8], b: &[u8], hdr_end: usize) -> bool {
+    // Sequence number, flags byte, checksum.
+    const TCP_VARYING: [Range<usize>; 3] = [4..8, TCP_FLAGS..TCP_FLAGS + 1, 16..18];
+    let same = |r: Range<usize>| a.get(r.clone()).is_some_and(|x| b.get(r) == Some(x));
+    let tcp_at = addrs.tcp_offset();
+    let varying = addrs
+        .varying()
+        .iter()
+        .map(|r| IP_OFFSET + r.start..IP_OFFSET + r.end)
+        .chain(TCP_VARYING.map(|r| tcp_at + r.start..tcp_at + r.end));
     // From the Ethernet header to the end of the TCP options, skipping the fields that differ
     // per segment. Equal data offsets make equal header lengths.
-    same(ETH_OFFSET..IP_TOTAL_LEN)
-        && same(IP_IDENT + 2..IP_CHECKSUM)
-        && same(IP_CHECKSUM + 2..TCP_SEQ)
-        && same(TCP_SEQ + 4..TCP_FLAGS)
-        && same(TCP_FLAGS + 1..TCP_CHECKSUM)
-        && same(TCP_CHECKSUM + 2..hdr_end)
+    let mut from = ETH_OFFSET;
+    for skip in varying {
+        if !same(from..skip.start) {
+            return false;
+        }
+        from = skip.end;
+    }
+    same(from..hdr_end)
 }
 
 #[cfg(test)]

@@ -1,17 +1,28 @@
 use super::*;
 use etherparse::{PacketBuilder, TcpOptionElement};
 use proptest::prelude::*;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 const ROUTER_MAC: [u8; 6] = [0x02, 0x6d, 0x68, 0, 0, 1];
 const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 const SERVER: [u8; 4] = [172, 18, 0, 6];
 const HOST: [u8; 4] = [192, 168, 0, 10];
+const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 6);
+const HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 1, 0, 0, 0, 0x10);
+/// Linux senders label their flows; the label stays the same for a connection's life.
+const FLOW_LABEL: u32 = 0xa_bcde;
 const MSS: usize = 1448;
+/// The same with timestamps over IPv6 (1500 - 40 - 20 - 12).
+const MSS6: usize = 1428;
+/// Offset of the TCP header in an IPv4 frame without options.
+const TCP_OFFSET: usize = IP_OFFSET + 20;
+/// Offset of the TCP header in an IPv6 frame without extension headers.
+const TCP6_OFFSET: usize = IP_OFFSET + 40;
 
 /// One segment as the fast path outputs it toward the LAN host.
 #[derive(Clone, Debug)]
 struct Spec {
+    v6: bool,
     dport: u16,
     seq: u32,
     ack: u32,
@@ -24,6 +35,7 @@ struct Spec {
 impl Spec {
     fn first(len: usize) -> Spec {
         Spec {
+            v6: false,
             dport: 40000,
             seq: 0xffff_f000, // wraps within a run
             ack: 77,
@@ -31,6 +43,14 @@ impl Spec {
             psh: false,
             ts: Some(1000),
             len,
+        }
+    }
+
+    /// The first segment of an IPv6 flow.
+    fn first6(len: usize) -> Spec {
+        Spec {
+            v6: true,
+            ..Spec::first(len)
         }
     }
 
@@ -54,8 +74,13 @@ fn payload(seq: u32, len: usize) -> Vec<u8> {
 }
 
 fn build(s: &Spec) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(ROUTER_MAC, HOST_MAC)
-        .ipv4(SERVER, HOST, 63)
+    let b = PacketBuilder::ethernet2(ROUTER_MAC, HOST_MAC);
+    let b = if s.v6 {
+        b.ipv6(SERVER6.octets(), HOST6.octets(), 63)
+    } else {
+        b.ipv4(SERVER, HOST, 63)
+    };
+    let b = b
         .tcp(5201, s.dport, s.seq, 502)
         .ack(s.ack);
     let b = if s.psh { b.psh() } else { b };
@@ -71,14 +96,28 @@ fn build(s: &Spec) -> Vec<u8> {
     };
     let mut out = vec![0u8; vnet::LEN];
     b.write(&mut out, &payload(s.seq, s.len)).unwrap();
-    let mut ip = Ipv4Packet::new_unchecked(&mut out[IP_OFFSET..]);
-    ip.set_ident(s.ident);
-    ip.fill_checksum();
+    if s.v6 {
+        // Not covered by any checksum.
+        Ipv6Packet::new_unchecked(&mut out[IP_OFFSET..]).set_version_tc_flow(0, FLOW_LABEL);
+    } else {
+        let mut ip = Ipv4Packet::new_unchecked(&mut out[IP_OFFSET..]);
+        ip.set_ident(s.ident);
+        ip.fill_checksum();
+    }
     out
 }
 
 fn flow(sizes: &[usize]) -> Vec<Vec<u8>> {
-    let mut spec = Spec::first(sizes[0]);
+    flow_from(Spec::first(sizes[0]), sizes)
+}
+
+fn flow6(sizes: &[usize]) -> Vec<Vec<u8>> {
+    flow_from(Spec::first6(sizes[0]), sizes)
+}
+
+/// `first`, then segments of `sizes[1..]` that follow it.
+fn flow_from(first: Spec, sizes: &[usize]) -> Vec<Vec<u8>> {
+    let mut spec = first;
     let mut out = vec![build(&spec)];
     for &len in &sizes[1..] {
         spec = spec.next(len);
@@ -87,8 +126,18 @@ fn flow(sizes: &[usize]) -> Vec<Vec<u8>> {
     out
 }
 
-/// Recomputes both checksums after a test changed a header field.
+fn is_v6(frame: &[u8]) -> bool {
+    frame[ETH_OFFSET + 12..ETH_OFFSET + 14] == [0x86, 0xdd]
+}
+
+/// Recomputes the checksums after a test changed a header field.
 fn refill(frame: &mut [u8]) {
+    if is_v6(frame) {
+        let ip = Ipv6Packet::new_unchecked(&frame[IP_OFFSET..]);
+        let (src, dst, end) = (ip.src(), ip.dst(), TCP6_OFFSET + ip.payload_len());
+        TcpPacket::new_unchecked(&mut frame[TCP6_OFFSET..end]).fill_checksum_v6(src, dst);
+        return;
+    }
     let (src, dst, total) = {
         let ip = Ipv4Packet::new_unchecked(&frame[IP_OFFSET..]);
         (ip.src(), ip.dst(), ip.total_len())
@@ -108,27 +157,52 @@ fn coalesce(gro: &mut Gro, frames: &[Vec<u8>]) -> Vec<(Vec<u8>, usize)> {
 }
 
 /// Splits a super-frame the way the kernel's TCP segmentation does (headers copied, payload cut
-/// by gso_size, IPv4 length, ident + k and header checksum per segment, sequence numbers
-/// advanced, PSH only on the last), then completes each partial checksum as NEEDS_CSUM asks:
-/// the pseudo-header sum for the segment's length in the field, the sum from csum_start to
-/// the end, complemented. Asserts the super-frame's own headers on the way.
+/// by gso_size, IPv4 length, ident + k and header checksum or IPv6 payload length per segment,
+/// sequence numbers advanced, PSH only on the last), then completes each partial checksum as
+/// NEEDS_CSUM asks: the pseudo-header sum for the segment's length in the field, the sum from
+/// csum_start to the end, complemented. Asserts the super-frame's own headers on the way.
 fn segment(sf: &[u8]) -> Vec<Vec<u8>> {
+    let v6 = is_v6(sf);
+    let tcp_at = if v6 { TCP6_OFFSET } else { TCP_OFFSET };
     let vh = VnetHdr::parse(sf).unwrap();
     assert_eq!(vh.flags, vnet::flags::NEEDS_CSUM);
-    assert_eq!(vh.gso_type, vnet::gso::TCPV4);
-    assert_eq!(vh.csum_start, 34);
+    let gso_type = if v6 { vnet::gso::TCPV6 } else { vnet::gso::TCPV4 };
+    assert_eq!(vh.gso_type, gso_type);
+    assert_eq!(usize::from(vh.csum_start), tcp_at - ETH_OFFSET);
     assert_eq!(vh.csum_offset, 16);
-    let ip = Ipv4Packet::new_checked(&sf[IP_OFFSET..]).unwrap();
-    assert!(ip.verify_checksum(), "super-frame IPv4 header checksum");
-    assert_eq!(ip.total_len(), sf.len() - IP_OFFSET);
-    let (src, dst, ident) = (ip.src(), ip.dst(), ip.ident());
-    let tcp = TcpPacket::new_checked(&sf[TCP_OFFSET..]).unwrap();
-    let hdr_end = TCP_OFFSET + tcp.header_len();
+    // The pseudo-header sum of a segment of `len` TCP bytes, and the IP header fixed for it.
+    let (pseudo, fix_ip): (Box<dyn Fn(usize) -> u32>, Box<dyn Fn(&mut [u8], usize, usize)>) =
+        if v6 {
+            let ip = Ipv6Packet::new_checked(&sf[IP_OFFSET..]).unwrap();
+            assert_eq!(ip.payload_len(), sf.len() - TCP6_OFFSET);
+            let (src, dst) = (ip.src(), ip.dst());
+            (
+                Box::new(move |len| checksum::pseudo_header_sum_v6(src, dst, 6, len as u32)),
+                Box::new(|hdr, len, _| {
+                    Ipv6Packet::new_unchecked(hdr).set_payload_len(len as u16)
+                }),
+            )
+        } else {
+            let ip = Ipv4Packet::new_checked(&sf[IP_OFFSET..]).unwrap();
+            assert!(ip.verify_checksum(), "super-frame IPv4 header checksum");
+            assert_eq!(ip.total_len(), sf.len() - IP_OFFSET);
+            let (src, dst, ident) = (ip.src(), ip.dst(), ip.ident());
+            (
+                Box::new(move |len| checksum::pseudo_header_sum(src, dst, 6, len as u16)),
+                Box::new(move |hdr, len, k| {
+                    let mut ip = Ipv4Packet::new_unchecked(hdr);
+                    ip.set_total_len((20 + len) as u16);
+                    ip.set_ident(ident.wrapping_add(k as u16));
+                    ip.fill_checksum();
+                }),
+            )
+        };
+    let tcp = TcpPacket::new_checked(&sf[tcp_at..]).unwrap();
+    let hdr_end = tcp_at + tcp.header_len();
     assert_eq!(ETH_OFFSET + usize::from(vh.hdr_len), hdr_end);
-    let tcp_len = (sf.len() - TCP_OFFSET) as u16;
     assert_eq!(
         tcp.checksum(),
-        checksum::fold(checksum::pseudo_header_sum(src, dst, 6, tcp_len)),
+        checksum::fold(pseudo(sf.len() - tcp_at)),
         "partial checksum of the super-frame"
     );
     let (seq, flags) = (tcp.seq(), tcp.flags());
@@ -142,22 +216,16 @@ fn segment(sf: &[u8]) -> Vec<Vec<u8>> {
             let mut seg = vec![0u8; vnet::LEN];
             seg.extend_from_slice(&sf[ETH_OFFSET..hdr_end]);
             seg.extend_from_slice(chunk);
-            let mut ip = Ipv4Packet::new_unchecked(&mut seg[IP_OFFSET..TCP_OFFSET]);
-            ip.set_total_len((hdr_end - IP_OFFSET + chunk.len()) as u16);
-            ip.set_ident(ident.wrapping_add(k as u16));
-            ip.fill_checksum();
-            let seg_len = (seg.len() - TCP_OFFSET) as u16;
-            let mut tcp = TcpPacket::new_unchecked(&mut seg[TCP_OFFSET..]);
+            let seg_len = seg.len() - tcp_at;
+            fix_ip(&mut seg[IP_OFFSET..tcp_at], seg_len, k);
+            let mut tcp = TcpPacket::new_unchecked(&mut seg[tcp_at..]);
             tcp.set_seq(seq.wrapping_add((k * gso) as u32));
             if k != last {
                 tcp.set_flags(flags & !tcp::flags::PSH);
             }
-            tcp.set_checksum(checksum::fold(checksum::pseudo_header_sum(
-                src, dst, 6, seg_len,
-            )));
-            let full = checksum::checksum(&seg[TCP_OFFSET..]);
-            TcpPacket::new_unchecked(&mut seg[TCP_OFFSET..]).set_checksum(full);
-            assert!(TcpPacket::new_unchecked(&seg[TCP_OFFSET..]).verify_checksum(src, dst));
+            tcp.set_checksum(checksum::fold(pseudo(seg_len)));
+            let full = checksum::checksum(&seg[tcp_at..]);
+            TcpPacket::new_unchecked(&mut seg[tcp_at..]).set_checksum(full);
             seg
         })
         .collect()
@@ -547,22 +615,27 @@ fn a_tcp_fragment_finishes_every_open_run() {
 }
 
 /// The TCP flow (addresses and ports) of a frame, as a parser that is not ours reads it.
-fn flow_key(frame: &[u8]) -> Option<([u8; 4], [u8; 4], u16, u16)> {
+fn flow_key(frame: &[u8]) -> Option<(Vec<u8>, Vec<u8>, u16, u16)> {
     let pkt = etherparse::SlicedPacket::from_ethernet(frame.get(ETH_OFFSET..)?).ok()?;
-    let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Tcp(tcp))) =
-        (&pkt.net, &pkt.transport)
-    else {
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = &pkt.transport else {
         return None;
     };
-    Some((
-        ip.header().source(),
-        ip.header().destination(),
-        tcp.source_port(),
-        tcp.destination_port(),
-    ))
+    let (src, dst) = match &pkt.net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => (
+            ip.header().source().to_vec(),
+            ip.header().destination().to_vec(),
+        ),
+        Some(etherparse::NetSlice::Ipv6(ip)) => (
+            ip.header().source().to_vec(),
+            ip.header().destination().to_vec(),
+        ),
+        None => return None,
+    };
+    Some((src, dst, tcp.source_port(), tcp.destination_port()))
 }
 
-/// A step of a random batch: which of three flows sends, how much, and what goes wrong.
+/// A step of a random batch: which of four flows (two over IPv4, two over IPv6) sends, how
+/// much, and what goes wrong.
 #[derive(Debug, Clone)]
 enum Step {
     Segment { flow: usize, len: usize, fault: u8 },
@@ -571,7 +644,7 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        8 => (0usize..3, prop_oneof![4 => Just(MSS), 1 => 0usize..=MSS], 0u8..24)
+        8 => (0usize..4, prop_oneof![4 => Just(MSS), 1 => 0usize..=MSS], 0u8..24)
             .prop_map(|(flow, len, fault)| Step::Segment { flow, len, fault }),
         1 => proptest::collection::vec(any::<u8>(), 0..120).prop_map(Step::Garbage),
     ]
@@ -580,8 +653,9 @@ fn step() -> impl Strategy<Value = Step> {
 /// Builds the batch: each flow continues where it left off unless a fault (rarely) breaks the
 /// rules; returns the frames in batch order.
 fn batch(steps: &[Step]) -> Vec<Vec<u8>> {
-    let mut flows: Vec<Spec> = (0..3)
+    let mut flows: Vec<Spec> = (0..4)
         .map(|i| Spec {
+            v6: i >= 2,
             dport: 40000 + i as u16,
             ..Spec::first(0)
         })
@@ -602,17 +676,22 @@ fn batch(steps: &[Step]) -> Vec<Vec<u8>> {
                 }
                 flows[*flow] = spec.clone();
                 let mut f = build(&spec);
+                let tcp_at = if spec.v6 { TCP6_OFFSET } else { TCP_OFFSET };
                 match fault {
-                    5 => f[TCP_OFFSET + 16] ^= 0x10,
+                    5 => f[tcp_at + 16] ^= 0x10,
                     6 => {
-                        f[TCP_OFFSET + 13] |= tcp::flags::FIN;
+                        f[tcp_at + 13] |= tcp::flags::FIN;
                         refill(&mut f)
                     }
-                    7 => f[IP_OFFSET + 10] ^= 1,
+                    // IPv4 header checksum; IPv6 flow label.
+                    7 => f[IP_OFFSET + if spec.v6 { 3 } else { 10 }] ^= 1,
                     8 => {
                         let pos = IP_OFFSET + (*len % 40);
                         f[pos] = f[pos].wrapping_add(1)
                     }
+                    // Bytes past the IPv6 payload (over IPv4 they would be Ethernet
+                    // padding, which a super-frame drops).
+                    9 if spec.v6 => f.extend_from_slice(&[0; 3]),
                     _ => {}
                 }
                 f

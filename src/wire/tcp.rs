@@ -143,6 +143,12 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
         checksum::l4_checksum(src, dst, proto::TCP, self.buffer.as_ref()) == Some(0)
     }
+
+    /// The same over the IPv6 pseudo header.
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        let tcp = super::ipv6::next_header::TCP;
+        checksum::l4_checksum_v6(src, dst, tcp, self.buffer.as_ref()) == Some(0)
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
