@@ -614,6 +614,276 @@ fn a_tcp_fragment_finishes_every_open_run() {
     );
 }
 
+/// `frame` (IPv6) with an extension header of `next_header` type inserted after the fixed
+/// header: 8 bytes of `body` behind its next-header byte (TCP) and the payload length grown.
+/// The TCP checksum stays right: the pseudo-header covers only the upper layer.
+fn with_ext(frame: &[u8], next_header: u8, body: [u8; 7]) -> Vec<u8> {
+    let mut out = frame[..TCP6_OFFSET].to_vec();
+    out.push(ipv6::next_header::TCP);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&frame[TCP6_OFFSET..]);
+    let mut ip = Ipv6Packet::new_unchecked(&mut out[IP_OFFSET..]);
+    let len = ip.payload_len() as u16 + 8;
+    ip.set_payload_len(len);
+    ip.set_next_header(next_header);
+    out
+}
+
+/// Destination options holding one PadN option.
+fn dest_opts(frame: &[u8]) -> Vec<u8> {
+    with_ext(frame, ipv6::next_header::DEST_OPTS, [0, 1, 4, 0, 0, 0, 0])
+}
+
+fn untouched(frames: &[Vec<u8>]) -> Vec<(Vec<u8>, usize)> {
+    frames.iter().map(|f| (f.clone(), 1)).collect()
+}
+
+#[test]
+fn merges_a_v6_run_and_segments_back_to_the_originals() {
+    let mut sizes = vec![MSS6; 9];
+    sizes.push(700);
+    let mut frames = flow6(&sizes);
+    let s = Spec::first6(MSS6);
+    let mut last = s.clone();
+    for &len in &sizes[1..] {
+        last = last.next(len);
+    }
+    last.psh = true;
+    frames[9] = build(&last);
+    for f in &mut frames {
+        // DSCP AF11 with ECT(0), and the hop limit the router left: both kept.
+        Ipv6Packet::new_unchecked(&mut f[IP_OFFSET..]).set_version_tc_flow(0x2a, FLOW_LABEL);
+    }
+
+    let out = coalesce(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 1);
+    let (sf, n) = &out[0];
+    assert_eq!(*n, 10);
+    let hdrs = 14 + 40 + 32;
+    assert_eq!(sf.len(), vnet::LEN + hdrs + 9 * MSS6 + 700);
+    assert_eq!(
+        VnetHdr::parse(sf).unwrap(),
+        VnetHdr {
+            flags: vnet::flags::NEEDS_CSUM,
+            gso_type: vnet::gso::TCPV6,
+            hdr_len: hdrs as u16,
+            gso_size: MSS6 as u16,
+            csum_start: 54,
+            csum_offset: 16,
+        }
+    );
+    let ip = Ipv6Packet::new_checked(&sf[IP_OFFSET..]).unwrap();
+    assert_eq!(ip.payload_len(), 32 + 9 * MSS6 + 700);
+    assert_eq!(
+        (ip.traffic_class(), ip.flow_label(), ip.hop_limit()),
+        (0x2a, FLOW_LABEL, 63)
+    );
+    assert_eq!((ip.src(), ip.dst()), (SERVER6, HOST6));
+    let tcp = TcpPacket::new_checked(&sf[TCP6_OFFSET..]).unwrap();
+    assert_eq!(tcp.seq(), s.seq);
+    assert_eq!(tcp.flags(), tcp::flags::ACK | tcp::flags::PSH);
+    // The seed the kernel completes: the IPv6 pseudo-header sum (addresses, upper-layer length
+    // 32 + payload, next header 6) folded, not complemented. Summed by hand here.
+    let words = |a: Ipv6Addr| a.segments().iter().map(|&w| u32::from(w)).sum::<u32>();
+    let seed = words(SERVER6) + words(HOST6) + (32 + 9 * MSS6 + 700) as u32 + 6;
+    assert_eq!(tcp.checksum(), checksum::fold(seed));
+    // A receiver reassembles the stream byte for byte.
+    let stream: Vec<u8> = frames.iter().flat_map(|f| f[TCP6_OFFSET + 32..].to_vec()).collect();
+    assert_eq!(stream, payload(s.seq, 9 * MSS6 + 700));
+    assert_eq!(&sf[TCP6_OFFSET + 32..], &stream[..]);
+    assert_eq!(segment(sf), frames);
+}
+
+#[test]
+fn v6_trusted_and_partial_checksums_merge_only_at_the_v6_offsets() {
+    let originals = flow6(&[MSS6, MSS6, MSS6, 10]);
+    let mut frames = originals.clone();
+    VnetHdr {
+        flags: vnet::flags::DATA_VALID,
+        ..VnetHdr::default()
+    }
+    .write(&mut frames[0])
+    .unwrap();
+    frames[0][TCP6_OFFSET + 16] ^= 0xff;
+    let partial = |frames: &mut [Vec<u8>], csum_start: u16| {
+        for f in &mut frames[1..3] {
+            VnetHdr {
+                flags: vnet::flags::NEEDS_CSUM,
+                csum_start,
+                csum_offset: 16,
+                ..VnetHdr::default()
+            }
+            .write(f)
+            .unwrap();
+            let len = (f.len() - TCP6_OFFSET) as u32;
+            let seed = checksum::fold(checksum::pseudo_header_sum_v6(SERVER6, HOST6, 6, len));
+            TcpPacket::new_unchecked(&mut f[TCP6_OFFSET..]).set_checksum(seed);
+        }
+    };
+    partial(&mut frames, 54);
+    let out = coalesce(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1, 4);
+    assert_eq!(segment(&out[0].0), originals);
+    // At the IPv4 offsets the partial checksum is not where a TCPv6 header has it.
+    partial(&mut frames, 34);
+    let out = coalesce(&mut Gro::default(), &frames);
+    let counts: Vec<usize> = out.iter().map(|(_, n)| *n).collect();
+    assert_eq!(counts, vec![1, 1, 1, 1]);
+}
+
+#[test]
+fn stops_at_the_length_limit_over_ipv6() {
+    let frames = flow6(&[MSS6; 50]);
+    let out = coalesce(&mut Gro::default(), &frames);
+    // (65535 - 40 - 32) / 1428 = 45 segments fit.
+    let counts: Vec<usize> = out.iter().map(|(_, n)| *n).collect();
+    assert_eq!(counts, vec![45, 5]);
+    assert!(out[0].0.len() - IP_OFFSET <= 65535);
+    assert_eq!(expand(&out), frames);
+}
+
+#[test]
+fn interleaved_v6_flows_and_a_v4_flow_merge_each_in_their_own_order() {
+    let a = flow6(&[MSS6, MSS6, MSS6]);
+    let b = flow_from(
+        Spec {
+            dport: 40001,
+            ..Spec::first6(MSS6)
+        },
+        &[MSS6, MSS6],
+    );
+    // The same ports over IPv4: another flow.
+    let c = flow(&[MSS, MSS, MSS]);
+    let batch = vec![
+        a[0].clone(),
+        c[0].clone(),
+        b[0].clone(),
+        a[1].clone(),
+        c[1].clone(),
+        a[2].clone(),
+        b[1].clone(),
+        c[2].clone(),
+    ];
+    let out = coalesce(&mut Gro::default(), &batch);
+    let counts: Vec<usize> = out.iter().map(|(_, n)| *n).collect();
+    assert_eq!(counts, vec![3, 3, 2], "one super-frame per flow, oldest first");
+    assert_eq!(expand(&out[..1]), a);
+    assert_eq!(expand(&out[1..2]), c);
+    assert_eq!(expand(&out[2..]), b);
+}
+
+/// Each case changes the second of two full-size IPv6 segments (or both) so that the kernel's
+/// GRO would not merge them either: both must come out untouched and in order.
+#[test]
+fn non_mergeable_v6_pairs_stay_untouched() {
+    type Change = fn(&mut Vec<u8>, &mut Vec<u8>);
+    let cases: Vec<(&str, Change)> = vec![
+        ("other port", |_, b| {
+            b[TCP6_OFFSET + 3] ^= 1;
+            refill(b)
+        }),
+        ("sequence gap", |_, b| {
+            b[TCP6_OFFSET + 7] ^= 1;
+            refill(b)
+        }),
+        ("other ack", |_, b| {
+            b[TCP6_OFFSET + 11] ^= 1;
+            refill(b)
+        }),
+        ("other window", |_, b| {
+            b[TCP6_OFFSET + 15] ^= 1;
+            refill(b)
+        }),
+        ("other timestamp", |_, b| {
+            b[TCP6_OFFSET + 27] ^= 1;
+            refill(b)
+        }),
+        ("other flow label", |_, b| b[IP_OFFSET + 3] ^= 1),
+        ("other hop limit", |_, b| b[IP_OFFSET + 7] -= 1),
+        ("other traffic class (ECN CE)", |_, b| b[IP_OFFSET + 1] |= 0x30),
+        ("other destination MAC", |_, b| b[ETH_OFFSET + 5] ^= 1),
+        ("destination options on both", |a, b| {
+            *a = dest_opts(a);
+            *b = dest_opts(b)
+        }),
+        ("destination options on the second", |_, b| *b = dest_opts(b)),
+        ("hop-by-hop options on both", |a, b| {
+            *a = with_ext(a, ipv6::next_header::HOP_BY_HOP, [0, 1, 4, 0, 0, 0, 0]);
+            *b = with_ext(b, ipv6::next_header::HOP_BY_HOP, [0, 1, 4, 0, 0, 0, 0])
+        }),
+        ("atomic fragment header on both", |a, b| {
+            *a = with_ext(a, ipv6::next_header::FRAGMENT, [0, 0, 0, 0, 0, 0, 7]);
+            *b = with_ext(b, ipv6::next_header::FRAGMENT, [0, 0, 0, 0, 0, 0, 8])
+        }),
+        ("a byte past the payload", |_, b| b.push(0)),
+        ("bad TCP checksum on the second", |_, b| {
+            b[TCP6_OFFSET + 16] ^= 1
+        }),
+        ("bad TCP checksum on the first", |a, _| {
+            a[TCP6_OFFSET + 16] ^= 1
+        }),
+        ("PSH on the first", |a, _| {
+            a[TCP6_OFFSET + 13] |= tcp::flags::PSH;
+            refill(a)
+        }),
+        ("FIN on the second", |_, b| {
+            b[TCP6_OFFSET + 13] |= tcp::flags::FIN;
+            refill(b)
+        }),
+        ("CWR on the second", |_, b| {
+            b[TCP6_OFFSET + 13] |= 0x80;
+            refill(b)
+        }),
+        ("GSO frame", |_, b| {
+            VnetHdr {
+                gso_type: vnet::gso::TCPV6,
+                gso_size: MSS6 as u16,
+                ..VnetHdr::default()
+            }
+            .write(b)
+            .unwrap()
+        }),
+        ("truncated", |_, b| b.truncate(TCP6_OFFSET + 10)),
+    ];
+    for (name, change) in cases {
+        let mut frames = flow6(&[MSS6, MSS6]);
+        assert_eq!(coalesce(&mut Gro::default(), &frames).len(), 1);
+        let (a, b) = frames.split_at_mut(1);
+        change(&mut a[0], &mut b[0]);
+        let out = coalesce(&mut Gro::default(), &frames);
+        assert_eq!(out, untouched(&frames), "{name}");
+    }
+}
+
+#[test]
+fn a_v6_segment_with_an_extension_header_finishes_its_own_flow_first() {
+    let a = flow6(&[MSS6, MSS6, MSS6]);
+    let b0 = build(&Spec {
+        dport: 40001,
+        ..Spec::first6(MSS6)
+    });
+    let a_ext = dest_opts(&a[2]);
+    let batch = vec![a[0].clone(), b0.clone(), a[1].clone(), a_ext.clone()];
+    let out = coalesce(&mut Gro::default(), &batch);
+    let counts: Vec<usize> = out.iter().map(|(_, n)| *n).collect();
+    assert_eq!(counts, vec![2, 1, 1]);
+    assert_eq!(expand(&out[..1]), a[..2].to_vec());
+    assert_eq!(out[1].0, a_ext, "the segment follows its flow's run");
+    assert_eq!(out[2].0, b0, "the other flow's run stays open past it");
+}
+
+#[test]
+fn a_non_initial_v6_fragment_finishes_every_open_run() {
+    let a = flow6(&[MSS6, MSS6]);
+    let c = flow(&[MSS, MSS]);
+    // Offset 1448, no more fragments: its ports cannot be read, whatever flow it belongs to.
+    let frag = with_ext(&a[1], ipv6::next_header::FRAGMENT, [0, 0x05, 0xa8, 0, 0, 0, 9]);
+    let batch = vec![a[0].clone(), c[0].clone(), frag.clone(), c[1].clone()];
+    let out = coalesce(&mut Gro::default(), &batch);
+    assert_eq!(out, untouched(&batch));
+}
+
 /// The TCP flow (addresses and ports) of a frame, as a parser that is not ours reads it.
 fn flow_key(frame: &[u8]) -> Option<(Vec<u8>, Vec<u8>, u16, u16)> {
     let pkt = etherparse::SlicedPacket::from_ethernet(frame.get(ETH_OFFSET..)?).ok()?;
