@@ -2,7 +2,8 @@
 //! address in each provider prefix from the router's RAs; `ping -6` and `iperf3 -6` from each
 //! address leave through that prefix's ISP (tcpdump on each PE link), and the PEs drop any
 //! other source (BCP 38, scripts/lab.sh); a fault on ISP A deprecates A's prefix on the host
-//! and new connections take B's; a reduced uplink MTU gives packet-too-big to `tracepath -6`.
+//! and new connections take B's; a reduced uplink MTU gives packet-too-big to `tracepath -6`; a
+//! download arriving segment by segment reaches the host merged into TCPv6 super-frames.
 
 mod common;
 
@@ -266,6 +267,74 @@ fn a_reduced_uplink_mtu_yields_packet_too_big() {
     // The host keeps the path MTU and the next large ping gets through in pieces of 1400.
     let ping = lab.exec("lan", &["ping", "-6", "-c", "2", "-s", "1400", SERVER6]);
     assert!(ping.status.success(), "{}", text(&ping));
+}
+
+/// A download over IPv6 whose segments reach the router one by one (the far side segments in
+/// software, as from an uplink without GRO) reaches the LAN host merged into TCPv6 super-frames:
+/// the router's GRO counters move by most of the segments, the host gets every byte sent, and
+/// with lan0 cutting the super-frames back into segments in software the host's kernel verifies
+/// every TCP checksum completed from the router's pseudo-header seed.
+#[test]
+fn a_download_reaches_the_lan_host_merged_into_tcpv6_super_frames() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("v65-");
+    let (a, _) = start(&lab, &config(""));
+    for (ns, dev) in [("net", "isp-a"), ("ispa", "rtr0"), ("rtr", "lan0")] {
+        lab.ok(
+            ns,
+            &[
+                "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off",
+            ],
+        );
+    }
+    let gro = || {
+        let v = lab.ctl_json(&["show", "counters"]);
+        (
+            v["gro_frames"].as_u64().unwrap_or(0),
+            v["gro_segments"].as_u64().unwrap_or(0),
+        )
+    };
+    let (frames_before, segments_before) = gro();
+    let errors_before = lab.nstat("lan", "TcpInCsumErrors");
+    const BYTES: u64 = 64 << 20;
+    let iperf = lab.ok(
+        "lan",
+        &[
+            "iperf3",
+            "-6",
+            "-c",
+            SERVER6,
+            "-B",
+            &a,
+            "-R",
+            "-n",
+            &BYTES.to_string(),
+            "-J",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&iperf).expect("iperf3 -J");
+    let sent = v["end"]["sum_sent"]["bytes"].as_u64();
+    let received = v["end"]["sum_received"]["bytes"].as_u64();
+    assert_eq!(
+        (sent, received),
+        (Some(BYTES), Some(BYTES)),
+        "iperf3 -6 -R: {iperf}"
+    );
+    let (frames, segments) = gro();
+    let (frames, segments) = (frames - frames_before, segments - segments_before);
+    println!("{segments} segments merged into {frames} super-frames");
+    // 64 MiB are ~47,000 segments of 1428 bytes; nothing else bound for the LAN is TCP.
+    assert!(
+        segments > 20_000 && frames > 0 && segments > 4 * frames,
+        "IPv6 segments not merged: {segments} in {frames} super-frames"
+    );
+    assert_eq!(
+        lab.nstat("lan", "TcpInCsumErrors"),
+        errors_before,
+        "bad TCP checksums on the LAN host"
+    );
 }
 
 /// The lab's ISPs filter sources (BCP 38), which is what makes the egress by source necessary:

@@ -521,13 +521,7 @@ fn gratuitous_arp_at_start_and_ping_rate_limit() {
         })
         .collect();
     // Replies counted by PE_A's kernel (a capture of a 200-reply burst may miss some).
-    let echo_replies = || {
-        let out = lab.ok("ispa", &["nstat", "-asz", "IcmpInEchoReps"]);
-        out.lines()
-            .find_map(|l| l.strip_prefix("IcmpInEchoReps"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no IcmpInEchoReps in {out}"))
-    };
+    let echo_replies = || lab.nstat("ispa", "IcmpInEchoReps");
     let before = lab.drops("ping_rate_limited");
     let replies_before = echo_replies();
     let t0 = std::time::Instant::now();

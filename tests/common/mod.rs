@@ -187,6 +187,15 @@ impl Lab {
             .unwrap_or_else(|| panic!("no log line {needle:?} after {since}:\n{}", self.log()))
     }
 
+    /// One of the kernel's SNMP counters in namespace `ns` (`nstat`, e.g. "TcpInCsumErrors").
+    pub fn nstat(&self, ns: &str, counter: &str) -> u64 {
+        let out = self.ok(ns, &["nstat", "-asz", counter]);
+        out.lines()
+            .find_map(|l| l.strip_prefix(counter))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {counter} in {out}"))
+    }
+
     /// One drop counter of the running router.
     pub fn drops(&self, name: &str) -> u64 {
         let v = self.ctl_json(&["show", "counters"]);
