@@ -362,12 +362,12 @@ impl Addrs {
         }
     }
 
-    /// Offsets in the IP header of the fields that differ from segment to segment, in order:
-    /// IPv4's total length, ident and header checksum; IPv6's payload length.
-    fn varying(self) -> &'static [Range<usize>] {
+    /// The fields of the IP header that differ from segment to segment, as (offset, length) in
+    /// order: IPv4's total length and ident, and its header checksum; IPv6's payload length.
+    fn varying(self) -> &'static [(usize, usize)] {
         match self {
-            Addrs::V4 { .. } => &[2..6, 10..12],
-            Addrs::V6 { .. } => &[4..6],
+            Addrs::V4 { .. } => &[(2, 4), (10, 2)],
+            Addrs::V6 { .. } => &[(4, 2)],
         }
     }
 
@@ -466,15 +466,15 @@ fn tcp_flow(frame: &[u8]) -> Belongs {
 /// byte (the flags themselves were checked by `parse`) is equal in the headers of two parsed
 /// frames of `addrs` whose TCP headers end at `hdr_end` in `a`.
 fn same_flow(addrs: Addrs, a: &[u8], b: &[u8], hdr_end: usize) -> bool {
-    // Sequence number, flags byte, checksum.
-    const TCP_VARYING: [Range<usize>; 3] = [4..8, TCP_FLAGS..TCP_FLAGS + 1, 16..18];
+    // Sequence number, flags byte, checksum, as (offset, length).
+    const TCP_VARYING: [(usize, usize); 3] = [(4, 4), (TCP_FLAGS, 1), (16, 2)];
     let same = |r: Range<usize>| a.get(r.clone()).is_some_and(|x| b.get(r) == Some(x));
     let tcp_at = addrs.tcp_offset();
     let varying = addrs
         .varying()
         .iter()
-        .map(|r| IP_OFFSET + r.start..IP_OFFSET + r.end)
-        .chain(TCP_VARYING.map(|r| tcp_at + r.start..tcp_at + r.end));
+        .map(|&(at, len)| IP_OFFSET + at..IP_OFFSET + at + len)
+        .chain(TCP_VARYING.map(|(at, len)| tcp_at + at..tcp_at + at + len));
     // From the Ethernet header to the end of the TCP options, skipping the fields that differ
     // per segment. Equal data offsets make equal header lengths.
     let mut from = ETH_OFFSET;

@@ -272,7 +272,9 @@ fn a_reduced_uplink_mtu_yields_packet_too_big() {
 /// `len` bytes (a multiple of 8) in which each 8-byte word holds its own offset, so that a lost,
 /// repeated or misplaced segment shows.
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len as u64 / 8).flat_map(|w| (w * 8).to_be_bytes()).collect()
+    (0..len as u64 / 8)
+        .flat_map(|w| (w * 8).to_be_bytes())
+        .collect()
 }
 
 /// Sends `data` from the central site's SERVER6 to the LAN host over one TCP connection, the
@@ -355,7 +357,10 @@ fn a_download_reaches_the_lan_host_merged_into_tcpv6_super_frames() {
         "bad TCP checksums on the LAN host"
     );
     assert_eq!(received.len(), sent.len(), "bytes received");
-    assert!(received == sent, "the bytes received differ from those sent");
+    assert!(
+        received == sent,
+        "the bytes received differ from those sent"
+    );
     let (frames, segments) = gro();
     let (frames, segments) = (frames - frames_before, segments - segments_before);
     println!("{segments} segments merged into {frames} super-frames");

@@ -80,9 +80,7 @@ fn build(s: &Spec) -> Vec<u8> {
     } else {
         b.ipv4(SERVER, HOST, 63)
     };
-    let b = b
-        .tcp(5201, s.dport, s.seq, 502)
-        .ack(s.ack);
+    let b = b.tcp(5201, s.dport, s.seq, 502).ack(s.ack);
     let b = if s.psh { b.psh() } else { b };
     let b = match s.ts {
         Some(ts) => b
@@ -166,37 +164,35 @@ fn segment(sf: &[u8]) -> Vec<Vec<u8>> {
     let tcp_at = if v6 { TCP6_OFFSET } else { TCP_OFFSET };
     let vh = VnetHdr::parse(sf).unwrap();
     assert_eq!(vh.flags, vnet::flags::NEEDS_CSUM);
-    let gso_type = if v6 { vnet::gso::TCPV6 } else { vnet::gso::TCPV4 };
+    let gso_type = if v6 {
+        vnet::gso::TCPV6
+    } else {
+        vnet::gso::TCPV4
+    };
     assert_eq!(vh.gso_type, gso_type);
     assert_eq!(usize::from(vh.csum_start), tcp_at - ETH_OFFSET);
     assert_eq!(vh.csum_offset, 16);
-    // The pseudo-header sum of a segment of `len` TCP bytes, and the IP header fixed for it.
-    let (pseudo, fix_ip): (Box<dyn Fn(usize) -> u32>, Box<dyn Fn(&mut [u8], usize, usize)>) =
+    if v6 {
+        let ip = Ipv6Packet::new_checked(&sf[IP_OFFSET..]).unwrap();
+        assert_eq!(ip.payload_len(), sf.len() - TCP6_OFFSET);
+    } else {
+        let ip = Ipv4Packet::new_checked(&sf[IP_OFFSET..]).unwrap();
+        assert!(ip.verify_checksum(), "super-frame IPv4 header checksum");
+        assert_eq!(ip.total_len(), sf.len() - IP_OFFSET);
+    }
+    let ident = Ipv4Packet::new_unchecked(&sf[IP_OFFSET..]).ident();
+    // The IP header of segment `k`, `len` bytes of TCP.
+    let fix_ip = |hdr: &mut [u8], len: usize, k: usize| {
         if v6 {
-            let ip = Ipv6Packet::new_checked(&sf[IP_OFFSET..]).unwrap();
-            assert_eq!(ip.payload_len(), sf.len() - TCP6_OFFSET);
-            let (src, dst) = (ip.src(), ip.dst());
-            (
-                Box::new(move |len| checksum::pseudo_header_sum_v6(src, dst, 6, len as u32)),
-                Box::new(|hdr, len, _| {
-                    Ipv6Packet::new_unchecked(hdr).set_payload_len(len as u16)
-                }),
-            )
+            Ipv6Packet::new_unchecked(hdr).set_payload_len(len as u16);
         } else {
-            let ip = Ipv4Packet::new_checked(&sf[IP_OFFSET..]).unwrap();
-            assert!(ip.verify_checksum(), "super-frame IPv4 header checksum");
-            assert_eq!(ip.total_len(), sf.len() - IP_OFFSET);
-            let (src, dst, ident) = (ip.src(), ip.dst(), ip.ident());
-            (
-                Box::new(move |len| checksum::pseudo_header_sum(src, dst, 6, len as u16)),
-                Box::new(move |hdr, len, k| {
-                    let mut ip = Ipv4Packet::new_unchecked(hdr);
-                    ip.set_total_len((20 + len) as u16);
-                    ip.set_ident(ident.wrapping_add(k as u16));
-                    ip.fill_checksum();
-                }),
-            )
-        };
+            let mut ip = Ipv4Packet::new_unchecked(hdr);
+            ip.set_total_len((20 + len) as u16);
+            ip.set_ident(ident.wrapping_add(k as u16));
+            ip.fill_checksum();
+        }
+    };
+    let pseudo = |len: usize| pseudo_header_sum(sf, len);
     let tcp = TcpPacket::new_checked(&sf[tcp_at..]).unwrap();
     let hdr_end = tcp_at + tcp.header_len();
     assert_eq!(ETH_OFFSET + usize::from(vh.hdr_len), hdr_end);
@@ -229,6 +225,17 @@ fn segment(sf: &[u8]) -> Vec<Vec<u8>> {
             seg
         })
         .collect()
+}
+
+/// The TCP pseudo-header sum for `len` bytes of TCP between the addresses of `frame`.
+fn pseudo_header_sum(frame: &[u8], len: usize) -> u32 {
+    if is_v6(frame) {
+        let ip = Ipv6Packet::new_unchecked(&frame[IP_OFFSET..]);
+        checksum::pseudo_header_sum_v6(ip.src(), ip.dst(), 6, len as u32)
+    } else {
+        let ip = Ipv4Packet::new_unchecked(&frame[IP_OFFSET..]);
+        checksum::pseudo_header_sum(ip.src(), ip.dst(), 6, len as u16)
+    }
 }
 
 /// The outputs turned back into the frames they stand for: super-frames segmented, other
@@ -688,7 +695,10 @@ fn merges_a_v6_run_and_segments_back_to_the_originals() {
     let seed = words(SERVER6) + words(HOST6) + (32 + 9 * MSS6 + 700) as u32 + 6;
     assert_eq!(tcp.checksum(), checksum::fold(seed));
     // A receiver reassembles the stream byte for byte.
-    let stream: Vec<u8> = frames.iter().flat_map(|f| f[TCP6_OFFSET + 32..].to_vec()).collect();
+    let stream: Vec<u8> = frames
+        .iter()
+        .flat_map(|f| f[TCP6_OFFSET + 32..].to_vec())
+        .collect();
     assert_eq!(stream, payload(s.seq, 9 * MSS6 + 700));
     assert_eq!(&sf[TCP6_OFFSET + 32..], &stream[..]);
     assert_eq!(segment(sf), frames);
@@ -767,7 +777,11 @@ fn interleaved_v6_flows_and_a_v4_flow_merge_each_in_their_own_order() {
     ];
     let out = coalesce(&mut Gro::default(), &batch);
     let counts: Vec<usize> = out.iter().map(|(_, n)| *n).collect();
-    assert_eq!(counts, vec![3, 3, 2], "one super-frame per flow, oldest first");
+    assert_eq!(
+        counts,
+        vec![3, 3, 2],
+        "one super-frame per flow, oldest first"
+    );
     assert_eq!(expand(&out[..1]), a);
     assert_eq!(expand(&out[1..2]), c);
     assert_eq!(expand(&out[2..]), b);
@@ -801,13 +815,17 @@ fn non_mergeable_v6_pairs_stay_untouched() {
         }),
         ("other flow label", |_, b| b[IP_OFFSET + 3] ^= 1),
         ("other hop limit", |_, b| b[IP_OFFSET + 7] -= 1),
-        ("other traffic class (ECN CE)", |_, b| b[IP_OFFSET + 1] |= 0x30),
+        ("other traffic class (ECN CE)", |_, b| {
+            b[IP_OFFSET + 1] |= 0x30
+        }),
         ("other destination MAC", |_, b| b[ETH_OFFSET + 5] ^= 1),
         ("destination options on both", |a, b| {
             *a = dest_opts(a);
             *b = dest_opts(b)
         }),
-        ("destination options on the second", |_, b| *b = dest_opts(b)),
+        ("destination options on the second", |_, b| {
+            *b = dest_opts(b)
+        }),
         ("hop-by-hop options on both", |a, b| {
             *a = with_ext(a, ipv6::next_header::HOP_BY_HOP, [0, 1, 4, 0, 0, 0, 0]);
             *b = with_ext(b, ipv6::next_header::HOP_BY_HOP, [0, 1, 4, 0, 0, 0, 0])
@@ -878,7 +896,11 @@ fn a_non_initial_v6_fragment_finishes_every_open_run() {
     let a = flow6(&[MSS6, MSS6]);
     let c = flow(&[MSS, MSS]);
     // Offset 1448, no more fragments: its ports cannot be read, whatever flow it belongs to.
-    let frag = with_ext(&a[1], ipv6::next_header::FRAGMENT, [0, 0x05, 0xa8, 0, 0, 0, 9]);
+    let frag = with_ext(
+        &a[1],
+        ipv6::next_header::FRAGMENT,
+        [0, 0x05, 0xa8, 0, 0, 0, 9],
+    );
     let batch = vec![a[0].clone(), c[0].clone(), frag.clone(), c[1].clone()];
     let out = coalesce(&mut Gro::default(), &batch);
     assert_eq!(out, untouched(&batch));
