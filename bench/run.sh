@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lab benchmark (issue 6): the same iperf3 traffic through the kernel (ip_forward + nftables
-# masquerade) and through mhrouter, in two labs built one after the other in this run, and a table
-# of mhrouter/kernel ratios. Results go to results/<timestamp>/ (results.md, results.json, flows.dat and flows.svg, raw/).
+# masquerade), through the I/O floor (bench/null_forward.rs, issue 16) and through mhrouter, in
+# labs built one after the other in this run, and a table of mhrouter/kernel ratios. Results go to results/<timestamp>/ (results.md, results.json, flows.dat and flows.svg, raw/).
 #
 # CPU seconds per GB (method also in README-bench.md). GB = bytes iperf3's receiver got. Samples
 # are taken just before and after each iperf3 run, in clock ticks:
@@ -42,7 +42,7 @@ TARGET_OFF=0.75
 
 usage() {
     cat <<'EOF'
-Usage: bench/run.sh [--quick] [--time S] [--prefix P]
+Usage: bench/run.sh [--quick] [--time S] [--prefix P] [--floor LIST]
 
 Builds target/release/mhrouter, then measures with iperf3 from the LAN host to 172.18.0.6:
 first with the kernel routing in <P>rtr (ip_forward=1, nftables masquerade on wan-a), then with
@@ -59,6 +59,13 @@ writes them to results/<UTC timestamp>/results.{md,json}, iperf3 output to raw/.
   --quick      2-second iperf3 runs (default 5)
   --time S     S-second iperf3 runs
   --prefix P   lab namespace prefix (default hx-bn-); must not be in use
+  --floor LIST the I/O floor runs, between the kernel and mhrouter (comma-separated; default
+               mmsg,ring; none skips them): the null forwarder bench/null_forward.rs (the
+               router's TAP/AF_PACKET I/O, batching, vnet headers and GRO; no parsing, routing or
+               NAT) reading the uplink with recvmmsg (mmsg, the router's path) or a TPACKET_V3
+               ring (ring), each in its own lab. IPv4 cases only: without NAT or neighbour
+               discovery the IPv6 cases cannot run through it. results.md gets a floor table
+               (kernel / floor / mhrouter, mhrouter/floor against the 0.95 goal)
 EOF
 }
 
@@ -69,6 +76,7 @@ die() {
 
 PREFIX=hx-bn-
 DURATION=5
+FLOOR_RX=mmsg,ring
 while (($#)); do
     case $1 in
     --quick) DURATION=2 ;;
@@ -82,6 +90,11 @@ while (($#)); do
         PREFIX=$2
         shift
         ;;
+    --floor)
+        (($# >= 2)) || die "--floor needs a list (mmsg,ring or none)"
+        FLOOR_RX=$2
+        shift
+        ;;
     -h | --help)
         usage
         exit 0
@@ -91,6 +104,7 @@ while (($#)); do
     shift
 done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--time must be a whole number of seconds"
+[[ $FLOOR_RX =~ ^(none|(mmsg|ring)(,(mmsg|ring))*)$ ]] || die "--floor takes mmsg, ring, both (mmsg,ring) or none"
 [[ $EUID -eq 0 ]] || die "must run as root (network namespaces)"
 for tool in iperf3 jq ethtool nft cargo; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
@@ -102,6 +116,7 @@ RECORDS=$OUT/records.jsonl
 HZ=$(getconf CLK_TCK)
 CLIENT_PID=
 CPS_SERVER_PID=
+FLOOR_PID=
 ROUTER_PID=0
 
 lab() { "$LAB" --prefix "$PREFIX" "$@"; }
@@ -110,7 +125,7 @@ lab() { "$LAB" --prefix "$PREFIX" "$@"; }
 LAB_OURS=false
 cleanup() {
     local pid
-    for pid in $CLIENT_PID $CPS_SERVER_PID; do
+    for pid in $CLIENT_PID $CPS_SERVER_PID $FLOOR_PID; do
         if kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -186,7 +201,7 @@ run_case() { # router case offloads iperf3-args...
                  else null end),
            cpu_path_s: ($busy - $others),
            cpu_system_s: ($busy - $others - $lab_s),
-           cpu_process_s: (if $router == "mhrouter" then $router_s else null end)}
+           cpu_process_s: (if $router == "kernel" then null else $router_s end)}
         ' "$raw" >>"$RECORDS"
     jq -r 'def r2: . * 100 | round / 100;
         select(.router == $r and .case == $c and .offloads == $o)
@@ -217,7 +232,7 @@ run_cps() { # router
         | {router: $router, case: "cps", offloads: "on", cps, failed: .failed,
            connections, seconds,
            cpu_path_s: ($busy - $others),
-           cpu_process_s: (if $router == "mhrouter" then $router_s else null end)}
+           cpu_process_s: (if $router == "kernel" then null else $router_s end)}
         ' "$raw" >>"$RECORDS"
     jq -r --arg r "$1" 'select(.router == $r and .case == "cps")
         | "  \(.router) cps: \(.cps | round) connections/s (\(.failed) failed)"' "$RECORDS"
@@ -254,6 +269,8 @@ measure() { # router
             run_case "$1" tcp64-down "$offloads" -c "$SERVER" -P 64 -R
             run_case "$1" udp64-up "$offloads" -c "$SERVER" -u -l "$UDP_LEN" -b 0
             run_cps "$1"
+            # The null forwarder has no NAT and no neighbour discovery: IPv4 only.
+            [[ $1 != floor* ]] || continue
             src6=$(lan_address6)
             run_case "$1" tcp1-up-v6 "$offloads" -c "$SERVER6" -B "$src6"
             run_case "$1" tcp1-down-v6 "$offloads" -c "$SERVER6" -B "$src6" -R
@@ -329,6 +346,61 @@ mhrouter_router() {
     done
     lab ctl show route >&2 || true
     die "mhrouter: no default via isp-a [10] after ${ROUTE_TIMEOUT_S}s"
+}
+
+# --- the I/O floor: the null forwarder ---------------------------------------------------------
+
+# The gateway MAC the LAN host is given for 192.168.0.1: mhrouter's own default for that address.
+FLOOR_LAN_MAC=02:6d:68:a8:00:01
+
+floor_name() { # mmsg|ring: the router name in the records
+    if [[ $1 == mmsg ]]; then echo floor; else echo "floor-$1"; fi
+}
+
+mac_of() { # role interface
+    lab exec "$1" ip -j link show dev "$2" | jq -r '.[0].address'
+}
+
+# bench/null_forward.rs in <P>rtr between the TAP mhr-lan on br-lan and wan-a, as mhrouter sits.
+# It answers no ARP and translates nothing, so the hosts get static neighbours and the far side
+# routes the LAN back toward wan-a (only inside the lab's namespaces).
+floor_router() { # mmsg|ring
+    local wan_mac i
+    wan_mac=$(mac_of rtr wan-a)
+    lab exec lan ip neigh replace 192.168.0.1 lladdr "$FLOOR_LAN_MAC" dev eth0 nud permanent
+    lab exec ispa ip neigh replace 172.16.1.1 lladdr "$wan_mac" dev rtr0 nud permanent
+    lab exec ispa ip route replace 192.168.0.0/24 via 172.16.1.1 dev rtr0
+    lab exec net ip route replace 192.168.0.0/24 via 10.255.1.1 dev isp-a
+    # lab.sh exec execs: $! is the forwarder itself.
+    "$LAB" --prefix "$PREFIX" exec rtr "$NULL_BIN" --tap mhr-lan --bridge br-lan --uplink wan-a \
+        --lan-mac "$FLOOR_LAN_MAC" --host-mac "$(mac_of lan eth0)" --peer-mac "$(mac_of ispa rtr0)" \
+        --rx "$1" 2>"$OUT/raw/$(floor_name "$1").log" &
+    FLOOR_PID=$!
+    ROUTER_PID=$FLOOR_PID
+    for ((i = 0; i < 20; i++)); do
+        if lab exec lan ping -c 1 -W 1 "$SERVER" >/dev/null 2>&1; then
+            return 0
+        fi
+        kill -0 "$FLOOR_PID" 2>/dev/null || break
+        sleep 0.5
+    done
+    cat "$OUT/raw/$(floor_name "$1").log" >&2
+    die "null forwarder (rx $1): no path from the LAN host to $SERVER"
+}
+
+# Stops the forwarder, which must still be running, and shows its totals; fails the bench unless
+# frames went both ways (the floor's smoke check).
+floor_stop() { # mmsg|ring
+    local log
+    log=$OUT/raw/$(floor_name "$1").log
+    kill -0 "$FLOOR_PID" 2>/dev/null || die "null forwarder (rx $1) exited during the run: $(cat "$log")"
+    kill -TERM "$FLOOR_PID"
+    wait "$FLOOR_PID" || die "null forwarder (rx $1) failed: $(cat "$log")"
+    FLOOR_PID=
+    ROUTER_PID=0
+    echo "  $(tail -n1 "$log")"
+    grep -qE ': [1-9][0-9]* frames to the uplink, [1-9][0-9]* to the LAN' "$log" ||
+        die "null forwarder (rx $1) passed no traffic: $(cat "$log")"
 }
 
 # --- report ------------------------------------------------------------------------------------
@@ -437,12 +509,73 @@ report() {
     echo "results: $OUT"
 }
 
+# The floor table: kernel / floor (each receive path) / mhrouter per IPv4 case, mhrouter/kernel,
+# mhrouter/floor (goal >= $goal) and ring/mmsg; CPU seconds per GB (per million packets for UDP):
+# the forwarder's or mhrouter's process, and the whole path.
+# shellcheck disable=SC2016 # jq program: $names are jq's
+FLOOR_JQ='
+def r3: if . == null then null else . * 1000 | round / 1000 end;
+def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b | r3 end;
+def fig: if . == null then null else .cps // .pps // .gbps end;
+def cpu(f): if . == null or f == null then null
+            elif .pps != null then f / (.pps * .seconds / 1e6) | r3
+            elif (.bytes // 0) > 0 then f / (.bytes / 1e9) | r3 else null end;
+group_by(.case + " " + .offloads)
+| map(select(any(.[]; .router | startswith("floor")))
+      | def by($r): map(select(.router == $r))[0];
+        by("kernel") as $k | by("floor") as $f | by("floor-ring") as $g | by("mhrouter") as $m
+      | {case: .[0].case, offloads: .[0].offloads,
+         unit: (if $k.cps != null then "cps" elif $k.pps != null then "pps" else "Gbit/s" end),
+         kernel: ($k | fig | r3), floor: ($f | fig | r3), floor_ring: ($g | fig | r3),
+         mhrouter: ($m | fig | r3),
+         mhrouter_vs_kernel: ratio($m | fig; $k | fig),
+         mhrouter_vs_floor: ratio($m | fig; $f | fig),
+         ring_vs_mmsg: ratio($g | fig; $f | fig),
+         retransmits: {kernel: $k.retransmits, floor: $f.retransmits,
+                       floor_ring: $g.retransmits, mhrouter: $m.retransmits},
+         cpu_process: {floor: ($f | cpu(.cpu_process_s)), floor_ring: ($g | cpu(.cpu_process_s)),
+                       mhrouter: ($m | cpu(.cpu_process_s))},
+         cpu_path: {kernel: ($k | cpu(.cpu_path_s)), floor: ($f | cpu(.cpu_path_s)),
+                    floor_ring: ($g | cpu(.cpu_path_s)), mhrouter: ($m | cpu(.cpu_path_s))}}
+      | .goal_met = (if .mhrouter_vs_floor == null then null else .mhrouter_vs_floor >= $goal end))
+| sort_by(.offloads != "on", .case)
+'
+
+# The floor section of results.json (floor) and results.md, when the floor ran.
+floor_report() {
+    local table
+    [[ $FLOOR_RX != none ]] || return 0
+    table=$(jq -s --argjson goal 0.95 "$FLOOR_JQ" "$RECORDS")
+    jq --argjson t "$table" '. + {floor: $t}' "$OUT/results.json" >"$OUT/results.json.new"
+    mv "$OUT/results.json.new" "$OUT/results.json"
+    {
+        echo
+        echo "## The I/O floor"
+        echo
+        echo "floor = bench/null_forward.rs: the router's own TAP/AF_PACKET I/O (batches, vnet headers,"
+        echo "GRO toward the LAN, same workers) copying frames with only the MACs rewritten; mmsg reads"
+        echo "the uplink with recvmmsg as mhrouter does, ring with a TPACKET_V3 ring. IPv4 only."
+        echo "CPU: seconds per GB (per million packets for udp64, per the run for cps) of the process"
+        echo "and of the whole path. Goal: mhrouter/floor >= 0.95."
+        echo
+        # shellcheck disable=SC2016
+        jq -r 'def cell: if . == null then "–" elif . == true then "yes" elif . == false then "**no**"
+                         else tostring end;
+            "| case | offloads | unit | kernel | floor mmsg | floor ring | mhrouter | mhrouter/kernel | mhrouter/floor | met | ring/mmsg | retransmits k / f / ring / m | CPU process floor / ring / mhrouter | CPU path kernel / floor / ring / mhrouter |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            (.[] | .retransmits as $r | .cpu_process as $p | .cpu_path as $c
+             | "| \(.case) | \(.offloads) | \(.unit) | \(.kernel | cell) | \(.floor | cell) | \(.floor_ring | cell) | \(.mhrouter | cell) | \(.mhrouter_vs_kernel | cell) | \(.mhrouter_vs_floor | cell) | \(.goal_met | cell) | \(.ring_vs_mmsg | cell) | \($r.kernel | cell) / \($r.floor | cell) / \($r.floor_ring | cell) / \($r.mhrouter | cell) | \($p.floor | cell) / \($p.floor_ring | cell) / \($p.mhrouter | cell) | \($c.kernel | cell) / \($c.floor | cell) / \($c.floor_ring | cell) / \($c.mhrouter | cell) |")' \
+            <<<"$table"
+    } | tee -a "$OUT/results.md"
+}
+
 # --- main --------------------------------------------------------------------------------------
 
 COMMAND="bench/run.sh"
 ((DURATION == 5)) || COMMAND+=" --time $DURATION"
 ((DURATION != 2)) || COMMAND="bench/run.sh --quick"
 [[ $PREFIX == hx-bn- ]] || COMMAND+=" --prefix $PREFIX"
+[[ $FLOOR_RX == mmsg,ring ]] || COMMAND+=" --floor $FLOOR_RX"
 
 if lab status >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q "^${PREFIX}"; then
     die "a lab with prefix '$PREFIX' exists already: pick another --prefix (or lab.sh --prefix $PREFIX down if it is yours)"
@@ -459,12 +592,26 @@ export MHROUTER_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/mhrouter
 CPS_BIN=$(cd "$REPO_DIR" && cargo bench --bench cps --no-run --message-format=json 2>/dev/null |
     jq -r 'select(.executable != null and .target.name == "cps") | .executable')
 [[ -x $CPS_BIN ]] || die "could not build bench/cps.rs"
+if [[ $FLOOR_RX != none ]]; then
+    (cd "$REPO_DIR" && cargo build --release --example null_forward --quiet)
+    NULL_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/examples/null_forward
+fi
 
 echo "bench: kernel forwarding (lab $PREFIX)"
 lab_up
 kernel_router
 measure kernel
 lab_down
+
+for rx in ${FLOOR_RX//,/ }; do
+    [[ $rx != none ]] || continue
+    echo "bench: the I/O floor, null forwarder reading the uplink with $rx (lab $PREFIX)"
+    lab_up
+    floor_router "$rx"
+    measure "$(floor_name "$rx")"
+    floor_stop "$rx"
+    lab_down
+done
 
 echo "bench: mhrouter (lab $PREFIX)"
 lab_up
@@ -475,3 +622,4 @@ ROUTER_PID=0
 lab_down
 
 report
+floor_report

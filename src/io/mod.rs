@@ -1,4 +1,5 @@
-//! Thin platform I/O layer: TAP queues, AF_PACKET sockets, link state, epoll.
+//! Thin platform I/O layer: TAP queues, AF_PACKET sockets (and their TPACKET_V3 receive ring),
+//! link state, epoll.
 //!
 //! No policy lives here: these types open, read and write, and report errors; what to do with
 //! frames and errors is decided by the data and control planes. Everything is Linux-only and
@@ -11,6 +12,7 @@
 pub mod link;
 pub mod packet;
 pub mod poll;
+pub mod ring;
 pub mod tap;
 
 use std::io;

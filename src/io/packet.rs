@@ -29,6 +29,7 @@ pub struct PacketOptions {
 pub struct PacketSocket {
     fd: OwnedFd,
     ifindex: u32,
+    vnet_hdr: bool,
 }
 
 impl PacketSocket {
@@ -102,7 +103,11 @@ impl PacketSocket {
                 other => other?,
             }
         }
-        Ok(PacketSocket { fd, ifindex })
+        Ok(PacketSocket {
+            fd,
+            ifindex,
+            vnet_hdr: opts.vnet_hdr,
+        })
     }
 
     /// Sends one frame (starting with the vnet header when `vnet_hdr` is on) out of the bound
@@ -122,8 +127,8 @@ impl PacketSocket {
         Ok(())
     }
 
-    /// Frames the kernel dropped for this socket since the last call (its receive buffer was
-    /// full); reading `PACKET_STATISTICS` resets the kernel's counts.
+    /// Frames the kernel dropped for this socket since the last call (its receive buffer, or its
+    /// [`super::ring::RxRing`], was full); reading `PACKET_STATISTICS` resets the kernel's counts.
     pub fn take_drops(&self) -> io::Result<u32> {
         let mut stats = libc::tpacket_stats {
             tp_packets: 0,
@@ -148,6 +153,11 @@ impl PacketSocket {
 
     pub fn ifindex(&self) -> u32 {
         self.ifindex
+    }
+
+    /// Frames carry the virtio_net_hdr ([`PacketOptions::vnet_hdr`]).
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
     }
 
     pub fn as_raw_fd(&self) -> RawFd {
