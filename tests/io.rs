@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use mhrouter::io::link::{LinkWatcher, link_info, set_link_up};
 use mhrouter::io::packet::{PacketOptions, PacketSocket, RecvBatch, send_all};
 use mhrouter::io::poll::Epoll;
+use mhrouter::io::ring::{RingOptions, RxRing};
 use mhrouter::io::tap::Tap;
 use mhrouter::io::{MAX_FRAME, VNET_HDR_LEN};
 
@@ -156,6 +157,64 @@ fn collect(sock: &PacketSocket, want: usize, timeout: Duration) -> Vec<Vec<u8>> 
     }
     assert_eq!(batch.truncated(), 0);
     got
+}
+
+/// Collects the whole frames (vnet header included) of test frames arriving in `ring` until
+/// `want` arrived or `timeout` passed.
+fn collect_ring(
+    ring: &mut RxRing,
+    sock: &PacketSocket,
+    want: usize,
+    timeout: Duration,
+) -> Vec<Vec<u8>> {
+    let epoll = Epoll::new().unwrap();
+    epoll.add(sock.as_raw_fd(), 0).unwrap();
+    let mut got = Vec::new();
+    let mut ready = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while got.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        epoll.wait(&mut ready, left.as_millis() as i32 + 1).unwrap();
+        // Drain: a block stays readable until every frame in it was taken.
+        loop {
+            let n = ring.recv();
+            assert!(n <= ring.capacity());
+            if n == 0 {
+                break;
+            }
+            for i in 0..n {
+                assert!(ring.received(i).is_some());
+                let frame = ring.frame(i);
+                if is_test_frame(&frame[VNET_HDR_LEN..]) {
+                    got.push(frame.to_vec());
+                }
+            }
+        }
+    }
+    got
+}
+
+/// A namespace with a veth pair pa -- pb (MTU 9000) and no IPv6 chatter on it.
+fn veth_pair(test: &str) -> Netns {
+    let ns = Netns::new(test);
+    // No IPv6: the links' own router solicitations and MLD reports would be frames too.
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.name,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ]);
+    ns.ip("link add pa mtu 9000 type veth peer name pb mtu 9000");
+    ns.ip("link set pa up");
+    ns.ip("link set pb up");
+    ns
 }
 
 fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -499,5 +558,125 @@ fn a_full_receive_buffer_is_counted_and_the_count_taken_once() {
             0,
             "the count is taken, not read twice"
         );
+    });
+}
+
+/// Blocks of two pages: a 6000-byte frame fills most of one, so frames of mixed sizes spread over
+/// many blocks and the reader walks, resumes and hands back blocks all the time.
+const SMALL_BLOCKS: RingOptions = RingOptions {
+    block_size: 8192,
+    blocks: 16,
+    retire_ms: 1,
+};
+
+#[test]
+fn a_ring_reads_frames_whole_and_in_order() {
+    if !common::require_root() {
+        return;
+    }
+    let ns = veth_pair("ring");
+    ns.run(|| {
+        let pa = link_info("pa").unwrap().ifindex;
+        let pb = link_info("pb").unwrap().ifindex;
+        let sa = PacketSocket::open(pa, &receiving(true, None)).unwrap();
+        let sb = PacketSocket::open(pb, &receiving(true, None)).unwrap();
+        // Five frames per recv: batches end in the middle of blocks.
+        let mut ring = RxRing::attach(&sb, SMALL_BLOCKS, 5).unwrap();
+        assert_eq!(ring.capacity(), 5);
+        assert_eq!(
+            RxRing::attach(&sb, SMALL_BLOCKS, 5).err().map(|e| e.kind()),
+            Some(ErrorKind::ResourceBusy),
+            "a second ring on one socket"
+        );
+        // Four rounds of 16 frames, ~8 blocks each: the ring of 16 blocks wraps twice, which
+        // works only if the blocks read are handed back.
+        let sizes = [60, 700, 1500, 6000];
+        for round in 0..4u8 {
+            let frames: Vec<Vec<u8>> = (0..16u8)
+                .map(|i| {
+                    let len = sizes[usize::from(i) % sizes.len()];
+                    let mut tag = vec![round * 16 + i; len];
+                    tag[0] = round;
+                    tag[1] = i;
+                    with_vnet(&eth_frame(1, &tag))
+                })
+                .collect();
+            assert_eq!(send_all(&sa, frames.iter().map(Vec::as_slice)).unwrap(), 16);
+            let got = collect_ring(&mut ring, &sb, 16, Duration::from_secs(3));
+            assert_eq!(got.len(), 16, "round {round}: frames read");
+            for (i, (g, f)) in got.iter().zip(&frames).enumerate() {
+                assert_eq!(g.len(), f.len(), "round {round} frame {i}: length");
+                assert_eq!(gso_type(g), 0);
+                assert!(
+                    g[VNET_HDR_LEN..] == f[VNET_HDR_LEN..],
+                    "round {round} frame {i}: the Ethernet frame after the vnet header differs"
+                );
+            }
+        }
+        assert_eq!(ring.truncated(), 0);
+        // A frame larger than a block is cut by the kernel: counted, and the next one arrives.
+        let big = with_vnet(&eth_frame(1, &[0xbb; 8500]));
+        let after = with_vnet(&eth_frame(1, b"after the big one"));
+        assert_eq!(send_all(&sa, [&big, &after]).unwrap(), 2);
+        let got = collect_ring(&mut ring, &sb, 1, Duration::from_secs(3));
+        assert_eq!(got, vec![after]);
+        assert_eq!(ring.truncated(), 1);
+        assert_eq!(sb.take_drops().unwrap(), 0);
+    });
+}
+
+#[test]
+fn a_full_ring_counts_its_drops_and_recovers() {
+    if !common::require_root() {
+        return;
+    }
+    let ns = veth_pair("ringfull");
+    ns.run(|| {
+        let pa = link_info("pa").unwrap().ifindex;
+        let pb = link_info("pb").unwrap().ifindex;
+        let sa = PacketSocket::open(pa, &receiving(true, None)).unwrap();
+        let sb = PacketSocket::open(pb, &receiving(true, None)).unwrap();
+        let two = RingOptions {
+            blocks: 2,
+            ..SMALL_BLOCKS
+        };
+        let mut ring = RxRing::attach(&sb, two, 32).unwrap();
+        assert_eq!(sb.take_drops().unwrap(), 0, "nothing lost yet");
+        let burst: Vec<Vec<u8>> = (0..200u8)
+            .map(|i| with_vnet(&eth_frame(1, &[i; 1000])))
+            .collect();
+        let mut sent = 0;
+        for chunk in burst.chunks(20) {
+            sent += send_all(&sa, chunk.iter().map(Vec::as_slice)).unwrap();
+        }
+        assert_eq!(sent, 200);
+        let got = collect_ring(&mut ring, &sb, 200, Duration::from_millis(300));
+        let lost = sb.take_drops().unwrap() as usize;
+        assert!(
+            got.len() < 200,
+            "{} frames fit in two blocks: the test shows nothing",
+            got.len()
+        );
+        assert_eq!(
+            got.len() + lost,
+            200,
+            "every frame either read ({}) or counted lost ({lost})",
+            got.len()
+        );
+        assert_eq!(
+            got[..],
+            burst[..got.len()],
+            "the first frames, whole and in order"
+        );
+        // Handed back, the blocks take frames again.
+        let later: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| with_vnet(&eth_frame(2, &[i; 100])))
+            .collect();
+        assert_eq!(send_all(&sa, later.iter().map(Vec::as_slice)).unwrap(), 3);
+        assert_eq!(
+            collect_ring(&mut ring, &sb, 3, Duration::from_secs(3)),
+            later
+        );
+        assert_eq!(sb.take_drops().unwrap(), 0);
     });
 }

@@ -189,6 +189,10 @@ impl RxRing {
                 Some(c) => c,
                 None => {
                     let block = self.next_block;
+                    // Every block is ours: the ring wrapped onto one this call used up.
+                    if self.used.contains(&block) {
+                        break;
+                    }
                     // Acquire: the kernel's writes of the block's frames are visible after this.
                     let st = self.status(block).load(Ordering::Acquire);
                     if st & libc::TP_STATUS_USER == 0 {
