@@ -42,7 +42,7 @@ TARGET_OFF=0.75
 
 usage() {
     cat <<'EOF'
-Usage: bench/run.sh [--quick] [--time S] [--prefix P] [--floor LIST]
+Usage: bench/run.sh [--quick] [--time S] [--prefix P] [--floor LIST] [--rx-paths N]
 
 Builds target/release/mhrouter, then measures with iperf3 from the LAN host to 172.18.0.6:
 first with the kernel routing in <P>rtr (ip_forward=1, nftables masquerade on wan-a), then with
@@ -66,6 +66,10 @@ writes them to results/<UTC timestamp>/results.{md,json}, iperf3 output to raw/.
                ring (ring), each in its own lab. IPv4 cases only: without NAT or neighbour
                discovery the IPv6 cases cannot run through it. results.md gets a floor table
                (kernel / floor / mhrouter, mhrouter/floor against the 0.95 goal)
+  --rx-paths N only the receive-path comparison, instead of everything else: one lab, the null
+               forwarder reading the uplink with recvmmsg then with the TPACKET_V3 ring, N rounds
+               interleaved (so drift on a shared machine hits both alike) of the downloads
+               tcp1/tcp4/tcp16-down (offloads on); medians in rx_paths.md and rx_paths.json
 EOF
 }
 
@@ -77,6 +81,7 @@ die() {
 PREFIX=hx-bn-
 DURATION=5
 FLOOR_RX=mmsg,ring
+RX_ROUNDS=0
 while (($#)); do
     case $1 in
     --quick) DURATION=2 ;;
@@ -95,6 +100,11 @@ while (($#)); do
         FLOOR_RX=$2
         shift
         ;;
+    --rx-paths)
+        (($# >= 2)) || die "--rx-paths needs a number of rounds"
+        RX_ROUNDS=$2
+        shift
+        ;;
     -h | --help)
         usage
         exit 0
@@ -105,6 +115,7 @@ while (($#)); do
 done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--time must be a whole number of seconds"
 [[ $FLOOR_RX =~ ^(none|(mmsg|ring)(,(mmsg|ring))*)$ ]] || die "--floor takes mmsg, ring, both (mmsg,ring) or none"
+[[ $RX_ROUNDS =~ ^[0-9]+$ ]] || die "--rx-paths takes a number of rounds"
 [[ $EUID -eq 0 ]] || die "must run as root (network namespaces)"
 for tool in iperf3 jq ethtool nft cargo; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
@@ -403,6 +414,55 @@ floor_stop() { # mmsg|ring
         die "null forwarder (rx $1) passed no traffic: $(cat "$log")"
 }
 
+# --rx-paths: recvmmsg against the ring, interleaved in one lab. Case names carry the round
+# (tcp1-down#2); the report takes medians over the rounds.
+rx_paths() {
+    local round rx name
+    echo "bench: receive paths of the null forwarder, mmsg vs ring, $RX_ROUNDS rounds (lab $PREFIX)"
+    lab_up
+    for ((round = 1; round <= RX_ROUNDS; round++)); do
+        for rx in mmsg ring; do
+            name=$(floor_name "$rx")
+            floor_router "$rx"
+            run_case "$name" "tcp1-down#$round" on -c "$SERVER" -R
+            run_case "$name" "tcp4-down#$round" on -c "$SERVER" -P 4 -R
+            run_case "$name" "tcp16-down#$round" on -c "$SERVER" -P 16 -R
+            floor_stop "$rx"
+        done
+    done
+    lab_down
+    # shellcheck disable=SC2016 # jq program: $names are jq's
+    jq -s 'def r3: . * 1000 | round / 1000;
+        def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+        map(. + {base: (.case | sub("#.*"; ""))})
+        | group_by(.base)
+        | map(. as $g | def of($r): $g | map(select(.router == $r));
+              def stats($r): of($r) | {gbps: (map(.gbps) | median | r3),
+                  process_s_per_gb: (map(.cpu_process_s / (.bytes / 1e9)) | median | r3),
+                  path_s_per_gb: (map(.cpu_path_s / (.bytes / 1e9)) | median | r3),
+                  retransmits: (map(.retransmits) | add), rounds: length};
+              {case: $g[0].base, mmsg: stats("floor"), ring: stats("floor-ring")}
+              | .ring_vs_mmsg_gbps = (.ring.gbps / .mmsg.gbps | r3)
+              | .ring_vs_mmsg_process_cpu = (.ring.process_s_per_gb / .mmsg.process_s_per_gb | r3))' \
+        "$RECORDS" >"$OUT/rx_paths.json"
+    {
+        echo "# Receive paths of the null forwarder: recvmmsg vs TPACKET_V3 ring ($(basename "$OUT"))"
+        echo
+        echo "\`$COMMAND\` — $(nproc) cores, kernel $(uname -r), iperf3 ${DURATION}s per run, load"
+        echo "average at start $LOAD_START. Medians over $RX_ROUNDS interleaved rounds, offloads on;"
+        echo "CPU seconds per GB of the forwarder process and of the whole path; retransmits summed."
+        echo
+        echo "| case | mmsg Gbit/s | ring Gbit/s | ring/mmsg | process CPU s/GB mmsg | ring | ring/mmsg | path CPU s/GB mmsg | ring | retransmits mmsg | ring |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|"
+        jq -r '.[] | "| \(.case) | \(.mmsg.gbps) | \(.ring.gbps) | \(.ring_vs_mmsg_gbps) | \(.mmsg.process_s_per_gb) | \(.ring.process_s_per_gb) | \(.ring_vs_mmsg_process_cpu) | \(.mmsg.path_s_per_gb) | \(.ring.path_s_per_gb) | \(.mmsg.retransmits) | \(.ring.retransmits) |"' \
+            "$OUT/rx_paths.json"
+    } >"$OUT/rx_paths.md"
+    echo
+    cat "$OUT/rx_paths.md"
+    echo
+    echo "results: $OUT"
+}
+
 # --- report ------------------------------------------------------------------------------------
 
 # One row per (case, offloads): kernel and mhrouter side by side, and the ratios.
@@ -576,6 +636,7 @@ COMMAND="bench/run.sh"
 ((DURATION != 2)) || COMMAND="bench/run.sh --quick"
 [[ $PREFIX == hx-bn- ]] || COMMAND+=" --prefix $PREFIX"
 [[ $FLOOR_RX == mmsg,ring ]] || COMMAND+=" --floor $FLOOR_RX"
+((RX_ROUNDS == 0)) || COMMAND+=" --rx-paths $RX_ROUNDS"
 
 if lab status >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q "^${PREFIX}"; then
     die "a lab with prefix '$PREFIX' exists already: pick another --prefix (or lab.sh --prefix $PREFIX down if it is yours)"
@@ -592,9 +653,13 @@ export MHROUTER_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/mhrouter
 CPS_BIN=$(cd "$REPO_DIR" && cargo bench --bench cps --no-run --message-format=json 2>/dev/null |
     jq -r 'select(.executable != null and .target.name == "cps") | .executable')
 [[ -x $CPS_BIN ]] || die "could not build bench/cps.rs"
-if [[ $FLOOR_RX != none ]]; then
+if [[ $FLOOR_RX != none ]] || ((RX_ROUNDS > 0)); then
     (cd "$REPO_DIR" && cargo build --release --example null_forward --quiet)
     NULL_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/examples/null_forward
+fi
+if ((RX_ROUNDS > 0)); then
+    rx_paths
+    exit 0
 fi
 
 echo "bench: kernel forwarding (lab $PREFIX)"
