@@ -60,7 +60,7 @@ writes them to results/<UTC timestamp>/results.{md,json}, iperf3 output to raw/.
   --time S     S-second iperf3 runs
   --prefix P   lab namespace prefix (default hx-bn-); must not be in use
   --floor LIST the I/O floor runs, between the kernel and mhrouter (comma-separated; default
-               mmsg,ring; none skips them): the null forwarder bench/null_forward.rs (the
+               mmsg,ring, with --quick mmsg; none skips them): the null forwarder bench/null_forward.rs (the
                router's TAP/AF_PACKET I/O, batching, vnet headers and GRO; no parsing, routing or
                NAT) reading the uplink with recvmmsg (mmsg, the router's path) or a TPACKET_V3
                ring (ring), each in its own lab. IPv4 cases only: without NAT or neighbour
@@ -80,11 +80,15 @@ die() {
 
 PREFIX=hx-bn-
 DURATION=5
-FLOOR_RX=mmsg,ring
+# Empty until --floor or --quick sets it: then both receive paths.
+FLOOR_RX=
 RX_ROUNDS=0
 while (($#)); do
     case $1 in
-    --quick) DURATION=2 ;;
+    --quick)
+        DURATION=2
+        FLOOR_RX=${FLOOR_RX:-mmsg}
+        ;;
     --time)
         (($# >= 2)) || die "--time needs seconds"
         DURATION=$2
@@ -114,6 +118,7 @@ while (($#)); do
     shift
 done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--time must be a whole number of seconds"
+FLOOR_RX=${FLOOR_RX:-mmsg,ring}
 [[ $FLOOR_RX =~ ^(none|(mmsg|ring)(,(mmsg|ring))*)$ ]] || die "--floor takes mmsg, ring, both (mmsg,ring) or none"
 [[ $RX_ROUNDS =~ ^[0-9]+$ ]] || die "--rx-paths takes a number of rounds"
 [[ $EUID -eq 0 ]] || die "must run as root (network namespaces)"
@@ -615,8 +620,8 @@ floor_report() {
         echo "floor = bench/null_forward.rs: the router's own TAP/AF_PACKET I/O (batches, vnet headers,"
         echo "GRO toward the LAN, same workers) copying frames with only the MACs rewritten; mmsg reads"
         echo "the uplink with recvmmsg as mhrouter does, ring with a TPACKET_V3 ring. IPv4 only."
-        echo "CPU: seconds per GB (per million packets for udp64, per the run for cps) of the process"
-        echo "and of the whole path. Goal: mhrouter/floor >= 0.95."
+        echo "CPU: seconds per GB (per million packets for udp64) of the process and of the whole path."
+        echo "Goal: mhrouter/floor >= 0.95."
         echo
         # shellcheck disable=SC2016
         jq -r 'def cell: if . == null then "–" elif . == true then "yes" elif . == false then "**no**"
@@ -635,7 +640,7 @@ COMMAND="bench/run.sh"
 ((DURATION == 5)) || COMMAND+=" --time $DURATION"
 ((DURATION != 2)) || COMMAND="bench/run.sh --quick"
 [[ $PREFIX == hx-bn- ]] || COMMAND+=" --prefix $PREFIX"
-[[ $FLOOR_RX == mmsg,ring ]] || COMMAND+=" --floor $FLOOR_RX"
+[[ $FLOOR_RX == mmsg,ring ]] || [[ $FLOOR_RX == mmsg && $DURATION == 2 ]] || COMMAND+=" --floor $FLOOR_RX"
 ((RX_ROUNDS == 0)) || COMMAND+=" --rx-paths $RX_ROUNDS"
 
 if lab status >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q "^${PREFIX}"; then
