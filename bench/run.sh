@@ -66,10 +66,11 @@ writes them to results/<UTC timestamp>/results.{md,json}, iperf3 output to raw/.
                ring (ring), each in its own lab. IPv4 cases only: without NAT or neighbour
                discovery the IPv6 cases cannot run through it. results.md gets a floor table
                (kernel / floor / mhrouter, mhrouter/floor against the 0.95 goal)
-  --rx-paths N only the receive-path comparison, instead of everything else: one lab, the null
-               forwarder reading the uplink with recvmmsg then with the TPACKET_V3 ring, N rounds
-               interleaved (so drift on a shared machine hits both alike) of the downloads
-               tcp1/tcp4/tcp16-down (offloads on); medians in rx_paths.md and rx_paths.json
+  --rx-paths N only the floor comparison, instead of everything else: one lab, the null
+               forwarder reading the uplink with recvmmsg, then with the TPACKET_V3 ring, then
+               mhrouter, N rounds interleaved (so drift on a shared machine hits all alike) of
+               the downloads tcp1/tcp4/tcp16-down (offloads on); medians in rx_paths.md and
+               rx_paths.json
 EOF
 }
 
@@ -419,20 +420,31 @@ floor_stop() { # mmsg|ring
         die "null forwarder (rx $1) passed no traffic: $(cat "$log")"
 }
 
-# --rx-paths: recvmmsg against the ring, interleaved in one lab. Case names carry the round
-# (tcp1-down#2); the report takes medians over the rounds.
+# --rx-paths: recvmmsg against the ring, and mhrouter against both, interleaved in one lab (the
+# floor's neighbours and routes stay; mhrouter uses the same MACs and ignores the routes). Case
+# names carry the round (tcp1-down#2); the report takes medians over the rounds.
 rx_paths() {
     local round rx name
-    echo "bench: receive paths of the null forwarder, mmsg vs ring, $RX_ROUNDS rounds (lab $PREFIX)"
+    echo "bench: the floor (mmsg, ring) and mhrouter interleaved, $RX_ROUNDS rounds (lab $PREFIX)"
     lab_up
     for ((round = 1; round <= RX_ROUNDS; round++)); do
-        for rx in mmsg ring; do
-            name=$(floor_name "$rx")
-            floor_router "$rx"
+        for rx in mmsg ring mhrouter; do
+            if [[ $rx == mhrouter ]]; then
+                name=mhrouter
+                mhrouter_router
+            else
+                name=$(floor_name "$rx")
+                floor_router "$rx"
+            fi
             run_case "$name" "tcp1-down#$round" on -c "$SERVER" -R
             run_case "$name" "tcp4-down#$round" on -c "$SERVER" -P 4 -R
             run_case "$name" "tcp16-down#$round" on -c "$SERVER" -P 16 -R
-            floor_stop "$rx"
+            if [[ $rx == mhrouter ]]; then
+                lab router stop >/dev/null
+                ROUTER_PID=0
+            else
+                floor_stop "$rx"
+            fi
         done
     done
     lab_down
@@ -446,20 +458,23 @@ rx_paths() {
                   process_s_per_gb: (map(.cpu_process_s / (.bytes / 1e9)) | median | r3),
                   path_s_per_gb: (map(.cpu_path_s / (.bytes / 1e9)) | median | r3),
                   retransmits: (map(.retransmits) | add), rounds: length};
-              {case: $g[0].base, mmsg: stats("floor"), ring: stats("floor-ring")}
+              {case: $g[0].base, mmsg: stats("floor"), ring: stats("floor-ring"),
+               mhrouter: stats("mhrouter")}
               | .ring_vs_mmsg_gbps = (.ring.gbps / .mmsg.gbps | r3)
+              | .mhrouter_vs_floor_gbps = (.mhrouter.gbps / .mmsg.gbps | r3)
               | .ring_vs_mmsg_process_cpu = (.ring.process_s_per_gb / .mmsg.process_s_per_gb | r3))' \
         "$RECORDS" >"$OUT/rx_paths.json"
     {
-        echo "# Receive paths of the null forwarder: recvmmsg vs TPACKET_V3 ring ($(basename "$OUT"))"
+        echo "# The floor with recvmmsg and with a TPACKET_V3 ring, and mhrouter ($(basename "$OUT"))"
         echo
         echo "\`$COMMAND\` — $(nproc) cores, kernel $(uname -r), iperf3 ${DURATION}s per run, load"
         echo "average at start $LOAD_START. Medians over $RX_ROUNDS interleaved rounds, offloads on;"
-        echo "CPU seconds per GB of the forwarder process and of the whole path; retransmits summed."
+        echo "CPU seconds per GB of the process (forwarder or mhrouter) and of the whole path;"
+        echo "retransmits summed. mhrouter/floor is against the floor with recvmmsg (goal >= 0.95)."
         echo
-        echo "| case | mmsg Gbit/s | ring Gbit/s | ring/mmsg | process CPU s/GB mmsg | ring | ring/mmsg | path CPU s/GB mmsg | ring | retransmits mmsg | ring |"
-        echo "|---|---|---|---|---|---|---|---|---|---|---|"
-        jq -r '.[] | "| \(.case) | \(.mmsg.gbps) | \(.ring.gbps) | \(.ring_vs_mmsg_gbps) | \(.mmsg.process_s_per_gb) | \(.ring.process_s_per_gb) | \(.ring_vs_mmsg_process_cpu) | \(.mmsg.path_s_per_gb) | \(.ring.path_s_per_gb) | \(.mmsg.retransmits) | \(.ring.retransmits) |"' \
+        echo "| case | floor mmsg Gbit/s | ring | mhrouter | ring/mmsg | mhrouter/floor | process CPU s/GB mmsg | ring | mhrouter | ring/mmsg | path CPU s/GB mmsg | ring | mhrouter | retransmits mmsg | ring | mhrouter |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        jq -r '.[] | "| \(.case) | \(.mmsg.gbps) | \(.ring.gbps) | \(.mhrouter.gbps) | \(.ring_vs_mmsg_gbps) | \(.mhrouter_vs_floor_gbps) | \(.mmsg.process_s_per_gb) | \(.ring.process_s_per_gb) | \(.mhrouter.process_s_per_gb) | \(.ring_vs_mmsg_process_cpu) | \(.mmsg.path_s_per_gb) | \(.ring.path_s_per_gb) | \(.mhrouter.path_s_per_gb) | \(.mmsg.retransmits) | \(.ring.retransmits) | \(.mhrouter.retransmits) |"' \
             "$OUT/rx_paths.json"
     } >"$OUT/rx_paths.md"
     echo

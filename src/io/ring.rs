@@ -256,16 +256,21 @@ impl RxRing {
         unsafe { AtomicU32::from_ptr(self.map.add(block * self.block_size + BLOCK_STATUS).cast()) }
     }
 
-    /// A u32 at offset `at` of `block`; `at + 4` is within the block.
+    /// A u32 at offset `at` of `block`; 0 past the block's end (offsets come from the kernel,
+    /// so a slip never reads outside the map).
     fn read_u32_at(&self, block: usize, at: usize) -> u32 {
-        debug_assert!(at + 4 <= self.block_size);
+        if at + 4 > self.block_size {
+            return 0;
+        }
         // SAFETY: the offset is inside the map (block < blocks, at + 4 <= block_size) and the
         // block is ours (TP_STATUS_USER seen with Acquire), so the kernel does not write it.
         unsafe { std::ptr::read_unaligned(self.map.add(block * self.block_size + at).cast()) }
     }
 
     fn read_u16_at(&self, block: usize, at: usize) -> u16 {
-        debug_assert!(at + 2 <= self.block_size);
+        if at + 2 > self.block_size {
+            return 0;
+        }
         // SAFETY: as for `read_u32_at`.
         unsafe { std::ptr::read_unaligned(self.map.add(block * self.block_size + at).cast()) }
     }
