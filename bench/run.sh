@@ -498,6 +498,7 @@ group_by(.case + " " + .offloads)
       | (map(select(.router == "mhrouter"))[0]) as $m
       | {case: .[0].case, offloads: .[0].offloads,
          kernel_gbps: ($k.gbps | r3), mhrouter_gbps: ($m.gbps | r3),
+         floor_gbps: (map(select(.router == "floor"))[0].gbps | r3),
          ratio_gbps: ratio($m.gbps; $k.gbps),
          kernel_pps: ($k.pps | if . then round else null end),
          mhrouter_pps: ($m.pps | if . then round else null end),
@@ -536,11 +537,12 @@ def cell: if . == null then "–" elif . == true then "yes" elif . == false then
  | "", "\(.case): CPU seconds per million packets: path kernel \($p.kernel_path | cell), path mhrouter \($p.mhrouter_path | cell), mhrouter process \($p.mhrouter_process | cell).")
 '
 
-# Throughput against the number of download streams (offloads on), both routers: flows.dat and,
-# with gnuplot, flows.svg.
+# Throughput against the number of download streams (offloads on), both routers and the I/O floor
+# (recvmmsg; NaN when it did not run): flows.dat and, with gnuplot, flows.svg.
 plot_flows() { # table-json
     jq -r '.[] | select(.offloads == "on" and (.case | test("^tcp[0-9]+-down$")))
-        | [(.case | ltrimstr("tcp") | rtrimstr("-down") | tonumber), .kernel_gbps, .mhrouter_gbps]
+        | [(.case | ltrimstr("tcp") | rtrimstr("-down") | tonumber), .kernel_gbps, .mhrouter_gbps,
+           (.floor_gbps // "NaN")]
         | @tsv' <<<"$1" | sort -n >"$OUT/flows.dat"
     command -v gnuplot >/dev/null || return 0
     gnuplot <<EOF
@@ -554,7 +556,8 @@ set xtics (1, 4, 16, 64)
 set yrange [0:*]
 set key bottom right
 plot "$OUT/flows.dat" using 1:2 with linespoints title "kernel + nft masquerade", \\
-     "$OUT/flows.dat" using 1:3 with linespoints title "mhrouter"
+     "$OUT/flows.dat" using 1:3 with linespoints title "mhrouter", \\
+     "$OUT/flows.dat" using 1:4 with linespoints title "I/O floor (null forwarder)"
 EOF
 }
 
