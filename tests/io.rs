@@ -225,6 +225,15 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the veth ends pa and pb are operationally up. The kernel's link watcher, which
+/// also turns on the transmit queue, runs at most once a second for the whole machine: a frame
+/// sent before it has run is dropped, so a test sending at once fails when other links changed.
+fn wait_carrier() {
+    wait_for("carrier on pa and pb", Duration::from_secs(5), || {
+        ["pa", "pb"].iter().all(|l| link_info(l).unwrap().carrier)
+    });
+}
+
 #[test]
 fn tap_with_vnet_header_and_two_queues_bridges_both_ways() {
     if !common::require_root() {
@@ -340,6 +349,7 @@ fn packet_sockets_on_a_veth_pair() {
     ns.ip("link set pb up");
 
     ns.run(|| {
+        wait_carrier();
         let pa = link_info("pa").unwrap().ifindex;
         let pb = link_info("pb").unwrap().ifindex;
         let sa = PacketSocket::open(pa, &receiving(true, None)).unwrap();
@@ -523,6 +533,7 @@ fn a_full_receive_buffer_is_counted_and_the_count_taken_once() {
     ns.ip("link set pb up");
 
     ns.run(|| {
+        wait_carrier();
         let pa = link_info("pa").unwrap().ifindex;
         let pb = link_info("pb").unwrap().ifindex;
         let sa = PacketSocket::open(pa, &receiving(true, None)).unwrap();
@@ -576,6 +587,7 @@ fn a_ring_reads_frames_whole_and_in_order() {
     }
     let ns = veth_pair("ring");
     ns.run(|| {
+        wait_carrier();
         let pa = link_info("pa").unwrap().ifindex;
         let pb = link_info("pb").unwrap().ifindex;
         let sa = PacketSocket::open(pa, &receiving(true, None)).unwrap();
@@ -632,6 +644,7 @@ fn a_full_ring_counts_its_drops_and_recovers() {
     }
     let ns = veth_pair("ringfull");
     ns.run(|| {
+        wait_carrier();
         let pa = link_info("pa").unwrap().ifindex;
         let pb = link_info("pb").unwrap().ifindex;
         let sa = PacketSocket::open(pa, &receiving(true, None)).unwrap();
