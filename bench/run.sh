@@ -2,8 +2,10 @@
 # The lab benchmark (issue 6): the same iperf3 traffic through the kernel (ip_forward + nftables
 # masquerade), through the I/O floor (bench/null_forward.rs, issue 16) and through mhrouter, in
 # labs built one after the other in this run, and a table of mhrouter/kernel ratios. Results go to results/<timestamp>/ (results.md, results.json, flows.dat and flows.svg, raw/).
+# Options add a NAT table size sweep (nat_size.dat/.svg), perf counts of the 64-byte UDP case
+# (perf.jsonl) and a callgrind count (callgrind.json): see usage below.
 #
-# CPU seconds per GB (method also in README-bench.md). GB = bytes iperf3's receiver got. Samples
+# CPU seconds per GB (method also in README.md, "CPU seconds per GB"). GB = bytes iperf3's receiver got. Samples
 # are taken just before and after each iperf3 run, in clock ticks:
 #   busy   the machine's busy time from /proc/stat: user+nice+system+irq+softirq (idle, iowait
 #          and steal excluded);
@@ -43,6 +45,7 @@ TARGET_OFF=0.75
 usage() {
     cat <<'EOF'
 Usage: bench/run.sh [--quick] [--time S] [--prefix P] [--floor LIST] [--rx-paths N]
+                    [--nat-sweep | --nat-sweep-only] [--nat-sizes N,N,...] [--callgrind]
 
 Builds target/release/mhrouter, then measures with iperf3 from the LAN host to 172.18.0.6:
 first with the kernel routing in <P>rtr (ip_forward=1, nftables masquerade on wan-a), then with
@@ -56,8 +59,10 @@ ISP A's prefix (the kernel router forwards IPv6 untranslated, as mhrouter does).
 installed, flows.svg plots throughput against the number of download streams (1, 4, 16, 64). Prints mhrouter/kernel ratios and CPU seconds per GB and
 writes them to results/<UTC timestamp>/results.{md,json}, iperf3 output to raw/.
 
-  --quick      2-second iperf3 runs (default 5)
-  --time S     S-second iperf3 runs
+  --quick      under 2 minutes in all (builds included): 1-second iperf3 runs and offloads on
+               only: tcp1-up, tcp1-down, tcp4-down, tcp16-down, udp64-up and cps (it leaves out
+               offloads off, tcp4-up, tcp64-down and IPv6)
+  --time S     S-second iperf3 runs (default 5)
   --prefix P   lab namespace prefix (default hx-bn-); must not be in use
   --floor LIST the I/O floor runs, between the kernel and mhrouter (comma-separated; default
                mmsg,ring, with --quick mmsg; none skips them): the null forwarder bench/null_forward.rs (the
@@ -71,6 +76,18 @@ writes them to results/<UTC timestamp>/results.{md,json}, iperf3 output to raw/.
                mhrouter, N rounds interleaved (so drift on a shared machine hits all alike) of
                the downloads tcp1/tcp4/tcp16-down (offloads on); medians in rx_paths.md and
                rx_paths.json
+  --nat-sweep  after the two routers, the NAT table size sweep (mhrouter only, one more lab):
+               bench/fill_sessions.rs fills the table with idle UDP sessions from the LAN host
+               (to 198.18.0.0/15, blackholed by PE_A), the run fails unless the router counts
+               >= 95 % of them, then TCP 1 stream up and down and UDP 64-byte at each size
+               (1 k, 100 k, 1 M), with the ratio to the first size: nat_size.dat/.svg and a
+               section of results.md/json. About 75 s more with 5-second runs (filling
+               1 M sessions takes ~10 s), 35 s with --quick.
+  --nat-sweep-only   the sweep alone (no kernel run)
+  --nat-sizes L      comma-separated session counts for the sweep (default 1000,100000,1000000)
+  --callgrind  at the end, one more lab: mhrouter under valgrind's callgrind, 64-byte UDP at
+               10 Mbit/s: user-space instructions per forwarded packet (instructions, not
+               time: a busy machine hardly moves them); about 30 s more
 EOF
 }
 
@@ -84,11 +101,25 @@ DURATION=5
 # Empty until --floor or --quick sets it: then both receive paths.
 FLOOR_RX=
 RX_ROUNDS=0
+QUICK=false
+# NAT sweep: none, also (after the two routers) or only.
+NAT_SWEEP=none
+NAT_SIZES=1000,100000,1000000
+CALLGRIND=false
 while (($#)); do
     case $1 in
     --quick)
-        DURATION=2
+        DURATION=1
+        QUICK=true
         FLOOR_RX=${FLOOR_RX:-mmsg}
+        ;;
+    --nat-sweep) NAT_SWEEP=also ;;
+    --nat-sweep-only) NAT_SWEEP=only ;;
+    --callgrind) CALLGRIND=true ;;
+    --nat-sizes)
+        (($# >= 2)) || die "--nat-sizes needs a list"
+        NAT_SIZES=$2
+        shift
         ;;
     --time)
         (($# >= 2)) || die "--time needs seconds"
@@ -122,6 +153,7 @@ done
 FLOOR_RX=${FLOOR_RX:-mmsg,ring}
 [[ $FLOOR_RX =~ ^(none|(mmsg|ring)(,(mmsg|ring))*)$ ]] || die "--floor takes mmsg, ring, both (mmsg,ring) or none"
 [[ $RX_ROUNDS =~ ^[0-9]+$ ]] || die "--rx-paths takes a number of rounds"
+[[ $NAT_SIZES =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--nat-sizes must be counts separated by commas"
 [[ $EUID -eq 0 ]] || die "must run as root (network namespaces)"
 for tool in iperf3 jq ethtool nft cargo; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
@@ -134,6 +166,7 @@ HZ=$(getconf CLK_TCK)
 CLIENT_PID=
 CPS_SERVER_PID=
 FLOOR_PID=
+PERF_PIDS=
 ROUTER_PID=0
 
 lab() { "$LAB" --prefix "$PREFIX" "$@"; }
@@ -142,7 +175,7 @@ lab() { "$LAB" --prefix "$PREFIX" "$@"; }
 LAB_OURS=false
 cleanup() {
     local pid
-    for pid in $CLIENT_PID $CPS_SERVER_PID $FLOOR_PID; do
+    for pid in $CLIENT_PID $CPS_SERVER_PID $FLOOR_PID $PERF_PIDS; do
         if kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -236,6 +269,8 @@ run_cps() { # router
     local raw=$OUT/raw/$1-cps.json s0 s1
     "$LAB" --prefix "$PREFIX" exec net "$CPS_BIN" server "$SERVER:$CPS_PORT" &
     CPS_SERVER_PID=$!
+    # TIME_WAITs must not limit the client (bench/cps.rs): the same settings for both routers.
+    lab exec lan sysctl -qw net.ipv4.tcp_tw_reuse=1 "net.ipv4.ip_local_port_range=1024 65535"
     sleep 0.5
     s0=$(cpu_sample)
     lab exec lan "$CPS_BIN" client "$SERVER:$CPS_PORT" "$DURATION" "$CPS_CONCURRENCY" >"$raw"
@@ -256,6 +291,49 @@ run_cps() { # router
     sleep 1
 }
 
+# --- CPU per packet: perf stat over the 64-byte UDP case ---------------------------------------
+
+# One perf stat CSV (-x,) as JSON: {"cycles": n, "instructions": n, "task-clock": ms}, null for
+# a counter perf could not read ("<not supported>": no hardware PMU, as in many VMs).
+perf_json() { # csv-file
+    awk -F, '$3 != "" && $1 !~ /^#/ {
+            v = ($1 ~ /^[0-9.]+$/) ? $1 : "null"
+            printf "%s\"%s\": %s", (n++ ? ", " : "{"), $3, v
+        }
+        END { print (n ? "}" : "{}") }' "$1"
+}
+
+# The 64-byte UDP case under `perf stat`: the router's process (-p, all threads: cycles,
+# instructions, task-clock) and the whole machine (-a: cycles, instructions; senders, router and
+# receivers, so both routers compare like for like), both over the iperf3 run and the second
+# after it. One line per router in perf.jsonl; without perf, the case runs alone.
+run_udp64_perf() { # router
+    local router=$1 raw=$OUT/raw/perf-$1-udp64 all_pid='' proc_pid=''
+    if command -v perf >/dev/null; then
+        perf stat -a -x, -e cycles,instructions -o "$raw-machine.csv" &
+        all_pid=$!
+        # Any router with a process (not the kernel's).
+        if ((ROUTER_PID > 0)); then
+            perf stat -p "$ROUTER_PID" -x, -e cycles,instructions,task-clock -o "$raw-process.csv" &
+            proc_pid=$!
+        fi
+        PERF_PIDS="$all_pid $proc_pid"
+        sleep 0.2
+    fi
+    run_case "$router" udp64-up on -c "$SERVER" -u -l "$UDP_LEN" -b 0
+    [[ -n $all_pid ]] || return 0
+    # perf stat prints its counts on SIGINT (its own handler, so not ignored in the background).
+    kill -INT $all_pid $proc_pid 2>/dev/null || true
+    wait $all_pid $proc_pid 2>/dev/null || true
+    PERF_PIDS=
+    jq -c -n --arg router "$router" --argjson machine "$(perf_json "$raw-machine.csv")" \
+        --argjson process "$([[ -n $proc_pid ]] && perf_json "$raw-process.csv" || echo null)" \
+        --slurpfile records "$RECORDS" '
+        ($records | map(select(.router == $router and .case == "udp64-up")) | last) as $r
+        | {router: $router, case: "udp64-up", packets: ($r.pps * $r.seconds | round),
+           machine: $machine, process: $process}' >>"$OUT/perf.jsonl"
+}
+
 # "on" is the veth defaults of a fresh lab (tx, tso, gso on; gro off); "off" turns them all off
 # on the two hosts' interfaces that carry the traffic. The state is saved to raw/.
 set_offloads() { # on|off
@@ -272,24 +350,27 @@ set_offloads() { # on|off
 }
 
 measure() { # router
-    local offloads src6
+    local offloads src6 modes=(on off)
+    # --quick: offloads on only, and one case per kind (see --help).
+    ! $QUICK || modes=(on)
     lab exec lan ping -c 3 -i 0.2 -W 1 "$SERVER" >/dev/null || die "$1: no path from the LAN host to $SERVER"
-    for offloads in on off; do
+    for offloads in "${modes[@]}"; do
         set_offloads "$offloads"
         run_case "$1" tcp1-up "$offloads" -c "$SERVER"
         run_case "$1" tcp1-down "$offloads" -c "$SERVER" -R
-        run_case "$1" tcp4-up "$offloads" -c "$SERVER" -P 4
+        $QUICK || run_case "$1" tcp4-up "$offloads" -c "$SERVER" -P 4
         run_case "$1" tcp4-down "$offloads" -c "$SERVER" -P 4 -R
         # Many streams, 64-byte packets, connection setup and IPv6: once is enough (offloads on).
         if [[ $offloads == on ]]; then
             run_case "$1" tcp16-down "$offloads" -c "$SERVER" -P 16 -R
-            run_case "$1" tcp64-down "$offloads" -c "$SERVER" -P 64 -R
-            run_case "$1" udp64-up "$offloads" -c "$SERVER" -u -l "$UDP_LEN" -b 0
+            $QUICK || run_case "$1" tcp64-down "$offloads" -c "$SERVER" -P 64 -R
+            run_udp64_perf "$1"
             run_cps "$1"
             if [[ $1 == floor* ]]; then
                 echo "  $1: IPv6 cases skipped (the null forwarder has no NAT and no neighbour discovery)"
                 continue
             fi
+            ! $QUICK || continue
             src6=$(lan_address6)
             run_case "$1" tcp1-up-v6 "$offloads" -c "$SERVER6" -B "$src6"
             run_case "$1" tcp1-down-v6 "$offloads" -c "$SERVER6" -B "$src6" -R
@@ -350,11 +431,11 @@ table ip bench-nat {
 EOF
 }
 
-mhrouter_router() {
+mhrouter_router() { # [lab.sh router start arguments]
     local i
-    lab router start >/dev/null
+    lab router start "$@" >/dev/null
     ROUTER_PID=$(head -n1 "$STATE/router.pid")
-    [[ $(cat "/proc/$ROUTER_PID/comm" 2>/dev/null) == mhrouter ]] ||
+    [[ $(cat "/proc/$ROUTER_PID/comm" 2>/dev/null) == @(mhrouter|callgrind-amd64) ]] ||
         die "pid $ROUTER_PID from $STATE/router.pid is not mhrouter"
     # The route via isp-a at distance 10 is tracked end to end: measure once it is installed.
     for ((i = 0; i < ROUTE_TIMEOUT_S * 2; i++)); do
@@ -485,6 +566,228 @@ rx_paths() {
     echo "results: $OUT"
 }
 
+# --- NAT table size sweep (mhrouter only) ------------------------------------------------------
+
+# Idle sessions go to this benchmarking range (RFC 2544), blackholed in PE_A: nothing answers.
+NAT_FILL_NET=198.18.0.0/15
+# Datagrams per second of the filler: what the router's LAN queue takes without dropping many on
+# two shared cores (1 M sessions in ~10 s); what it drops is sent again.
+NAT_FILL_RATE=100000
+# Issue 16: TCP through a 1 M-session table at >= 0.9 of the smallest table's figure.
+NAT_TARGET=0.9
+
+# Sessions in the router's NAT table (all uplinks), from its own count.
+nat_sessions() {
+    lab ctl show uplinks --json | jq '[.uplinks[].nat_sessions // 0] | add'
+}
+
+# Sends the first n sessions of bench/fill_sessions.rs (those of a smaller fill are already
+# there and are only refreshed) until the router holds >= 99 % of n, at most three passes; dies
+# if it then holds less than 95 %.
+fill_table() { # n
+    local n=$1 try held=0
+    for try in 1 2 3; do
+        lab exec lan "$FILL_BIN" "$n" "$NAT_FILL_RATE" >"$OUT/raw/fill-$n-$try.json"
+        sleep 0.5
+        held=$(nat_sessions)
+        echo "  fill $n sessions, pass $try: $(jq -r .seconds "$OUT/raw/fill-$n-$try.json") s; the router holds $held"
+        ((held * 100 < n * 99)) || break
+    done
+    ((held * 100 >= n * 95)) ||
+        die "NAT table did not fill: the router holds $held sessions, wanted at least 95 % of $n"
+    NAT_HELD=$held
+}
+
+# One more lab: mhrouter with a table big enough for the largest size and UDP timeouts longer
+# than the sweep, filled size by size (ascending) before each set of cases. Records go to
+# nat_records.jsonl, case names carry the size (tcp1-up-nat100000).
+nat_sweep() {
+    local n max room config=$OUT/nat-sweep.toml main_records=$RECORDS
+    max=$(tr , '\n' <<<"$NAT_SIZES" | sort -n | tail -n1)
+    room=$((max + max / 2 + 4096))
+    {
+        cat "$REPO_DIR/scripts/lab.toml"
+        printf '\n# bench/run.sh --nat-sweep: room for %s idle sessions from one host.\n' "$max"
+        printf '[nat]\nmax_entries = %d\nmax_sessions_per_host = %d\n' "$room" "$room"
+        printf 'udp = "1h"\nudp_unreplied = "1h"\n'
+    } >"$config"
+    echo "bench: NAT table size sweep, mhrouter (lab $PREFIX; sizes $NAT_SIZES)"
+    lab_up
+    lab exec ispa ip route add blackhole "$NAT_FILL_NET"
+    mhrouter_router --config "$config"
+    lab exec lan ping -c 3 -i 0.2 -W 1 "$SERVER" >/dev/null || die "nat sweep: no path from the LAN host to $SERVER"
+    # Unrecorded warm-up, so the first size does not pay for a cold lab.
+    lab exec lan iperf3 -c "$SERVER" -t 1 >/dev/null
+    sleep 1
+    RECORDS=$OUT/nat_records.jsonl
+    : >"$RECORDS"
+    : >"$OUT/nat_held.jsonl"
+    for n in $(tr , '\n' <<<"$NAT_SIZES" | sort -n); do
+        fill_table "$n"
+        run_case mhrouter "tcp1-up-nat$n" on -c "$SERVER"
+        run_case mhrouter "tcp1-down-nat$n" on -c "$SERVER" -R
+        run_case mhrouter "udp64-up-nat$n" on -c "$SERVER" -u -l "$UDP_LEN" -b 0
+        jq -c -n --argjson n "$n" --argjson before "$NAT_HELD" --argjson after "$(nat_sessions)" \
+            '{sessions: $n, held_before: $before, held_after: $after}' >>"$OUT/nat_held.jsonl"
+    done
+    RECORDS=$main_records
+    cp "$STATE/router.log" "$OUT/raw/router-nat-sweep.log" 2>/dev/null || true
+    ROUTER_PID=0
+    lab_down
+}
+
+# shellcheck disable=SC2016 # jq program: $names are jq's
+NAT_JQ='
+def r3: if . == null then null else . * 1000 | round / 1000 end;
+def fig: if .kind | startswith("udp") then .pps else .gbps end;
+map(. + {kind: (.case | sub("-nat[0-9]+$"; "")),
+         sessions: (.case | capture("-nat(?<n>[0-9]+)$").n | tonumber)}) as $r
+| ($r | map(.sessions) | min) as $n0
+| ($r | map(select(.sessions == $n0) | {key: .kind, value: fig}) | from_entries) as $base
+| [$r | group_by(.sessions)[] | . as $g
+   | ($held | map(select(.sessions == $g[0].sessions))[0]) as $h
+   | def at($k): $g | map(select(.kind == $k))[0];
+     def ratio($k): (at($k) | fig) as $v
+                    | if $v == null or ($base[$k] // 0) == 0 then null else $v / $base[$k] | r3 end;
+     {sessions: $g[0].sessions, held_before: $h.held_before, held_after: $h.held_after,
+      tcp1_up_gbps: (at("tcp1-up").gbps | r3), tcp1_up_ratio: ratio("tcp1-up"),
+      tcp1_down_gbps: (at("tcp1-down").gbps | r3), tcp1_down_ratio: ratio("tcp1-down"),
+      udp64_up_pps: (at("udp64-up").pps | if . then round else null end),
+      udp64_up_ratio: ratio("udp64-up"),
+      cpu_process_s_per_gb_up: (at("tcp1-up")
+                                | if .bytes > 0 then .cpu_process_s / (.bytes / 1e9) | r3 else null end)}
+   | .target_met = (if .sessions < 1000000 or .tcp1_up_ratio == null then null
+                    else .tcp1_up_ratio >= $target and .tcp1_down_ratio >= $target end)]
+'
+
+# The sweep's table into results.json (nat_sweep) and results.md, nat_size.dat and, with
+# gnuplot, nat_size.svg.
+nat_report() {
+    local table
+    table=$(jq -s --slurpfile held "$OUT/nat_held.jsonl" --argjson target "$NAT_TARGET" "$NAT_JQ" \
+        "$OUT/nat_records.jsonl")
+    if [[ -s $OUT/results.json ]]; then
+        jq --argjson t "$table" '. + {nat_sweep: $t}' "$OUT/results.json" >"$OUT/results.json.new"
+        mv "$OUT/results.json.new" "$OUT/results.json"
+    else
+        jq -n --argjson t "$table" --arg command "$COMMAND" --arg load "$LOAD_START" \
+            '{meta: {command: $command, loadavg_start: $load}, nat_sweep: $t}' >"$OUT/results.json"
+    fi
+    {
+        echo
+        echo "## NAT table size (mhrouter; \`$COMMAND\`)"
+        echo
+        echo "The table is filled with idle UDP sessions (bench/fill_sessions.rs) before each size;"
+        echo "held = the router's session count before and after the size's runs. Ratios are to the"
+        echo "smallest size; target: TCP at 1 M sessions >= $NAT_TARGET of it."
+        echo
+        # shellcheck disable=SC2016
+        jq -r 'def cell: if . == null then "–" elif . == true then "yes" elif . == false then "**no**"
+                         else tostring end;
+            "| sessions | held before / after | tcp1-up Gbit/s | ratio | tcp1-down Gbit/s | ratio | udp64-up pps | ratio | process CPU s/GB up | met |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            (.[] | "| \(.sessions) | \(.held_before) / \(.held_after) | \(.tcp1_up_gbps | cell) | \(.tcp1_up_ratio | cell) | \(.tcp1_down_gbps | cell) | \(.tcp1_down_ratio | cell) | \(.udp64_up_pps | cell) | \(.udp64_up_ratio | cell) | \(.cpu_process_s_per_gb_up | cell) | \(.target_met | cell) |")' \
+            <<<"$table"
+    } >>"$OUT/results.md"
+    jq -r '.[] | [.sessions, .tcp1_up_gbps, .tcp1_down_gbps, (.udp64_up_pps // 0) / 1000] | @tsv' \
+        <<<"$table" >"$OUT/nat_size.dat"
+    command -v gnuplot >/dev/null || return 0
+    gnuplot <<EOF
+set terminal svg size 640,400
+set output "$OUT/nat_size.svg"
+set title "mhrouter throughput vs NAT table size ($(basename "$OUT"))"
+set xlabel "idle NAT sessions"
+set ylabel "TCP, 1 stream: Gbit/s"
+set y2label "UDP 64 B: kpps"
+set logscale x 10
+set xrange [500:2000000]
+set xtics ("1 k" 1000, "10 k" 10000, "100 k" 100000, "1 M" 1000000)
+set yrange [0:*]
+set y2range [0:*]
+set ytics nomirror
+set y2tics
+set key bottom left
+plot "$OUT/nat_size.dat" using 1:2 with linespoints title "tcp1-up", \\
+     "$OUT/nat_size.dat" using 1:3 with linespoints title "tcp1-down", \\
+     "$OUT/nat_size.dat" using 1:4 axes x1y2 with linespoints title "udp64-up (kpps)"
+EOF
+}
+
+# CPU per forwarded packet of the 64-byte UDP case from perf.jsonl: results.json (cpu_per_packet)
+# and results.md.
+perf_report() {
+    local table
+    [[ -s $OUT/perf.jsonl ]] || return 0
+    # shellcheck disable=SC2016 # jq program: $names are jq's
+    table=$(jq -s 'def per($x; $n): if $x == null or ($n // 0) == 0 then null
+                                    else $x / $n | . * 10 | round / 10 end;
+        map({router, packets,
+             machine_cycles_per_packet: per(.machine.cycles; .packets),
+             machine_instructions_per_packet: per(.machine.instructions; .packets),
+             process_cycles_per_packet: per(.process.cycles; .packets),
+             process_instructions_per_packet: per(.process.instructions; .packets),
+             process_ns_per_packet: per(.process["task-clock"] | if . == null then null else . * 1e6 end;
+                                        .packets)})' "$OUT/perf.jsonl")
+    jq --argjson t "$table" '. + {cpu_per_packet: $t}' "$OUT/results.json" >"$OUT/results.json.new"
+    mv "$OUT/results.json.new" "$OUT/results.json"
+    {
+        echo
+        echo "udp64-up, perf stat per forwarded packet (machine = perf stat -a, the whole path;"
+        echo "process = mhrouter, all threads; – = counter not readable here, e.g. no PMU in a VM):"
+        echo
+        echo "| router | packets | machine cycles/pkt | machine instr/pkt | process cycles/pkt | process instr/pkt | process ns/pkt (task-clock) |"
+        echo "|---|---|---|---|---|---|---|"
+        # shellcheck disable=SC2016
+        jq -r '.[] | "| \(.router) | \(.packets) | \(.machine_cycles_per_packet // "–") | \(.machine_instructions_per_packet // "–") | \(.process_cycles_per_packet // "–") | \(.process_instructions_per_packet // "–") | \(.process_ns_per_packet // "–") |"' <<<"$table"
+    } | tee -a "$OUT/results.md"
+}
+
+# --- instructions per packet: mhrouter under callgrind ------------------------------------------
+
+# 64-byte UDP at a fixed rate that valgrind keeps up with (it runs the router's threads one at a
+# time, ~50x slower): the count per packet is of a router that sees few packets per batch.
+CALLGRIND_RATE=10M
+
+# One more lab: mhrouter under `valgrind --tool=callgrind` (user-space instructions of every
+# thread: a count, not a time, so a busy machine hardly moves it), 64-byte UDP up for DURATION seconds after an
+# unrecorded second; instructions per packet the router forwarded (its own counter) go to
+# callgrind.json and a line of results.md. The kernel's instructions would need a hardware PMU
+# (perf stat, see perf.jsonl), so this figure stands alone: it tracks the router's own cost.
+callgrind_udp64() {
+    local wrapper=$OUT/raw/callgrind-mhrouter.sh dump=$OUT/raw/callgrind.out f0 f1 ir
+    command -v valgrind >/dev/null || die "--callgrind needs valgrind"
+    # The router (`mhrouter run`) under callgrind; `lab ctl`'s clients as they are.
+    # shellcheck disable=SC2016 # "$1" and "$@" are the wrapper's
+    printf '#!/bin/sh\n[ "$1" = run ] || exec %s "$@"\nexec valgrind --tool=callgrind --callgrind-out-file=%s %s "$@"\n' \
+        "$MHROUTER_BIN" "$dump" "$MHROUTER_BIN" >"$wrapper"
+    chmod +x "$wrapper"
+    echo "bench: mhrouter under callgrind (lab $PREFIX)"
+    lab_up
+    MHROUTER_BIN=$wrapper mhrouter_router
+    lab exec lan iperf3 -c "$SERVER" -t 1 -u -l "$UDP_LEN" -b "$CALLGRIND_RATE" >/dev/null
+    callgrind_control -z "$ROUTER_PID" >/dev/null 2>&1
+    f0=$(lab ctl show counters --json | jq .forwarded)
+    lab exec lan iperf3 -c "$SERVER" -t "$DURATION" -u -l "$UDP_LEN" -b "$CALLGRIND_RATE" -J \
+        >"$OUT/raw/callgrind-udp64.json"
+    f1=$(lab ctl show counters --json | jq .forwarded)
+    callgrind_control -d "$ROUTER_PID" >/dev/null 2>&1
+    # The dump is written asynchronously, as <dump>.1.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        ir=$(awk '$1 == "summary:" {print $2}' "$dump.1" 2>/dev/null)
+        [[ -z $ir ]] || break
+        sleep 0.5
+    done
+    [[ -n $ir ]] || die "callgrind wrote no dump to $dump.1"
+    jq -n --argjson ir "$ir" --argjson forwarded $((f1 - f0)) --arg rate "$CALLGRIND_RATE" '
+        {case: "udp64-up", rate: $rate, instructions: $ir, forwarded: $forwarded,
+         instructions_per_packet: (if $forwarded > 0 then $ir / $forwarded | round else null end)}' \
+        >"$OUT/callgrind.json"
+    ROUTER_PID=0
+    lab_down
+    jq -r '"mhrouter under callgrind, udp64-up at \(.rate)bit/s: \(.instructions_per_packet) user-space instructions per forwarded packet (\(.instructions) over \(.forwarded) packets, all threads)."' \
+        "$OUT/callgrind.json" | tee -a "$OUT/results.md"
+}
+
 # --- report ------------------------------------------------------------------------------------
 
 # One row per (case, offloads): kernel and mhrouter side by side, and the ratios.
@@ -583,7 +886,7 @@ report() {
         echo "Ratios are mhrouter/kernel (throughput: higher is better; CPU: lower is better)."
         echo "CPU seconds per GB received: path = whole machine minus other users' processes"
         echo "(like for like); process = the mhrouter process; system = path minus iperf3 (a lower"
-        echo "bound for the kernel, whose forwarding is charged to iperf3). See README-bench.md."
+        echo "bound for the kernel, whose forwarding is charged to iperf3). See README.md, "CPU seconds per GB"."
         echo
         jq -r "$MD_JQ" <<<"$table"
     } >"$OUT/results.md"
@@ -657,8 +960,17 @@ floor_report() {
 # --- main --------------------------------------------------------------------------------------
 
 COMMAND="bench/run.sh"
-((DURATION == 5)) || COMMAND+=" --time $DURATION"
-((DURATION != 2)) || COMMAND="bench/run.sh --quick"
+if $QUICK; then
+    COMMAND+=" --quick"
+elif ((DURATION != 5)); then
+    COMMAND+=" --time $DURATION"
+fi
+case $NAT_SWEEP in
+also) COMMAND+=" --nat-sweep" ;;
+only) COMMAND+=" --nat-sweep-only" ;;
+esac
+[[ $NAT_SIZES == 1000,100000,1000000 ]] || COMMAND+=" --nat-sizes $NAT_SIZES"
+! $CALLGRIND || COMMAND+=" --callgrind"
 [[ $PREFIX == hx-bn- ]] || COMMAND+=" --prefix $PREFIX"
 [[ $FLOOR_RX == mmsg,ring ]] || [[ $FLOOR_RX == mmsg && $DURATION == 2 ]] || COMMAND+=" --floor $FLOOR_RX"
 ((RX_ROUNDS == 0)) || COMMAND+=" --rx-paths $RX_ROUNDS"
@@ -678,7 +990,7 @@ export MHROUTER_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/mhrouter
 CPS_BIN=$(cd "$REPO_DIR" && cargo bench --bench cps --no-run --message-format=json 2>/dev/null |
     jq -r 'select(.executable != null and .target.name == "cps") | .executable')
 [[ -x $CPS_BIN ]] || die "could not build bench/cps.rs"
-if [[ $FLOOR_RX != none ]] || ((RX_ROUNDS > 0)); then
+if { [[ $FLOOR_RX != none ]] && [[ $NAT_SWEEP != only ]]; } || ((RX_ROUNDS > 0)); then
     (cd "$REPO_DIR" && cargo build --release --example null_forward --quiet)
     NULL_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/examples/null_forward
 fi
@@ -686,30 +998,49 @@ if ((RX_ROUNDS > 0)); then
     rx_paths
     exit 0
 fi
+if [[ $NAT_SWEEP != none ]]; then
+    (cd "$REPO_DIR" && cargo build --release --example fill_sessions --quiet)
+    FILL_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/examples/fill_sessions
+fi
 
-echo "bench: kernel forwarding (lab $PREFIX)"
-lab_up
-kernel_router
-measure kernel
-lab_down
-
-for rx in ${FLOOR_RX//,/ }; do
-    [[ $rx != none ]] || continue
-    echo "bench: the I/O floor, null forwarder reading the uplink with $rx (lab $PREFIX)"
+if [[ $NAT_SWEEP != only ]]; then
+    echo "bench: kernel forwarding (lab $PREFIX)"
     lab_up
-    floor_router "$rx"
-    measure "$(floor_name "$rx")"
-    floor_stop "$rx"
+    kernel_router
+    measure kernel
     lab_down
-done
 
-echo "bench: mhrouter (lab $PREFIX)"
-lab_up
-mhrouter_router
-measure mhrouter
-cp "$STATE/router.log" "$OUT/raw/router.log" 2>/dev/null || true
-ROUTER_PID=0
-lab_down
+    for rx in ${FLOOR_RX//,/ }; do
+        [[ $rx != none ]] || continue
+        echo "bench: the I/O floor, null forwarder reading the uplink with $rx (lab $PREFIX)"
+        lab_up
+        floor_router "$rx"
+        measure "$(floor_name "$rx")"
+        floor_stop "$rx"
+        lab_down
+    done
 
-report
-floor_report
+    echo "bench: mhrouter (lab $PREFIX)"
+    lab_up
+    mhrouter_router
+    measure mhrouter
+    cp "$STATE/router.log" "$OUT/raw/router.log" 2>/dev/null || true
+    ROUTER_PID=0
+    lab_down
+
+    report
+    floor_report
+    perf_report
+fi
+if [[ $NAT_SWEEP != none ]]; then
+    nat_sweep
+    nat_report
+    echo
+    sed -n '/^## NAT table size/,$p' "$OUT/results.md"
+    echo
+    echo "results: $OUT"
+fi
+if $CALLGRIND; then
+    callgrind_udp64
+fi
+echo "bench: done in ${SECONDS} s"

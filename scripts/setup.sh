@@ -20,13 +20,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 # tests/uplink_dhcp.rs, kea-dhcp6 the ISP's prefix delegation server in tests/ipv6_pd.rs
 # (lab.sh runs them in a lab namespace; Debian's packages also install system services whose
 # default configs listen on no interface); rdisc6 (ndisc6) reads the router's RAs on the LAN
-# host in tests/ipv6_lan.rs (its RDNSS option); gnuplot draws bench/run.sh's plot.
+# host in tests/ipv6_lan.rs (its RDNSS option); gnuplot draws bench/run.sh's plots, perf
+# (linux-perf) counts its 64-byte UDP case and valgrind runs the router under callgrind for
+# --callgrind.
 TOOLS="cc:gcc+libc6-dev c++:g++ ip:iproute2 ss:iproute2 bridge:iproute2 tc:iproute2 iperf3:iperf3 nft:nftables
 ethtool:ethtool tcpdump:tcpdump dnsmasq:dnsmasq-base ping:iputils-ping traceroute:traceroute
 python3:python3 setpriv:util-linux sysctl:procps timeout:coreutils jq:jq keepalived:keepalived
 tshark:tshark dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base dig:bind9-dnsutils
 curl:curl setsid:util-linux kea-dhcp4:kea-dhcp4-server kea-dhcp6:kea-dhcp6-server
-tracepath:iputils-tracepath rdisc6:ndisc6 gnuplot:gnuplot-nox"
+tracepath:iputils-tracepath rdisc6:ndisc6 gnuplot:gnuplot-nox
+perf:linux-perf callgrind_control:valgrind"
 
 say() { echo "mhrouter setup: $*"; }
 
