@@ -886,7 +886,7 @@ report() {
         echo "Ratios are mhrouter/kernel (throughput: higher is better; CPU: lower is better)."
         echo "CPU seconds per GB received: path = whole machine minus other users' processes"
         echo "(like for like); process = the mhrouter process; system = path minus iperf3 (a lower"
-        echo "bound for the kernel, whose forwarding is charged to iperf3). See README.md, "CPU seconds per GB"."
+        echo "bound for the kernel, whose forwarding is charged to iperf3). See README.md (CPU seconds per GB)."
         echo
         jq -r "$MD_JQ" <<<"$table"
     } >"$OUT/results.md"
