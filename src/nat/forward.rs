@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{
-    Creation, Direction, Endpoint, ForwardStats, InKey, InboundKey, NatError, NatTable, OutKey,
-    Session, State, Tick, Translation, increment,
+    Creation, Direction, Endpoint, ForwardStats, InboundKey, NatError, NatTable, OutKey, Session,
+    State, Tick, Translation, increment,
 };
 use crate::UplinkId;
 use crate::clock::Instant;
@@ -169,8 +169,8 @@ impl NatTable {
             })
             .collect();
         for shard in &self.shards {
-            let shard = shard.0.lock();
-            for (key, s) in &shard.out {
+            let shard = shard.lock();
+            for (key, s) in shard.sessions() {
                 if let Some(i) = self.forwards.find(s.uplink, key.proto, s.outside_port)
                     && let Some(st) = stats.get_mut(i)
                 {
@@ -198,9 +198,8 @@ impl NatTable {
         let inside = Endpoint { ip, port };
         let okey = OutKey::new(key.proto, inside, key.remote, key.remote_port);
         let outcome = {
-            let mut guard = self.shard(key.proto, key.remote, key.remote_port).lock();
-            let shard = &mut *guard;
-            if let Some(existing) = shard.out.get_mut(&okey) {
+            let mut shard = self.shard(key.proto, key.remote, key.remote_port).lock();
+            if let Some(existing) = shard.session_mut(&okey) {
                 existing.touch(Tick::of(now), Direction::Inbound, tcp_flags, None);
                 self.translation(okey, existing)
                     .map_or(Creation::AddressChanged, Creation::Raced)
@@ -215,8 +214,7 @@ impl NatTable {
                     state: State::initial(key.proto, tcp_flags),
                     ack_seen: false,
                 };
-                shard.inb.insert(InKey::of(okey, &session), inside);
-                shard.out.insert(okey, session);
+                shard.insert(okey, session);
                 Creation::Created(session.translation(okey, outside))
             }
         };

@@ -19,9 +19,10 @@ pub mod npt6;
 mod ports;
 mod session;
 mod state;
+mod table;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -36,7 +37,7 @@ use forward::Forwards;
 pub use frag::{FragKey, FragTable};
 use ports::{Endpoint, PortPool};
 use session::{
-    AddrCell, InKey, MAX_TIMEOUT, OutKey, PaddedShard, Session, Shard, Tick, Uplink, encode_addr,
+    AddrCell, InKey, MAX_TIMEOUT, OutKey, PaddedShard, Session, Tick, Uplink, encode_addr,
 };
 use state::State;
 pub use state::{
@@ -248,6 +249,21 @@ impl NatTable {
         }
     }
 
+    /// Starts loading the slots where the session of `key` would be, so that a lookup of it a
+    /// little later finds them in cache: a worker calls it for every frame of a batch before
+    /// processing the first. Takes no lock and has no effect besides timing.
+    pub fn prefetch_outbound(&self, key: &FlowKey) {
+        self.shard(key.proto, key.remote, key.remote_port)
+            .prefetch_out(&OutKey::of(key));
+    }
+
+    /// `prefetch_outbound` for an inbound key: its entry in the inbound table (which leads to
+    /// the session, not prefetched as that takes the entry).
+    pub fn prefetch_inbound(&self, key: &InboundKey) {
+        self.shard(key.proto, key.remote, key.remote_port)
+            .prefetch_inb(&InKey::of_inbound(key));
+    }
+
     /// Fast path, outbound: refreshes the session of `key` (last seen, TCP state from
     /// `tcp_flags`, 0 for non-TCP; `tcp_ack` when the ACK flag is set) and returns it.
     pub fn lookup_outbound(
@@ -259,7 +275,7 @@ impl NatTable {
     ) -> Option<Translation> {
         let okey = OutKey::of(key);
         let mut shard = self.shard(key.proto, key.remote, key.remote_port).lock();
-        let session = shard.out.get_mut(&okey)?;
+        let session = shard.session_mut(&okey)?;
         session.touch(Tick::of(now), Direction::Outbound, tcp_flags, tcp_ack);
         self.translation(okey, session)
     }
@@ -295,9 +311,8 @@ impl NatTable {
         };
         let okey = OutKey::of(key);
         let outcome = {
-            let mut guard = self.shard(key.proto, key.remote, key.remote_port).lock();
-            let shard = &mut *guard;
-            if let Some(existing) = shard.out.get_mut(&okey) {
+            let mut shard = self.shard(key.proto, key.remote, key.remote_port).lock();
+            if let Some(existing) = shard.session_mut(&okey) {
                 existing.touch(Tick::of(now), Direction::Outbound, tcp_flags, tcp_ack);
                 self.translation(okey, existing)
                     .map_or(Creation::AddressChanged, Creation::Raced)
@@ -314,8 +329,7 @@ impl NatTable {
                 };
                 // The pool gives this port to this inside endpoint alone, so the inbound key
                 // cannot belong to another session.
-                shard.inb.insert(InKey::of(okey, &session), inside);
-                shard.out.insert(okey, session);
+                shard.insert(okey, session);
                 Creation::Created(session.translation(okey, outside))
             }
         };
@@ -344,11 +358,10 @@ impl NatTable {
     ) -> Option<Translation> {
         let (proto, remote, remote_port) = (key.proto, key.remote, key.remote_port);
         let ikey = InKey::of_inbound(key);
-        let mut guard = self.shard(proto, remote, remote_port).lock();
-        let shard = &mut *guard;
-        let inside = *shard.inb.get(&ikey)?;
+        let mut shard = self.shard(proto, remote, remote_port).lock();
+        let inside = shard.inside(&ikey)?;
         let okey = OutKey::new(proto, inside, remote, remote_port);
-        let session = shard.out.get_mut(&okey)?;
+        let session = shard.session_mut(&okey)?;
         session.touch(Tick::of(now), Direction::Inbound, tcp_flags, None);
         self.translation(okey, session)
     }
@@ -359,16 +372,16 @@ impl NatTable {
         let (proto, remote, remote_port) = (key.proto, key.remote, key.remote_port);
         let ikey = InKey::of_inbound(key);
         let shard = self.shard(proto, remote, remote_port).lock();
-        let inside = *shard.inb.get(&ikey)?;
+        let inside = shard.inside(&ikey)?;
         let okey = OutKey::new(proto, inside, remote, remote_port);
-        self.translation(okey, shard.out.get(&okey)?)
+        self.translation(okey, shard.session(&okey)?)
     }
 
     /// `lookup_outbound` without refreshing or changing state.
     pub fn peek_outbound(&self, key: &FlowKey) -> Option<Translation> {
         let okey = OutKey::of(key);
         let shard = self.shard(key.proto, key.remote, key.remote_port).lock();
-        self.translation(okey, shard.out.get(&okey)?)
+        self.translation(okey, shard.session(&okey)?)
     }
 
     /// Removes sessions idle longer than their state's timeout; returns how many. Call
@@ -476,10 +489,9 @@ impl NatTable {
         let mut out = Vec::new();
         let mut matched = 0;
         for shard in &self.shards {
-            let shard = shard.0.lock();
+            let shard = shard.lock();
             for (&key, s) in shard
-                .out
-                .iter()
+                .sessions()
                 .filter(|(_, s)| uplink.is_none_or(|u| s.uplink == u))
             {
                 let Some(translation) = self.translation(key, s) else {
@@ -509,18 +521,10 @@ impl NatTable {
         (out, matched)
     }
 
-    /// Approximate heap bytes of the sessions and mappings: hash-table buckets (entry plus
-    /// control byte), port bitmaps, shard array.
+    /// Approximate heap bytes of the sessions and mappings: hash-table slots, port bitmaps,
+    /// shard array.
     pub fn memory_bytes(&self) -> usize {
-        let shards: usize = self
-            .shards
-            .iter()
-            .map(|s| {
-                let s = s.0.lock();
-                hash_table_bytes::<OutKey, Session>(s.out.capacity())
-                    + hash_table_bytes::<InKey, Endpoint>(s.inb.capacity())
-            })
-            .sum();
+        let shards: usize = self.shards.iter().map(|s| s.lock().memory_bytes()).sum();
         let pools: usize = self
             .uplinks
             .iter()
@@ -560,13 +564,13 @@ impl NatTable {
         Some(session.translation(key, outside))
     }
 
-    fn shard(&self, proto: u8, remote: Ipv4Addr, remote_port: u16) -> &Mutex<Shard> {
+    fn shard(&self, proto: u8, remote: Ipv4Addr, remote_port: u16) -> &PaddedShard {
         let h = self.seed.hash_one(
             u64::from(remote.to_bits()) << 24 | u64::from(remote_port) << 8 | u64::from(proto),
         );
         // The top bits: the in-shard maps use the low bits of their own (differently seeded)
         // hashes, but keeping the two apart costs nothing.
-        &self.shards[(h >> 58) as usize % SHARDS].0
+        &self.shards[(h >> 58) as usize % SHARDS]
     }
 
     /// Removes the sessions matching `pred`, shard by shard; `on_removed` sees each one after
@@ -580,19 +584,16 @@ impl NatTable {
         let mut total = 0;
         for shard in &self.shards {
             {
-                let mut guard = shard.0.lock();
-                let Shard { out, inb } = &mut *guard;
-                out.retain(|&key, session| {
-                    if !pred(&key, session) {
-                        return true;
-                    }
-                    inb.remove(&InKey::of(key, session));
-                    removed.push(Removed {
-                        key,
-                        session: *session,
-                    });
-                    false
-                });
+                let mut shard = shard.lock();
+                removed.extend(
+                    shard
+                        .sessions()
+                        .filter(|(key, session)| pred(key, session))
+                        .map(|(&key, &session)| Removed { key, session }),
+                );
+                for r in &removed {
+                    shard.remove(&r.key);
+                }
             }
             total += removed.len();
             for r in removed.drain(..) {

@@ -1,17 +1,18 @@
 //! What the NAT table stores: the packed session keys and entries, their coarse clock, the
-//! shards that hold them and the per-uplink state (address, port pools).
+//! shards that hold them (two `table::Table`s each, behind a lock, and what prefetching reads
+//! without it) and the per-uplink state (address, port pools).
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::ports::{Endpoint, PortPool};
 use super::state::{Direction, PROTO_ICMP, PROTO_TCP, PROTO_UDP, State};
+use super::table::{Hint, Table};
 use super::{FlowKey, InboundKey, Translation};
 use crate::UplinkId;
 use crate::clock::Instant;
@@ -208,18 +209,116 @@ impl Session {
     }
 }
 
+/// A shard's sessions: one entry in each table per session. Only reachable through `Locked`,
+/// which keeps the two tables and the prefetch hints in step.
 #[derive(Default)]
 pub(super) struct Shard {
-    pub(super) out: HashMap<OutKey, Session, RandomState>,
+    out: Table<OutKey, Session>,
     /// Inbound key -> inside endpoint; with the remote from the inbound key that rebuilds the
     /// `OutKey` of the session.
-    pub(super) inb: HashMap<InKey, Endpoint, RandomState>,
+    inb: Table<InKey, Endpoint>,
+}
+
+/// What is read without the shard lock, to prefetch: each table's hash key (random per table,
+/// so no one outside can choose keys that collide; fixed at creation) and where its slots are.
+#[derive(Default)]
+struct Index {
+    out_keys: RandomState,
+    inb_keys: RandomState,
+    out_at: Hint<OutKey, Session>,
+    inb_at: Hint<InKey, Endpoint>,
+}
+
+impl Index {
+    fn out_hash(&self, key: &OutKey) -> u64 {
+        self.out_keys.hash_one(key)
+    }
+
+    fn inb_hash(&self, key: &InKey) -> u64 {
+        self.inb_keys.hash_one(key)
+    }
 }
 
 /// A shard per cache line, so workers locking neighbouring shards do not contend.
 #[repr(align(64))]
 #[derive(Default)]
-pub(super) struct PaddedShard(pub(super) Mutex<Shard>);
+pub(super) struct PaddedShard {
+    map: Mutex<Shard>,
+    index: Index,
+}
+
+impl PaddedShard {
+    pub(super) fn lock(&self) -> Locked<'_> {
+        Locked {
+            shard: self.map.lock(),
+            index: &self.index,
+        }
+    }
+
+    /// Starts loading the slots where `key`'s session would be, without the lock.
+    pub(super) fn prefetch_out(&self, key: &OutKey) {
+        self.index.out_at.prefetch(self.index.out_hash(key));
+    }
+
+    /// The same for an inbound key's entry (the session entry it leads to is another miss).
+    pub(super) fn prefetch_inb(&self, key: &InKey) {
+        self.index.inb_at.prefetch(self.index.inb_hash(key));
+    }
+}
+
+/// A locked shard.
+pub(super) struct Locked<'a> {
+    shard: MutexGuard<'a, Shard>,
+    index: &'a Index,
+}
+
+impl Locked<'_> {
+    pub(super) fn session(&self, key: &OutKey) -> Option<&Session> {
+        self.shard.out.get(self.index.out_hash(key), key)
+    }
+
+    pub(super) fn session_mut(&mut self, key: &OutKey) -> Option<&mut Session> {
+        self.shard.out.get_mut(self.index.out_hash(key), key)
+    }
+
+    /// The inside endpoint of the session an inbound key belongs to.
+    pub(super) fn inside(&self, key: &InKey) -> Option<Endpoint> {
+        self.shard.inb.get(self.index.inb_hash(key), key).copied()
+    }
+
+    /// Adds a session: the caller has checked that neither of its keys is taken.
+    pub(super) fn insert(&mut self, key: OutKey, session: Session) {
+        let Index {
+            out_keys, inb_keys, ..
+        } = self.index;
+        let ikey = InKey::of(key, &session);
+        let Shard { out, inb } = &mut *self.shard;
+        let hash = |k: &InKey| inb_keys.hash_one(k);
+        inb.insert(hash(&ikey), ikey, key.inside(), hash);
+        let hash = |k: &OutKey| out_keys.hash_one(k);
+        out.insert(hash(&key), key, session, hash);
+        // Either table may have grown into a new array.
+        self.index.out_at.publish(out);
+        self.index.inb_at.publish(inb);
+    }
+
+    /// Removes the session of `key` (both entries).
+    pub(super) fn remove(&mut self, key: &OutKey) -> Option<Session> {
+        let session = self.shard.out.remove(self.index.out_hash(key), key)?;
+        let ikey = InKey::of(*key, &session);
+        self.shard.inb.remove(self.index.inb_hash(&ikey), &ikey);
+        Some(session)
+    }
+
+    pub(super) fn sessions(&self) -> impl Iterator<Item = (&OutKey, &Session)> {
+        self.shard.out.iter()
+    }
+
+    /// Heap bytes of both tables' slots.
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.shard.out.memory_bytes() + self.shard.inb.memory_bytes()
+    }
+}
 
 /// An uplink's NAT address: 0 = none, else 1 << 32 | address, one atomic word read without a
 /// lock. Every lookup reads it, so it has a cache line to itself, apart from the counter and

@@ -659,6 +659,9 @@ fn memory_per_session_is_at_most_128_bytes() {
 fn table_entries_have_no_padding() {
     assert_eq!(size_of::<(OutKey, Session)>(), 26);
     assert_eq!(size_of::<(InKey, Endpoint)>(), 16);
+    // A slot adds its distance byte (and the inbound one a byte of padding to its alignment).
+    assert_eq!(size_of::<table::Slot<OutKey, Session>>(), 27);
+    assert_eq!(size_of::<table::Slot<InKey, Endpoint>>(), 18);
 }
 
 #[test]
