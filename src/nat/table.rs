@@ -286,3 +286,153 @@ fn prefetch_line(addr: usize) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = addr;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    type T = Table<u16, u32>;
+
+    /// Every entry sits after its home slot by `dist - 1`, with no empty slot in between, and
+    /// entries are where Robin Hood put them: none is more than one slot further from home than
+    /// the entry before it.
+    fn check(t: &T, hash: impl Fn(&u16) -> u64) {
+        let n = t.slots.len();
+        let mask = t.mask();
+        let mut len = 0;
+        for (i, s) in t.slots.iter().enumerate() {
+            if s.dist == 0 {
+                continue;
+            }
+            len += 1;
+            let home = hash(s.key()) as usize & mask;
+            assert_eq!((home + usize::from(s.dist) - 1) & mask, i, "slot {i}");
+            if s.dist > 1 {
+                let before = &t.slots[(i + n - 1) & mask];
+                assert!(before.dist + 1 >= s.dist, "slot {i}: a gap before it");
+            }
+        }
+        assert_eq!(len, t.len());
+    }
+
+    fn mix(k: &u16) -> u64 {
+        u64::from(*k).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    #[test]
+    fn removal_shifts_entries_back_across_the_end_of_the_array() {
+        let mut t = T::default();
+        // All four have the last slot of 16 as home: they occupy slots 15, 0, 1, 2.
+        let last = |_: &u16| 15u64;
+        for k in 1..=4 {
+            t.insert(15, k, u32::from(k) * 10, last);
+        }
+        assert_eq!(t.slots.len(), 16);
+        assert_eq!(*t.slots[15].key(), 1);
+        assert_eq!(*t.slots[2].key(), 4);
+        check(&t, last);
+        assert_eq!(t.remove(15, &1), Some(10));
+        // 2 moved back from slot 0 to slot 15, 3 and 4 one slot each.
+        assert_eq!(*t.slots[15].key(), 2);
+        assert_eq!(*t.slots[1].key(), 4);
+        assert_eq!(t.slots[2].dist, 0);
+        check(&t, last);
+        for k in 2..=4 {
+            assert_eq!(t.get(15, &k), Some(&(u32::from(k) * 10)));
+        }
+        assert_eq!(t.get(15, &1), None);
+        assert_eq!(t.remove(15, &1), None);
+        // An entry at its home slot right after the cluster stays where it is.
+        t.insert(2, 9, 90, |k| if *k == 9 { 2 } else { 15 });
+        assert_eq!(t.remove(15, &3), Some(30));
+        assert_eq!(*t.slots[2].key(), 9);
+        assert_eq!(t.get(2, &9), Some(&90));
+    }
+
+    #[test]
+    fn grows_by_doubling_past_seven_eighths_and_keeps_every_entry() {
+        let mut t = T::default();
+        assert_eq!(t.memory_bytes(), 0);
+        assert_eq!(t.get(mix(&1), &1), None);
+        for k in 0..896 {
+            t.insert(mix(&k), k, u32::from(k), mix);
+        }
+        // 896 is 7/8 of 1024.
+        assert_eq!(t.slots.len(), 1024);
+        t.insert(mix(&896), 896, 896, mix);
+        assert_eq!(t.slots.len(), 2048);
+        assert_eq!(t.memory_bytes(), 2048 * size_of::<Slot<u16, u32>>());
+        check(&t, mix);
+        for k in 0..=896 {
+            assert_eq!(t.get(mix(&k), &k), Some(&u32::from(k)));
+        }
+        // Replacing a value adds nothing.
+        t.insert(mix(&7), 7, 70, mix);
+        assert_eq!((t.len(), t.get(mix(&7), &7)), (897, Some(&70)));
+    }
+
+    #[test]
+    fn a_probe_sequence_too_long_to_count_grows_the_table() {
+        // 300 keys whose hashes differ only above bit 10 share one home slot until the table
+        // has 2048 slots: past 255 slots of probing, it grows (twice) instead.
+        let high = |k: &u16| u64::from(*k) << 10;
+        let mut t = T::default();
+        for k in 0..300 {
+            t.insert(high(&k), k, u32::from(k), high);
+        }
+        assert_eq!(t.slots.len(), 2048);
+        check(&t, high);
+        for k in 0..300 {
+            assert_eq!(t.get(high(&k), &k), Some(&u32::from(k)));
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u16, u32),
+        Remove(u16),
+        Get(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Few keys, so removals and lookups often hit.
+        let key = 0u16..400;
+        prop_oneof![
+            3 => (key.clone(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            2 => key.clone().prop_map(Op::Remove),
+            2 => key.prop_map(Op::Get),
+        ]
+    }
+
+    proptest! {
+        /// The table against std's HashMap, with a good hash and with one of 16 values (long
+        /// clusters, wrapping around the end of the array, Robin Hood swaps everywhere).
+        #[test]
+        fn behaves_like_a_hash_map(ops in prop::collection::vec(op(), 1..600), clustered: bool) {
+            let hash = |k: &u16| if clustered { mix(k) & 0xf } else { mix(k) };
+            let mut t = T::default();
+            let mut model = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        t.insert(hash(&k), k, v, hash);
+                        model.insert(k, v);
+                    }
+                    Op::Remove(k) => prop_assert_eq!(t.remove(hash(&k), &k), model.remove(&k)),
+                    Op::Get(k) => prop_assert_eq!(t.get(hash(&k), &k), model.get(&k)),
+                }
+                prop_assert_eq!(t.len(), model.len());
+            }
+            check(&t, hash);
+            let mut entries: Vec<(u16, u32)> = t.iter().map(|(&k, &v)| (k, v)).collect();
+            entries.sort_unstable();
+            let mut expected: Vec<(u16, u32)> = model.into_iter().collect();
+            expected.sort_unstable();
+            prop_assert_eq!(entries, expected);
+        }
+    }
+}
