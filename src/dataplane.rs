@@ -1,7 +1,7 @@
 //! Worker threads (docs/architecture.md): each owns one TAP queue and one packet socket per uplink,
-//! waits in epoll, drains a batch, runs the fast path to completion and sends in batches. What
-//! they share with the other threads is in `shared`: the published snapshot and neighbours, the
-//! sharded NAT table and the punt queues.
+//! waits in epoll, drains a batch, prefetches the NAT entries of its frames, runs the fast path
+//! to completion and sends in batches. What they share with the other threads is in `shared`:
+//! the published snapshot and neighbours, the sharded NAT table and the punt queues.
 
 use std::io;
 use std::net::IpAddr;
@@ -12,7 +12,9 @@ use std::time::Duration;
 use crate::clock::Instant;
 use crate::config::LimitsConfig;
 use crate::counters::{Counters, DropReason, bump};
-use crate::fastpath::{Env, FastPath, PuntClass, SCRATCH_LEN, Verdict, complete_checksum};
+use crate::fastpath::{
+    Env, FastPath, PuntClass, SCRATCH_LEN, Verdict, complete_checksum, prefetch_session,
+};
 use crate::gro::Gro;
 use crate::io::MAX_FRAME;
 use crate::io::packet::{PacketSocket, RecvBatch, send_all};
@@ -100,6 +102,9 @@ impl Worker {
                     work += n;
                     out.batch_received();
                     for i in 0..n {
+                        prefetch_session(&env, &tap_bufs[i][..tap_lens[i]], Iface::Lan);
+                    }
+                    for i in 0..n {
                         let frame = &mut tap_bufs[i][..tap_lens[i]];
                         let v = fp.process(&env, frame, Iface::Lan, &mut scratch);
                         self.counters.rx(Iface::Lan.index(), frame.len());
@@ -128,6 +133,9 @@ impl Worker {
                     }
                     work += n;
                     out.batch_received();
+                    for i in 0..n {
+                        prefetch_session(&env, batch.frame(i), ingress);
+                    }
                     for i in 0..n {
                         let stamp = batch.received(i);
                         let frame = batch.frame_mut(i);

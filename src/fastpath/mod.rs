@@ -1,6 +1,9 @@
 //! The per-packet path: parse → decide (route, NAT) → rewrite, in place. No I/O, no allocation,
 //! no panic on any input: every frame ends as exactly one [`Verdict`].
 //!
+//! Before a batch is walked, `prefetch` reads each frame's NAT key and starts loading the
+//! table slots the walk will look it up in.
+//!
 //! A packet's walk, and where each step lives:
 //! - [`FastPath::process`] (here): the virtio_net_hdr, the Ethernet destination (ours, else
 //!   dropped) and type (ARP is punted);
@@ -20,6 +23,7 @@
 mod admit;
 mod decide;
 mod parse;
+mod prefetch;
 pub(crate) mod ratelimit;
 mod reply;
 mod rewrite;
@@ -42,6 +46,7 @@ use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
 use crate::wire::vnet::VnetHdr;
 use crate::wire::vrrp;
 use parse::{Ip, L4, check_martian, is_dhcp, parse_ip, parse_l4};
+pub use prefetch::prefetch_session;
 use ratelimit::RateLimit;
 pub use rewrite::complete_checksum;
 
