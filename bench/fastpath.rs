@@ -11,6 +11,10 @@
 //! - `new_flow`: a TCP SYN from a new source port each iteration: route lookup, port allocation,
 //!   session insert. The port pool holds at most 64512 mappings per (uplink, protocol), so a
 //!   fresh NAT table is made every `NEW_FLOWS_PER_TABLE` packets, outside the timed section.
+//! - `batch_out_{1k,1M}_{plain,prefetch}`: batches of `BATCH` ACKs of random established flows of
+//!   a table of 1k or 1M sessions, LAN -> uplink, as a worker processes a batch: `plain` calls
+//!   `process` on each frame, `prefetch` runs `prefetch_session` over the batch first. Times are
+//!   per packet; writing the frames is outside the timed section.
 //!
 //! Target (issue 6): `established_out` <= 100 ns per packet.
 
@@ -21,12 +25,14 @@ use std::time::{Duration, Instant as WallClock};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
 use mhrouter::clock::Instant;
-use mhrouter::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict};
-use mhrouter::nat::{FlowKey, FragTable, NatParams, NatTable, PROTO_TCP};
+use mhrouter::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict, prefetch_session};
+use mhrouter::nat::{FlowKey, FragTable, NatParams, NatTable, PROTO_TCP, TCP_ACK};
 use mhrouter::prefix::Ipv4Prefix;
 use mhrouter::route::{Health, Interfaces, RouteTable, StaticRoute, UplinkIf};
 use mhrouter::snapshot::{LanState, Neighbours, Snapshot, UplinkState};
 use mhrouter::wire::ethernet::{HEADER_LEN, MacAddr};
+use mhrouter::wire::frame::IP_OFFSET;
+use mhrouter::wire::ipv4::Ipv4Packet;
 use mhrouter::wire::vnet::{self, VnetHdr};
 use mhrouter::{Iface, UplinkId};
 
@@ -52,6 +58,11 @@ const PAYLOAD: usize = 1460;
 /// Fresh NAT table this often in `new_flow`: a quarter of one port pool, so the port search
 /// stays representative of a table that is not nearly full.
 const NEW_FLOWS_PER_TABLE: u16 = 16384;
+/// Frames per batch in the `batch_out` cases: a worker's receive batch.
+const BATCH: usize = 32;
+/// Inside endpoints of the `batch_out` flows: each holds one outside port of the uplink's pool
+/// (64512), so a million flows share 50k endpoints (20 remotes each), as in `nat_scale`.
+const ENDPOINTS: u32 = 50_000;
 
 fn prefix(addr: Ipv4Addr, len: u8) -> Ipv4Prefix {
     Ipv4Prefix::new(addr, len).unwrap_or_else(|e| panic!("bench setup: {e}"))
@@ -353,11 +364,111 @@ fn new_flows(
     total
 }
 
+/// Established flow `i` of the `batch_out` cases: 200 LAN hosts, a remote address per flow.
+fn flow(i: u32) -> FlowKey {
+    let endpoint = i % ENDPOINTS;
+    FlowKey {
+        proto: PROTO_TCP,
+        inside: Ipv4Addr::from_bits(HOST.to_bits() + endpoint % 200),
+        inside_port: 1024 + (endpoint / 200) as u16,
+        remote: Ipv4Addr::from_bits(0x5000_0000 + i),
+        remote_port: 443,
+    }
+}
+
+/// `template` rewritten to be a segment of `key` (IP checksum included; the fast path does
+/// not verify the TCP one).
+fn write_flow(buf: &mut [u8], template: &[u8], key: &FlowKey) {
+    buf.copy_from_slice(template);
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[IP_OFFSET..]);
+    ip.set_src(key.inside);
+    ip.set_dst(key.remote);
+    ip.fill_checksum();
+    let ports = IP_OFFSET + 20;
+    buf[ports..ports + 2].copy_from_slice(&key.inside_port.to_be_bytes());
+    buf[ports + 2..ports + 4].copy_from_slice(&key.remote_port.to_be_bytes());
+}
+
+fn batches(c: &mut Criterion) {
+    let snap = snapshot();
+    let neighbours = neighbours();
+    let frags = FragTable::default();
+    let ack = Segment {
+        payload: 0,
+        ..outbound(VnetHdr::default())
+    }
+    .build();
+    let mut g = c.benchmark_group("fastpath");
+    g.throughput(Throughput::Elements(1));
+    for (flows, label) in [(1_000u32, "1k"), (1_000_000, "1M")] {
+        let params = NatParams {
+            max_entries: flows as usize,
+            ..NatParams::default()
+        };
+        let nat = NatTable::new(params, &[Some(WAN_A), Some(WAN_B)]);
+        let now = Instant::now();
+        for i in 0..flows {
+            nat.create_outbound(&flow(i), UplinkId(0), now, TCP_ACK, Some(1))
+                .unwrap_or_else(|e| panic!("bench setup: flow {i}: {e}"));
+        }
+        let env = Env {
+            snap: &snap,
+            neighbours: &neighbours,
+            nat: &nat,
+            frags: &frags,
+            now,
+        };
+        for (prefetch, mode) in [(false, "plain"), (true, "prefetch")] {
+            g.bench_function(format!("batch_out_{label}_{mode}"), |b| {
+                b.iter_custom(|iters| run_batches(&env, &ack, flows, prefetch, iters))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Processes at least `iters` frames in batches; returns the time of `iters` of them.
+fn run_batches(env: &Env, template: &[u8], flows: u32, prefetch: bool, iters: u64) -> Duration {
+    let mut fp = FastPath::default();
+    let mut scratch = vec![0u8; SCRATCH_LEN];
+    let mut frames: Vec<Vec<u8>> = (0..BATCH).map(|_| template.to_vec()).collect();
+    // xorshift64: reproducible random flows without a dependency.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let batches = iters.div_ceil(BATCH as u64);
+    let mut total = Duration::ZERO;
+    let mut forwarded = 0;
+    for _ in 0..batches {
+        for frame in &mut frames {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            write_flow(frame, template, &flow((rng % u64::from(flows)) as u32));
+        }
+        let start = WallClock::now();
+        if prefetch {
+            for frame in &frames {
+                prefetch_session(env, frame, Iface::Lan);
+            }
+        }
+        for frame in &mut frames {
+            let v = fp.process(env, black_box(frame), Iface::Lan, &mut scratch);
+            forwarded += u64::from(matches!(v, Verdict::Forward { .. }));
+        }
+        total += start.elapsed();
+    }
+    assert_eq!(
+        forwarded,
+        batches * BATCH as u64,
+        "batch_out: every frame must be forwarded"
+    );
+    total.mul_f64(iters as f64 / (batches * BATCH as u64) as f64)
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = fastpath
+    targets = fastpath, batches
 }
 criterion_main!(benches);

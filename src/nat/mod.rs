@@ -9,9 +9,17 @@
 //! either lookup takes one shard lock. Port mappings live in a pool per (uplink, protocol),
 //! touched only when a session is created or removed. Locks are never nested.
 //!
-//! Memory: a session is one entry in each of two hash tables (26 + 16 bytes, plus a control byte
-//! each), which a table keeps between 7/16 and 7/8 full. So a session stores no outside address
-//! (it is its uplink's current one) and its last-seen time in coarse ticks (`Tick`).
+//! The two tables of a shard (`table.rs`) are open-addressing arrays whose slot for a key
+//! follows from its hash: a worker prefetches the slots of a whole batch (`prefetch_outbound`,
+//! `prefetch_inbound`) without the lock, then looks the frames up one by one, so at a million
+//! sessions a lookup finds its slot in cache instead of waiting for DRAM. An inbound lookup
+//! finds the inside endpoint in the inbound table, then the session in the outbound one: the
+//! prefetch covers the first.
+//!
+//! Memory: a session is one slot in each of two tables (26 + 16 bytes, plus a distance byte
+//! each and one of padding in the inbound slot: 27 + 18), which a table keeps between 7/16 and
+//! 7/8 full. So a session stores no outside address (it is its uplink's current one) and its
+//! last-seen time in coarse ticks (`Tick`).
 
 mod forward;
 mod frag;
