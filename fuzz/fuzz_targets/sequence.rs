@@ -17,7 +17,7 @@ use mhrouter::clock::Instant;
 use mhrouter::config::LimitsConfig;
 use mhrouter::control::arp::{ArpEngine, ArpEvent, NextHop};
 use mhrouter::control::{Addressing, IfAddr};
-use mhrouter::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict};
+use mhrouter::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict, prefetch_session};
 use mhrouter::fuzz::{Bytes, valid_frames};
 use mhrouter::nat::{FragTable, NatParams, NatTable};
 use mhrouter::neigh::NeighParams;
@@ -228,6 +228,7 @@ fuzz_target!(|data: &[u8]| {
                 frags: &s.world.frags,
                 now,
             };
+            prefetch_session(&env, &after, ingress);
             let verdict = fp.process(&env, &mut after, ingress, &mut scratch);
             if let Err(e) = valid_frames::check(&s, ingress, &before, &after, verdict, &scratch) {
                 panic!("{verdict:?} on {ingress:?}: {e}");
