@@ -257,8 +257,8 @@ impl<K: Copy + Eq, V: Copy> Hint<K, V> {
         self.mask.store(table.mask(), Ordering::Relaxed);
     }
 
-    /// Starts loading the home slot of `hash` and the line after it (where the next entries of
-    /// its probe sequence are, even when the slot straddles two lines).
+    /// Starts loading the home slot of `hash` and the slot after it (where the entry is unless
+    /// two others came first): one or two cache lines.
     #[inline]
     pub(super) fn prefetch(&self, hash: u64) {
         let base = self.base.load(Ordering::Relaxed);
@@ -268,7 +268,7 @@ impl<K: Copy + Eq, V: Copy> Hint<K, V> {
         let mask = self.mask.load(Ordering::Relaxed);
         let at = base.wrapping_add((hash as usize & mask).wrapping_mul(size_of::<Slot<K, V>>()));
         prefetch_line(at);
-        prefetch_line(at.wrapping_add(64));
+        prefetch_line(at.wrapping_add(2 * size_of::<Slot<K, V>>() - 1));
     }
 }
 
