@@ -239,7 +239,8 @@ impl Index {
     }
 }
 
-/// A shard per cache line, so workers locking neighbouring shards do not contend.
+/// Each shard on cache lines of its own (two), so workers locking neighbouring shards do not
+/// contend.
 #[repr(align(64))]
 #[derive(Default)]
 pub(super) struct PaddedShard {

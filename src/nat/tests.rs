@@ -662,6 +662,7 @@ fn table_entries_have_no_padding() {
     // A slot adds its distance byte (and the inbound one a byte of padding to its alignment).
     assert_eq!(size_of::<table::Slot<OutKey, Session>>(), 27);
     assert_eq!(size_of::<table::Slot<InKey, Endpoint>>(), 18);
+    assert_eq!(size_of::<PaddedShard>(), 128);
 }
 
 #[test]
