@@ -15,6 +15,8 @@
 //!   a table of 1k or 1M sessions, LAN -> uplink, as a worker processes a batch: `plain` calls
 //!   `process` on each frame, `prefetch` runs `prefetch_session` over the batch first. Times are
 //!   per packet; writing the frames is outside the timed section.
+//! - `batch_in_{1k,1M}_{plain,prefetch,two_passes}`: the same for their replies, uplink -> LAN;
+//!   `two_passes` adds `prefetch_inbound_session` (the session behind each inbound entry).
 //!
 //! Target (issue 6): `established_out` <= 100 ns per packet.
 
@@ -25,7 +27,9 @@ use std::time::{Duration, Instant as WallClock};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
 use mhrouter::clock::Instant;
-use mhrouter::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict, prefetch_session};
+use mhrouter::fastpath::{
+    Env, FastPath, SCRATCH_LEN, Verdict, prefetch_inbound_session, prefetch_session,
+};
 use mhrouter::nat::{FlowKey, FragTable, NatParams, NatTable, PROTO_TCP, TCP_ACK};
 use mhrouter::prefix::Ipv4Prefix;
 use mhrouter::route::{Health, Interfaces, RouteTable, StaticRoute, UplinkIf};
@@ -376,24 +380,49 @@ fn flow(i: u32) -> FlowKey {
     }
 }
 
-/// `template` rewritten to be a segment of `key` (IP checksum included; the fast path does
-/// not verify the TCP one).
-fn write_flow(buf: &mut [u8], template: &[u8], key: &FlowKey) {
+/// `template` rewritten to be a segment from `src` to `dst` (IP checksum included; the fast
+/// path does not verify the TCP one).
+fn write_segment(buf: &mut [u8], template: &[u8], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) {
     buf.copy_from_slice(template);
     let mut ip = Ipv4Packet::new_unchecked(&mut buf[IP_OFFSET..]);
-    ip.set_src(key.inside);
-    ip.set_dst(key.remote);
+    ip.set_src(src.0);
+    ip.set_dst(dst.0);
     ip.fill_checksum();
     let ports = IP_OFFSET + 20;
-    buf[ports..ports + 2].copy_from_slice(&key.inside_port.to_be_bytes());
-    buf[ports + 2..ports + 4].copy_from_slice(&key.remote_port.to_be_bytes());
+    buf[ports..ports + 2].copy_from_slice(&src.1.to_be_bytes());
+    buf[ports + 2..ports + 4].copy_from_slice(&dst.1.to_be_bytes());
+}
+
+/// The passes a batch gets before `process`.
+#[derive(Clone, Copy)]
+enum Passes {
+    None,
+    /// `prefetch_session` on every frame.
+    Prefetch,
+    /// Then `prefetch_inbound_session` on every frame.
+    TwoPasses,
 }
 
 fn batches(c: &mut Criterion) {
     let snap = snapshot();
-    let neighbours = neighbours();
+    // Every LAN host of the flows resolved, for the replies.
+    let hosts = (0..200).map(|h| {
+        let ip = Ipv4Addr::from_bits(HOST.to_bits() + h);
+        ((Iface::Lan, ip), HOST_MAC)
+    });
+    let neighbours = Neighbours::new(
+        hosts.collect(),
+        vec![(PE_A, Some(PE_A_MAC)), (PE_B, Some(PE_B_MAC))],
+    );
     let frags = FragTable::default();
     let ack = Segment {
+        payload: 0,
+        ..outbound(VnetHdr::default())
+    }
+    .build();
+    let reply = Segment {
+        eth: (PE_A_MAC, WAN_A_MAC),
+        ip: (SERVER, WAN_A),
         payload: 0,
         ..outbound(VnetHdr::default())
     }
@@ -407,10 +436,13 @@ fn batches(c: &mut Criterion) {
         };
         let nat = NatTable::new(params, &[Some(WAN_A), Some(WAN_B)]);
         let now = Instant::now();
-        for i in 0..flows {
-            nat.create_outbound(&flow(i), UplinkId(0), now, TCP_ACK, Some(1))
-                .unwrap_or_else(|e| panic!("bench setup: flow {i}: {e}"));
-        }
+        let outside_ports: Vec<u16> = (0..flows)
+            .map(|i| {
+                nat.create_outbound(&flow(i), UplinkId(0), now, TCP_ACK, Some(1))
+                    .unwrap_or_else(|e| panic!("bench setup: flow {i}: {e}"))
+                    .outside_port
+            })
+            .collect();
         let env = Env {
             snap: &snap,
             neighbours: &neighbours,
@@ -418,50 +450,109 @@ fn batches(c: &mut Criterion) {
             frags: &frags,
             now,
         };
-        for (prefetch, mode) in [(false, "plain"), (true, "prefetch")] {
-            g.bench_function(format!("batch_out_{label}_{mode}"), |b| {
-                b.iter_custom(|iters| run_batches(&env, &ack, flows, prefetch, iters))
+        let out = |buf: &mut [u8], i: u32| {
+            let k = flow(i);
+            write_segment(
+                buf,
+                &ack,
+                (k.inside, k.inside_port),
+                (k.remote, k.remote_port),
+            );
+        };
+        let back = |buf: &mut [u8], i: u32| {
+            let k = flow(i);
+            let to = (WAN_A, outside_ports[i as usize]);
+            write_segment(buf, &reply, (k.remote, k.remote_port), to);
+        };
+        let cases = [
+            ("out", Iface::Lan, Passes::None, "plain"),
+            ("out", Iface::Lan, Passes::Prefetch, "prefetch"),
+            ("in", Iface::Uplink(UplinkId(0)), Passes::None, "plain"),
+            (
+                "in",
+                Iface::Uplink(UplinkId(0)),
+                Passes::Prefetch,
+                "prefetch",
+            ),
+            (
+                "in",
+                Iface::Uplink(UplinkId(0)),
+                Passes::TwoPasses,
+                "two_passes",
+            ),
+        ];
+        for (dir, ingress, passes, mode) in cases {
+            let write: &dyn Fn(&mut [u8], u32) = if dir == "out" { &out } else { &back };
+            let template = if dir == "out" { &ack } else { &reply };
+            let batch = Batch {
+                env: &env,
+                template,
+                write,
+                flows,
+                ingress,
+                passes,
+            };
+            g.bench_function(format!("batch_{dir}_{label}_{mode}"), |b| {
+                b.iter_custom(|iters| batch.run(iters))
             });
         }
     }
     g.finish();
 }
 
-/// Processes at least `iters` frames in batches; returns the time of `iters` of them.
-fn run_batches(env: &Env, template: &[u8], flows: u32, prefetch: bool, iters: u64) -> Duration {
-    let mut fp = FastPath::default();
-    let mut scratch = vec![0u8; SCRATCH_LEN];
-    let mut frames: Vec<Vec<u8>> = (0..BATCH).map(|_| template.to_vec()).collect();
-    // xorshift64: reproducible random flows without a dependency.
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let batches = iters.div_ceil(BATCH as u64);
-    let mut total = Duration::ZERO;
-    let mut forwarded = 0;
-    for _ in 0..batches {
-        for frame in &mut frames {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            write_flow(frame, template, &flow((rng % u64::from(flows)) as u32));
-        }
-        let start = WallClock::now();
-        if prefetch {
-            for frame in &frames {
-                prefetch_session(env, frame, Iface::Lan);
+/// Batches of `BATCH` frames of random flows of `flows`, written by `write`.
+struct Batch<'a> {
+    env: &'a Env<'a>,
+    template: &'a [u8],
+    write: &'a dyn Fn(&mut [u8], u32),
+    flows: u32,
+    ingress: Iface,
+    passes: Passes,
+}
+
+impl Batch<'_> {
+    /// Processes at least `iters` frames in batches; returns the time of `iters` of them.
+    fn run(&self, iters: u64) -> Duration {
+        let env = self.env;
+        let mut fp = FastPath::default();
+        let mut scratch = vec![0u8; SCRATCH_LEN];
+        let mut frames: Vec<Vec<u8>> = (0..BATCH).map(|_| self.template.to_vec()).collect();
+        // xorshift64: reproducible random flows without a dependency.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let batches = iters.div_ceil(BATCH as u64);
+        let mut total = Duration::ZERO;
+        let mut forwarded = 0;
+        for _ in 0..batches {
+            for frame in &mut frames {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (self.write)(frame, (rng % u64::from(self.flows)) as u32);
             }
+            let start = WallClock::now();
+            if !matches!(self.passes, Passes::None) {
+                for frame in &frames {
+                    prefetch_session(env, frame, self.ingress);
+                }
+            }
+            if matches!(self.passes, Passes::TwoPasses) {
+                for frame in &frames {
+                    prefetch_inbound_session(env, frame, self.ingress);
+                }
+            }
+            for frame in &mut frames {
+                let v = fp.process(env, black_box(frame), self.ingress, &mut scratch);
+                forwarded += u64::from(matches!(v, Verdict::Forward { .. }));
+            }
+            total += start.elapsed();
         }
-        for frame in &mut frames {
-            let v = fp.process(env, black_box(frame), Iface::Lan, &mut scratch);
-            forwarded += u64::from(matches!(v, Verdict::Forward { .. }));
-        }
-        total += start.elapsed();
+        assert_eq!(
+            forwarded,
+            batches * BATCH as u64,
+            "batch cases: every frame must be forwarded"
+        );
+        total.mul_f64(iters as f64 / (batches * BATCH as u64) as f64)
     }
-    assert_eq!(
-        forwarded,
-        batches * BATCH as u64,
-        "batch_out: every frame must be forwarded"
-    );
-    total.mul_f64(iters as f64 / (batches * BATCH as u64) as f64)
 }
 
 criterion_group! {

@@ -1,7 +1,7 @@
 //! Worker threads (docs/architecture.md): each owns one TAP queue and one packet socket per uplink,
-//! waits in epoll, drains a batch, prefetches the NAT entries of its frames, runs the fast path
-//! to completion and sends in batches. What they share with the other threads is in `shared`:
-//! the published snapshot and neighbours, the sharded NAT table and the punt queues.
+//! waits in epoll, drains a batch, prefetches the NAT entries of its frames (large tables), runs
+//! the fast path to completion and sends in batches. What they share with the other threads is
+//! in `shared`: the published snapshot and neighbours, the sharded NAT table and the punt queues.
 
 use std::io;
 use std::net::IpAddr;
@@ -13,7 +13,8 @@ use crate::clock::Instant;
 use crate::config::LimitsConfig;
 use crate::counters::{Counters, DropReason, bump};
 use crate::fastpath::{
-    Env, FastPath, PuntClass, SCRATCH_LEN, Verdict, complete_checksum, prefetch_session,
+    Env, FastPath, PuntClass, SCRATCH_LEN, Verdict, complete_checksum, prefetch_inbound_session,
+    prefetch_session, worth_prefetching,
 };
 use crate::gro::Gro;
 use crate::io::MAX_FRAME;
@@ -101,8 +102,10 @@ impl Worker {
                 if n > 0 {
                     work += n;
                     out.batch_received();
-                    for i in 0..n {
-                        prefetch_session(&env, &tap_bufs[i][..tap_lens[i]], Iface::Lan);
+                    if worth_prefetching(&env) {
+                        for i in 0..n {
+                            prefetch_session(&env, &tap_bufs[i][..tap_lens[i]], Iface::Lan);
+                        }
                     }
                     for i in 0..n {
                         let frame = &mut tap_bufs[i][..tap_lens[i]];
@@ -133,8 +136,13 @@ impl Worker {
                     }
                     work += n;
                     out.batch_received();
-                    for i in 0..n {
-                        prefetch_session(&env, batch.frame(i), ingress);
+                    if worth_prefetching(&env) {
+                        for i in 0..n {
+                            prefetch_session(&env, batch.frame(i), ingress);
+                        }
+                        for i in 0..n {
+                            prefetch_inbound_session(&env, batch.frame(i), ingress);
+                        }
                     }
                     for i in 0..n {
                         let stamp = batch.received(i);

@@ -17,7 +17,9 @@ use mhrouter::clock::Instant;
 use mhrouter::config::LimitsConfig;
 use mhrouter::control::arp::{ArpEngine, ArpEvent, NextHop};
 use mhrouter::control::{Addressing, IfAddr};
-use mhrouter::fastpath::{Env, FastPath, SCRATCH_LEN, Verdict, prefetch_session};
+use mhrouter::fastpath::{
+    Env, FastPath, SCRATCH_LEN, Verdict, prefetch_inbound_session, prefetch_session,
+};
 use mhrouter::fuzz::{Bytes, valid_frames};
 use mhrouter::nat::{FragTable, NatParams, NatTable};
 use mhrouter::neigh::NeighParams;
@@ -229,6 +231,7 @@ fuzz_target!(|data: &[u8]| {
                 now,
             };
             prefetch_session(&env, &after, ingress);
+            prefetch_inbound_session(&env, &after, ingress);
             let verdict = fp.process(&env, &mut after, ingress, &mut scratch);
             if let Err(e) = valid_frames::check(&s, ingress, &before, &after, verdict, &scratch) {
                 panic!("{verdict:?} on {ingress:?}: {e}");

@@ -2,7 +2,7 @@
 //! no panic on any input: every frame ends as exactly one [`Verdict`].
 //!
 //! Before a batch is walked, `prefetch` reads each frame's NAT key and starts loading the
-//! table slots the walk will look it up in.
+//! table slots the walk will look it up in (when the table is too large for the caches).
 //!
 //! A packet's walk, and where each step lives:
 //! - [`FastPath::process`] (here): the virtio_net_hdr, the Ethernet destination (ours, else
@@ -46,7 +46,7 @@ use crate::wire::frame::{ETH_OFFSET, IP_OFFSET};
 use crate::wire::vnet::VnetHdr;
 use crate::wire::vrrp;
 use parse::{Ip, L4, check_martian, is_dhcp, parse_ip, parse_l4};
-pub use prefetch::prefetch_session;
+pub use prefetch::{prefetch_inbound_session, prefetch_session, worth_prefetching};
 use ratelimit::RateLimit;
 pub use rewrite::complete_checksum;
 

@@ -13,8 +13,9 @@
 //! follows from its hash: a worker prefetches the slots of a whole batch (`prefetch_outbound`,
 //! `prefetch_inbound`) without the lock, then looks the frames up one by one, so at a million
 //! sessions a lookup finds its slot in cache instead of waiting for DRAM. An inbound lookup
-//! finds the inside endpoint in the inbound table, then the session in the outbound one: the
-//! prefetch covers the first.
+//! finds the inside endpoint in the inbound table, then the session in the outbound one:
+//! `prefetch_inbound` covers the first, `prefetch_inbound_session` (a second pass, once the
+//! first has arrived) the second.
 //!
 //! Memory: a session is one slot in each of two tables (26 + 16 bytes, plus a distance byte
 //! each and one of padding in the inbound slot: 27 + 18), which a table keeps between 7/16 and
@@ -265,11 +266,22 @@ impl NatTable {
             .prefetch_out(&OutKey::of(key));
     }
 
-    /// `prefetch_outbound` for an inbound key: its entry in the inbound table (which leads to
-    /// the session, not prefetched as that takes the entry).
+    /// `prefetch_outbound` for an inbound key: its entry in the inbound table, which names the
+    /// session's inside endpoint. The session is another table's slot: see
+    /// `prefetch_inbound_session`.
     pub fn prefetch_inbound(&self, key: &InboundKey) {
         self.shard(key.proto, key.remote, key.remote_port)
             .prefetch_inb(&InKey::of_inbound(key));
+    }
+
+    /// The second step for an inbound key, once `prefetch_inbound`'s load has arrived: reads
+    /// its entry (under the shard lock, briefly) and prefetches the session it leads to.
+    pub fn prefetch_inbound_session(&self, key: &InboundKey) {
+        let shard = self.shard(key.proto, key.remote, key.remote_port);
+        let Some(inside) = shard.lock().inside(&InKey::of_inbound(key)) else {
+            return;
+        };
+        shard.prefetch_out(&OutKey::new(key.proto, inside, key.remote, key.remote_port));
     }
 
     /// Fast path, outbound: refreshes the session of `key` (last seen, TCP state from

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::{Env, FastPath, SCRATCH_LEN, Verdict, prefetch_session};
+use super::{Env, FastPath, SCRATCH_LEN, Verdict, prefetch_inbound_session, prefetch_session};
 use crate::clock::Instant;
 use crate::nat::{FlowKey, FragKey, FragTable, NatParams, NatTable, Translation};
 use crate::prefix::Ipv4Prefix;
@@ -144,8 +144,8 @@ pub fn now() -> Instant {
     Instant::from_millis(1000)
 }
 
-/// Runs one frame through a fresh fast path at `now()` as a worker does (the prefetch pass,
-/// then `process`): the verdict and the scratch buffer.
+/// Runs one frame through a fresh fast path at `now()` as a worker with a large NAT table does
+/// (the prefetch passes, then `process`): the verdict and the scratch buffer.
 pub fn run(w: &World, frame: &mut [u8], ingress: Iface) -> (Verdict, Vec<u8>) {
     let env = Env {
         snap: &w.snap,
@@ -156,6 +156,7 @@ pub fn run(w: &World, frame: &mut [u8], ingress: Iface) -> (Verdict, Vec<u8>) {
     };
     let mut scratch = vec![0u8; SCRATCH_LEN];
     prefetch_session(&env, frame, ingress);
+    prefetch_inbound_session(&env, frame, ingress);
     let v = FastPath::default().process(&env, frame, ingress, &mut scratch);
     (v, scratch)
 }
