@@ -399,8 +399,8 @@ enum Passes {
     None,
     /// `prefetch_session` on every frame.
     Prefetch,
-    /// Then `prefetch_inbound_session` on every frame.
-    TwoPasses,
+    /// `prefetch_session`, then `prefetch_inbound_session` on every frame.
+    Both,
 }
 
 fn batches(c: &mut Criterion) {
@@ -474,12 +474,7 @@ fn batches(c: &mut Criterion) {
                 Passes::Prefetch,
                 "prefetch",
             ),
-            (
-                "in",
-                Iface::Uplink(UplinkId(0)),
-                Passes::TwoPasses,
-                "two_passes",
-            ),
+            ("in", Iface::Uplink(UplinkId(0)), Passes::Both, "two_passes"),
         ];
         for (dir, ingress, passes, mode) in cases {
             let write: &dyn Fn(&mut [u8], u32) = if dir == "out" { &out } else { &back };
@@ -535,7 +530,7 @@ impl Batch<'_> {
                     prefetch_session(env, frame, self.ingress);
                 }
             }
-            if matches!(self.passes, Passes::TwoPasses) {
+            if matches!(self.passes, Passes::Both) {
                 for frame in &frames {
                     prefetch_inbound_session(env, frame, self.ingress);
                 }
