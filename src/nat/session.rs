@@ -295,9 +295,9 @@ impl Locked<'_> {
         let ikey = InKey::of(key, &session);
         let Shard { out, inb } = &mut *self.shard;
         let hash = |k: &InKey| inb_keys.hash_one(k);
-        inb.insert(hash(&ikey), ikey, key.inside(), hash);
+        inb.insert_new(hash(&ikey), ikey, key.inside(), hash);
         let hash = |k: &OutKey| out_keys.hash_one(k);
-        out.insert(hash(&key), key, session, hash);
+        out.insert_new(hash(&key), key, session, hash);
         // Either table may have grown into a new array.
         self.index.out_at.publish(out);
         self.index.inb_at.publish(inb);

@@ -126,12 +126,10 @@ impl<K: Copy + Eq, V: Copy> Table<K, V> {
         self.find(hash, key).map(|i| self.slots[i].value_mut())
     }
 
-    /// Inserts or replaces; `rehash` gives the hash of any key, for growing.
-    pub(super) fn insert(&mut self, hash: u64, key: K, value: V, rehash: impl Fn(&K) -> u64) {
-        if let Some(v) = self.get_mut(hash, &key) {
-            *v = value;
-            return;
-        }
+    /// Inserts a key the table does not hold (the caller has looked it up); `rehash` gives the
+    /// hash of any key, for growing.
+    pub(super) fn insert_new(&mut self, hash: u64, key: K, value: V, rehash: impl Fn(&K) -> u64) {
+        debug_assert!(self.find(hash, &key).is_none(), "key inserted twice");
         if (self.len + 1) * 8 > self.slots.len() * 7 {
             self.grow(&rehash);
         }
@@ -329,7 +327,7 @@ mod tests {
         // All four have the last slot of 16 as home: they occupy slots 15, 0, 1, 2.
         let last = |_: &u16| 15u64;
         for k in 1..=4 {
-            t.insert(15, k, u32::from(k) * 10, last);
+            t.insert_new(15, k, u32::from(k) * 10, last);
         }
         assert_eq!(t.slots.len(), 16);
         assert_eq!(*t.slots[15].key(), 1);
@@ -347,7 +345,7 @@ mod tests {
         assert_eq!(t.get(15, &1), None);
         assert_eq!(t.remove(15, &1), None);
         // An entry at its home slot right after the cluster stays where it is.
-        t.insert(2, 9, 90, |k| if *k == 9 { 2 } else { 15 });
+        t.insert_new(2, 9, 90, |k| if *k == 9 { 2 } else { 15 });
         assert_eq!(t.remove(15, &3), Some(30));
         assert_eq!(*t.slots[2].key(), 9);
         assert_eq!(t.get(2, &9), Some(&90));
@@ -359,19 +357,20 @@ mod tests {
         assert_eq!(t.memory_bytes(), 0);
         assert_eq!(t.get(mix(&1), &1), None);
         for k in 0..896 {
-            t.insert(mix(&k), k, u32::from(k), mix);
+            t.insert_new(mix(&k), k, u32::from(k), mix);
         }
         // 896 is 7/8 of 1024.
         assert_eq!(t.slots.len(), 1024);
-        t.insert(mix(&896), 896, 896, mix);
+        t.insert_new(mix(&896), 896, 896, mix);
         assert_eq!(t.slots.len(), 2048);
         assert_eq!(t.memory_bytes(), 2048 * size_of::<Slot<u16, u32>>());
         check(&t, mix);
         for k in 0..=896 {
             assert_eq!(t.get(mix(&k), &k), Some(&u32::from(k)));
         }
-        // Replacing a value adds nothing.
-        t.insert(mix(&7), 7, 70, mix);
+        if let Some(v) = t.get_mut(mix(&7), &7) {
+            *v = 70;
+        }
         assert_eq!((t.len(), t.get(mix(&7), &7)), (897, Some(&70)));
     }
 
@@ -382,7 +381,7 @@ mod tests {
         let high = |k: &u16| u64::from(*k) << 10;
         let mut t = T::default();
         for k in 0..300 {
-            t.insert(high(&k), k, u32::from(k), high);
+            t.insert_new(high(&k), k, u32::from(k), high);
         }
         assert_eq!(t.slots.len(), 2048);
         check(&t, high);
@@ -419,7 +418,10 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(k, v) => {
-                        t.insert(hash(&k), k, v, hash);
+                        match t.get_mut(hash(&k), &k) {
+                            Some(old) => *old = v,
+                            None => t.insert_new(hash(&k), k, v, hash),
+                        }
                         model.insert(k, v);
                     }
                     Op::Remove(k) => prop_assert_eq!(t.remove(hash(&k), &k), model.remove(&k)),
