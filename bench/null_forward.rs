@@ -235,16 +235,9 @@ impl Worker {
         while !STOP.load(Ordering::Relaxed) {
             ep.wait(&mut ready, 500)?;
             loop {
-                let mut n = 0;
-                while n < BATCH {
-                    match self.tap.read(&mut tap_bufs[n]) {
-                        Ok(len) => {
-                            tap_lens[n] = len;
-                            n += 1;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
-                    }
+                let (n, failed) = self.tap.read_batch(&mut tap_bufs, &mut tap_lens);
+                if let Some(e) = failed {
+                    return Err(e);
                 }
                 for (buf, &len) in tap_bufs.iter_mut().zip(&tap_lens).take(n) {
                     if let Some(macs) = buf.get_mut(..len).and_then(|f| f.get_mut(MACS)) {

@@ -682,8 +682,7 @@ nat_report() {
         echo "smallest size; target: TCP at 1 M sessions >= $NAT_TARGET of it."
         echo
         # shellcheck disable=SC2016
-        jq -r 'def cell: if . == null then "–" elif . == true then "yes" elif . == false then "**no**"
-                         else tostring end;
+        jq -r "$JQ_CELL"'
             "| sessions | held before / after | tcp1-up Gbit/s | ratio | tcp1-down Gbit/s | ratio | udp64-up pps | ratio | process CPU s/GB up | met |",
             "|---|---|---|---|---|---|---|---|---|---|",
             (.[] | "| \(.sessions) | \(.held_before) / \(.held_after) | \(.tcp1_up_gbps | cell) | \(.tcp1_up_ratio | cell) | \(.tcp1_down_gbps | cell) | \(.tcp1_down_ratio | cell) | \(.udp64_up_pps | cell) | \(.udp64_up_ratio | cell) | \(.cpu_process_s_per_gb_up | cell) | \(.target_met | cell) |")' \
@@ -830,10 +829,12 @@ group_by(.case + " " + .offloads)
 | sort_by(.offloads != "on", .case)
 '
 
+# A table cell in the markdown reports: – for no figure, yes / **no** for a goal.
+JQ_CELL='def cell: if . == null then "–" elif . == true then "yes" elif . == false then "**no**"
+          else tostring end;'
+
 # shellcheck disable=SC2016
-MD_JQ='
-def cell: if . == null then "–" elif . == true then "yes" elif . == false then "**no**"
-          else tostring end;
+MD_JQ=$JQ_CELL'
 "| case | offloads | kernel Gbit/s | mhrouter Gbit/s | ratio | kernel pps/cps | mhrouter pps/cps | ratio pps/cps | retransmits kernel | mhrouter | target | met | CPU s/GB path kernel | path mhrouter | path ratio | mhrouter process | mhrouter system | kernel system |",
 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 (.[] | .cpu_s_per_gb as $c
@@ -947,8 +948,7 @@ floor_report() {
         echo "Goal: mhrouter/floor >= 0.95."
         echo
         # shellcheck disable=SC2016
-        jq -r 'def cell: if . == null then "–" elif . == true then "yes" elif . == false then "**no**"
-                         else tostring end;
+        jq -r "$JQ_CELL"'
             "| case | offloads | unit | kernel | floor mmsg | floor ring | mhrouter | mhrouter/kernel | mhrouter/floor | met | ring/mmsg | retransmits k / f / ring / m | CPU process floor / ring / mhrouter | CPU path kernel / floor / ring / mhrouter |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             (.[] | .retransmits as $r | .cpu_process as $p | .cpu_path as $c

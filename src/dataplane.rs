@@ -85,19 +85,9 @@ impl Worker {
                 };
                 let mut work = 0;
 
-                let mut n = 0;
-                while n < BATCH {
-                    match self.tap.read(&mut tap_bufs[n]) {
-                        Ok(len) => {
-                            tap_lens[n] = len;
-                            n += 1;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            log::warn!("worker {}: TAP read failed: {e}", self.id);
-                            break;
-                        }
-                    }
+                let (n, failed) = self.tap.read_batch(&mut tap_bufs, &mut tap_lens);
+                if let Some(e) = failed {
+                    log::warn!("worker {}: TAP read failed: {e}", self.id);
                 }
                 if n > 0 {
                     work += n;

@@ -161,6 +161,28 @@ impl TapQueue {
         Ok(n)
     }
 
+    /// Reads frames into `bufs` (their lengths into `lens`) until the queue is empty or every
+    /// buffer is full: the workers' batch. Returns how many were read and the error that ended
+    /// the batch early, if any (the frames before it are good).
+    pub fn read_batch(
+        &self,
+        bufs: &mut [Vec<u8>],
+        lens: &mut [usize],
+    ) -> (usize, Option<io::Error>) {
+        let mut n = 0;
+        for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()) {
+            match self.read(buf) {
+                Ok(got) => {
+                    *len = got;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return (n, Some(e)),
+            }
+        }
+        (n, None)
+    }
+
     /// Writes one frame (vnet header included). The kernel takes or rejects it whole.
     pub fn write(&self, frame: &[u8]) -> io::Result<()> {
         // SAFETY: the pointer and length describe `frame`, borrowed for the call; the kernel
